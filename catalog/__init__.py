@@ -1,0 +1,45 @@
+"""Ground floor of Corpus: config, table schemas, errors, object storage, Delta tables, lineage.
+
+Stages import from here and never from each other.
+"""
+
+from catalog.config import LakehouseConfig
+from catalog.errors import (
+    CommitConflictError,
+    ConfigError,
+    CorpusError,
+    QueryError,
+    SchemaError,
+    StorageError,
+    TableNotFoundError,
+    VersionNotFoundError,
+)
+from catalog.lineage import Commit, Lineage, LineageNode
+from catalog.schemas import TABLES, TableSpec, spec
+from catalog.storage import ObjectStore, content_key, put_content_addressed, sha256_file
+from catalog.tables import Lakehouse, TableStats, parse_table_ref
+
+__all__ = [
+    "TABLES",
+    "CommitConflictError",
+    "Commit",
+    "ConfigError",
+    "CorpusError",
+    "Lakehouse",
+    "LakehouseConfig",
+    "Lineage",
+    "LineageNode",
+    "ObjectStore",
+    "QueryError",
+    "SchemaError",
+    "StorageError",
+    "TableNotFoundError",
+    "TableSpec",
+    "TableStats",
+    "VersionNotFoundError",
+    "content_key",
+    "parse_table_ref",
+    "put_content_addressed",
+    "sha256_file",
+    "spec",
+]

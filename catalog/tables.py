@@ -1,0 +1,438 @@
+"""Delta tables under the lakehouse root: create, read, write, time travel, maintenance.
+
+Every write takes a :class:`~catalog.lineage.Lineage` (keyword-only, required), so no commit
+can be made without saying what it was derived from. Writes that can conflict with a
+concurrent writer (merge, delete, overwrite) are retried on a fresh snapshot; appends are
+retried by delta-rs itself. On S3, safe concurrent commits rely on conditional puts, which
+the server must honour; no lock table is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from catalog.config import LakehouseConfig
+from catalog.errors import (
+    CommitConflictError,
+    CorpusError,
+    SchemaError,
+    TableNotFoundError,
+    VersionNotFoundError,
+)
+from catalog.lineage import Commit, Lineage, LineageNode
+from catalog.schemas import TABLES, TableSpec, spec
+from catalog.storage import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+TABLES_DIR = "tables"
+COMMIT_ATTEMPTS = 10
+
+VersionRef = int | str | datetime | None
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """Size of one table at its current version (what ``corpus tables`` prints)."""
+
+    name: str
+    version: int
+    rows: int
+    files: int
+    bytes: int
+    description: str
+
+
+def parse_table_ref(ref: str) -> tuple[str, VersionRef]:
+    """Split ``TABLE``, ``TABLE@7`` or ``TABLE@2026-01-31T12:00:00`` into name and version."""
+    name, sep, at = ref.partition("@")
+    if not sep:
+        return name, None
+    at = at.strip()
+    if at.isdigit():
+        return name, int(at)
+    return name, parse_timestamp(at)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp; a timestamp without a zone is taken as UTC."""
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise VersionNotFoundError(
+            f"{text!r} is neither a table version (an integer) nor an ISO timestamp "
+            "such as 2026-11-22T08:30:00."
+        ) from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def conform(table_spec: TableSpec, data: Any) -> pa.Table:
+    """Turn Arrow-like data (pa.Table, RecordBatch, Polars frame, list of dicts) into the
+    table's declared schema: columns reordered and cast, absent nullable columns null-filled.
+
+    Raises:
+        SchemaError: naming unknown columns, missing required columns or failed casts.
+    """
+    if isinstance(data, list):
+        data = pa.Table.from_pylist(data)
+    elif not isinstance(data, pa.Table):
+        try:
+            data = pa.table(data)
+        except (TypeError, ValueError, pa.ArrowException) as e:
+            raise SchemaError(
+                f"Cannot read data for table {table_spec.name!r} as Arrow: {e}"
+            ) from e
+    schema = table_spec.schema
+    unknown = [c for c in data.column_names if c not in schema.names]
+    if unknown:
+        raise SchemaError(
+            f"Table {table_spec.name!r} has no columns {unknown}. Its columns are "
+            f"{schema.names}; add new columns to catalog/schemas.py first."
+        )
+    cols = []
+    for fld in schema:
+        if fld.name in data.column_names:
+            col = data.column(fld.name)
+            try:
+                col = col.cast(fld.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise SchemaError(
+                    f"Column {table_spec.name}.{fld.name}: cannot convert {col.type} to "
+                    f"{fld.type}: {e}"
+                ) from e
+            if not fld.nullable and col.null_count:
+                raise SchemaError(
+                    f"Column {table_spec.name}.{fld.name} is required but {col.null_count} "
+                    f"of {len(col)} rows are null."
+                )
+        elif fld.nullable:
+            col = pa.nulls(data.num_rows, fld.type)
+        else:
+            raise SchemaError(
+                f"Table {table_spec.name!r} needs column {fld.name!r} ({fld.type}); "
+                f"the data has {data.column_names}."
+            )
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _quote(col: str) -> str:
+    return '"' + col.replace('"', '""') + '"'
+
+
+class Lakehouse:
+    """The catalog's tables and objects under one root (local folder or S3 prefix)."""
+
+    def __init__(self, config: LakehouseConfig | str | None = None):
+        if not isinstance(config, LakehouseConfig):
+            config = LakehouseConfig.resolve(config)
+        self.config = config
+        self._store: ObjectStore | None = None
+
+    # ---- locations -------------------------------------------------------------------
+    @property
+    def root(self) -> str:
+        """The lakehouse root URI."""
+        return self.config.root
+
+    @property
+    def store(self) -> ObjectStore:
+        """Object storage for blobs (created on first use)."""
+        if self._store is None:
+            self._store = open_store(self.config)
+        return self._store
+
+    @property
+    def _opts(self) -> dict[str, str]:
+        return dict(self.config.storage_options)
+
+    def table_uri(self, name: str) -> str:
+        """Where table ``name`` lives."""
+        spec(name)
+        return f"{self.root}/{TABLES_DIR}/{name}"
+
+    # ---- open / create ---------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        """Whether table ``name`` has been created."""
+        return DeltaTable.is_deltatable(self.table_uri(name), storage_options=self._opts)
+
+    def create(self, name: str) -> DeltaTable:
+        """Create table ``name`` with its declared schema if it does not exist yet."""
+        s = spec(name)
+        uri = self.table_uri(name)
+        if not self.exists(name):
+            try:
+                DeltaTable.create(
+                    uri, s.schema, mode="ignore", name=name, description=s.description,
+                    storage_options=self._opts,
+                    commit_properties=CommitProperties(
+                        custom_metadata=Lineage(operation="create").to_metadata()
+                    ),
+                )
+            except (CommitFailedError, DeltaError) as e:
+                # Another process may have created it between our check and our commit.
+                if not self.exists(name):
+                    raise CorpusError(f"Cannot create table {name!r} at {uri}: {e}") from e
+        return self.open(name)
+
+    def init(self) -> list[str]:
+        """Create every declared table that does not exist yet; returns the names created."""
+        created = [n for n in TABLES if not self.exists(n)]
+        for name in created:
+            self.create(name)
+        return created
+
+    def open(self, name: str, version: VersionRef = None) -> DeltaTable:
+        """Open table ``name`` at its latest version, a version number or a timestamp."""
+        spec(name)
+        uri = self.table_uri(name)
+        try:
+            dt = DeltaTable(uri, storage_options=self._opts)
+        except DeltaTableNotFound:
+            raise TableNotFoundError(
+                f"Table {name!r} does not exist yet under {self.root}. Run the stage that "
+                f"writes it, or `corpus init` to create empty tables."
+            ) from None
+        if version is None:
+            return dt
+        if isinstance(version, str):
+            version = int(version) if version.isdigit() else parse_timestamp(version)
+        latest = dt.version()
+        try:
+            dt.load_as_version(version)
+        except (DeltaError, ValueError, OSError):
+            raise VersionNotFoundError(
+                f"Table {name!r} has no version {version!s}; its versions are 0..{latest}."
+            ) from None
+        if isinstance(version, datetime):
+            # delta-rs falls back to the first version for a time before the table existed.
+            first = dt.history()[-1] if dt.version() == 0 else None
+            if first and first["timestamp"] > version.timestamp() * 1000:
+                raise VersionNotFoundError(
+                    f"Table {name!r} did not exist yet at {version.isoformat()}."
+                )
+        return dt
+
+    def version(self, name: str) -> int:
+        """Latest version of table ``name``."""
+        return self.open(name).version()
+
+    def pin(self, *names: str) -> dict[str, int]:
+        """Current versions of the named tables: what a driver records as its inputs."""
+        return {n: self.version(n) for n in names}
+
+    # ---- read ------------------------------------------------------------------------
+    def dataset(self, name: str, version: VersionRef = None) -> pads.Dataset:
+        """A lazy Arrow dataset over ``name`` (zero-copy; filters are pushed into the scan)."""
+        return self.open(name, version).to_pyarrow_dataset()
+
+    def read(
+        self,
+        name: str,
+        *,
+        version: VersionRef = None,
+        columns: list[str] | None = None,
+        filter: pads.Expression | None = None,
+    ) -> pa.Table:
+        """Read (part of) a table into memory."""
+        return self.dataset(name, version).to_table(columns=columns, filter=filter)
+
+    # ---- write -----------------------------------------------------------------------
+    def _props(self, lineage: Lineage) -> CommitProperties:
+        return CommitProperties(
+            custom_metadata=lineage.to_metadata(), max_commit_retries=COMMIT_ATTEMPTS
+        )
+
+    def _retrying(self, name: str, op: str, fn) -> Any:
+        """Run a conflicting-prone commit, retrying on a fresh snapshot when a writer won."""
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(CommitFailedError),
+                stop=stop_after_attempt(COMMIT_ATTEMPTS),
+                wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                reraise=False,
+            ):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        log.info("%s on %s: retry %d after a concurrent commit", op, name,
+                                 attempt.retry_state.attempt_number)
+                    return fn()
+        except RetryError as e:
+            raise CommitConflictError(
+                f"{op} on table {name!r} lost to concurrent writers {COMMIT_ATTEMPTS} times; "
+                f"nothing was written. Retry later. Last error: {e.last_attempt.exception()}"
+            ) from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def append(self, name: str, data: Any, *, lineage: Lineage) -> int:
+        """Append rows; returns the new table version."""
+        s = spec(name)
+        table = conform(s, data)
+        self.create(name)
+        write_deltalake(
+            self.table_uri(name), table, mode="append", storage_options=self._opts,
+            commit_properties=self._props(lineage),
+        )
+        return self.version(name)
+
+    def overwrite(
+        self, name: str, data: Any, *, lineage: Lineage, predicate: str | None = None
+    ) -> int:
+        """Replace the table's rows (or only those matching a SQL ``predicate``)."""
+        s = spec(name)
+        table = conform(s, data)
+        self.create(name)
+
+        def run() -> None:
+            write_deltalake(
+                self.table_uri(name), table, mode="overwrite", predicate=predicate,
+                storage_options=self._opts, commit_properties=self._props(lineage),
+            )
+
+        self._retrying(name, "overwrite", run)
+        return self.version(name)
+
+    def merge(
+        self,
+        name: str,
+        data: Any,
+        *,
+        lineage: Lineage,
+        on: Iterable[str] | None = None,
+        delete_missing: bool = False,
+    ) -> dict[str, Any]:
+        """Upsert rows by the table's keys (or ``on``): update matches, insert the rest.
+
+        Source rows must be unique on the key. With ``delete_missing`` target rows whose key
+        is absent from the source are deleted (a full sync). Returns delta-rs merge metrics
+        plus the new ``version``.
+        """
+        s = spec(name)
+        table = conform(s, data)
+        keys = tuple(on or s.keys)
+        dup = (
+            table.group_by(list(keys)).aggregate([([], "count_all")])
+            .filter(pa.compute.greater(pa.compute.field("count_all"), 1))
+        )
+        if dup.num_rows:
+            raise SchemaError(
+                f"merge into {name!r}: {dup.num_rows} key(s) {keys} occur more than once in "
+                f"the source, e.g. {dup.slice(0, 1).to_pylist()[0]}; deduplicate first."
+            )
+        self.create(name)
+        predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+
+        def run() -> dict[str, Any]:
+            dt = self.open(name)
+            merger = dt.merge(
+                table, predicate=predicate, source_alias="s", target_alias="t",
+                commit_properties=self._props(lineage),
+            ).when_matched_update_all().when_not_matched_insert_all()
+            if delete_missing:
+                merger = merger.when_not_matched_by_source_delete()
+            return merger.execute()
+
+        metrics = self._retrying(name, "merge", run)
+        metrics["version"] = self.version(name)
+        return metrics
+
+    def delete(self, name: str, predicate: str, *, lineage: Lineage) -> dict[str, Any]:
+        """Delete rows matching a SQL predicate; returns metrics plus the new ``version``."""
+        if not predicate or not predicate.strip():
+            raise CorpusError(
+                f"delete from {name!r} needs a predicate; use overwrite to empty a table."
+            )
+
+        def run() -> dict[str, Any]:
+            return self.open(name).delete(predicate, commit_properties=self._props(lineage))
+
+        metrics = self._retrying(name, "delete", run)
+        metrics["version"] = self.version(name)
+        return metrics
+
+    # ---- history, lineage ------------------------------------------------------------
+    def history(self, name: str, limit: int | None = None) -> list[Commit]:
+        """Commits of table ``name``, newest first."""
+        return [Commit.from_history(name, h) for h in self.open(name).history(limit)]
+
+    def lineage(self, name: str, version: VersionRef = None) -> LineageNode:
+        """Walk lineage transitively from ``name@version`` down to its sources.
+
+        The lineage of a version is every commit up to it (a table version is the sum of
+        its commits) and, recursively, every table version those commits read.
+        """
+        memo: dict[tuple[str, int], LineageNode] = {}
+        histories: dict[str, list[Commit]] = {}
+
+        def node(table: str, ver: int) -> LineageNode:
+            if (table, ver) in memo:
+                return memo[(table, ver)]
+            if table not in histories:
+                histories[table] = self.history(table)
+            commits = [c for c in histories[table] if c.version <= ver]
+            n = LineageNode(table, ver, commits, [], sorted({s for c in commits for s in c.sources}))
+            memo[(table, ver)] = n
+            inputs = sorted({(t, v) for c in commits for t, v in c.inputs.items()})
+            n.parents = [node(t, v) for t, v in inputs]
+            return n
+
+        return node(name, self.open(name, version).version())
+
+    # ---- maintenance -----------------------------------------------------------------
+    def optimize(self, name: str, *, lineage: Lineage | None = None) -> dict[str, Any]:
+        """Compact small files into larger ones (a new version; data unchanged)."""
+        lineage = lineage or Lineage(operation="optimize")
+        dt = self.open(name)
+        return dt.optimize.compact(commit_properties=self._props(lineage))
+
+    def vacuum(
+        self, name: str, *, retention_hours: int = 168, dry_run: bool = True
+    ) -> list[str]:
+        """Delete files no longer referenced by versions newer than the retention window.
+
+        Time travel to versions older than the window stops working for vacuumed files;
+        hence the one-week default and ``dry_run`` by default.
+        """
+        dt = self.open(name)
+        return dt.vacuum(
+            retention_hours=retention_hours, dry_run=dry_run,
+            enforce_retention_duration=False,
+            commit_properties=self._props(Lineage(operation="vacuum")),
+        )
+
+    def list_tables(self) -> list[str]:
+        """Names of the declared tables that exist under this root."""
+        return [n for n in TABLES if self.exists(n)]
+
+    def stats(self, name: str) -> TableStats:
+        """Version, rows, data files and bytes of table ``name`` at its latest version."""
+        dt = self.open(name)
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        rows = pa.compute.sum(actions.column("num_records")).as_py() if actions.num_rows else 0
+        size = pa.compute.sum(actions.column("size_bytes")).as_py() if actions.num_rows else 0
+        return TableStats(
+            name=name, version=dt.version(), rows=int(rows or 0), files=actions.num_rows,
+            bytes=int(size or 0), description=spec(name).description,
+        )
+
+
+def lineage_inputs(tables: Mapping[str, DeltaTable]) -> dict[str, int]:
+    """``{name: version}`` for tables a driver has opened, for :class:`Lineage.inputs`."""
+    return {name: dt.version() for name, dt in tables.items()}

@@ -1,0 +1,206 @@
+"""The `corpus` command line: one entry point, subcommands that call stage drivers."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from catalog import CorpusError, Lakehouse, LakehouseConfig, parse_table_ref
+from catalog.log import setup_logging
+from catalog.version import code_version
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+class CorpusGroup(click.Group):
+    """Turns every :class:`CorpusError` (a user mistake) into a one-line message, exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CorpusError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+
+
+def _lakehouse(ctx: click.Context) -> Lakehouse:
+    return ctx.obj["lakehouse"]
+
+
+@click.group(cls=CorpusGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", envvar="CORPUS_ROOT", default=None, metavar="PATH|s3://BUCKET/PREFIX",
+              help="Lakehouse root (default ./lakehouse; env CORPUS_ROOT).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(code_version(), prog_name="corpus")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, verbose: int) -> None:
+    """Corpus: a publisher's book archive as versioned training data for reading-level models."""
+    setup_logging(verbose)
+    ctx.ensure_object(dict)
+    ctx.obj["lakehouse"] = Lakehouse(LakehouseConfig.resolve(root))
+
+
+@cli.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create every catalog table (empty) that does not exist yet."""
+    lh = _lakehouse(ctx)
+    created = lh.init()
+    console.print(f"lakehouse at {lh.root}: created {len(created)} table(s)"
+                  + (f": {', '.join(created)}" if created else ""))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def tables(ctx: click.Context, fmt: str) -> None:
+    """List tables with version, rows, data files and bytes."""
+    lh = _lakehouse(ctx)
+    stats = [lh.stats(n) for n in lh.list_tables()]
+    if fmt == "json":
+        click.echo(json.dumps([s.__dict__ for s in stats], indent=2))
+        return
+    t = Table(title=f"tables in {lh.root}")
+    for col in ("table", "version", "rows", "files", "bytes", "description"):
+        t.add_column(col, justify="right" if col in ("version", "rows", "files", "bytes")
+                     else "left")
+    for s in stats:
+        t.add_row(s.name, str(s.version), f"{s.rows:,}", str(s.files), f"{s.bytes:,}",
+                  s.description)
+    console.print(t)
+    if not stats:
+        console.print("no tables yet: run `corpus init` or a pipeline stage", style="dim")
+
+
+@cli.command()
+@click.argument("table")
+@click.option("--limit", type=int, default=None, help="Only the newest N commits.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def history(ctx: click.Context, table: str, limit: int | None, fmt: str) -> None:
+    """Show the commits of TABLE with their operation, inputs and code version."""
+    from datetime import UTC, datetime
+
+    commits = _lakehouse(ctx).history(table, limit)
+    if fmt == "json":
+        click.echo(json.dumps([c.__dict__ for c in commits], indent=2, default=str))
+        return
+    t = Table(title=f"history of {table}")
+    for col in ("version", "committed (UTC)", "operation", "inputs", "rows added", "code"):
+        t.add_column(col)
+    for c in commits:
+        when = datetime.fromtimestamp(c.timestamp_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        inputs = ", ".join(f"{k}@{v}" for k, v in sorted(c.inputs.items())) or "-"
+        added = c.metrics.get("num_added_rows", c.metrics.get("num_target_rows_inserted", ""))
+        t.add_row(str(c.version), when, c.operation, inputs, str(added), c.code_version or "-")
+    console.print(t)
+
+
+@cli.command()
+@click.argument("ref", metavar="TABLE[@VERSION|@TIMESTAMP]")
+@click.option("--format", "fmt", type=click.Choice(["tree", "json"]), default="tree")
+@click.pass_context
+def lineage(ctx: click.Context, ref: str, fmt: str) -> None:
+    """Walk what TABLE (at a version) was derived from, transitively."""
+    name, version = parse_table_ref(ref)
+    root = _lakehouse(ctx).lineage(name, version)
+    if fmt == "json":
+        click.echo(json.dumps(root.to_dict(), indent=2))
+        return
+    seen: set[tuple[str, int]] = set()
+
+    def add(tree: Tree, node) -> None:
+        ops = ", ".join(sorted({c.operation for c in node.commits if c.operation != "create"}))
+        label = f"[bold]{node.table}@{node.version}[/]" + (f"  [dim]{ops}[/]" if ops else "")
+        branch = tree.add(label)
+        key = (node.table, node.version)
+        if key in seen:
+            branch.label = f"{label} [dim](see above)[/]"
+            return
+        seen.add(key)
+        for src in node.sources:
+            branch.add(f"[cyan]source[/] {src}")
+        for parent in node.parents:
+            add(branch, parent)
+
+    top = Tree(f"lineage of {ref}")
+    add(top, root)
+    console.print(top)
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--as-of", "as_of", multiple=True, metavar="TABLE=VERSION",
+              help="Pin a table to a version or ISO timestamp (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
+              default="table", help="Output format (parquet needs --out).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the result to this file instead of stdout.")
+@click.option("--allow-files", is_flag=True,
+              help="Let queries read/write local files (read_csv, COPY ... TO).")
+@click.option("--max-rows", type=int, default=1000, show_default=True,
+              help="Rows shown by --format table.")
+@click.pass_context
+def sql(ctx: click.Context, query: str | None, as_of: tuple[str, ...], fmt: str,
+        out: str | None, allow_files: bool, max_rows: int) -> None:
+    """Query every catalog table with DuckDB SQL (no QUERY: an interactive shell).
+
+    Read-only: queries cannot change lakehouse tables or touch local files unless
+    --allow-files is given. The view corpus_commits lists every commit with its lineage.
+    """
+    from sql import SqlSession, parse_as_of
+    from sql.output import write_result
+    from sql.shell import run_shell
+
+    if query == "-":
+        query = sys.stdin.read()
+    with SqlSession(_lakehouse(ctx), as_of=parse_as_of(list(as_of)),
+                    allow_files=allow_files) as session:
+        if query is None:
+            run_shell(session, fmt="table" if fmt == "parquet" else fmt)
+            return
+        n = write_result(session.batches(query), fmt=fmt, out=out, max_rows=max_rows)
+        if out:
+            err_console.print(f"wrote {n} rows to {out}")
+
+
+@cli.command()
+@click.argument("table")
+@click.pass_context
+def optimize(ctx: click.Context, table: str) -> None:
+    """Compact TABLE's small files (a new version with the same data)."""
+    m = _lakehouse(ctx).optimize(table)
+    console.print(f"{table}: {m.get('numFilesRemoved', 0)} files compacted into "
+                  f"{m.get('numFilesAdded', 0)}")
+
+
+@cli.command()
+@click.argument("table")
+@click.option("--retention-hours", type=int, default=168, show_default=True)
+@click.option("--apply", is_flag=True, help="Delete the files (default: list them only).")
+@click.pass_context
+def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) -> None:
+    """Remove data files no longer referenced by versions inside the retention window."""
+    files = _lakehouse(ctx).vacuum(table, retention_hours=retention_hours, dry_run=not apply)
+    verb = "deleted" if apply else "would delete (pass --apply)"
+    console.print(f"{table}: {verb} {len(files)} file(s)")
+    for f in files:
+        console.print(f"  {f}", style="dim")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

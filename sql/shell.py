@@ -1,0 +1,50 @@
+"""The interactive SQL shell of ``corpus sql`` (no query argument)."""
+
+from __future__ import annotations
+
+import sys
+
+from catalog import CorpusError
+from sql.output import write_result
+from sql.session import COMMITS_VIEW, SqlSession
+
+HELP = f"""Statements end with ';'. Commands: .tables  .help  .quit
+Every catalog table is a view; {COMMITS_VIEW} holds every commit with its lineage."""
+
+
+def run_shell(session: SqlSession, *, fmt: str = "table") -> None:
+    """Read statements from the terminal until EOF or ``.quit``; errors do not end the shell."""
+    try:
+        import readline  # noqa: F401  (line editing and history when available)
+    except ImportError:  # pragma: no cover
+        pass
+    print(f"corpus sql on {session.lakehouse.root}. {HELP}", file=sys.stderr)
+    buf: list[str] = []
+    while True:
+        try:
+            line = input("... " if buf else "sql> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return
+        except KeyboardInterrupt:
+            buf.clear()
+            print(file=sys.stderr)
+            continue
+        stripped = line.strip()
+        if not buf and stripped.startswith("."):
+            if stripped in (".quit", ".exit"):
+                return
+            if stripped == ".tables":
+                for name in session.tables:
+                    print(f"{name}@{session.versions[name]}")
+            else:
+                print(HELP)
+            continue
+        buf.append(line)
+        if not stripped.endswith(";"):
+            continue
+        sql, buf = "\n".join(buf), []
+        try:
+            write_result(session.batches(sql), fmt=fmt)
+        except CorpusError as e:
+            print(f"error: {e}", file=sys.stderr)
