@@ -21,8 +21,8 @@ from catalog.tables import Lakehouse, TableStats, parse_table_ref
 
 __all__ = [
     "TABLES",
-    "CommitConflictError",
     "Commit",
+    "CommitConflictError",
     "ConfigError",
     "CorpusError",
     "Lakehouse",

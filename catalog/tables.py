@@ -133,6 +133,26 @@ def conform(table_spec: TableSpec, data: Any) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def _viewed(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pa.string_view()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        v = t.value_field
+        return pa.list_(pa.field(v.name, _viewed(v.type), v.nullable))
+    return t
+
+
+def _scan_schema(schema: pa.Schema) -> pa.Schema:
+    """The declared schema with string columns as ``string_view`` (see Lakehouse.dataset)."""
+    return pa.schema([pa.field(f.name, _viewed(f.type), f.nullable) for f in schema])
+
+
+def scan_dataset(name: str, dt: DeltaTable) -> pads.Dataset:
+    """The Arrow dataset of an opened table snapshot, typed for scanning (see
+    :meth:`Lakehouse.dataset`)."""
+    return dt.to_pyarrow_dataset(schema=_scan_schema(spec(name).schema))
+
+
 def _quote(col: str) -> str:
     return '"' + col.replace('"', '""') + '"'
 
@@ -214,6 +234,8 @@ class Lakehouse:
             return dt
         if isinstance(version, str):
             version = int(version) if version.isdigit() else parse_timestamp(version)
+        if isinstance(version, datetime):
+            version = self._version_at(name, dt, version)
         latest = dt.version()
         try:
             dt.load_as_version(version)
@@ -221,14 +243,20 @@ class Lakehouse:
             raise VersionNotFoundError(
                 f"Table {name!r} has no version {version!s}; its versions are 0..{latest}."
             ) from None
-        if isinstance(version, datetime):
-            # delta-rs falls back to the first version for a time before the table existed.
-            first = dt.history()[-1] if dt.version() == 0 else None
-            if first and first["timestamp"] > version.timestamp() * 1000:
-                raise VersionNotFoundError(
-                    f"Table {name!r} did not exist yet at {version.isoformat()}."
-                )
         return dt
+
+    @staticmethod
+    def _version_at(name: str, dt: DeltaTable, when: datetime) -> int:
+        """The newest version committed at or before ``when``.
+
+        Resolved from the commit timestamps in the log rather than by delta-rs, which uses
+        object modification times: those have one-second resolution on some S3 servers.
+        """
+        when_ms = when.timestamp() * 1000
+        versions = [h["version"] for h in dt.history() if h["timestamp"] <= when_ms]
+        if not versions:
+            raise VersionNotFoundError(f"Table {name!r} did not exist yet at {when.isoformat()}.")
+        return max(versions)
 
     def version(self, name: str) -> int:
         """Latest version of table ``name``."""
@@ -240,8 +268,14 @@ class Lakehouse:
 
     # ---- read ------------------------------------------------------------------------
     def dataset(self, name: str, version: VersionRef = None) -> pads.Dataset:
-        """A lazy Arrow dataset over ``name`` (zero-copy; filters are pushed into the scan)."""
-        return self.open(name, version).to_pyarrow_dataset()
+        """A lazy Arrow dataset over ``name`` (zero-copy; filters are pushed into the scan).
+
+        String columns are typed ``string_view``: delta-rs writes some files with view types
+        and others with plain strings, and pyarrow has no kernels comparing the two, so a
+        plain-typed dataset fails on any pushed-down string predicate. With views on both
+        sides every file scans (DuckDB then returns ordinary strings).
+        """
+        return scan_dataset(name, self.open(name, version))
 
     def read(
         self,
@@ -251,8 +285,15 @@ class Lakehouse:
         columns: list[str] | None = None,
         filter: pads.Expression | None = None,
     ) -> pa.Table:
-        """Read (part of) a table into memory."""
-        return self.dataset(name, version).to_table(columns=columns, filter=filter)
+        """Read (part of) a table into memory, with the declared column types.
+
+        ``filter`` is applied after the scan (see :meth:`dataset` for why not pushed down);
+        for selective reads of big tables, query through :mod:`sql` instead.
+        """
+        table = self.dataset(name, version).to_table(columns=columns)
+        declared = spec(name).schema
+        table = table.cast(pa.schema([declared.field(c) for c in table.column_names]))
+        return table.filter(filter) if filter is not None else table
 
     # ---- write -----------------------------------------------------------------------
     def _props(self, lineage: Lineage) -> CommitProperties:
@@ -387,7 +428,8 @@ class Lakehouse:
             if table not in histories:
                 histories[table] = self.history(table)
             commits = [c for c in histories[table] if c.version <= ver]
-            n = LineageNode(table, ver, commits, [], sorted({s for c in commits for s in c.sources}))
+            sources = sorted({s for c in commits for s in c.sources})
+            n = LineageNode(table, ver, commits, [], sources)
             memo[(table, ver)] = n
             inputs = sorted({(t, v) for c in commits for t, v in c.inputs.items()})
             n.parents = [node(t, v) for t, v in inputs]

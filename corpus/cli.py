@@ -7,6 +7,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -14,7 +15,7 @@ from catalog import CorpusError, Lakehouse, LakehouseConfig, parse_table_ref
 from catalog.log import setup_logging
 from catalog.version import code_version
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -25,7 +26,7 @@ class CorpusGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CorpusError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -195,6 +196,48 @@ def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) ->
     console.print(f"{table}: {verb} {len(files)} file(s)")
     for f in files:
         console.print(f"  {f}", style="dim")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--id", "id_col", required=True, metavar="COL", help="Column with unique ids.")
+@click.option("--text", "text_col", required=True, metavar="COL", help="Column with the text.")
+@click.option("--title", "title_col", metavar="COL", help="Column with a title.")
+@click.option("--author", "author_col", metavar="COL", help="Column with an author.")
+@click.option("--score", "score_cols", multiple=True, metavar="METRIC=COL",
+              help="A score column, e.g. --score bt_easiness=BT_easiness (repeatable).")
+@click.option("--id-prefix", default="", help="Prefix for every id (keeps them apart from ISBNs).")
+@click.pass_context
+def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col: str | None,
+            author_col: str | None, score_cols: tuple[str, ...], id_prefix: str) -> None:
+    """Import labelled passages (CSV/TSV/Parquet) as books, edited texts and scores."""
+    from catalog import ConfigError
+    from ingest.passages import ImportConfig, run_import
+
+    scores = {}
+    for item in score_cols:
+        metric, sep, col = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--score {item!r}: expected METRIC=COLUMN, e.g. "
+                              "--score bt_easiness=BT_easiness.")
+        scores[metric.strip()] = col.strip()
+    config = ImportConfig(id_col=id_col, text_col=text_col, title_col=title_col,
+                          author_col=author_col, scores=scores, id_prefix=id_prefix)
+    result = run_import(_lakehouse(ctx), file, config=config)
+    console.print(f"imported {result.books.num_rows} passages and {result.scores.num_rows} "
+                  f"scores from {file}; {len(result.rejected)} row(s) rejected")
+    for r in result.rejected:
+        err_console.print(f"  rejected {file} row {r.row} (id {r.passage_id}): {r.reason}",
+                          highlight=False, markup=False)
+
+
+@cli.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the pipeline on the bundled sample in the lakehouse (default ./lakehouse)."""
+    from corpus.demo import run_demo
+
+    run_demo(_lakehouse(ctx), console)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from datetime import date, datetime
@@ -58,17 +59,15 @@ def write_result(
         with open(out, "w", encoding="utf-8", newline="") as f:
             return write_result(reader, fmt=fmt, stream=f, max_rows=max_rows)
     if fmt == "csv":
+        # The header by the csv module (pyarrow always quotes header names), rows by pyarrow.
+        csv.writer(stream, lineterminator="\n").writerow(reader.schema.names)
+        opts = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         n = 0
         for batch in reader:
             buf = pa.BufferOutputStream()
-            opts = pacsv.WriteOptions(include_header=(n == 0))
             pacsv.write_csv(pa.Table.from_batches([batch], reader.schema), buf, opts)
             stream.write(buf.getvalue().to_pybytes().decode("utf-8"))
             n += batch.num_rows
-        if n == 0:  # still write the header of an empty result
-            buf = pa.BufferOutputStream()
-            pacsv.write_csv(reader.schema.empty_table(), buf)
-            stream.write(buf.getvalue().to_pybytes().decode("utf-8"))
         return n
     if fmt == "json":
         n = 0

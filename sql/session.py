@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from catalog import Lakehouse, QueryError, TableNotFoundError, VersionNotFoundError, spec
-from catalog.tables import VersionRef
+from catalog.tables import VersionRef, scan_dataset
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class SqlSession:
         for name in sorted(existing):
             dt = lakehouse.open(name, self.as_of.get(name))
             self.versions[name] = dt.version()
-            self.con.register(name, dt.to_pyarrow_dataset())
+            self.con.register(name, scan_dataset(name, dt))
         self._commits_registered = False
         if not allow_files:
             self.con.execute("SET enable_external_access = false")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from catalog import CorpusError
@@ -14,10 +15,8 @@ Every catalog table is a view; {COMMITS_VIEW} holds every commit with its lineag
 
 def run_shell(session: SqlSession, *, fmt: str = "table") -> None:
     """Read statements from the terminal until EOF or ``.quit``; errors do not end the shell."""
-    try:
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history when available)
-    except ImportError:  # pragma: no cover
-        pass
     print(f"corpus sql on {session.lakehouse.root}. {HELP}", file=sys.stderr)
     buf: list[str] = []
     while True:
