@@ -4,8 +4,9 @@ What it measures, in one run:
 
 * In-process, per query: "direct" = a fresh ``duckdb.connect()`` and the query against
   ``read_parquet([...the table's current data files...])``; "ours" = a fresh
-  ``sql.SqlSession(lakehouse)`` (which opens every catalog table and registers Arrow-dataset
-  views, as ``corpus sql`` does on every call) and ``session.query(...)``. Setup is inside the
+  ``sql.SqlSession(lakehouse)`` and ``session.query(...)`` (the session opens the Delta table
+  the query names at its latest version and registers a view over that snapshot's files, as
+  ``corpus sql`` does on every call). Setup is inside the
   timed region on both sides. One warm-up each, then ``--runs`` runs, direct and ours
   interleaved (alternating which goes first) so both share the machine's noise. Both sides
   must return identical Arrow tables (asserted).
@@ -56,11 +57,11 @@ METRICS = ("bt_easiness", "lexile", "grade", "flesch", "dale_chall")
 OUT = Path(__file__).resolve().parent / "out" / "sql_views.json"
 CORPUS = Path(sys.executable).with_name("corpus")
 
-# {t} is the table: `scores` for ours, `read_parquet([...])` for direct. Averages are rounded
-# so that a different summation order cannot make equal results compare unequal.
+# {t} is the table: `scores` for ours, `read_parquet([...])` for direct. The average is over
+# DECIMAL (an exact sum): a float avg depends on summation order, so equal data could differ.
 QUERIES = {
     "full-scan group-by": (
-        "SELECT metric, source_file, count(*) AS n, round(avg(value), 6) AS mean, "
+        "SELECT metric, source_file, count(*) AS n, avg(value::DECIMAL(18, 3)) AS mean, "
         "min(value) AS lo, max(scored_at) AS last FROM {t} GROUP BY ALL ORDER BY ALL"
     ),
     "selective filter": "SELECT * FROM {t} WHERE book_id = '{book}' ORDER BY scored_at, metric",
@@ -214,7 +215,7 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         lh = Lakehouse(LakehouseConfig(root=root))
-        lh.init()  # every catalog table exists, as in a real lakehouse: the session opens all
+        lh.init()  # every catalog table exists, as in a real lakehouse
         if lh.stats(TABLE).rows == 0:
             make_scores(lh, args.books, args.appends)
         stats = lh.stats(TABLE)
@@ -242,8 +243,8 @@ def main() -> None:
         setup_row = row("setup only: connect() vs SqlSession(lh)", d, o)
 
         # ---- command line ------------------------------------------------------------
-        # GIT_OPTIONAL_LOCKS=0: `corpus` runs `git status` at import (code_version); this keeps
-        # that read-only so the benchmark never takes the checkout's index.lock.
+        # GIT_OPTIONAL_LOCKS=0: should `corpus` ask git for its code version, `git status`
+        # stays read-only and never takes the checkout's index.lock.
         env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "CORPUS_ROOT": lh.root}
         cli_rows = []
         for name, q in queries.items():

@@ -7,8 +7,6 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 
 
@@ -27,6 +25,8 @@ def progress(
     items: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it"
 ) -> Iterator[T]:
     """Wrap long work in a progress bar on stderr; silent when stderr is not a terminal."""
+    from tqdm.auto import tqdm  # imported here: every CLI call would pay for it otherwise
+
     yield from tqdm(
         items, desc=desc, total=total, unit=unit, disable=not sys.stderr.isatty(), leave=False
     )

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
@@ -39,6 +39,9 @@ from catalog.errors import (
 from catalog.lineage import Commit, Lineage, LineageNode
 from catalog.schemas import TABLES, TableSpec, spec
 from catalog.storage import ObjectStore, open_store
+
+if TYPE_CHECKING:  # pyarrow.dataset costs ~0.1 s to import; a local SQL query never needs it
+    import pyarrow.dataset as pads
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +373,7 @@ class Lakehouse:
         keys = tuple(on or s.keys)
         dup = (
             table.group_by(list(keys)).aggregate([([], "count_all")])
-            .filter(pa.compute.greater(pa.compute.field("count_all"), 1))
+            .filter(pc.greater(pc.field("count_all"), 1))
         )
         if dup.num_rows:
             raise SchemaError(
@@ -467,8 +470,8 @@ class Lakehouse:
         """Version, rows, data files and bytes of table ``name`` at its latest version."""
         dt = self.open(name)
         actions = pa.table(dt.get_add_actions(flatten=True))
-        rows = pa.compute.sum(actions.column("num_records")).as_py() if actions.num_rows else 0
-        size = pa.compute.sum(actions.column("size_bytes")).as_py() if actions.num_rows else 0
+        rows = pc.sum(actions.column("num_records")).as_py() if actions.num_rows else 0
+        size = pc.sum(actions.column("size_bytes")).as_py() if actions.num_rows else 0
         return TableStats(
             name=name, version=dt.version(), rows=int(rows or 0), files=actions.num_rows,
             bytes=int(size or 0), description=spec(name).description,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 
@@ -14,6 +13,8 @@ def code_version() -> str:
 
     Cached: it is asked for on every commit and cannot change while a process runs.
     """
+    from importlib import metadata  # ~30 ms to import; only writers need a code version
+
     try:
         version = metadata.version("corpus")
     except metadata.PackageNotFoundError:

@@ -33,6 +33,13 @@ class CorpusGroup(click.Group):
             sys.exit(130)
 
 
+def _print_version(ctx: click.Context) -> None:
+    # A callback, not click.version_option(code_version()): asking git costs ~80 ms, and
+    # every command would pay it at import time.
+    click.echo(f"corpus {code_version()}")
+    ctx.exit()
+
+
 def _lakehouse(ctx: click.Context) -> Lakehouse:
     return ctx.obj["lakehouse"]
 
@@ -41,7 +48,9 @@ def _lakehouse(ctx: click.Context) -> Lakehouse:
 @click.option("--root", envvar="CORPUS_ROOT", default=None, metavar="PATH|s3://BUCKET/PREFIX",
               help="Lakehouse root (default ./lakehouse; env CORPUS_ROOT).")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-@click.version_option(code_version(), prog_name="corpus")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _p, v: _print_version(ctx) if v else None,
+              help="Show the code version and exit.")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, verbose: int) -> None:
     """Corpus: a publisher's book archive as versioned training data for reading-level models."""

@@ -1,12 +1,16 @@
 """A DuckDB session over the catalog: every table a view, optionally pinned to a version.
 
-Tables are registered as Arrow datasets from deltalake, so nothing is copied and DuckDB
-pushes filters and projections into the scan. DuckDB's own delta/httpfs extensions are not
-used (they cannot be installed offline); the same code serves local and ``s3://`` roots.
+Zero-copy either way: on a local root a table's view reads the Parquet files of its pinned
+Delta snapshot with DuckDB's own reader (statistics, projection and filter pushdown, count(*)
+from metadata); on ``s3://`` roots, where DuckDB's httpfs/delta extensions cannot be installed
+offline, it scans the Arrow dataset deltalake provides (filters are pushed into the scan).
+Tables are registered when a statement first names them, so a query over one table does not
+pay for opening the other eleven.
 
-Read-only by default: DuckDB's external access is disabled and the configuration locked, so
-a query can read only catalog tables, and only SELECT/EXPLAIN/PRAGMA statements run. The
-views are over Arrow datasets, so no statement can modify a lakehouse table in any mode.
+Read-only by default: only SELECT/EXPLAIN/PRAGMA statements run, DuckDB's external access is
+limited to the lakehouse's table folder and its configuration locked, so a query can neither
+change a lakehouse table nor read or write other local files. ``allow_files`` lifts the file
+restriction (and the statement check) for ``read_csv``/``COPY ... TO`` work.
 """
 
 from __future__ import annotations
@@ -19,12 +23,20 @@ from collections.abc import Mapping
 import duckdb
 import pyarrow as pa
 
-from catalog import Lakehouse, QueryError, TableNotFoundError, VersionNotFoundError, spec
-from catalog.tables import VersionRef, scan_dataset
+from catalog import (
+    TABLES,
+    Lakehouse,
+    QueryError,
+    TableNotFoundError,
+    VersionNotFoundError,
+    spec,
+)
+from catalog.tables import TABLES_DIR, VersionRef, scan_dataset
 
 log = logging.getLogger(__name__)
 
 COMMITS_VIEW = "corpus_commits"
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
 
 
@@ -37,7 +49,8 @@ class SqlSession:
 
     Args:
         lakehouse: The lakehouse whose tables become views.
-        as_of: Pin tables to a version or timestamp, ``{"texts": 3}``; others are latest.
+        as_of: Pin tables to a version or timestamp, ``{"texts": 3}``; others are latest
+            (as of the first statement that names them).
         allow_files: Allow queries to read and write local files (``read_csv``, ``COPY``).
         threads: DuckDB worker threads (default: DuckDB's choice, all cores).
     """
@@ -59,31 +72,55 @@ class SqlSession:
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.versions: dict[str, int] = {}
-        existing = set(lakehouse.list_tables())
-        missing = [n for n in self.as_of if n not in existing]
+        self._commits_registered = False
+        self._local = not lakehouse.config.is_s3
+        if not allow_files:
+            if self._local:
+                # DuckDB's reader may open the table folders' Parquet files, nothing else.
+                tables_dir = f"{lakehouse.root}/{TABLES_DIR}/"
+                self.con.execute("SET allowed_directories = $1", [[tables_dir]])
+            self.con.execute("SET enable_external_access = false")
+        # Locked either way: a query must not re-enable file access or change the session.
+        self.con.execute("SET lock_configuration = true")
+        missing = [n for n in self.as_of if not lakehouse.exists(n)]
         if missing:
             raise TableNotFoundError(
                 f"--as-of names {missing}, which do not exist under {lakehouse.root}."
             )
-        for name in sorted(existing):
-            dt = lakehouse.open(name, self.as_of.get(name))
-            self.versions[name] = dt.version()
-            self.con.register(name, scan_dataset(name, dt))
-        self._commits_registered = False
-        if not allow_files:
-            self.con.execute("SET enable_external_access = false")
-        # Locked either way: a query must not re-enable file access or change the session.
-        self.con.execute("SET lock_configuration = true")
+        for name in self.as_of:
+            self.register(name)
 
     @property
     def tables(self) -> list[str]:
-        """Names of the registered catalog views."""
-        return sorted(self.versions)
+        """Names of the catalog tables that exist (registered when first named)."""
+        return self.lakehouse.list_tables()
+
+    def register(self, name: str) -> bool:
+        """Register table ``name`` as a view of its pinned snapshot; False if it does not exist."""
+        if name in self.versions:
+            return True
+        try:
+            dt = self.lakehouse.open(name, self.as_of.get(name))
+        except TableNotFoundError:
+            return False
+        self.versions[name] = dt.version()
+        files = dt.file_uris() if self._local and _plain_parquet(dt) else []
+        if files:
+            listing = ", ".join("'" + f.removeprefix("file://").replace("'", "''") + "'"
+                                for f in files)
+            self.con.execute(
+                f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{listing}], '
+                "union_by_name = true)"
+            )
+        else:
+            self.con.register(name, scan_dataset(name, dt))
+        return True
 
     def _register_commits(self) -> None:
         """The history of every table as one view: lineage is a query."""
         rows = []
         for name in self.tables:
+            self.register(name)
             for c in self.lakehouse.history(name):
                 if c.version > self.versions[name]:
                     continue
@@ -119,7 +156,13 @@ class SqlSession:
                         "Lakehouse tables change only through pipeline stages; to read or "
                         "write local files pass --allow-files."
                     )
-        if not self._commits_registered and re.search(COMMITS_VIEW, sql, re.IGNORECASE):
+        # Register the catalog tables the SQL names (a name inside a string literal only
+        # costs an unneeded registration).
+        words = {w.lower() for w in _WORD.findall(sql)}
+        for name in TABLES:
+            if name in words:
+                self.register(name)
+        if not self._commits_registered and COMMITS_VIEW in words:
             self._register_commits()
         return statements
 
@@ -174,6 +217,15 @@ class SqlSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _plain_parquet(dt) -> bool:
+    """Whether the snapshot's data files alone are the table (no deletion vectors or column
+    mapping, which only a Delta reader applies)."""
+    p = dt.protocol()
+    features = set(p.reader_features or []) | set(p.writer_features or [])
+    mapping = dt.metadata().configuration.get("delta.columnMapping.mode", "none")
+    return not ({"deletionVectors", "columnMapping"} & features) and mapping == "none"
 
 
 def _clean(e: Exception) -> str:

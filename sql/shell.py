@@ -35,6 +35,7 @@ def run_shell(session: SqlSession, *, fmt: str = "table") -> None:
                 return
             if stripped == ".tables":
                 for name in session.tables:
+                    session.register(name)
                     print(f"{name}@{session.versions[name]}")
             else:
                 print(HELP)
