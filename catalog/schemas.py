@@ -94,9 +94,9 @@ _SPECS = [
             _f("value", pa.float64()),
             _f("scored_at", TS, False),
             _f("source_file", pa.string(), False),
-            _f("source_row", pa.int64()),
+            _f("source_row", pa.int64(), False),
         ]),
-        ("book_id", "metric", "scored_at", "source_file"),
+        ("book_id", "metric", "scored_at", "source_file", "source_row"),
         "score history; the latest per (book, metric) is current",
     ),
     TableSpec(

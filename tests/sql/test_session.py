@@ -16,6 +16,7 @@ def _scores(lh, values):
     return lh.append("scores", {
         "book_id": [f"b{i}" for i in range(len(values))], "metric": ["bt_easiness"] * len(values),
         "value": values, "scored_at": [NOW] * len(values), "source_file": ["s.csv"] * len(values),
+        "source_row": list(range(1, len(values) + 1)),
     }, lineage=Lineage(operation="test"))
 
 
