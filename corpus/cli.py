@@ -241,6 +241,38 @@ def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col
 
 
 @cli.command()
+@click.argument("share", type=click.Path(file_okay=False))
+@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--dry-run", is_flag=True, help="Inspect and report; store and write nothing.")
+@click.option("--show", type=int, default=20, show_default=True,
+              help="How many quarantined files and rejected score rows to list.")
+@click.pass_context
+def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool,
+           show: int) -> None:
+    """Migrate an editorial SHARE into the lakehouse: every file accounted for."""
+    from ingest.driver import run_ingest
+
+    r = run_ingest(_lakehouse(ctx), share, workers=workers, dry_run=dry_run)
+    console.print(f"{r.n_files} files in {r.share} ({r.seconds:.1f} s): "
+                  + ", ".join(f"{n} {k}" for k, n in sorted(r.by_status.items())))
+    console.print("kinds: " + ", ".join(f"{n} {k}" for k, n in sorted(r.by_kind.items())))
+    if dry_run:
+        console.print("dry run: nothing stored or written")
+    else:
+        console.print("written: " + ", ".join(
+            f"{t} {n} row(s) (now @{r.versions[t]})" for t, n in r.written.items()))
+    for path, reason in r.quarantined[:show]:
+        err_console.print(f"  quarantined {path}: {reason}", markup=False, highlight=False)
+    for rej in r.score_rejects[:show]:
+        err_console.print(f"  score row rejected {rej.source_file} row {rej.source_row}: "
+                          f"{rej.reason}", markup=False, highlight=False)
+    hidden = max(0, len(r.quarantined) - show) + max(0, len(r.score_rejects) - show)
+    if hidden:
+        err_console.print(f"  ... and {hidden} more: corpus sql \"SELECT path, reason FROM "
+                          "files WHERE status = 'quarantined'\"", markup=False)
+
+
+@cli.command()
 @click.pass_context
 def demo(ctx: click.Context) -> None:
     """Run the pipeline on the bundled sample in the lakehouse (default ./lakehouse)."""

@@ -1,0 +1,102 @@
+"""Benchmark P1: `corpus ingest` of the sample share (no OCR) vs the I/O floor.
+
+In one run, interleaved, median of ``--runs``:
+
+* floor: read every file of the share and sha256 it (one process, 1 MiB chunks) — the least
+  any migration that keeps every byte must do;
+* ours: ``run_ingest`` into a fresh local lakehouse with ``--workers`` processes: hash,
+  store every file content-addressed, classify, read every edited format, assemble the
+  books, parse the score sheets and commit five Delta tables.
+
+Both read from the page cache (a warm-up pass of each runs first). Goal: ours <= 2.0x.
+
+Run from the repository root::
+
+    .venv/bin/python bench/ingest_share.py [--runs 3] [--workers 2] [--share DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from catalog import Lakehouse
+from ingest.driver import run_ingest
+
+GOAL = 2.0
+ROOT = Path(__file__).resolve().parent.parent
+TARBALL = ROOT.parent / "shared" / "data" / "legacy_share.tar.gz"
+OUT = Path(__file__).resolve().parent / "out" / "ingest_share.json"
+
+
+def floor(share: Path) -> int:
+    """Read and hash every file; returns bytes read."""
+    n = 0
+    for dirpath, _, files in os.walk(share):
+        for name in files:
+            h = hashlib.sha256()
+            with open(os.path.join(dirpath, name), "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    n += len(chunk)
+    return n
+
+
+def ours(share: Path, workers: int) -> dict:
+    root = tempfile.mkdtemp(prefix="corpus-bench-lake-")
+    try:
+        r = run_ingest(Lakehouse(root), share, workers=workers)
+        return {"files": r.n_files, "by_status": r.by_status}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--share", type=Path, help="an unpacked share (default: the sample)")
+    args = ap.parse_args()
+    tmp = None
+    share = args.share
+    if share is None:
+        tmp = tempfile.mkdtemp(prefix="corpus-bench-share-")
+        with tarfile.open(TARBALL) as tar:
+            tar.extractall(tmp, filter="tar")
+        share = Path(tmp) / "legacy_share"
+    try:
+        size = floor(share)
+        info = ours(share, args.workers)  # warm-up of both
+        t_floor, t_ours = [], []
+        for i in range(args.runs):
+            for which in (("floor", "ours") if i % 2 == 0 else ("ours", "floor")):
+                t0 = time.perf_counter()
+                floor(share) if which == "floor" else ours(share, args.workers)
+                (t_floor if which == "floor" else t_ours).append(time.perf_counter() - t0)
+        mf, mo = statistics.median(t_floor), statistics.median(t_ours)
+        print(f"share: {info['files']} files, {size / 1e6:.1f} MB; statuses {info['by_status']}")
+        print(f"| side | median s | runs |\n|---|---:|---|\n"
+              f"| floor: read + sha256 every file (1 process) | {mf:.3f} | "
+              f"{', '.join(f'{t:.3f}' for t in t_floor)} |\n"
+              f"| ours: run_ingest, {args.workers} workers | {mo:.3f} | "
+              f"{', '.join(f'{t:.3f}' for t in t_ours)} |")
+        print(f"ratio ours/floor: {mo / mf:.1f}x (goal <= {GOAL}x)")
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps({"files": info["files"], "bytes": size, "floor_s": t_floor,
+                                   "ours_s": t_ours, "ratio": mo / mf,
+                                   "workers": args.workers}, indent=2))
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

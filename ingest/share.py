@@ -1,0 +1,199 @@
+"""Walk an editorial share: every file hashed, classified, its bytes kept, its text read.
+
+One :class:`FileRecord` per file, symlinks included (never followed out of the share). The
+per-file work (hash, store the original bytes content-addressed, classify, parse) is a pure
+function of the file, so it fans out over a process pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from catalog import CorpusError, ObjectStore, content_key
+
+# Kinds of file (the `files.kind` column).
+EDITED, SCAN, SCORES, METADATA, JUNK = "edited", "scan", "scores", "metadata", "junk"
+
+TEXT_FORMATS = {".txt": "txt", ".docx": "docx", ".html": "html", ".htm": "html",
+                ".epub": "epub", ".pdf": "pdf"}
+IMAGE_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tiff", ".tiff": "tiff"}
+SHEET_FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".tsv": "csv"}
+OS_METADATA = {".ds_store", "thumbs.db", "desktop.ini", ".localized", "icon\r"}
+
+# ISBN-13 or ISBN-10 written with optional hyphens/spaces between digit groups.
+_ISBN_CANDIDATE = re.compile(
+    r"(?<![\dX])(97[89](?:[- ]?\d){10}|\d(?:[- ]?\d){8}[- ]?[\dX])(?!\d)", re.IGNORECASE
+)
+
+
+class ShareError(CorpusError):
+    """The share itself is unusable (missing, not a folder)."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What the inventory learned about one file of the share.
+
+    ``text``/``title``/``author`` are set for edited files that could be read; ``reason``
+    explains any file that cannot be used (junk, unreadable, unsupported).
+    """
+
+    path: str                   # relative to the share, '/'-separated
+    size: int
+    mtime: datetime
+    sha256: str
+    kind: str
+    format: str | None = None
+    encoding: str | None = None
+    book_id: str | None = None
+    reason: str | None = None
+    blob_key: str | None = None
+    title: str | None = None
+    author: str | None = None
+    text: str | None = None
+    n_pages: int | None = None
+    symlink_to: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def isbn_from_path(rel: str) -> str | None:
+    """The book's ISBN-13 from a file name, else from the nearest folder name that has one.
+
+    Every candidate is checksum-validated and normalised (ISBN-10 and hyphenated forms).
+    """
+    from ingest.scoresheets import normalise_isbn
+
+    for part in reversed(PurePosixPath(rel).parts):
+        for m in _ISBN_CANDIDATE.finditer(part):
+            isbn = normalise_isbn(m.group(1))
+            if isbn:
+                return isbn
+    return None
+
+
+def walk_share(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every file under ``root`` as ``(relative posix path, absolute path)``, sorted.
+
+    Symlinks are yielded as files (the caller records where they point) and never
+    descended into, so a link cannot lead the walk out of the share.
+    """
+    root = root.resolve()
+    if not root.is_dir():
+        raise ShareError(f"{root}: not a folder. Pass the path of the share to ingest.")
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dirnames.sort()
+        # a symlinked folder is a file-like entry: recorded, not walked
+        links = [d for d in dirnames if (here / d).is_symlink()]
+        dirnames[:] = [d for d in dirnames if d not in links]
+        for name in sorted([*filenames, *links]):
+            p = here / name
+            yield p.relative_to(root).as_posix(), p
+
+
+def _symlink_record(root: Path, rel: str, p: Path) -> FileRecord:
+    target = os.readlink(p)
+    resolved = (p.parent / target).resolve()
+    inside = resolved.is_relative_to(root.resolve())
+    st = p.lstat()
+    where = resolved.relative_to(root.resolve()).as_posix() if inside else str(resolved)
+    reason = (f"symbolic link to {where}: not followed (the target is ingested itself)"
+              if inside else f"symbolic link to {where}, outside the share: not followed")
+    return FileRecord(
+        path=rel, size=st.st_size, mtime=datetime.fromtimestamp(st.st_mtime, UTC),
+        sha256=hashlib.sha256(target.encode()).hexdigest(), kind=JUNK, reason=reason,
+        symlink_to=where,
+    )
+
+
+def classify(rel: str, size: int) -> tuple[str, str | None, str | None]:
+    """``(kind, format, reason)`` from the name and size alone (content checks come later)."""
+    name = PurePosixPath(rel).name
+    lower = name.lower()
+    suffix = PurePosixPath(lower).suffix
+    parts = [p.lower() for p in PurePosixPath(rel).parts[:-1]]
+    if lower in OS_METADATA or lower.startswith("._"):
+        return JUNK, None, "operating-system metadata file"
+    if lower.startswith("~$") or lower.startswith(".~lock"):
+        return JUNK, None, "office lock file left by an open document"
+    if size == 0:
+        return JUNK, None, "empty file"
+    if suffix in IMAGE_FORMATS:
+        return SCAN, IMAGE_FORMATS[suffix], None
+    if suffix in SHEET_FORMATS:
+        return SCORES, SHEET_FORMATS[suffix], None
+    if suffix == ".pdf" and any("scan" in p for p in parts):
+        return SCAN, "pdf", None
+    if suffix in TEXT_FORMATS:
+        return EDITED, TEXT_FORMATS[suffix], None
+    return JUNK, suffix.lstrip(".") or None, f"unsupported file type {suffix or '(none)'}"
+
+
+def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
+    """Hash, store, classify and (for edited files) read one file. Pure but for the store.
+
+    Never raises for a bad file: the problem becomes the record's ``reason``.
+    """
+    from ingest.readers import NoTextLayerError, ReaderError, read_document
+
+    share = Path(root)
+    p = share / rel
+    if p.is_symlink():
+        return _symlink_record(share, rel, p)
+    data = p.read_bytes()
+    st = p.stat()
+    digest = hashlib.sha256(data).hexdigest()
+    key = content_key(digest)
+    if store is not None and not store.exists(key):
+        store.put_bytes(key, data)
+    kind, fmt, reason = classify(rel, len(data))
+    base = dict(path=rel, size=len(data), mtime=datetime.fromtimestamp(st.st_mtime, UTC),
+                sha256=digest, blob_key=key, format=fmt, book_id=isbn_from_path(rel))
+    if kind == JUNK:
+        return FileRecord(kind=kind, reason=reason, **base)
+    if kind == SCAN:
+        return _inspect_scan(data, base)
+    if kind == SCORES:
+        from ingest.scoresheets import ScoreSheetError, read_score_sheet
+
+        try:
+            sheet = read_score_sheet(p, data=data, source_file=rel)
+        except ScoreSheetError as e:
+            return FileRecord(kind=kind, reason=str(e), **base)
+        return FileRecord(kind=kind, extra={"scores": sheet.scores, "rejected": sheet.rejected,
+                                            "columns": sheet.columns}, **base)
+    # edited formats; a PDF without a text layer outside a scans folder is a scan after all
+    try:
+        doc = read_document(p, data)
+    except ReaderError as e:
+        if isinstance(e, NoTextLayerError):
+            return _inspect_scan(data, base)
+        return FileRecord(kind=EDITED, reason=str(e), **base)
+    if base["book_id"] is None:
+        return FileRecord(kind=METADATA, encoding=doc.encoding, title=doc.title,
+                          reason="no ISBN in its name or folder: kept as share metadata",
+                          **base)
+    return FileRecord(kind=EDITED, encoding=doc.encoding, title=doc.title, author=doc.author,
+                      text=doc.text, n_pages=doc.n_pages, **base)
+
+
+def _inspect_scan(data: bytes, base: dict) -> FileRecord:
+    if base["format"] != "pdf":
+        return FileRecord(kind=SCAN, n_pages=1, **{**base})
+    import pymupdf
+
+    try:
+        with pymupdf.open(stream=data, filetype="pdf") as pdf:
+            n = pdf.page_count
+    except Exception as e:  # PyMuPDF raises its own and RuntimeError types for bad PDFs
+        return FileRecord(kind=JUNK, reason=f"not a readable PDF ({e}); a truncated or "
+                          "corrupt upload: re-scan or re-upload it", **base)
+    if n == 0:
+        return FileRecord(kind=JUNK, reason="PDF with no pages", **base)
+    return FileRecord(kind=SCAN, n_pages=n, **{**base, "format": "pdf"})
