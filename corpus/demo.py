@@ -5,6 +5,8 @@ What exists so far runs here; each later stage adds its step.
 
 from __future__ import annotations
 
+import tarfile
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pyarrow as pa
 from rich.console import Console
 
 from catalog import Lakehouse
+from ingest.driver import run_ingest
 from ingest.passages import ImportConfig, run_import
 from sql import SqlSession
 from sql.output import write_result
@@ -27,19 +30,35 @@ def sample_passages() -> Path:
     return Path(str(resources.files("corpus") / "data" / "sample_passages.csv"))
 
 
+def sample_share_tarball() -> Path:
+    """The bundled sample share (a tarball: it keeps the files' modification times)."""
+    return Path(str(resources.files("corpus") / "data" / "sample_share.tar.gz"))
+
+
 def run_demo(lakehouse: Lakehouse, console: Console) -> None:
-    """Create the lakehouse, import the sample, query it with SQL, show lineage."""
+    """Create the lakehouse, ingest the sample share, import passages, query, show lineage."""
     console.rule("1. lakehouse")
     created = lakehouse.init()
     console.print(f"{lakehouse.root}: {len(created)} new table(s), "
                   f"{len(lakehouse.list_tables())} in all")
 
-    console.rule("2. import the bundled sample passages (CLEAR excerpts, CC BY-NC-SA 4.0)")
+    console.rule("2. ingest the bundled sample share (built from CLEAR excerpts)")
+    with tempfile.TemporaryDirectory(prefix="corpus-sample-share-") as tmp:
+        with tarfile.open(sample_share_tarball()) as tar:
+            tar.extractall(tmp, filter="tar")  # keeps modification times
+        report = run_ingest(lakehouse, Path(tmp) / "legacy_share")
+    console.print(f"{report.n_files} files: " + ", ".join(
+        f"{n} {k}" for k, n in sorted(report.by_status.items())))
+    for path, reason in report.quarantined:
+        console.print(f"  quarantined {path}: {reason}", markup=False, highlight=False)
+    console.print("written: " + ", ".join(f"{t} +{n}" for t, n in report.written.items()))
+
+    console.rule("3. import the bundled sample passages (CLEAR excerpts, CC BY-NC-SA 4.0)")
     result = run_import(lakehouse, sample_passages(), config=SAMPLE_CONFIG)
     console.print(f"{result.books.num_rows} passages, {result.scores.num_rows} scores, "
                   f"{len(result.rejected)} rows rejected")
 
-    console.rule("3. SQL over the catalog: easiest and hardest passages")
+    console.rule("4. SQL over the catalog: easiest and hardest passages")
     query = """
         WITH s AS (
             SELECT book_id, metric, arg_max(value, scored_at) AS value
@@ -53,6 +72,13 @@ def run_demo(lakehouse: Lakehouse, console: Console) -> None:
         ORDER BY bt_easiness DESC
     """
     with SqlSession(lakehouse) as session:
+        console.print("books per layout of the share (files.status = 'ok'):")
+        write_result(session.batches(
+            "SELECT file_format, count(*) AS books, sum(n_words) AS words FROM ("
+            "  SELECT DISTINCT f.format AS file_format, b.book_id, b.n_words FROM books b"
+            "  JOIN files f ON f.book_id = b.book_id AND f.status = 'ok' AND f.kind = 'edited')"
+            " GROUP BY ALL ORDER BY books DESC"), fmt="table",
+            stream=console.file)
         ranked = session.query(query)
         top_bottom = [*ranked.slice(0, 3).to_batches(),
                       *ranked.slice(ranked.num_rows - 3).to_batches()]
@@ -63,8 +89,8 @@ def run_demo(lakehouse: Lakehouse, console: Console) -> None:
         console.print(f"correlation of BT easiness with Lexile over the sample: {corr:.2f} "
                       "(negative: higher Lexile, harder text)")
 
-    console.rule("4. tables and lineage")
-    for name in ("books", "texts", "scores"):
+    console.rule("5. tables and lineage")
+    for name in ("files", "books", "texts", "scores", "scans"):
         s = lakehouse.stats(name)
         console.print(f"{name}@{s.version}: {s.rows} rows, {s.files} files, {s.bytes:,} bytes")
     last = lakehouse.history("scores", limit=1)[0]

@@ -144,7 +144,9 @@ def run_ingest(
                             ("files", out.files)):
             todo = changed_rows(lakehouse, name, table)
             report.written[name] = todo.num_rows
-            if todo.num_rows:
+            if todo.num_rows and not lakehouse.exists(name):
+                lakehouse.append(name, todo, lineage=lineage)  # first run: no merge plan
+            elif todo.num_rows:
                 lakehouse.merge(name, todo, lineage=lineage)
             report.versions[name] = lakehouse.create(name).version()
     report.seconds = (datetime.now(UTC) - t0).total_seconds()

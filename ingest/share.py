@@ -170,7 +170,7 @@ def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
                                             "columns": sheet.columns}, **base)
     # edited formats; a PDF without a text layer outside a scans folder is a scan after all
     try:
-        doc = read_document(p, data)
+        doc = read_document(rel, data)  # messages name the file as the share knows it
     except ReaderError as e:
         if isinstance(e, NoTextLayerError):
             return _inspect_scan(data, base)
