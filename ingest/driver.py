@@ -109,6 +109,22 @@ def changed_rows(lakehouse: Lakehouse, name: str, new: pa.Table) -> pa.Table:
     return new.filter(pa.array(mask, pa.bool_()))
 
 
+def _removed(lakehouse: Lakehouse, files: pa.Table, now: datetime) -> pa.Table:
+    """Rows of files that an earlier run saw and the share no longer holds: kept, marked
+    ``removed`` (their bytes stay in the object store)."""
+    old = lakehouse.read("files")
+    present = set(files.column("path").to_pylist())
+    rows = []
+    for r in old.to_pylist():
+        if r["path"] in present or r["status"] == "removed":
+            continue
+        seen = r["ingested_at"]
+        rows.append({**r, "status": "removed", "ingested_at": now,
+                     "reason": f"no longer in the share (last seen {seen:%Y-%m-%d %H:%M} UTC, "
+                               f"was {r['status']}); its bytes are kept at blob_uri"})
+    return pa.Table.from_pylist(rows, schema=files.schema)
+
+
 def run_ingest(
     lakehouse: Lakehouse, share: str | Path, *, workers: int | None = None,
     dry_run: bool = False,
@@ -135,6 +151,12 @@ def run_ingest(
         if r["status"] == "quarantined":
             report.quarantined.append((r["path"], r["reason"]))
     report.score_rejects = list(out.score_rejects)
+    files = out.files
+    if not dry_run and lakehouse.exists("files"):
+        files = pa.concat_tables([files, _removed(lakehouse, files, t0)])
+        report.by_status["removed"] = files.num_rows - out.files.num_rows
+        if not report.by_status["removed"]:
+            del report.by_status["removed"]
     if not dry_run:
         digest = hashlib.sha256("\n".join(
             f"{r.path}\t{r.sha256}" for r in records).encode()).hexdigest()
@@ -146,7 +168,7 @@ def run_ingest(
         # files last: a run killed before it is visibly unfinished and simply redone.
         for name, table in (("books", out.books), ("texts", out.texts),
                             ("scans", out.scans), ("scores", out.scores),
-                            ("files", out.files)):
+                            ("files", files)):
             todo = changed_rows(lakehouse, name, table)
             report.written[name] = todo.num_rows
             if todo.num_rows and not lakehouse.exists(name):

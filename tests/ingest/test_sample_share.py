@@ -44,3 +44,42 @@ def test_bad_share_path_is_a_clear_error(lakehouse, tmp_path):
 
     with pytest.raises(ShareError, match="not a folder"):
         run_ingest(lakehouse, tmp_path / "nope")
+
+
+def test_symlinks_are_recorded_not_followed_and_removed_files_kept(tmp_path, small_share):
+    import os
+    import shutil
+
+    from catalog import Lakehouse
+
+    share = tmp_path / "share"
+    shutil.copytree(small_share, share, symlinks=True)
+    secret = tmp_path / "outside.txt"
+    secret.write_text("not part of the share")
+    os.symlink(secret, share / "Editorial" / "escape.txt")
+    os.symlink(tmp_path, share / "Editorial" / "escape_dir")
+    inside = next(p for p in (share / "Editorial" / "Finished").rglob("*.txt"))
+    os.symlink(inside, share / "Editorial" / "shortcut.txt")
+    lh = Lakehouse(str(tmp_path / "lake"))
+    run_ingest(lh, share, workers=1)
+    files = {f["path"]: f for f in lh.read("files").to_pylist()}
+    assert len(files) == 38 + 3
+    for name in ("escape.txt", "escape_dir"):
+        row = files[f"Editorial/{name}"]
+        assert row["status"] == "quarantined" and "outside the share" in row["reason"]
+    assert "not followed" in files["Editorial/shortcut.txt"]["reason"]
+    stored = b"".join(lh.store.get_bytes(k) for k in lh.store.list("raw/"))
+    assert b"not part of the share" not in stored  # nothing outside the share was read
+
+    # a file that leaves the share keeps its row, marked removed
+    (share / "Editorial" / "shortcut.txt").unlink()
+    gone = next(p for p in (share / "Editorial" / "Drafts").iterdir())
+    rel = gone.relative_to(share).as_posix()
+    gone.unlink()
+    report = run_ingest(lh, share, workers=1)
+    assert report.by_status["removed"] == 2
+    files = {f["path"]: f for f in lh.read("files").to_pylist()}
+    assert files[rel]["status"] == "removed" and "no longer in the share" in files[rel]["reason"]
+    assert lh.store.exists(files[rel]["blob_uri"].split("/objects/", 1)[1])
+    again = run_ingest(lh, share, workers=1)
+    assert again.written["files"] == 0  # removed rows are not rewritten every run
