@@ -33,7 +33,8 @@ from ingest.driver import run_ingest
 
 GOAL = 2.0
 ROOT = Path(__file__).resolve().parent.parent
-TARBALL = ROOT.parent / "shared" / "data" / "legacy_share.tar.gz"
+TARBALL = Path(os.environ.get("CORPUS_SHARED_DATA") or ROOT.parent / "shared" / "data"
+               ) / "legacy_share.tar.gz"
 OUT = Path(__file__).resolve().parent / "out" / "ingest_share.json"
 
 

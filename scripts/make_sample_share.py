@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import openpyxl
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT.parent / "shared" / "data"
+SRC = Path(os.environ.get("CORPUS_SHARED_DATA") or ROOT.parent / "shared" / "data")
 OUT = ROOT / "corpus" / "data" / "sample_share.tar.gz"
 PER_FORMAT = {"folder": 2, "parts": 2, "txt": 2, "docx": 1, "html": 1, "epub": 1, "pdf": 1}
 ISBN = re.compile(r"97[89]\d{10}")

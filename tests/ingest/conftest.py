@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+# ../shared/data beside the checkout (as CI has it), or CORPUS_SHARED_DATA.
+SHARED = Path(os.environ.get("CORPUS_SHARED_DATA")
+              or Path(__file__).resolve().parents[2].parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

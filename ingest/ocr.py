@@ -1,0 +1,384 @@
+"""OCR of raw scans: PyMuPDF renders, Tesseract recognises, every page committed as it ends.
+
+Pages come from the object store (the bytes ingest kept), not from the share, so scans can
+be OCR'd after the share is retired. A page of an image-only PDF is rendered at the
+resolution of its embedded image (no blind upsampling); a page with a real text layer is
+read, not OCR'd; a page image is recognised as it is. Pages fan out over a process pool
+with ``OMP_THREAD_LIMIT=1`` (Tesseract's own threads fight a pool). Each finished page is
+one ``ocr_pages`` commit, so a killed run loses only the pages in flight and a rerun does
+only what is missing. A scan that cannot be read is marked ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+import pyarrow as pa
+
+from catalog import (
+    TABLES,
+    ConfigError,
+    CorpusError,
+    Lakehouse,
+    LakehouseConfig,
+    Lineage,
+    TableNotFoundError,
+)
+from catalog.log import progress
+from catalog.storage import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+TEXT_LAYER_MIN_CHARS = 40   # fewer characters than this on a page is not a real text layer
+MAX_DPI = 600               # never render above this, whatever a PDF claims
+DEFAULT_DPI = 300           # for a page without an embedded image to take the resolution from
+
+
+class OcrError(CorpusError):
+    """A page or scan could not be OCR'd (unreadable image, Tesseract failure)."""
+
+
+@dataclass(frozen=True)
+class OcrConfig:
+    """Options of ``corpus ocr``.
+
+    Attributes:
+        lang: Tesseract language(s), e.g. ``eng`` or ``eng+deu``.
+        workers: Processes recognising pages in parallel.
+        executor: ``local`` (a process pool) or ``ray``.
+        ray_address: A Ray cluster address; local Ray when None.
+    """
+
+    lang: str = "eng"
+    workers: int = 2
+    executor: str = "local"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}.")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"--executor must be local or ray, got {self.executor!r}.")
+        if not self.lang or not all(p.isalnum() or p == "_" for p in self.lang.split("+")):
+            raise ConfigError(f"--lang must look like eng or eng+deu, got {self.lang!r}.")
+
+
+@dataclass(frozen=True)
+class PageTask:
+    """One page to recognise: where its bytes are and how to get the image out."""
+
+    scan_id: str
+    page_no: int          # 1-based, in reading order
+    blob_key: str         # the PDF or the page image in the object store
+    pdf_page: int | None  # 0-based page of the PDF, None for an image file
+
+
+# ---- the per-page work (runs in worker processes) --------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def _blob(config: LakehouseConfig, key: str) -> bytes:
+    # A worker renders many pages of the same PDF: fetch it once.
+    return open_store(config).get_bytes(key)
+
+
+def tesseract_version() -> str:
+    """``tesseract 5.3.0`` or similar, recorded with every page."""
+    import pytesseract
+
+    return f"tesseract {pytesseract.get_tesseract_version()}"
+
+
+def render_page(data: bytes, pdf_page: int | None):
+    """The page as a grayscale PIL image and its dpi, or its text when it has a text layer.
+
+    Returns ``(image | None, dpi, text | None)``.
+    """
+    import io
+
+    import pymupdf
+    from PIL import Image
+
+    if pdf_page is None:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        dpi = img.info.get("dpi", (0, 0))[0] or 0
+        return img.convert("L"), round(dpi) or None, None
+    with pymupdf.open(stream=data, filetype="pdf") as pdf:
+        page = pdf[pdf_page]
+        text = page.get_text()
+        if len(text.strip()) >= TEXT_LAYER_MIN_CHARS:
+            return None, None, text
+        dpi = DEFAULT_DPI
+        images = page.get_images(full=True)
+        if images:
+            # The resolution the scanner delivered: pixels of the largest image over the
+            # width it is drawn at. Rendering higher only invents pixels.
+            xref, width = max(((im[0], im[2]) for im in images), key=lambda t: t[1])
+            rects = page.get_image_rects(xref)
+            drawn = rects[0].width if rects else page.rect.width
+            dpi = min(MAX_DPI, max(72, round(width / (drawn / 72))))
+        pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
+        img = Image.frombytes("L", (pix.width, pix.height), pix.samples)
+        return img, dpi, None
+
+
+def words_to_text(data: dict) -> tuple[str, list[list]]:
+    """Tesseract's word boxes as text (lines; a blank line between blocks) and a word list
+    ``[word, confidence, left, top, width, height]``."""
+    lines: dict[tuple[int, int, int], list[str]] = {}
+    words = []
+    for i, word in enumerate(data["text"]):
+        if not word or not word.strip():
+            continue
+        conf = float(data["conf"][i])
+        key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
+        lines.setdefault(key, []).append(word)
+        words.append([word, round(conf, 1), data["left"][i], data["top"][i],
+                      data["width"][i], data["height"][i]])
+    out, last_block = [], None
+    for (block, par, _), ws in lines.items():
+        if last_block is not None and (block, par) != last_block:
+            out.append("")
+        out.append(" ".join(ws))
+        last_block = (block, par)
+    return "\n".join(out), words
+
+
+def ocr_page(config: LakehouseConfig, task: PageTask, lang: str) -> dict:
+    """Recognise one page; returns its ``ocr_pages`` row (or an ``error`` key)."""
+    import pytesseract
+
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    t0 = time.perf_counter()
+    base = {"scan_id": task.scan_id, "page_no": task.page_no}
+    try:
+        img, dpi, text = render_page(_blob(config, task.blob_key), task.pdf_page)
+    except Exception as e:  # PIL/PyMuPDF raise many types for broken images
+        return {**base, "error": f"page {task.page_no}: cannot read the image ({e})"}
+    if text is not None:
+        return {**base, "text": text.strip(), "mean_confidence": 100.0, "words": "[]",
+                "dpi": None, "engine": "text-layer", "seconds": time.perf_counter() - t0}
+    try:
+        data = pytesseract.image_to_data(
+            img, lang=lang, config="--psm 3", output_type=pytesseract.Output.DICT)
+    except pytesseract.TesseractError as e:
+        return {**base, "error": f"page {task.page_no}: tesseract failed: {e}"}
+    page_text, words = words_to_text(data)
+    confs = [w[1] for w in words if w[1] >= 0]
+    return {**base, "text": page_text, "words": json.dumps(words),
+            "mean_confidence": statistics.fmean(confs) if confs else 0.0, "dpi": dpi,
+            "engine": tesseract_version(), "seconds": time.perf_counter() - t0}
+
+
+# ---- planning (pure) ---------------------------------------------------------------------
+
+def plan_pages(scans: pa.Table, files: pa.Table, done: set[tuple[str, int]],
+               page_counts: dict[str, int]) -> tuple[list[PageTask], dict[str, str]]:
+    """Pages still to recognise, and scans that cannot be planned (``{scan_id: reason}``).
+
+    Args:
+        scans: ``scans`` rows to OCR.
+        files: ``files`` rows (for each scan's blobs).
+        done: ``(scan_id, page_no)`` already in ``ocr_pages``.
+        page_counts: pages of each scan's PDF, by scan id.
+    """
+    by_path = {f["path"]: f for f in files.to_pylist()}
+    tasks, failed = [], {}
+    for s in scans.to_pylist():
+        sid, source = s["scan_id"], s["source"]
+        if source in by_path:  # one PDF
+            blob = by_path[source]["blob_uri"]
+            pages = [(i + 1, blob, i) for i in range(page_counts.get(sid, s["n_pages"] or 0))]
+        else:  # a folder of page images, in natural order
+            from ingest.assemble import natural_key
+
+            imgs = sorted((p for p, f in by_path.items()
+                           if PurePosixPath(p).parent.as_posix() == source
+                           and f["kind"] == "scan" and f["status"] == "ok"), key=natural_key)
+            pages = [(i + 1, by_path[p]["blob_uri"], None) for i, p in enumerate(imgs)]
+        if not pages:
+            failed[sid] = f"no pages found for {source} in the files table"
+            continue
+        tasks.extend(PageTask(sid, no, _key(blob), idx) for no, blob, idx in pages
+                     if (sid, no) not in done)
+    return tasks, failed
+
+
+def _key(blob_uri: str) -> str:
+    return blob_uri.split("/objects/", 1)[1]
+
+
+def assemble_ocr_text(pages: Sequence[dict]) -> tuple[str, list[int]]:
+    """The book's OCR text, pages in order joined by a blank line, and page start offsets."""
+    text, offsets = "", []
+    for p in sorted(pages, key=lambda p: p["page_no"]):
+        if text:
+            text += "\n\n"
+        offsets.append(len(text))
+        text += (p["text"] or "").strip()
+    return text, offsets
+
+
+# ---- the driver ----------------------------------------------------------------------------
+
+@dataclass
+class OcrReport:
+    """What one ``corpus ocr`` run did."""
+
+    scans_done: int = 0
+    scans_failed: dict[str, str] | None = None
+    pages_done: int = 0
+    pages_skipped: int = 0
+    seconds: float = 0.0
+
+
+def run_ocr(lakehouse: Lakehouse, *, config: OcrConfig,
+            scan_ids: Iterable[str] | None = None) -> OcrReport:
+    """OCR every scan not yet done (or the given ones); see the module docstring."""
+    t0 = time.perf_counter()
+    try:
+        scans = lakehouse.read("scans")
+    except TableNotFoundError:
+        raise CorpusError("No scans registered yet: run `corpus ingest SHARE` first.") from None
+    wanted = set(scan_ids or [])
+    unknown = wanted - set(scans.column("scan_id").to_pylist())
+    if unknown:
+        raise CorpusError(f"Unknown scan id(s): {sorted(unknown)}. List them with "
+                          "`corpus scans`.")
+    # By default every scan not yet done; a failed scan is retried only when named.
+    rows = [s for s in scans.to_pylist()
+            if (s["scan_id"] in wanted if wanted else s["status"] == "new")]
+    if not rows:
+        return OcrReport(scans_failed={}, seconds=time.perf_counter() - t0)
+    todo_scans = pa.Table.from_pylist(rows, schema=TABLES["scans"].schema)
+    pins = lakehouse.pin("scans", "files")
+    files = lakehouse.read("files", version=pins["files"])
+    done_rows = _done_pages(lakehouse, {s["scan_id"] for s in rows})
+    counts = _pdf_page_counts(lakehouse.store, todo_scans, files)
+    tasks, failed = plan_pages(todo_scans, files, set(done_rows), counts)
+    report = OcrReport(scans_failed=dict(failed), pages_skipped=len(done_rows))
+    lineage = Lineage(operation="ocr", inputs=pins,
+                      config={"lang": config.lang, "workers": config.workers,
+                              "executor": config.executor})
+    errors: dict[str, str] = {}
+    for row in _recognise(lakehouse.config, tasks, config):
+        if "error" in row:
+            errors.setdefault(row["scan_id"], row["error"])
+            continue
+        lakehouse.append("ocr_pages", [row], lineage=lineage)  # one commit a page: resumable
+        report.pages_done += 1
+    failed.update(errors)
+    report.scans_failed = failed
+    report.scans_done = _finish_scans(lakehouse, rows, failed, lineage)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _done_pages(lakehouse: Lakehouse, scan_ids: set[str]) -> dict[tuple[str, int], dict]:
+    try:
+        pages = lakehouse.read("ocr_pages")
+    except TableNotFoundError:
+        return {}
+    return {(p["scan_id"], p["page_no"]): p for p in pages.to_pylist()
+            if p["scan_id"] in scan_ids}
+
+
+def _pdf_page_counts(store: ObjectStore, scans: pa.Table, files: pa.Table) -> dict[str, int]:
+    import pymupdf
+
+    by_path = {f["path"]: f for f in files.to_pylist()}
+    out = {}
+    for s in scans.to_pylist():
+        f = by_path.get(s["source"])
+        if f and f["format"] == "pdf":
+            try:
+                with pymupdf.open(stream=store.get_bytes(_key(f["blob_uri"])),
+                                  filetype="pdf") as pdf:
+                    out[s["scan_id"]] = pdf.page_count
+            except Exception:  # the page tasks report the error per page
+                out[s["scan_id"]] = s["n_pages"] or 0
+    return out
+
+
+def _recognise(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
+    """Yield page rows as they finish (any order)."""
+    if not tasks:
+        return
+    if ocr.executor == "ray":
+        yield from _recognise_ray(config, tasks, ocr)
+        return
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # inherited by the forked workers
+    if ocr.workers == 1:
+        for t in progress(tasks, desc="pages", unit="page"):
+            yield ocr_page(config, t, ocr.lang)
+        return
+    with ProcessPoolExecutor(ocr.workers) as pool:
+        pending: set[Future] = set()
+        queue = list(reversed(tasks))
+        bar = progress(range(len(tasks)), desc="pages", unit="page")
+        while queue or pending:
+            # a short queue per worker: a kill loses only what is in flight
+            while queue and len(pending) < ocr.workers * 2:
+                pending.add(pool.submit(ocr_page, config, queue.pop(), ocr.lang))
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                next(bar, None)
+                yield f.result()
+
+
+def _recognise_ray(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'ray[default]'.") from None
+    if not ray.is_initialized():
+        ray.init(address=ocr.ray_address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_THREAD_LIMIT": "1"}})
+    remote = ray.remote(ocr_page)
+    pending = [remote.remote(config, t, ocr.lang) for t in tasks]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(ready[0])
+
+
+def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str],
+                  lineage: Lineage) -> int:
+    """Write the ``ocr`` texts of completed scans and update every scan's state."""
+    pages = _done_pages(lakehouse, {r["scan_id"] for r in rows})
+    by_scan: dict[str, list[dict]] = {}
+    for (sid, _), p in pages.items():
+        by_scan.setdefault(sid, []).append(p)
+    now = datetime.now(UTC)
+    scan_updates, texts, done = [], [], 0
+    for r in rows:
+        sid = r["scan_id"]
+        got = by_scan.get(sid, [])
+        update = {**r, "pages_done": len(got), "updated_at": now}
+        if sid in failed:
+            update.update(status="failed", reason=failed[sid])
+        elif len(got) >= (r["n_pages"] or 0) and got:
+            text, offsets = assemble_ocr_text(got)
+            confs = [p["mean_confidence"] for p in got if p["mean_confidence"] is not None]
+            engines = sorted({p["engine"] for p in got})
+            update.update(status="ocr_done", reason=None, ocr_engine=", ".join(engines),
+                          mean_confidence=statistics.fmean(confs) if confs else None)
+            texts.append({"book_id": r["book_id"] or sid, "variant": "ocr", "text": text,
+                          "n_chars": len(text), "page_offsets": offsets,
+                          "derived_from": f"scan:{sid}", "created_at": now})
+            done += 1
+        scan_updates.append(update)
+    if texts:
+        lakehouse.merge("texts", texts, lineage=lineage)
+    if scan_updates:
+        lakehouse.merge("scans", scan_updates, lineage=lineage)
+    return done
