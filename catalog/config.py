@@ -66,6 +66,10 @@ class LakehouseConfig:
         object.__setattr__(self, "root", root)
         object.__setattr__(self, "storage_options", MappingProxyType(dict(self.storage_options)))
 
+    def __reduce__(self):
+        # Worker processes receive the config; a mappingproxy does not pickle, a dict does.
+        return (LakehouseConfig, (self.root, dict(self.storage_options)))
+
     def __hash__(self) -> int:
         # The options mapping is read-only but not hashable itself; hash its items.
         return hash((self.root, tuple(sorted(self.storage_options.items()))))

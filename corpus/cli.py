@@ -273,6 +273,93 @@ def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool,
 
 
 @cli.command()
+@click.option("--scan", "scan_ids", multiple=True, metavar="ID",
+              help="Only these scans (repeatable; also retries a failed scan).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--lang", default="eng", show_default=True, help="Tesseract language(s).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Process pool here, or a Ray cluster.")
+@click.option("--ray-address", default=None, help="Ray cluster address (default: local Ray).")
+@click.pass_context
+def ocr(ctx: click.Context, scan_ids: tuple[str, ...], workers: int | None, lang: str,
+        executor: str, ray_address: str | None) -> None:
+    """OCR every registered scan not yet done (resumable: reruns do only what is missing)."""
+    import os
+
+    from ingest.ocr import OcrConfig, run_ocr
+
+    config = OcrConfig(lang=lang, workers=workers or os.cpu_count() or 1, executor=executor,
+                       ray_address=ray_address)
+    r = run_ocr(_lakehouse(ctx), config=config, scan_ids=scan_ids or None)
+    console.print(f"{r.pages_done} page(s) recognised ({r.pages_skipped} already done) in "
+                  f"{r.seconds:.1f} s; {r.scans_done} scan(s) done, "
+                  f"{len(r.scans_failed or {})} failed")
+    for sid, reason in (r.scans_failed or {}).items():
+        err_console.print(f"  failed {sid}: {reason}", markup=False, highlight=False)
+
+
+@cli.command()
+@click.option("--status", type=click.Choice(["new", "ocr_done", "flagged", "accepted", "failed"]),
+              default=None, help="Only scans in this state.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def scans(ctx: click.Context, status: str | None, fmt: str) -> None:
+    """The scans queue: new first, then lowest OCR confidence first."""
+    from sql import SqlSession
+    from sql.output import write_result
+
+    where = f"WHERE status = '{status}'" if status else ""
+    with SqlSession(_lakehouse(ctx)) as s:
+        write_result(s.batches(
+            "SELECT scan_id, book_id, status, n_pages, pages_done, "
+            "round(mean_confidence, 1) AS confidence, reason, source FROM scans "
+            f"{where} ORDER BY status <> 'new', mean_confidence NULLS FIRST, scan_id"), fmt=fmt)
+
+
+@cli.command()
+@click.argument("scan_id")
+@click.option("--as", "flag", required=True,
+              type=click.Choice(["rescan", "wrong_book", "needs_edit", "ok"]))
+@click.option("--note", default=None, help="What is wrong, for whoever fixes it.")
+@click.option("--by", "editor", required=True, metavar="NAME", help="Your name.")
+@click.pass_context
+def flag(ctx: click.Context, scan_id: str, flag: str, note: str | None, editor: str) -> None:
+    """Flag a scan (or accept it with --as ok)."""
+    from ingest.flags import add_flag
+
+    flag_id = add_flag(_lakehouse(ctx), scan_id, flag=flag, editor=editor, note=note)
+    console.print(f"flag {flag_id}: {scan_id} {flag} by {editor}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--open", "open_only", is_flag=True, help="Only unresolved flags.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def flags(ctx: click.Context, open_only: bool, fmt: str) -> None:
+    """List editors' flags (newest first); `corpus flags resolve ID` closes one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import pyarrow as pa
+
+    from ingest.flags import list_flags
+    from sql.output import write_result
+
+    t = list_flags(_lakehouse(ctx), open_only=open_only)
+    write_result(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()), fmt=fmt)
+
+
+@flags.command("resolve")
+@click.argument("flag_id")
+@click.pass_context
+def flags_resolve(ctx: click.Context, flag_id: str) -> None:
+    """Mark flag FLAG_ID resolved."""
+    from ingest.flags import resolve_flag
+
+    resolve_flag(_lakehouse(ctx), flag_id)
+    console.print(f"flag {flag_id} resolved")
+
+
+@cli.command()
 @click.pass_context
 def demo(ctx: click.Context) -> None:
     """Run the pipeline on the bundled sample in the lakehouse (default ./lakehouse)."""

@@ -5,6 +5,7 @@ What exists so far runs here; each later stage adds its step.
 
 from __future__ import annotations
 
+import os
 import tarfile
 import tempfile
 from importlib import resources
@@ -15,6 +16,7 @@ from rich.console import Console
 
 from catalog import Lakehouse
 from ingest.driver import run_ingest
+from ingest.ocr import OcrConfig, run_ocr
 from ingest.passages import ImportConfig, run_import
 from sql import SqlSession
 from sql.output import write_result
@@ -53,12 +55,24 @@ def run_demo(lakehouse: Lakehouse, console: Console) -> None:
         console.print(f"  quarantined {path}: {reason}", markup=False, highlight=False)
     console.print("written: " + ", ".join(f"{t} +{n}" for t, n in report.written.items()))
 
-    console.rule("3. import the bundled sample passages (CLEAR excerpts, CC BY-NC-SA 4.0)")
+    console.rule("3. OCR the sample's raw scans (PyMuPDF + Tesseract)")
+    ocr = run_ocr(lakehouse, config=OcrConfig(workers=os.cpu_count() or 1))
+    console.print(f"{ocr.pages_done} page(s) recognised ({ocr.pages_skipped} already done), "
+                  f"{ocr.scans_done} scan(s) done, {len(ocr.scans_failed or {})} failed "
+                  f"in {ocr.seconds:.1f} s")
+    with SqlSession(lakehouse) as session:
+        write_result(session.batches(
+            "SELECT s.book_id, s.status, s.n_pages, round(s.mean_confidence, 1) AS confidence,"
+            " left(replace(t.text, chr(10), ' '), 60) AS ocr_text FROM scans s"
+            " LEFT JOIN texts t ON t.book_id = s.book_id AND t.variant = 'ocr'"
+            " ORDER BY s.book_id"), fmt="table", stream=console.file)
+
+    console.rule("4. import the bundled sample passages (CLEAR excerpts, CC BY-NC-SA 4.0)")
     result = run_import(lakehouse, sample_passages(), config=SAMPLE_CONFIG)
     console.print(f"{result.books.num_rows} passages, {result.scores.num_rows} scores, "
                   f"{len(result.rejected)} rows rejected")
 
-    console.rule("4. SQL over the catalog: easiest and hardest passages")
+    console.rule("5. SQL over the catalog: easiest and hardest passages")
     query = """
         WITH s AS (
             SELECT book_id, metric, arg_max(value, scored_at) AS value
@@ -89,8 +103,8 @@ def run_demo(lakehouse: Lakehouse, console: Console) -> None:
         console.print(f"correlation of BT easiness with Lexile over the sample: {corr:.2f} "
                       "(negative: higher Lexile, harder text)")
 
-    console.rule("5. tables and lineage")
-    for name in ("files", "books", "texts", "scores", "scans"):
+    console.rule("6. tables and lineage")
+    for name in ("files", "books", "texts", "scores", "scans", "ocr_pages"):
         s = lakehouse.stats(name)
         console.print(f"{name}@{s.version}: {s.rows} rows, {s.files} files, {s.bytes:,} bytes")
     last = lakehouse.history("scores", limit=1)[0]

@@ -45,3 +45,12 @@ def test_config_is_frozen(tmp_path):
         cfg.root = "elsewhere"  # type: ignore[misc]
     with pytest.raises(TypeError):
         cfg.storage_options["x"] = "y"  # type: ignore[index]
+
+
+def test_config_pickles_and_hashes(tmp_path):
+    import pickle
+
+    cfg = LakehouseConfig.resolve("s3://b/p", env={"AWS_ENDPOINT_URL": "http://127.0.0.1:1"})
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again == cfg and hash(again) == hash(cfg)
+    assert again.storage_options["AWS_ALLOW_HTTP"] == "true"

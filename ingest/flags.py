@@ -1,0 +1,85 @@
+"""Editors' flags on scans: what is wrong with a scan (or that it is fine).
+
+Flags are appended (concurrent editors never overwrite each other's flags; Delta retries
+an append that races another); a scan's status follows its latest open flag.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from catalog import ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
+
+FLAGS = ("rescan", "wrong_book", "needs_edit", "ok")
+
+
+class FlagError(CorpusError):
+    """A flag that cannot be recorded or resolved (unknown scan or flag id)."""
+
+
+def _scan(lakehouse: Lakehouse, scan_id: str) -> dict:
+    import pyarrow.compute as pc
+
+    try:
+        rows = lakehouse.read("scans", filter=pc.field("scan_id") == scan_id).to_pylist()
+    except TableNotFoundError:
+        rows = []
+    if not rows:
+        raise FlagError(f"No scan {scan_id!r}. List scans with `corpus scans`.")
+    return rows[0]
+
+
+def add_flag(lakehouse: Lakehouse, scan_id: str, *, flag: str, editor: str,
+             note: str | None = None) -> str:
+    """Record an editor's flag on a scan; returns the new flag id.
+
+    ``ok`` accepts the scan; any other flag marks it ``flagged``.
+    """
+    if flag not in FLAGS:
+        raise ConfigError(f"Unknown flag {flag!r}: use one of {', '.join(FLAGS)}.")
+    if not editor or not editor.strip():
+        raise ConfigError("A flag needs the editor's name (--by NAME).")
+    scan = _scan(lakehouse, scan_id)
+    flag_id = uuid.uuid4().hex[:16]
+    now = datetime.now(UTC)
+    lineage = Lineage(operation="flag", inputs=lakehouse.pin("scans"),
+                      config={"flag": flag, "editor": editor.strip()})
+    lakehouse.append("flags", [{
+        "flag_id": flag_id, "scan_id": scan_id, "book_id": scan["book_id"], "flag": flag,
+        "note": (note or "").strip() or None, "editor": editor.strip(), "created_at": now,
+    }], lineage=lineage)
+    status = "accepted" if flag == "ok" else "flagged"
+    lakehouse.merge("scans", [{**scan, "status": status, "updated_at": now}], lineage=lineage)
+    return flag_id
+
+
+def list_flags(lakehouse: Lakehouse, *, open_only: bool = False) -> pa.Table:
+    """Flags, newest first (only unresolved ones with ``open_only``)."""
+    try:
+        flags = lakehouse.read("flags")
+    except TableNotFoundError:
+        from catalog import TABLES
+
+        return TABLES["flags"].schema.empty_table()
+    if open_only:
+        flags = flags.filter(pa.compute.is_null(flags.column("resolved_at")))
+    return flags.sort_by([("created_at", "descending")])
+
+
+def resolve_flag(lakehouse: Lakehouse, flag_id: str) -> None:
+    """Mark a flag resolved (the scan was re-scanned, re-filed or edited)."""
+    import pyarrow.compute as pc
+
+    try:
+        rows = lakehouse.read("flags", filter=pc.field("flag_id") == flag_id).to_pylist()
+    except TableNotFoundError:
+        rows = []
+    if not rows:
+        raise FlagError(f"No flag {flag_id!r}. List flags with `corpus flags`.")
+    if rows[0]["resolved_at"] is not None:
+        raise FlagError(f"Flag {flag_id} was already resolved at {rows[0]['resolved_at']}.")
+    lakehouse.merge("flags", [{**rows[0], "resolved_at": datetime.now(UTC)}],
+                    lineage=Lineage(operation="resolve_flag", inputs=lakehouse.pin("flags")))

@@ -1,0 +1,183 @@
+"""OCR of real scans from the sample share, resumability, failures, editors' flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+from rapidfuzz.distance import Levenshtein
+
+from catalog import ConfigError, Lakehouse
+from corpus.demo import sample_share_tarball
+from ingest.driver import run_ingest
+from ingest.flags import FlagError, add_flag, list_flags, resolve_flag
+from ingest.ocr import OcrConfig, run_ocr
+
+
+@pytest.fixture(scope="module")
+def small_share(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("small")
+    with tarfile.open(sample_share_tarball()) as tar:
+        tar.extractall(dest, filter="tar")
+    return dest / "legacy_share"
+
+
+@pytest.fixture(scope="module")
+def ocred(small_share, tmp_path_factory):
+    lh = Lakehouse(str(tmp_path_factory.mktemp("ocr") / "lakehouse"))
+    run_ingest(lh, small_share, workers=2)
+    report = run_ocr(lh, config=OcrConfig(workers=2))
+    return lh, report
+
+
+def _cer(ours: str, truth: str) -> float:
+    a = re.sub(r"\s+", " ", ours.lower()).strip()
+    b = re.sub(r"\s+", " ", truth.lower()).strip()
+    return Levenshtein.distance(a, b) / max(1, len(b))
+
+
+def test_ocr_of_sample_scans_against_the_truth(ocred, share_truth, tmp_path_factory):
+    lh, report = ocred
+    scans = lh.read("scans").to_pylist()
+    assert report.scans_failed == {} and report.scans_done == len(scans) == 5
+    assert report.pages_done == sum(s["n_pages"] for s in scans)
+    texts = {t["book_id"]: t for t in lh.read("texts").to_pylist() if t["variant"] == "ocr"}
+    cers = {}
+    for s in scans:
+        assert s["status"] == "ocr_done" and s["pages_done"] == s["n_pages"]
+        assert s["ocr_engine"].startswith("tesseract 5") and s["mean_confidence"] > 60
+        t = texts[s["book_id"]]
+        assert len(t["page_offsets"]) == s["n_pages"] and t["derived_from"].endswith(s["scan_id"])
+        cers[s["book_id"]] = round(_cer(t["text"], share_truth["books"][s["book_id"]]
+                                        ["clean_text"]), 4)
+    # Reported, not tuned: the title/copyright page, running headers and page numbers of
+    # the scans are in the OCR text and count as errors against the edited text.
+    out = tmp_path_factory.getbasetemp() / "ocr_cer.json"
+    out.write_text(json.dumps(cers, indent=1))
+    print(f"\nOCR CER against the edited text (furniture included): {cers}")
+    assert max(cers.values()) < 0.5, cers
+    pages = lh.read("ocr_pages").to_pylist()
+    words = json.loads(pages[0]["words"])
+    assert words and all(len(w) == 6 for w in words)  # word, confidence, box
+    pdf_scans = {s["scan_id"] for s in scans if s["source"].endswith(".pdf")}
+    # PDF pages are rendered at their embedded image's resolution (150-300 dpi here)
+    assert all(100 <= p["dpi"] <= 400 for p in pages if p["scan_id"] in pdf_scans)
+
+
+def test_rerun_does_nothing_and_history_has_lineage(ocred):
+    lh, _ = ocred
+    n = lh.read("ocr_pages").num_rows
+    again = run_ocr(lh, config=OcrConfig(workers=2))
+    assert again.pages_done == 0 and lh.read("ocr_pages").num_rows == n
+    c = lh.history("ocr_pages", limit=1)[0]
+    assert c.operation == "ocr" and set(c.inputs) == {"scans", "files"}
+
+
+def test_flags(ocred):
+    lh, _ = ocred
+    sid = lh.read("scans").column("scan_id")[0].as_py()
+    fid = add_flag(lh, sid, flag="rescan", editor="ann", note="page 2 is blurred")
+    assert {s["scan_id"]: s["status"] for s in lh.read("scans").to_pylist()}[sid] == "flagged"
+    assert list_flags(lh, open_only=True).column("flag_id").to_pylist() == [fid]
+    resolve_flag(lh, fid)
+    assert list_flags(lh, open_only=True).num_rows == 0
+    with pytest.raises(FlagError, match="already resolved"):
+        resolve_flag(lh, fid)
+    with pytest.raises(FlagError, match="No scan"):
+        add_flag(lh, "scan-nope", flag="ok", editor="ann")
+    with pytest.raises(ConfigError, match="Unknown flag"):
+        add_flag(lh, sid, flag="great", editor="ann")
+    add_flag(lh, sid, flag="ok", editor="bob")
+    assert {s["scan_id"]: s["status"] for s in lh.read("scans").to_pylist()}[sid] == "accepted"
+
+
+@pytest.mark.slow
+def test_kill_and_rerun_loses_nothing_and_duplicates_nothing(small_share, tmp_path):
+    root = tmp_path / "lakehouse"
+    lh = Lakehouse(str(root))
+    run_ingest(lh, small_share, workers=2)
+    total = sum(s["n_pages"] for s in lh.read("scans").to_pylist())
+    env = {**os.environ, "CORPUS_ROOT": str(root)}
+    cmd = [sys.executable, "-m", "corpus.cli", "ocr", "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = root / "tables" / "ocr_pages" / "_delta_log"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:  # kill after 2 pages landed
+        if log.exists() and len(list(log.glob("*.json"))) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = lh.read("ocr_pages").num_rows
+    assert 0 < done_before < total, "the kill did not land mid-run"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"({done_before} already done)" in done.stdout
+    pages = lh.read("ocr_pages").to_pylist()
+    keys = [(p["scan_id"], p["page_no"]) for p in pages]
+    assert len(keys) == len(set(keys)) == total
+    assert {s["status"] for s in lh.read("scans").to_pylist()} == {"ocr_done"}
+
+
+def test_corrupt_scan_fails_alone_and_text_layer_pages_are_read(small_share, tmp_path):
+    import pymupdf
+
+    share = tmp_path / "share"
+    shutil.copytree(small_share, share, symlinks=True)
+    bad = share / "Scans" / "batch_2021" / "9780306406157"
+    bad.mkdir(parents=True)
+    (bad / "page_0001.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    with pymupdf.open() as pdf:  # a "scan" that is really a PDF with a text layer
+        page = pdf.new_page()
+        page.insert_text((72, 72), "This scanned page came with a real text layer, "
+                                   "so it is read rather than recognised.")
+        pdf.save(share / "Scans" / "incoming" / "9780131103627_scan.pdf")
+    lh = Lakehouse(str(tmp_path / "lakehouse"))
+    run_ingest(lh, share, workers=1)
+    # only the two new scans, to keep the test short
+    ids = {s["book_id"]: s["scan_id"] for s in lh.read("scans").to_pylist()}
+    report = run_ocr(lh, config=OcrConfig(workers=1),
+                     scan_ids=[ids["9780306406157"], ids["9780131103627"]])
+    assert set(report.scans_failed) == {ids["9780306406157"]}
+    assert "cannot read the image" in report.scans_failed[ids["9780306406157"]]
+    scans = {s["book_id"]: s for s in lh.read("scans").to_pylist()}
+    assert scans["9780306406157"]["status"] == "failed"
+    assert "cannot read" in scans["9780306406157"]["reason"]
+    assert scans["9780131103627"]["status"] == "ocr_done"
+    page = next(p for p in lh.read("ocr_pages").to_pylist()
+                if p["scan_id"] == ids["9780131103627"])
+    assert page["engine"] == "text-layer" and "real text layer" in page["text"]
+
+
+def test_editor_commands(ocred):
+    lh, _ = ocred
+    env = {**os.environ, "CORPUS_ROOT": lh.root}
+
+    def corpus(*args, ok=True):
+        p = subprocess.run([sys.executable, "-m", "corpus.cli", *args], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert (p.returncode == 0) == ok, p.stderr
+        return p
+
+    queue = json.loads(corpus("scans", "--format", "json").stdout)
+    assert len(queue) == 5 and {"scan_id", "confidence", "status"} <= set(queue[0])
+    sid = queue[0]["scan_id"]
+    out = corpus("flag", sid, "--as", "needs_edit", "--note", "headers left in", "--by", "cy")
+    fid = out.stdout.split()[1].rstrip(":")
+    flagged = json.loads(corpus("scans", "--status", "flagged", "--format", "json").stdout)
+    assert [s["scan_id"] for s in flagged] == [sid]
+    open_flags = json.loads(corpus("flags", "--open", "--format", "json").stdout)
+    assert fid in {f["flag_id"] for f in open_flags}
+    corpus("flags", "resolve", fid)
+    assert fid not in {f["flag_id"] for f in json.loads(
+        corpus("flags", "--open", "--format", "json").stdout)}
+    bad = corpus("flag", "scan-nope", "--as", "ok", "--by", "cy", ok=False)
+    assert bad.returncode == 2 and "No scan" in bad.stderr and "Traceback" not in bad.stderr
