@@ -168,6 +168,7 @@ class Lakehouse:
             config = LakehouseConfig.resolve(config)
         self.config = config
         self._store: ObjectStore | None = None
+        self._created: set[str] = set()
 
     # ---- locations -------------------------------------------------------------------
     @property
@@ -329,7 +330,9 @@ class Lakehouse:
         """Append rows; returns the new table version."""
         s = spec(name)
         table = conform(s, data)
-        self.create(name)
+        if name not in self._created:
+            self.create(name)
+            self._created.add(name)  # a table is never dropped: no need to ask again
         write_deltalake(
             self.table_uri(name), table, mode="append", storage_options=self._opts,
             commit_properties=self._props(lineage),

@@ -91,8 +91,10 @@ def _blob(config: LakehouseConfig, key: str) -> bytes:
     return open_store(config).get_bytes(key)
 
 
+@functools.cache
 def tesseract_version() -> str:
-    """``tesseract 5.3.0`` or similar, recorded with every page."""
+    """``tesseract 5.3.0`` or similar, recorded with every page (asked once per process:
+    it runs ``tesseract --version``)."""
     import pytesseract
 
     return f"tesseract {pytesseract.get_tesseract_version()}"
@@ -168,9 +170,13 @@ def ocr_page(config: LakehouseConfig, task: PageTask, lang: str) -> dict:
     if text is not None:
         return {**base, "text": text.strip(), "mean_confidence": 100.0, "words": "[]",
                 "dpi": None, "engine": "text-layer", "seconds": time.perf_counter() - t0}
+    # Handed over as PPM/PGM (uncompressed; PNG encoding cost ~15% of a page) with the
+    # resolution passed explicitly, which the PGM header cannot carry.
+    img.format = "PPM"
+    config = "--psm 3" + (f" --dpi {dpi}" if dpi else "")
     try:
         data = pytesseract.image_to_data(
-            img, lang=lang, config="--psm 3", output_type=pytesseract.Output.DICT)
+            img, lang=lang, config=config, output_type=pytesseract.Output.DICT)
     except pytesseract.TesseractError as e:
         return {**base, "error": f"page {task.page_no}: tesseract failed: {e}"}
     page_text, words = words_to_text(data)
