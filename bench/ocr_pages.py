@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from catalog import Lakehouse
+from catalog import Lakehouse, key_from_uri
 from corpus.demo import sample_share_tarball
 from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, plan_pages, render_page, run_ocr
@@ -52,7 +52,7 @@ def ready_images(lh: Lakehouse, dest: Path, scan_ids: list[str]) -> list[Path]:
         if s["source"].endswith(".pdf"):
             blob = next(f["blob_uri"] for f in lh.read("files").to_pylist()
                         if f["path"] == s["source"])
-            with pymupdf.open(stream=lh.store.get_bytes(blob.split("/objects/")[1])) as pdf:
+            with pymupdf.open(stream=lh.store.get_bytes(key_from_uri(blob))) as pdf:
                 counts[s["scan_id"]] = pdf.page_count
     tasks, _ = plan_pages(scans, lh.read("files"), set(), counts)
     paths = []

@@ -16,7 +16,13 @@ from catalog.errors import (
 )
 from catalog.lineage import Commit, Lineage, LineageNode
 from catalog.schemas import TABLES, TableSpec, spec
-from catalog.storage import ObjectStore, content_key, put_content_addressed, sha256_file
+from catalog.storage import (
+    ObjectStore,
+    content_key,
+    key_from_uri,
+    put_content_addressed,
+    sha256_file,
+)
 from catalog.tables import Lakehouse, TableStats, parse_table_ref
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "TableStats",
     "VersionNotFoundError",
     "content_key",
+    "key_from_uri",
     "parse_table_ref",
     "put_content_addressed",
     "sha256_file",

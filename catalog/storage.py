@@ -37,6 +37,14 @@ def content_key(sha256: str, namespace: str = "raw") -> str:
     return f"{namespace}/sha256/{sha256[:2]}/{sha256}"
 
 
+def key_from_uri(uri: str) -> str:
+    """The object key inside a URI this module made (``.../objects/<key>``)."""
+    _, sep, key = uri.partition(f"/{OBJECTS}/")
+    if not sep or not key:
+        raise StorageError(f"{uri!r} is not an object URI of a lakehouse (no /{OBJECTS}/).")
+    return _check_key(key)
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hash a file in 1 MiB chunks (a file is never held in memory whole)."""
     h = hashlib.sha256()

@@ -333,10 +333,16 @@ class Lakehouse:
         if name not in self._created:
             self.create(name)
             self._created.add(name)  # a table is never dropped: no need to ask again
-        write_deltalake(
-            self.table_uri(name), table, mode="append", storage_options=self._opts,
-            commit_properties=self._props(lineage),
-        )
+
+        def run() -> None:
+            write_deltalake(
+                self.table_uri(name), table, mode="append", storage_options=self._opts,
+                commit_properties=self._props(lineage),
+            )
+
+        # delta-rs retries appends that race other appends, but not one that races a
+        # metadata change (e.g. the commit that created the table a moment earlier).
+        self._retrying(name, "append", run)
         return self.version(name)
 
     def overwrite(

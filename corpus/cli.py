@@ -360,6 +360,29 @@ def flags_resolve(ctx: click.Context, flag_id: str) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (keep the default unless a proxy guards the page).")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.pass_context
+def review(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the editors' review page: the scan queue, pages beside OCR text, flags."""
+    from ingest.review import make_server
+
+    try:
+        server = make_server(_lakehouse(ctx), host, port)
+    except OSError as e:
+        from catalog import ConfigError
+
+        raise ConfigError(f"Cannot listen on {host}:{port}: {e.strerror}. "
+                          "Pick another --port.") from None
+    console.print(f"review page on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@cli.command()
 @click.pass_context
 def demo(ctx: click.Context) -> None:
     """Run the pipeline on the bundled sample in the lakehouse (default ./lakehouse)."""

@@ -33,6 +33,7 @@ from catalog import (
     LakehouseConfig,
     Lineage,
     TableNotFoundError,
+    key_from_uri,
 )
 from catalog.log import progress
 from catalog.storage import ObjectStore, open_store
@@ -215,13 +216,9 @@ def plan_pages(scans: pa.Table, files: pa.Table, done: set[tuple[str, int]],
         if not pages:
             failed[sid] = f"no pages found for {source} in the files table"
             continue
-        tasks.extend(PageTask(sid, no, _key(blob), idx) for no, blob, idx in pages
+        tasks.extend(PageTask(sid, no, key_from_uri(blob), idx) for no, blob, idx in pages
                      if (sid, no) not in done)
     return tasks, failed
-
-
-def _key(blob_uri: str) -> str:
-    return blob_uri.split("/objects/", 1)[1]
 
 
 def assemble_ocr_text(pages: Sequence[dict]) -> tuple[str, list[int]]:
@@ -308,7 +305,7 @@ def _pdf_page_counts(store: ObjectStore, scans: pa.Table, files: pa.Table) -> di
         f = by_path.get(s["source"])
         if f and f["format"] == "pdf":
             try:
-                with pymupdf.open(stream=store.get_bytes(_key(f["blob_uri"])),
+                with pymupdf.open(stream=store.get_bytes(key_from_uri(f["blob_uri"])),
                                   filetype="pdf") as pdf:
                     out[s["scan_id"]] = pdf.page_count
             except Exception:  # the page tasks report the error per page

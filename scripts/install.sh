@@ -5,9 +5,11 @@ set -euo pipefail
 PYTHON=${1:-python3}
 VENV=${2:-.venv}
 
-# System packages: Tesseract for OCR. Installed only when missing.
+# System packages, installed only when missing: Tesseract for OCR; Chromium for the review
+# page's browser tests (driven by Playwright, which must not download a browser of its own).
 need_apt=()
 command -v tesseract >/dev/null 2>&1 || need_apt+=(tesseract-ocr tesseract-ocr-eng)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
