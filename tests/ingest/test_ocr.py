@@ -181,3 +181,23 @@ def test_editor_commands(ocred):
         corpus("flags", "--open", "--format", "json").stdout)}
     bad = corpus("flag", "scan-nope", "--as", "ok", "--by", "cy", ok=False)
     assert bad.returncode == 2 and "No scan" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_ray_executor_does_the_same_work(small_share, tmp_path):
+    lh = Lakehouse(str(tmp_path / "lakehouse"))
+    run_ingest(lh, small_share, workers=1)
+    sid = sorted(lh.read("scans").column("scan_id").to_pylist())[0]
+    report = run_ocr(lh, config=OcrConfig(workers=2, executor="ray"), scan_ids=[sid])
+    import ray
+
+    ray.shutdown()
+    assert report.scans_done == 1 and report.scans_failed == {}
+    scan = next(s for s in lh.read("scans").to_pylist() if s["scan_id"] == sid)
+    assert scan["status"] == "ocr_done" and report.pages_done == scan["n_pages"]
+    local = Lakehouse(str(tmp_path / "local"))
+    run_ingest(local, small_share, workers=1)
+    run_ocr(local, config=OcrConfig(workers=1), scan_ids=[sid])
+    def texts(h):
+        return {(p["page_no"], p["text"]) for p in h.read("ocr_pages").to_pylist()}
+    assert texts(lh) == texts(local)  # same pages, same recognition
