@@ -27,3 +27,14 @@ def sample_share(tmp_path_factory) -> Path:
     with tarfile.open(SHARED / "legacy_share.tar.gz") as tar:
         tar.extractall(dest, filter="tar")  # keeps modification times, refuses unsafe paths
     return dest / "legacy_share"
+
+
+@pytest.fixture(scope="session")
+def small_share(tmp_path_factory) -> Path:
+    """The bundled sample share (corpus/data/sample_share.tar.gz) unpacked; copy to change."""
+    from corpus.demo import sample_share_tarball
+
+    dest = tmp_path_factory.mktemp("small")
+    with tarfile.open(sample_share_tarball()) as tar:
+        tar.extractall(dest, filter="tar")
+    return dest / "legacy_share"

@@ -9,25 +9,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 
 import pytest
 from rapidfuzz.distance import Levenshtein
 
 from catalog import ConfigError, Lakehouse
-from corpus.demo import sample_share_tarball
 from ingest.driver import run_ingest
 from ingest.flags import FlagError, add_flag, list_flags, resolve_flag
 from ingest.ocr import OcrConfig, run_ocr
-
-
-@pytest.fixture(scope="module")
-def small_share(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("small")
-    with tarfile.open(sample_share_tarball()) as tar:
-        tar.extractall(dest, filter="tar")
-    return dest / "legacy_share"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 import threading
 import urllib.error
 import urllib.request
@@ -12,7 +11,6 @@ import urllib.request
 import pytest
 
 from catalog import Lakehouse
-from corpus.demo import sample_share_tarball
 from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, run_ocr
 from ingest.review import make_server, marked_text, serve_in_thread
@@ -21,12 +19,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("review")
-    with tarfile.open(sample_share_tarball()) as tar:
-        tar.extractall(tmp, filter="tar")
-    lh = Lakehouse(str(tmp / "lakehouse"))
-    run_ingest(lh, tmp / "legacy_share", workers=2)
+def served(small_share, tmp_path_factory):
+    lh = Lakehouse(str(tmp_path_factory.mktemp("review") / "lakehouse"))
+    run_ingest(lh, small_share, workers=2)
     sids = sorted(lh.read("scans").column("scan_id").to_pylist())
     run_ocr(lh, config=OcrConfig(workers=2), scan_ids=sids[:2])  # the rest stay "new"
     server = make_server(lh, "127.0.0.1", 0)

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import tarfile
-
 import pytest
 
 from catalog import key_from_uri
-from corpus.demo import sample_share_tarball
 from ingest.driver import run_ingest
 from sql import SqlSession
-
-
-@pytest.fixture(scope="module")
-def small_share(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("small")
-    with tarfile.open(sample_share_tarball()) as tar:
-        tar.extractall(dest, filter="tar")
-    return dest / "legacy_share"
 
 
 def test_ingest_sample_share(lakehouse, small_share):
