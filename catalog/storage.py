@@ -7,6 +7,7 @@ atomic (temp file + rename) so a killed process never leaves a half-written obje
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -287,3 +288,13 @@ class S3Store:
 def open_store(config: LakehouseConfig) -> ObjectStore:
     """The object store of a lakehouse: S3 for ``s3://`` roots, a local folder otherwise."""
     return S3Store(config) if config.is_s3 else LocalStore(config.root)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_store(config: LakehouseConfig) -> ObjectStore:
+    """One store (one S3 client) per process and config, for per-item work in pools.
+
+    A forked worker must not reuse its parent's S3 connections: start pools with
+    ``initializer=cached_store.cache_clear``.
+    """
+    return open_store(config)

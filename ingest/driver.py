@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from catalog import Lakehouse, LakehouseConfig, Lineage, TableNotFoundError, spec
 from catalog.log import progress
-from catalog.storage import open_store
+from catalog.storage import cached_store
 from ingest.assemble import Assembled, assemble
 from ingest.share import FileRecord, inspect_file, walk_share
 
@@ -49,16 +49,8 @@ class IngestReport:
     seconds: float = 0.0
 
 
-_STORE = None
-
-
-def _init_worker(config: LakehouseConfig | None) -> None:
-    global _STORE  # one object-store client per worker process, not per file
-    _STORE = open_store(config) if config is not None else None
-
-
-def _inspect(root: str, rel: str) -> FileRecord:
-    return inspect_file(root, rel, _STORE)
+def _inspect(root: str, config: LakehouseConfig | None, rel: str) -> FileRecord:
+    return inspect_file(root, rel, cached_store(config) if config is not None else None)
 
 
 def inventory(share: Path, *, config: LakehouseConfig | None, workers: int) -> list[FileRecord]:
@@ -66,8 +58,7 @@ def inventory(share: Path, *, config: LakehouseConfig | None, workers: int) -> l
     paths = [rel for rel, _ in walk_share(share)]
     root = str(share.resolve())
     if workers <= 1:
-        _init_worker(config)
-        it = (_inspect(root, rel) for rel in paths)
+        it = (_inspect(root, config, rel) for rel in paths)
         return list(progress(it, desc="files", total=len(paths), unit="file"))
     # Import the readers before the pool starts: forked workers then share them instead of
     # each paying ~0.5 s of imports (PyMuPDF, python-docx, lxml, ebooklib...).
@@ -76,8 +67,11 @@ def inventory(share: Path, *, config: LakehouseConfig | None, workers: int) -> l
 
     # Heaviest first (sorted by size) keeps both cores busy until the end.
     order = sorted(paths, key=lambda rel: -(share / rel).lstat().st_size)
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config,)) as pool:
-        got = dict(zip(order, progress(pool.map(partial(_inspect, root), order, chunksize=4),
+    # A forked worker must not reuse the parent's S3 client (its connections are not
+    # fork-safe): each worker starts with an empty client cache.
+    with ProcessPoolExecutor(workers, initializer=cached_store.cache_clear) as pool:
+        got = dict(zip(order, progress(pool.map(partial(_inspect, root, config), order,
+                                                chunksize=4),
                                        desc="files", total=len(order), unit="file"),
                        strict=True))
     return [got[rel] for rel in paths]

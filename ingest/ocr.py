@@ -36,7 +36,7 @@ from catalog import (
     key_from_uri,
 )
 from catalog.log import progress
-from catalog.storage import ObjectStore, open_store
+from catalog.storage import ObjectStore, cached_store
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class PageTask:
 @functools.lru_cache(maxsize=4)
 def _blob(config: LakehouseConfig, key: str) -> bytes:
     # A worker renders many pages of the same PDF: fetch it once.
-    return open_store(config).get_bytes(key)
+    return cached_store(config).get_bytes(key)
 
 
 @functools.cache
@@ -325,7 +325,7 @@ def _recognise(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
         for t in progress(tasks, desc="pages", unit="page"):
             yield ocr_page(config, t, ocr.lang)
         return
-    with ProcessPoolExecutor(ocr.workers) as pool:
+    with ProcessPoolExecutor(ocr.workers, initializer=_fresh_worker) as pool:
         pending: set[Future] = set()
         queue = list(reversed(tasks))
         bar = progress(range(len(tasks)), desc="pages", unit="page")
@@ -337,6 +337,12 @@ def _recognise(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
             for f in finished:
                 next(bar, None)
                 yield f.result()
+
+
+def _fresh_worker() -> None:
+    # forked from the parent: no inherited S3 connections or cached blobs
+    cached_store.cache_clear()
+    _blob.cache_clear()
 
 
 def _recognise_ray(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):

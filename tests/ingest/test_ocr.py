@@ -191,3 +191,11 @@ def test_ray_executor_does_the_same_work(small_share, tmp_path):
     def texts(h):
         return {(p["page_no"], p["text"]) for p in h.read("ocr_pages").to_pylist()}
     assert texts(lh) == texts(local)  # same pages, same recognition
+
+
+def test_ocr_reads_pages_from_the_object_store_local_and_s3(lakehouse, small_share):
+    run_ingest(lakehouse, small_share, workers=2)
+    sid = sorted(lakehouse.read("scans").column("scan_id").to_pylist())[-1]
+    report = run_ocr(lakehouse, config=OcrConfig(workers=2), scan_ids=[sid])
+    assert report.scans_done == 1 and report.scans_failed == {}
+    assert {p["scan_id"] for p in lakehouse.read("ocr_pages").to_pylist()} == {sid}
