@@ -8,6 +8,7 @@ function of the file, so it fans out over a process pool.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -30,6 +31,9 @@ OS_METADATA = {".ds_store", "thumbs.db", "desktop.ini", ".localized", "icon\r"}
 _ISBN_CANDIDATE = re.compile(
     r"(?<![\dX])(97[89](?:[- ]?\d){10}|\d(?:[- ]?\d){8}[- ]?[\dX])(?!\d)", re.IGNORECASE
 )
+
+
+log = logging.getLogger(__name__)
 
 
 class ShareError(CorpusError):
@@ -166,6 +170,10 @@ def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
             sheet = read_score_sheet(p, data=data, source_file=rel)
         except ScoreSheetError as e:
             return FileRecord(kind=kind, reason=str(e), **base)
+        except Exception as e:  # a reader bug must quarantine one file, not stop the ingest
+            log.exception("reading score sheet %s failed", rel)
+            return FileRecord(kind=kind, reason=f"could not be read ({type(e).__name__}: {e})"
+                              "; please report it", **base)
         return FileRecord(kind=kind, extra={"scores": sheet.scores, "rejected": sheet.rejected,
                                             "columns": sheet.columns}, **base)
     # edited formats; a PDF without a text layer outside a scans folder is a scan after all
@@ -175,6 +183,10 @@ def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
         if isinstance(e, NoTextLayerError):
             return _inspect_scan(data, base)
         return FileRecord(kind=EDITED, reason=str(e), **base)
+    except Exception as e:  # a reader bug must quarantine one file, not stop the ingest
+        log.exception("reading %s failed", rel)
+        return FileRecord(kind=EDITED, reason=f"could not be read ({type(e).__name__}: {e}); "
+                          "please report it", **base)
     if base["book_id"] is None:
         return FileRecord(kind=METADATA, encoding=doc.encoding, title=doc.title,
                           reason="no ISBN in its name or folder: kept as share metadata",

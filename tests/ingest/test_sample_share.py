@@ -73,3 +73,23 @@ def test_symlinks_are_recorded_not_followed_and_removed_files_kept(tmp_path, sma
     assert lh.store.exists(key_from_uri(files[rel]["blob_uri"]))
     again = run_ingest(lh, share, workers=1)
     assert again.written["files"] == 0  # removed rows are not rewritten every run
+
+
+def test_a_reader_crash_quarantines_one_file_and_the_ingest_goes_on(tmp_path, small_share,
+                                                                     monkeypatch):
+    import ingest.readers
+    from catalog import Lakehouse
+
+    real = ingest.readers.read_epub
+
+    def broken(data, *, name):
+        raise RuntimeError("simulated reader bug")
+
+    monkeypatch.setitem(ingest.readers.FORMATS, ".epub", broken)
+    lh = Lakehouse(str(tmp_path / "lake"))
+    report = run_ingest(lh, small_share, workers=1)  # in-process: the patch applies
+    epubs = [f for f in lh.read("files").to_pylist() if f["path"].endswith(".epub")]
+    assert epubs and all(f["status"] == "quarantined" for f in epubs)
+    assert "simulated reader bug" in epubs[0]["reason"]
+    assert report.by_status["ok"] > 20  # everything else was ingested
+    assert real is ingest.readers.read_epub
