@@ -20,6 +20,7 @@ Goal: ours >= 1.8x the baseline's pages per second.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -56,8 +57,12 @@ def ready_images(lh: Lakehouse, dest: Path, scan_ids: list[str]) -> list[Path]:
                 counts[s["scan_id"]] = pdf.page_count
     tasks, _ = plan_pages(scans, lh.read("files"), set(), counts)
     paths = []
+    from PIL import Image
+
     for t in tasks:
         img, dpi, _ = render_page(lh.store.get_bytes(t.blob_key), t.pdf_page)
+        if isinstance(img, tuple):  # the scanner's encoded image itself
+            img = Image.open(io.BytesIO(img[0])).convert("L")
         p = dest / f"{t.scan_id}-{t.page_no:04d}.png"
         img.save(p, dpi=(dpi or 300, dpi or 300))
         paths.append(p)

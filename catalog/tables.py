@@ -168,7 +168,7 @@ class Lakehouse:
             config = LakehouseConfig.resolve(config)
         self.config = config
         self._store: ObjectStore | None = None
-        self._created: set[str] = set()
+        self._handles: dict[str, DeltaTable] = {}
 
     # ---- locations -------------------------------------------------------------------
     @property
@@ -330,20 +330,30 @@ class Lakehouse:
         """Append rows; returns the new table version."""
         s = spec(name)
         table = conform(s, data)
-        if name not in self._created:
+        if name not in self._handles:
             self.create(name)
-            self._created.add(name)  # a table is never dropped: no need to ask again
+            # Kept open: writing through a loaded table skips re-reading the log on every
+            # append (half the cost of a small append); delta-rs rebases the commit onto
+            # any newer version another writer made meanwhile.
+            self._handles[name] = self.open(name)
+        tries = 0
 
         def run() -> None:
-            write_deltalake(
-                self.table_uri(name), table, mode="append", storage_options=self._opts,
-                commit_properties=self._props(lineage),
-            )
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # lost a race the rebase could not settle: start from the latest
+                self._handles[name] = self.open(name)
+            write_deltalake(self._handles[name], table, mode="append",
+                            commit_properties=self._props(lineage))
 
         # delta-rs retries appends that race other appends, but not one that races a
         # metadata change (e.g. the commit that created the table a moment earlier).
-        self._retrying(name, "append", run)
-        return self.version(name)
+        try:
+            self._retrying(name, "append", run)
+        except CorpusError:
+            self._handles.pop(name, None)
+            raise
+        return self._handles[name].version()
 
     def overwrite(
         self, name: str, data: Any, *, lineage: Lineage, predicate: str | None = None
@@ -360,6 +370,7 @@ class Lakehouse:
             )
 
         self._retrying(name, "overwrite", run)
+        self._handles.pop(name, None)  # the append handle's snapshot is stale now
         return self.version(name)
 
     def merge(
@@ -403,6 +414,7 @@ class Lakehouse:
             return merger.execute()
 
         metrics = self._retrying(name, "merge", run)
+        self._handles.pop(name, None)  # the append handle's snapshot is stale now
         metrics["version"] = self.version(name)
         return metrics
 
@@ -417,6 +429,7 @@ class Lakehouse:
             return self.open(name).delete(predicate, commit_properties=self._props(lineage))
 
         metrics = self._retrying(name, "delete", run)
+        self._handles.pop(name, None)  # the append handle's snapshot is stale now
         metrics["version"] = self.version(name)
         return metrics
 
@@ -453,6 +466,7 @@ class Lakehouse:
     def optimize(self, name: str, *, lineage: Lineage | None = None) -> dict[str, Any]:
         """Compact small files into larger ones (a new version; data unchanged)."""
         lineage = lineage or Lineage(operation="optimize")
+        self._handles.pop(name, None)
         dt = self.open(name)
         return dt.optimize.compact(commit_properties=self._props(lineage))
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -102,9 +103,12 @@ def tesseract_version() -> str:
 
 
 def render_page(data: bytes, pdf_page: int | None):
-    """The page as a grayscale PIL image and its dpi, or its text when it has a text layer.
+    """The page image for Tesseract and its dpi, or the page's text when it has a text layer.
 
-    Returns ``(image | None, dpi, text | None)``.
+    Returns ``(image, dpi, text)``: ``image`` is a grayscale PIL image, or the encoded bytes
+    and file extension ``(bytes, ext)`` of a scanner's image that *is* the page (one JPEG or
+    PNG drawn over the whole page, unrotated): those pixels go to Tesseract as they are,
+    without rasterising, resampling or re-encoding them.
     """
     import io
 
@@ -130,6 +134,13 @@ def render_page(data: bytes, pdf_page: int | None):
             rects = page.get_image_rects(xref)
             drawn = rects[0].width if rects else page.rect.width
             dpi = min(MAX_DPI, max(72, round(width / (drawn / 72))))
+            whole = (len(images) == 1 and len(rects) == 1 and page.rotation == 0
+                     and abs(rects[0].width - page.rect.width) < 1
+                     and abs(rects[0].height - page.rect.height) < 1)
+            if whole:
+                raw = pdf.extract_image(xref)
+                if raw.get("ext") in ("jpeg", "jpg", "png"):
+                    return (raw["image"], raw["ext"]), dpi, None
         pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
         img = Image.frombytes("L", (pix.width, pix.height), pix.samples)
         return img, dpi, None
@@ -171,13 +182,21 @@ def ocr_page(config: LakehouseConfig, task: PageTask, lang: str) -> dict:
     if text is not None:
         return {**base, "text": text.strip(), "mean_confidence": 100.0, "words": "[]",
                 "dpi": None, "engine": "text-layer", "seconds": time.perf_counter() - t0}
-    # Handed over as PPM/PGM (uncompressed; PNG encoding cost ~15% of a page) with the
-    # resolution passed explicitly, which the PGM header cannot carry.
-    img.format = "PPM"
     config = "--psm 3" + (f" --dpi {dpi}" if dpi else "")
     try:
-        data = pytesseract.image_to_data(
-            img, lang=lang, config=config, output_type=pytesseract.Output.DICT)
+        if isinstance(img, tuple):  # the scanner's own encoded image: hand over the file
+            encoded, ext = img
+            with tempfile.NamedTemporaryFile(suffix=f".{ext}") as f:
+                f.write(encoded)
+                f.flush()
+                data = pytesseract.image_to_data(
+                    f.name, lang=lang, config=config, output_type=pytesseract.Output.DICT)
+        else:
+            # Handed over as PPM/PGM (uncompressed; PNG encoding cost ~15% of a page) with
+            # the resolution passed explicitly, which the PGM header cannot carry.
+            img.format = "PPM"
+            data = pytesseract.image_to_data(
+                img, lang=lang, config=config, output_type=pytesseract.Output.DICT)
     except pytesseract.TesseractError as e:
         return {**base, "error": f"page {task.page_no}: tesseract failed: {e}"}
     page_text, words = words_to_text(data)
@@ -269,6 +288,14 @@ def run_ocr(lakehouse: Lakehouse, *, config: OcrConfig,
     done_rows = _done_pages(lakehouse, {s["scan_id"] for s in rows})
     counts = _pdf_page_counts(lakehouse.store, todo_scans, files)
     tasks, failed = plan_pages(todo_scans, files, set(done_rows), counts)
+    # Heaviest pages first (stored bytes per page): the last pages to finish are then the
+    # light ones, and neither worker idles long at the end.
+    weight = {f["blob_uri"]: f["size"] for f in files.to_pylist() if f["blob_uri"]}
+    pages_of = {t.blob_key: 0 for t in tasks}
+    for t in tasks:
+        pages_of[t.blob_key] += 1
+    tasks.sort(key=lambda t: -weight.get(lakehouse.store.uri(t.blob_key), 0)
+               / max(1, counts.get(t.scan_id, pages_of[t.blob_key])))
     report = OcrReport(scans_failed=dict(failed), pages_skipped=len(done_rows))
     lineage = Lineage(operation="ocr", inputs=pins,
                       config={"lang": config.lang, "workers": config.workers,
