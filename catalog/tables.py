@@ -10,7 +10,7 @@ the server must honour; no lock table is used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -499,8 +499,3 @@ class Lakehouse:
             name=name, version=dt.version(), rows=int(rows or 0), files=actions.num_rows,
             bytes=int(size or 0), description=spec(name).description,
         )
-
-
-def lineage_inputs(tables: Mapping[str, DeltaTable]) -> dict[str, int]:
-    """``{name: version}`` for tables a driver has opened, for :class:`Lineage.inputs`."""
-    return {name: dt.version() for name, dt in tables.items()}

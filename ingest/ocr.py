@@ -18,6 +18,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -290,12 +291,9 @@ def run_ocr(lakehouse: Lakehouse, *, config: OcrConfig,
     tasks, failed = plan_pages(todo_scans, files, set(done_rows), counts)
     # Heaviest pages first (stored bytes per page): the last pages to finish are then the
     # light ones, and neither worker idles long at the end.
-    weight = {f["blob_uri"]: f["size"] for f in files.to_pylist() if f["blob_uri"]}
-    pages_of = {t.blob_key: 0 for t in tasks}
-    for t in tasks:
-        pages_of[t.blob_key] += 1
-    tasks.sort(key=lambda t: -weight.get(lakehouse.store.uri(t.blob_key), 0)
-               / max(1, counts.get(t.scan_id, pages_of[t.blob_key])))
+    size = {key_from_uri(f["blob_uri"]): f["size"] for f in files.to_pylist() if f["blob_uri"]}
+    pages_of = Counter(t.blob_key for t in tasks)
+    tasks.sort(key=lambda t: -size.get(t.blob_key, 0) / pages_of[t.blob_key])
     report = OcrReport(scans_failed=dict(failed), pages_skipped=len(done_rows))
     lineage = Lineage(operation="ocr", inputs=pins,
                       config={"lang": config.lang, "workers": config.workers,
