@@ -244,16 +244,20 @@ def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col
 @click.argument("share", type=click.Path(file_okay=False))
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--dry-run", is_flag=True, help="Inspect and report; store and write nothing.")
+@click.option("--full", is_flag=True,
+              help="Read and hash every file again, even those unchanged (path, size, mtime) "
+                   "since the last ingest.")
 @click.option("--show", type=int, default=20, show_default=True,
               help="How many quarantined files and rejected score rows to list.")
 @click.pass_context
-def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool,
+def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool, full: bool,
            show: int) -> None:
     """Migrate an editorial SHARE into the lakehouse: every file accounted for."""
     from ingest.driver import run_ingest
 
-    r = run_ingest(_lakehouse(ctx), share, workers=workers, dry_run=dry_run)
-    console.print(f"{r.n_files} files in {r.share} ({r.seconds:.1f} s): "
+    r = run_ingest(_lakehouse(ctx), share, workers=workers, dry_run=dry_run, full=full)
+    console.print(f"{r.n_files} files in {r.share} ({r.seconds:.1f} s; {r.n_read} read, "
+                  f"{r.n_files - r.n_read} unchanged since the last ingest): "
                   + ", ".join(f"{n} {k}" for k, n in sorted(r.by_status.items())))
     console.print("kinds: " + ", ".join(f"{n} {k}" for k, n in sorted(r.by_kind.items())))
     if dry_run:

@@ -9,9 +9,11 @@ atomic, and every table is rewritten from the whole share's state).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+import pickle
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +42,7 @@ class IngestReport:
 
     share: str
     n_files: int = 0
+    n_read: int = 0  # files read and hashed this run (the others were unchanged: reused)
     by_status: dict[str, int] = field(default_factory=dict)
     by_kind: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)   # table -> rows inserted/updated
@@ -53,24 +56,80 @@ def _inspect(root: str, config: LakehouseConfig | None, rel: str) -> FileRecord:
     return inspect_file(root, rel, cached_store(config) if config is not None else None)
 
 
-def inventory(share: Path, *, config: LakehouseConfig | None, workers: int) -> list[FileRecord]:
-    """Inspect every file of the share (in parallel when ``workers`` > 1)."""
+@functools.cache
+def readers_version() -> str:
+    """A digest of the code that turns a file into a :class:`FileRecord`: a cached record is
+    reused only when this code is unchanged (a reader fix re-reads every file)."""
+    h = hashlib.sha256()
+    for mod in ("share", "readers", "scoresheets"):
+        h.update((Path(__file__).parent / f"{mod}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _stat_key(p: Path) -> tuple[int, int]:
+    st = p.lstat()
+    return st.st_size, st.st_mtime_ns
+
+
+def record_cache_key(share: Path) -> str:
+    """Object-store key of the inventory cache of ``share`` (one per share path)."""
+    where = hashlib.sha256(str(share.resolve()).encode()).hexdigest()[:16]
+    return f"cache/ingest/{where}/records-{readers_version()}.pkl"
+
+
+def load_record_cache(store, key: str) -> dict[str, tuple[tuple[int, int], FileRecord]]:
+    """The records of the previous run (path -> ((size, mtime_ns), record)); empty when
+    there is none or it cannot be read (the cache is only an optimisation)."""
+    try:
+        if not store.exists(key):
+            return {}
+        cached = pickle.loads(store.get_bytes(key))
+        return cached if isinstance(cached, dict) else {}
+    except Exception as e:  # a damaged cache costs a full inventory, never a failed ingest
+        log.warning("ignoring the unreadable ingest cache %s: %s", key, e)
+        return {}
+
+
+def inventory(share: Path, *, config: LakehouseConfig | None, workers: int,
+              cached: dict[str, tuple[tuple[int, int], FileRecord]] | None = None,
+              stats: dict[str, tuple[int, int]] | None = None) -> list[FileRecord]:
+    """Inspect every file of the share (in parallel when ``workers`` > 1).
+
+    A file whose path, size and modification time (ns) equal those of a record in
+    ``cached`` is not read again: its record is reused (as make and rsync decide, a file
+    rewritten with the same size and mtime goes unnoticed; ``--full`` re-reads everything).
+    ``stats``, when given, receives every regular file's ``(size, mtime_ns)`` as seen
+    *before* it was read (so a file changed during the run is read again next time).
+    """
     paths = [rel for rel, _ in walk_share(share)]
     root = str(share.resolve())
-    if workers <= 1:
-        it = (_inspect(root, config, rel) for rel in paths)
-        return list(progress(it, desc="files", total=len(paths), unit="file"))
+    seen = {rel: _stat_key(share / rel) for rel in paths if not (share / rel).is_symlink()}
+    if stats is not None:
+        stats.update(seen)
+    got: dict[str, FileRecord] = {}
+    for rel in paths if cached else ():
+        hit = cached.get(rel)
+        if hit is not None and rel in seen and hit[0] == seen[rel]:
+            got[rel] = hit[1]
+    todo = [rel for rel in paths if rel not in got]
+    if got:
+        log.info("%d of %d files unchanged since the last ingest: not read again",
+                 len(got), len(paths))
+    if workers <= 1 or len(todo) <= 1:
+        it = ((rel, _inspect(root, config, rel)) for rel in todo)
+        got.update(progress(it, desc="files", total=len(todo), unit="file"))
+        return [got[rel] for rel in paths]
     # Import the readers before the pool starts: forked workers then share them instead of
     # each paying ~0.5 s of imports (PyMuPDF, python-docx, lxml, ebooklib...).
     import ingest.readers
     import ingest.scoresheets  # noqa: F401
 
     # Heaviest first (sorted by size) keeps both cores busy until the end.
-    order = sorted(paths, key=lambda rel: -(share / rel).lstat().st_size)
+    order = sorted(todo, key=lambda rel: -(share / rel).lstat().st_size)
     # A forked worker must not reuse the parent's S3 client (its connections are not
     # fork-safe): each worker starts with an empty client cache.
     with ProcessPoolExecutor(workers, initializer=cached_store.cache_clear) as pool:
-        got = dict(zip(order, progress(pool.map(partial(_inspect, root, config), order,
+        got.update(zip(order, progress(pool.map(partial(_inspect, root, config), order,
                                                 chunksize=4),
                                        desc="files", total=len(order), unit="file"),
                        strict=True))
@@ -80,9 +139,16 @@ def inventory(share: Path, *, config: LakehouseConfig | None, workers: int) -> l
 def _fingerprint(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, str]:
     cols = [c for c in table.column_names if c not in VOLATILE]
     out = {}
+    cols.sort()
     for row in table.select(cols).to_pylist():
         key = tuple(row[k] for k in keys)
-        out[key] = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()
+        h = hashlib.sha256()
+        for c in cols:
+            v = row[c]
+            # strings hashed as bytes: repr() of a whole book's text costs ~10x more
+            h.update(v.encode() if isinstance(v, str) else repr(v).encode())
+            h.update(b"\x1f" if isinstance(v, str) else b"\x1e")
+        out[key] = h.hexdigest()
     return out
 
 
@@ -121,24 +187,40 @@ def _removed(lakehouse: Lakehouse, files: pa.Table, now: datetime) -> pa.Table:
 
 def run_ingest(
     lakehouse: Lakehouse, share: str | Path, *, workers: int | None = None,
-    dry_run: bool = False,
+    dry_run: bool = False, full: bool = False,
 ) -> IngestReport:
     """Ingest ``share`` into the lakehouse (see the module docstring).
+
+    Files unchanged since the previous ingest of the same share (path, size, mtime) are not
+    read again: their records come from a cache in the object store, so a re-run costs about
+    a walk of the share, and a share with a few new or modified files reads only those.
 
     Args:
         lakehouse: Where to write.
         share: The share's root folder.
         workers: Processes for the per-file work (default: all cores).
         dry_run: Inspect and assemble, store nothing, write nothing.
+        full: Read and hash every file again, ignoring the cache of the previous run.
     """
     t0 = datetime.now(UTC)
     share = Path(share).resolve()
     workers = workers or os.cpu_count() or 1
-    records = inventory(share, config=None if dry_run else lakehouse.config, workers=workers)
+    cache_key = record_cache_key(share)
+    cached = {} if dry_run or full else load_record_cache(lakehouse.store, cache_key)
+    stats: dict[str, tuple[int, int]] = {}
+    records = inventory(share, config=None if dry_run else lakehouse.config, workers=workers,
+                        cached=cached, stats=stats)
+    if not dry_run:
+        fresh = {r.path: (stats[r.path], r) for r in records if r.path in stats}
+        if fresh.keys() != cached.keys() or any(
+                cached[p][0] != v[0] or cached[p][1] is not v[1] for p, v in fresh.items()):
+            lakehouse.store.put_bytes(cache_key, pickle.dumps(fresh, protocol=5))
     store = None if dry_run else lakehouse.store
     out: Assembled = assemble(records, ingested_at=t0,
                               blob_uri=(store.uri if store else (lambda k: k)))
-    report = IngestReport(share=str(share), n_files=len(records))
+    report = IngestReport(share=str(share), n_files=len(records),
+                          n_read=sum(1 for r in records if cached.get(r.path, (0, None))[1]
+                                     is not r))
     for r in out.files.to_pylist():
         report.by_status[r["status"]] = report.by_status.get(r["status"], 0) + 1
         report.by_kind[r["kind"]] = report.by_kind.get(r["kind"], 0) + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -123,7 +124,10 @@ def test_rerun_is_idempotent(ingested, sample_share):
     before = {n: lh.version(n) for n in ("files", "books", "texts", "scans", "scores")}
     report = run_ingest(lh, sample_share, workers=2)
     assert set(report.written.values()) == {0}
+    assert report.n_read == 0  # nothing changed: no file read or hashed again
     assert {n: lh.version(n) for n in before} == before
+    full = run_ingest(lh, sample_share, workers=2, full=True)
+    assert full.n_read == full.n_files and set(full.written.values()) == {0}
 
 
 def _stable(lh: Lakehouse, name: str):
@@ -164,9 +168,29 @@ def test_incremental_and_kill_and_rerun(sample_share, tmp_path):
     isbn = re.search(r"\d{13}", folder.parent.name).group(0)
     before = {b["book_id"]: b for b in lh.read("books").to_pylist()}
     report = run_ingest(lh, share, workers=2)
+    assert report.n_read == 1  # only the changed file is read again
     assert report.written["books"] == 1 and report.written["texts"] == 1
     assert report.written["files"] == 1
     after = {b["book_id"]: b for b in lh.read("books").to_pylist()}
     assert after[isbn]["text_sha256"] != before[isbn]["text_sha256"]
     texts = {t["book_id"]: t["text"] for t in lh.read("texts").to_pylist()}
     assert "A new closing paragraph." in texts[isbn]
+
+
+def test_a_rewrite_with_the_same_size_and_mtime_needs_full(small_share, tmp_path):
+    share = tmp_path / "share"
+    shutil.copytree(small_share, share, symlinks=True)
+    lh = Lakehouse(str(tmp_path / "lakehouse"))
+    run_ingest(lh, share, workers=1)
+    f = next((share / "Editorial").rglob("*.txt"))
+    st = f.stat()
+    data = f.read_bytes()
+    f.write_bytes(data.replace(b"e", b"a", 1))  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime: looks unchanged
+    quick = run_ingest(lh, share, workers=1)
+    assert quick.n_read == 0 and quick.written["files"] == 0
+    full = run_ingest(lh, share, workers=1, full=True)
+    assert full.n_read == full.n_files and full.written["files"] == 1
+    row = next(r for r in lh.read("files").to_pylist()
+               if r["path"] == f.relative_to(share).as_posix())
+    assert row["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
