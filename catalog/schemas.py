@@ -193,6 +193,14 @@ _SPECS = [
             _f("target", pa.string()),
             _f("sha256", pa.string()),
             _f("created_at", TS),
+            _f("shard_index", pa.int32()),  # order of the shard within (dataset, split)
+            _f("n_books", pa.int64()),
+            _f("variants", pa.list_(pa.string())),
+            _f("pad_id", pa.int32()),
+            _f("size_bytes", pa.int64()),
+            _f("texts_version", pa.int64()),
+            _f("scores_version", pa.int64()),
+            _f("build_id", pa.string()),  # one id per `corpus shards build` run
         ]),
         ("dataset", "shard_uri"),
         "manifest of token shard files; a dataset version is a table version",

@@ -1,0 +1,265 @@
+"""`corpus shards build`: windows, the book split, targets, shard files, manifest versions."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from catalog import ConfigError, CorpusError, Lakehouse, Lineage, key_from_uri, sha256_file
+from corpus.demo import sample_passages
+from ingest.passages import ImportConfig, run_import
+from tests.train.conftest import TOKENIZER, small_config
+from train.backbones import load_tokenizer, resolve_backbone
+from train.shards import (
+    build_shards,
+    current_scores,
+    cut_windows,
+    read_manifest,
+    split_books,
+    window_starts,
+)
+
+
+def _shard_rows(lh: Lakehouse, manifest: pa.Table) -> pa.Table:
+    tables = []
+    for uri in manifest.column("shard_uri").to_pylist():
+        tables.append(pq.read_table(io.BytesIO(lh.store.get_bytes(key_from_uri(uri)))))
+    return pa.concat_tables(tables)
+
+
+def _csv_scores() -> dict[str, float]:
+    with open(sample_passages(), newline="") as f:
+        return {f"clear-{r['ID']}": float(r["BT_easiness"]) for r in csv.DictReader(f)}
+
+
+# ---- pure parts ---------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [0, 1, 5, 60, 61, 200])
+def test_windows_cover_the_text(n):
+    ids = np.arange(1000, 1000 + n, dtype=np.int32)
+    seq_len, pre, suf = 32, [101], [102]
+    body = seq_len - 2
+
+    first = cut_windows(ids, seq_len=seq_len, window="first", stride=None, prefix=pre, suffix=suf)
+    assert len(first) == (1 if n else 0)
+    if n:
+        assert first[0].tolist() == [101, *ids[:body].tolist(), 102]
+
+    chunks = cut_windows(ids, seq_len=seq_len, window="chunks", stride=None, prefix=pre,
+                         suffix=suf)
+    assert all(len(w) <= seq_len and w[0] == 101 and w[-1] == 102 for w in chunks)
+    rebuilt = [t for w in chunks for t in w[1:-1].tolist()]
+    assert rebuilt == ids.tolist()  # consecutive, no gap, no overlap
+
+    over = cut_windows(ids, seq_len=seq_len, window="overlap", stride=7, prefix=pre, suffix=suf)
+    starts = window_starts(n, body=body, window="overlap", stride=7)
+    covered = set()
+    for s, w in zip(starts, over, strict=True):
+        assert w[1:-1].tolist() == ids[s:s + body].tolist()
+        covered |= set(range(s, s + len(w) - 2))
+    assert covered == set(range(n))
+    if len(starts) > 2:
+        assert all(b - a == 7 for a, b in itertools.pairwise(starts[:-1]))
+        assert starts[-1] + body == n  # the last window ends with the text
+
+
+def test_split_is_by_book_stable_and_seeded():
+    books = [f"b{i}" for i in range(400)]
+    val = split_books(books, val_frac=0.2, seed=3)
+    assert 40 < len(val) < 120  # about 20 %
+    assert split_books(reversed(books), val_frac=0.2, seed=3) == val
+    # Adding books never moves an existing book between splits.
+    more = split_books([*books, *(f"new{i}" for i in range(100))], val_frac=0.2, seed=3)
+    assert more & set(books) == val
+    assert split_books(books, val_frac=0.2, seed=4) != val
+    assert split_books(books, val_frac=0.0, seed=3) == set()
+    assert len(split_books(["a", "b"], val_frac=0.01, seed=0)) == 1  # at least one
+
+
+def test_current_score_is_the_latest_per_book():
+    t = pa.table({
+        "book_id": ["a", "a", "b", "b", "c"],
+        "metric": ["bt_easiness", "bt_easiness", "bt_easiness", "bt_easiness", "lexile"],
+        "value": [1.0, 2.0, 5.0, None, 900.0],
+        "scored_at": [datetime(2020, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC),
+                      datetime(2020, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC),
+                      datetime(2020, 1, 1, tzinfo=UTC)],
+        "source_file": ["x", "y", "x", "y", "x"],
+        "source_row": [1, 1, 2, 2, 3],
+    })
+    assert current_scores(t, "bt_easiness") == {"a": 2.0}  # b's latest score is empty
+    assert current_scores(t, "lexile") == {"c": 900.0}
+
+
+def test_config_is_validated():
+    with pytest.raises(ConfigError, match="dataset name"):
+        small_config("../up")
+    with pytest.raises(ConfigError, match="window"):
+        small_config(window="sliding")
+    with pytest.raises(ConfigError, match="only applies to --window overlap"):
+        small_config(stride=8)
+    with pytest.raises(ConfigError, match="val_frac"):
+        small_config(val_frac=1.0)
+    assert small_config(window="overlap").stride == 32  # default: half a window
+
+
+def test_backbone_aliases_and_paths(tmp_path):
+    folder = resolve_backbone(TOKENIZER)
+    assert (folder / "tokenizer.json").is_file()
+    assert resolve_backbone(str(folder)) == folder
+    with pytest.raises(ConfigError, match="all-minilm-l6-v2"):
+        resolve_backbone("no-such-model")
+    with pytest.raises(ConfigError, match="Cannot load a tokenizer"):
+        load_tokenizer(str(tmp_path))  # an empty folder
+
+
+# ---- building from the imported sample ----------------------------------------------------
+def test_build_writes_verified_shards_and_manifest(built):
+    lh, report = built
+    manifest, version = read_manifest(lh, "clear")
+    assert version == report.version
+    assert report.shards["train"] > 5  # the small cap spreads the sample over many files
+    assert report.texts == 60 and report.excluded_no_target == 0
+    tok = load_tokenizer(TOKENIZER)
+    for row in manifest.to_pylist():
+        data = lh.store.get_bytes(key_from_uri(row["shard_uri"]))
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        assert row["sha256"] in row["shard_uri"]  # content-addressed
+        t = pq.read_table(io.BytesIO(data))
+        assert t.num_rows == row["n_samples"] <= 16
+        assert sum(len(x) for x in t.column("input_ids").to_pylist()) == row["n_tokens"]
+        assert row["tokenizer"] == TOKENIZER and row["seq_len"] == 64
+        assert row["pad_id"] == tok.pad_token_id
+        assert row["texts_version"] == report.texts_version
+    rows = _shard_rows(lh, manifest)
+    ids = rows.column("sample_id").to_pylist()
+    assert len(ids) == len(set(ids)) == sum(report.samples.values())
+    # Every window is [CLS] body [SEP], the bodies of a text's windows are the whole text,
+    # and the target is the passage's BT_easiness from the imported CSV.
+    truth = _csv_scores()
+    texts = {r["book_id"]: r["text"] for r in lh.read("texts").to_pylist()}
+    by_book: dict[str, list[tuple[int, list[int]]]] = {}
+    for r in rows.to_pylist():
+        assert r["input_ids"][0] == tok.cls_token_id and r["input_ids"][-1] == tok.sep_token_id
+        assert len(r["input_ids"]) <= 64
+        assert r["target"] == pytest.approx(truth[r["book_id"]])
+        by_book.setdefault(r["book_id"], []).append((r["window"], r["input_ids"][1:-1]))
+    assert set(by_book) == set(truth)
+    for book, wins in list(by_book.items())[:10]:
+        body = [t for _, w in sorted(wins) for t in w]
+        assert body == tok(texts[book], add_special_tokens=False)["input_ids"]
+    # Lineage: the commit names the pinned texts and scores versions.
+    commit = lh.history("shards", 1)[0]
+    assert commit.operation == "shards"
+    assert commit.inputs == {"texts": report.texts_version, "scores": report.scores_version}
+    assert commit.config["dataset"] == "clear"
+
+
+def test_no_variant_of_a_validation_book_is_in_training(sample_lakehouse):
+    lh = sample_lakehouse
+    edited = lh.read("texts")
+    ocr = edited.set_column(edited.schema.get_field_index("variant"), "variant",
+                            pa.array(["ocr"] * edited.num_rows))
+    ocr = ocr.set_column(ocr.schema.get_field_index("text"), "text",
+                         pa.array([t.upper() for t in edited.column("text").to_pylist()],
+                                  pa.large_string()))
+    lh.merge("texts", ocr, lineage=Lineage(operation="test-ocr"))
+    report = build_shards(lh, config=small_config(variants=("edited", "o*"), val_frac=0.25,
+                                                  window="first"))
+    assert report.variants == ["edited", "ocr"]
+    manifest, _ = read_manifest(lh, "clear")
+    train = _shard_rows(lh, manifest.filter(pa.compute.equal(manifest["split"], "train")))
+    val = _shard_rows(lh, manifest.filter(pa.compute.equal(manifest["split"], "validation")))
+    train_books, val_books = set(train["book_id"].to_pylist()), set(val["book_id"].to_pylist())
+    assert val_books and train_books and not train_books & val_books
+    assert len(train_books | val_books) == 60
+    # each book appears with both variants, on its side of the split only
+    for t in (train, val):
+        pairs = set(zip(t["book_id"].to_pylist(), t["variant"].to_pylist(), strict=True))
+        assert pairs == {(b, v) for b, _ in pairs for v in ("edited", "ocr")}
+    assert report.books == {"train": len(train_books), "validation": len(val_books)}
+
+
+def test_books_without_the_target_are_left_out_and_counted(tmp_path):
+    lh = Lakehouse(str(tmp_path / "lh"))
+    src = tmp_path / "p.csv"
+    src.write_text("ID,Text,Score\n1,A first short passage.,0.5\n2,A second one here.,\n"
+                   "3,And a third passage.,-1.25\n")
+    run_import(lh, src, config=ImportConfig(id_col="ID", text_col="Text",
+                                            scores={"bt_easiness": "Score"}))
+    report = build_shards(lh, config=small_config("tiny", val_frac=0.0))
+    assert report.excluded_no_target == 1 and report.excluded_books == ["2"]
+    rows = _shard_rows(lh, read_manifest(lh, "tiny")[0])
+    assert sorted(set(rows["book_id"].to_pylist())) == ["1", "3"]
+    with pytest.raises(CorpusError, match="no texts variant matches"):
+        build_shards(lh, config=small_config("tiny", variants=("noisy/*",)))
+    with pytest.raises(CorpusError, match="lexile"):
+        build_shards(lh, config=small_config("tiny", target="lexile"))
+
+
+def test_a_rebuild_is_a_new_version_and_the_old_one_reads_the_same(sample_lakehouse, tmp_path):
+    lh = sample_lakehouse
+    v1 = build_shards(lh, config=small_config()).version
+    m1, _ = read_manifest(lh, "clear", version=v1)
+    rows1 = _shard_rows(lh, m1)
+    # New passages arrive and the dataset is rebuilt with another window setting.
+    src = tmp_path / "more.csv"
+    src.write_text("ID,Text,Score\nx1,Some new passage for a later version.,0.1\n")
+    run_import(lh, src, config=ImportConfig(id_col="ID", text_col="Text",
+                                            scores={"bt_easiness": "Score"}))
+    v2 = build_shards(lh, config=small_config(seq_len=32)).version
+    assert v2 > v1
+    m2, _ = read_manifest(lh, "clear")
+    assert m2["seq_len"].to_pylist()[0] == 32
+    assert set(m2["shard_uri"].to_pylist()) != set(m1["shard_uri"].to_pylist())
+    m1_again, resolved = read_manifest(lh, "clear", version=v1)
+    assert resolved == v1
+    assert m1_again.to_pylist() == m1.to_pylist()
+    assert _shard_rows(lh, m1_again).equals(rows1)
+    for uri, sha in zip(m1["shard_uri"].to_pylist(), m1["sha256"].to_pylist(), strict=True):
+        assert sha256_file(uri) == sha  # local root: the URI is the file
+    # Another dataset built meanwhile leaves this one's rows alone.
+    build_shards(lh, config=small_config("other"))
+    assert read_manifest(lh, "clear")[0].to_pylist() == m2.to_pylist()
+
+
+def test_same_inputs_give_the_same_shard_files(sample_lakehouse):
+    lh = sample_lakehouse
+    a = read_manifest(lh, "c", version=build_shards(lh, config=small_config("c")).version)[0]
+    b = read_manifest(lh, "c", version=build_shards(lh, config=small_config("c", workers=2))
+                      .version)[0]
+    assert a["sha256"].to_pylist() == b["sha256"].to_pylist()
+
+
+@pytest.mark.slow
+def test_cli_shards_build_list_show(sample_lakehouse):
+    env = {"CORPUS_ROOT": sample_lakehouse.root, "HF_HUB_OFFLINE": "1",
+           "PATH": str(Path(sys.executable).parent)}
+    cmd = [sys.executable, "-m", "corpus.cli"]
+    p = subprocess.run([*cmd, "shards", "build", "--name", "cli", "--tokenizer", TOKENIZER,
+                        "--seq-len", "128", "--window", "overlap", "--stride", "32",
+                        "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "dataset cli = shards@" in p.stdout and "train:" in p.stdout
+    p = subprocess.run([*cmd, "shards", "show", "cli", "--format", "csv"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = list(csv.DictReader(io.StringIO(p.stdout)))
+    manifest, _ = read_manifest(sample_lakehouse, "cli")
+    assert [r["sha256"] for r in got] == manifest["sha256"].to_pylist()
+    p = subprocess.run([*cmd, "shards", "list", "--format", "csv"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and '"cli","train"' in p.stdout
+    p = subprocess.run([*cmd, "shards", "build", "--name", "x", "--tokenizer", "gpt-17"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("error:") and "Traceback" not in p.stderr

@@ -1,0 +1,586 @@
+"""Token shards: book texts tokenised once, cut into windows, written as versioned Parquet files.
+
+``corpus shards build`` reads a pinned version of ``texts`` and ``scores``, tokenises every
+selected variant of every book that has the target score (a Hugging Face fast tokenizer, in
+batches over a process pool), cuts windows, splits train/validation *by book* (every variant
+of a validation book is in validation), writes shard files into the lakehouse's object store
+and one ``shards`` manifest row per shard.
+
+Versioning: a build replaces the dataset's manifest rows in one Delta commit, so a dataset
+version is a ``shards`` table version. Shard files are content-addressed
+(``shards/<dataset>/<sha[:2]>/<sha256>.parquet``) and never overwritten, so a manifest pinned
+at version v keeps reading the same bytes after any later rebuild (until a vacuum removes
+files, which the catalog never does on its own).
+
+A shard file has one row per sample (window):
+
+=============  ==============  ==========================================================
+column         type            meaning
+=============  ==============  ==========================================================
+sample_id      string          ``<book_id>|<variant>|<window>``: unique and stable
+book_id        string
+variant        string          ``edited``, ``ocr``, ``noisy/<recipe>/<seed>`` ...
+window         int32           window number within the (book, variant) text
+input_ids      list<int32>     token ids with the tokenizer's special tokens, <= seq_len
+target         float64         the current score of the book (latest per book and metric)
+=============  ==============  ==========================================================
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from catalog import ConfigError, CorpusError, Lakehouse, Lineage, sha256_file
+from catalog.log import progress
+
+log = logging.getLogger(__name__)
+
+WINDOWS = ("first", "chunks", "overlap")
+SPLITS = ("train", "validation")
+DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+SEP = "|"  # sample id separator: never in an ISBN, a passage id or a variant name
+
+SHARD_SCHEMA = pa.schema([
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("book_id", pa.string(), nullable=False),
+    pa.field("variant", pa.string(), nullable=False),
+    pa.field("window", pa.int32(), nullable=False),
+    pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+    pa.field("target", pa.float64(), nullable=False),
+])
+
+
+@dataclass(frozen=True)
+class ShardsConfig:
+    """What `corpus shards build` makes.
+
+    Attributes:
+        dataset: Dataset name (letters, digits, ``_.-``); rebuilding a name makes a new version.
+        tokenizer: Tokenizer alias or local folder (see :mod:`train.backbones`).
+        seq_len: Maximum tokens per sample, special tokens included.
+        window: ``first`` (the first window of each text), ``chunks`` (consecutive windows
+            covering the text) or ``overlap`` (windows every ``stride`` tokens).
+        stride: Tokens between window starts for ``overlap`` (default half a window).
+        target: Score metric attached to each sample (``scores.metric``).
+        variants: Text variants to include; shell-style patterns (``noisy/*``) allowed.
+        val_frac: Fraction of books (not samples) held out for validation.
+        seed: Seed of the book split.
+        workers: Tokenizer processes (1 = in this process).
+        shard_mb: Target size of a shard file before compression, in MiB.
+        shard_samples: Optional cap on samples per shard (small shards for tests).
+        batch_texts: Texts per tokenizer batch.
+    """
+
+    dataset: str
+    tokenizer: str
+    seq_len: int = 512
+    window: str = "first"
+    stride: int | None = None
+    target: str = "bt_easiness"
+    variants: tuple[str, ...] = ("edited",)
+    val_frac: float = 0.1
+    seed: int = 0
+    workers: int = 1
+    shard_mb: float = 32.0
+    shard_samples: int | None = None
+    batch_texts: int = 64
+
+    def __post_init__(self) -> None:
+        if not DATASET_RE.match(self.dataset or ""):
+            raise ConfigError(
+                f"shards: dataset name {self.dataset!r} is not allowed. Expected 1-100 letters, "
+                "digits, '_', '.' or '-', starting with a letter or digit, e.g. clear-first128."
+            )
+        if not str(self.tokenizer or "").strip():
+            raise ConfigError("shards: --tokenizer is required (an alias or a local folder).")
+        if not isinstance(self.seq_len, int) or self.seq_len < 8:
+            raise ConfigError(f"shards: seq_len must be an integer >= 8, got {self.seq_len!r}.")
+        if self.window not in WINDOWS:
+            raise ConfigError(
+                f"shards: window {self.window!r} is not one of {', '.join(WINDOWS)}."
+            )
+        if self.stride is not None and self.window != "overlap":
+            raise ConfigError(
+                f"shards: --stride only applies to --window overlap (got window {self.window!r})."
+            )
+        if self.window == "overlap":
+            stride = self.stride if self.stride is not None else max(1, self.seq_len // 2)
+            if not isinstance(stride, int) or stride < 1:
+                raise ConfigError(f"shards: stride must be an integer >= 1, got {stride!r}.")
+            object.__setattr__(self, "stride", stride)
+        variants = (self.variants,) if isinstance(self.variants, str) else self.variants
+        variants = tuple(v.strip() for v in variants if v and v.strip())
+        if not variants:
+            raise ConfigError("shards: no variants given; e.g. --variants edited,ocr,noisy/*")
+        object.__setattr__(self, "variants", variants)
+        if not str(self.target or "").strip():
+            raise ConfigError("shards: --target must name a score metric, e.g. bt_easiness.")
+        if not 0.0 <= float(self.val_frac) < 1.0:
+            raise ConfigError(f"shards: val_frac must be in [0, 1), got {self.val_frac!r}.")
+        if self.workers < 1:
+            raise ConfigError(f"shards: workers must be >= 1, got {self.workers!r}.")
+        if not self.shard_mb > 0:
+            raise ConfigError(f"shards: shard_mb must be > 0, got {self.shard_mb!r}.")
+        if self.shard_samples is not None and self.shard_samples < 1:
+            raise ConfigError(
+                f"shards: shard_samples must be >= 1 when given, got {self.shard_samples!r}."
+            )
+        if self.batch_texts < 1:
+            raise ConfigError(f"shards: batch_texts must be >= 1, got {self.batch_texts!r}.")
+
+
+# ---- pure parts ---------------------------------------------------------------------------
+def book_fraction(book_id: str, seed: int) -> float:
+    """A number in [0, 1) fixed by (seed, book id): the book's place in the split."""
+    digest = hashlib.sha256(f"{seed}{SEP}{book_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_books(book_ids: Iterable[str], *, val_frac: float, seed: int) -> set[str]:
+    """The validation books: those whose :func:`book_fraction` is below ``val_frac``.
+
+    A book's split depends only on (seed, book id), so adding books later never moves a book
+    between splits. When ``val_frac`` > 0 and at least two books exist but none fell below
+    the threshold, the book with the smallest fraction goes to validation.
+    """
+    ids = sorted(set(book_ids))
+    if val_frac <= 0 or not ids:
+        return set()
+    frac = {b: book_fraction(b, seed) for b in ids}
+    val = {b for b in ids if frac[b] < val_frac}
+    if not val and len(ids) >= 2:
+        val = {min(ids, key=frac.__getitem__)}
+    if len(val) == len(ids) and len(ids) >= 2:  # keep at least one training book
+        val.discard(max(val, key=frac.__getitem__))
+    return val
+
+
+def window_starts(n: int, *, body: int, window: str, stride: int | None) -> list[int]:
+    """Start offsets of the windows of a text of ``n`` tokens (``body`` tokens each).
+
+    ``first``: one window. ``chunks``: consecutive windows, the last one shorter.
+    ``overlap``: every ``stride`` tokens, plus a last window ending at the text's end.
+    """
+    if n <= 0:
+        return []
+    if window == "first":
+        return [0]
+    if window == "chunks":
+        return list(range(0, n, body))
+    if window == "overlap":
+        assert stride is not None
+        if n <= body:
+            return [0]
+        starts = list(range(0, n - body + 1, stride))
+        if starts[-1] + body < n:
+            starts.append(n - body)
+        return starts
+    raise ConfigError(f"unknown window {window!r}")
+
+
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer adds before and after a text (``[CLS]``/``[SEP]``, BOS ...)."""
+    probe = "hello"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(bare) + 1):
+        if full[i:i + len(bare)] == bare:
+            return list(full[:i]), list(full[i + len(bare):])
+    raise ConfigError("Cannot tell which special tokens the tokenizer adds around a text.")
+
+
+def cut_windows(
+    ids: np.ndarray,
+    *,
+    seq_len: int,
+    window: str,
+    stride: int | None,
+    prefix: Sequence[int] = (),
+    suffix: Sequence[int] = (),
+) -> list[np.ndarray]:
+    """Cut one text's token ids into windows of at most ``seq_len`` tokens (specials included).
+
+    Args:
+        ids: The text's token ids without special tokens.
+        seq_len: Maximum length of a window including ``prefix`` and ``suffix``.
+        window: ``first``, ``chunks`` or ``overlap``.
+        stride: Start-to-start distance for ``overlap``.
+        prefix: Ids put before every window (e.g. ``[CLS]``).
+        suffix: Ids put after every window (e.g. ``[SEP]``).
+    """
+    body = seq_len - len(prefix) - len(suffix)
+    if body < 1:
+        raise ConfigError(f"seq_len {seq_len} leaves no room for text after special tokens.")
+    pre = np.asarray(prefix, dtype=np.int32)
+    suf = np.asarray(suffix, dtype=np.int32)
+    return [
+        np.concatenate([pre, ids[s:s + body], suf])
+        for s in window_starts(len(ids), body=body, window=window, stride=stride)
+    ]
+
+
+# ---- tokenising (in worker processes) ---------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer: str, in_pool: bool) -> None:
+    if in_pool:
+        # One Rust thread per worker process: the pool already uses every core.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from train.backbones import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    _WORKER["tok"] = tok
+    _WORKER["special"] = special_tokens(tok)
+
+
+def _encode_batch(texts: list[str]) -> list[np.ndarray]:
+    """Token ids of each text, without special tokens, as int32 arrays."""
+    backend = _WORKER["tok"].backend_tokenizer
+    # encode_batch_fast skips character offsets, which shards never need.
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return [np.asarray(e.ids, dtype=np.int32) for e in encode(texts, add_special_tokens=False)]
+
+
+@dataclass
+class _Task:
+    book_ids: list[str]
+    variants: list[str]
+    texts: list[str]
+    targets: list[float]
+
+
+def _tokenise_task(task: _Task, seq_len: int, window: str, stride: int | None) -> pa.Table:
+    """Tokenise a batch of texts and cut windows: the rows of the shard files (one table)."""
+    prefix, suffix = _WORKER["special"]
+    sample_ids, books, variants, windows, targets, pieces = [], [], [], [], [], []
+    for book, variant, target, ids in zip(task.book_ids, task.variants, task.targets,
+                                          _encode_batch(task.texts), strict=True):
+        wins = cut_windows(ids, seq_len=seq_len, window=window, stride=stride,
+                           prefix=prefix, suffix=suffix)
+        for w, arr in enumerate(wins):
+            sample_ids.append(f"{book}{SEP}{variant}{SEP}{w}")
+            books.append(book)
+            variants.append(variant)
+            windows.append(w)
+            targets.append(target)
+            pieces.append(arr)
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int32, count=len(pieces))
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+    input_ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return pa.Table.from_arrays(
+        [pa.array(sample_ids, pa.string()), pa.array(books, pa.string()),
+         pa.array(variants, pa.string()), pa.array(windows, pa.int32()), input_ids,
+         pa.array(targets, pa.float64())],
+        schema=SHARD_SCHEMA,
+    )
+
+
+# ---- shard files ------------------------------------------------------------------------
+def shard_key(dataset: str, sha256: str) -> str:
+    """Object key of a shard file: content-addressed, so never overwritten in place."""
+    return f"shards/{dataset}/{sha256[:2]}/{sha256}.parquet"
+
+
+@dataclass
+class ShardWriter:
+    """Collects sample rows of one split and writes shard files of about ``max_bytes``.
+
+    Each full shard is written to a temporary local file, hashed and put into the object
+    store under its content key; :attr:`written` lists one manifest entry per shard.
+    """
+
+    store: Any
+    dataset: str
+    split: str
+    max_bytes: int
+    max_samples: int | None = None
+    written: list[dict[str, Any]] = field(default_factory=list)
+    _parts: list[pa.Table] = field(default_factory=list)
+    _bytes: int = 0
+    _rows: int = 0
+
+    def add(self, table: pa.Table) -> None:
+        """Add rows; writes every shard that fills up."""
+        while table.num_rows:
+            room = table.num_rows
+            if self.max_samples is not None:
+                room = min(room, self.max_samples - self._rows)
+            part = table.slice(0, room)
+            if self.max_bytes and part.nbytes + self._bytes > self.max_bytes and part.num_rows:
+                # Take only what fits (rows are roughly equal in size): at least one row.
+                per_row = max(1, part.nbytes // part.num_rows)
+                room = max(1, min(room, (self.max_bytes - self._bytes) // per_row))
+                part = table.slice(0, room)
+            self._parts.append(part)
+            self._bytes += part.nbytes
+            self._rows += part.num_rows
+            table = table.slice(room)
+            full = (self.max_samples is not None and self._rows >= self.max_samples) or (
+                self._bytes >= self.max_bytes)
+            if full:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the collected rows as one shard (nothing when empty)."""
+        if not self._rows:
+            return
+        table = pa.concat_tables(self._parts).combine_chunks()
+        self._parts, self._bytes, self._rows = [], 0, 0
+        with tempfile.TemporaryDirectory(prefix="corpus-shard-") as tmp:
+            path = Path(tmp) / "shard.parquet"
+            # Row groups of ~1k samples let a reader take a part of a shard; no page index
+            # or statistics for the token lists (never filtered on).
+            pq.write_table(table, path, row_group_size=1024, compression="zstd",
+                           compression_level=1, write_statistics=["sample_id", "book_id"])
+            digest = sha256_file(path)
+            size = path.stat().st_size
+            key = shard_key(self.dataset, digest)
+            if not self.store.exists(key):
+                self.store.put_file(key, path)
+        lengths = pc.list_value_length(table.column("input_ids"))
+        self.written.append({
+            "shard_uri": self.store.uri(key),
+            "split": self.split,
+            "shard_index": len(self.written),
+            "n_samples": table.num_rows,
+            "n_tokens": int(pc.sum(lengths).as_py() or 0),
+            "n_books": len(pc.unique(table.column("book_id"))),
+            "variants": sorted(pc.unique(table.column("variant")).to_pylist()),
+            "sha256": digest,
+            "size_bytes": size,
+        })
+
+
+# ---- inputs -----------------------------------------------------------------------------
+def current_scores(scores: pa.Table, metric: str) -> dict[str, float]:
+    """The current value of ``metric`` per book: the latest score wins (ties: the later
+    source file and row), and a book whose latest score is empty has none."""
+    t = scores.filter(pc.equal(scores.column("metric"), metric))
+    if not t.num_rows:
+        return {}
+    t = t.sort_by([("book_id", "ascending"), ("scored_at", "ascending"),
+                   ("source_file", "ascending"), ("source_row", "ascending")])
+    books = t.column("book_id").to_pylist()
+    values = t.column("value").to_pylist()
+    latest: dict[str, float | None] = {}
+    for b, v in zip(books, values, strict=True):
+        latest[b] = v  # sorted ascending: the last row per book is its latest score
+    return {b: float(v) for b, v in latest.items() if v is not None}
+
+
+def match_variants(available: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """The available variants matching any pattern (exact names or ``noisy/*`` globs)."""
+    avail = sorted(set(available))
+    return [v for v in avail if any(fnmatch.fnmatchcase(v, p) for p in patterns)]
+
+
+# ---- driver -----------------------------------------------------------------------------
+@dataclass
+class ShardsReport:
+    """What one build wrote and left out."""
+
+    dataset: str
+    version: int
+    build_id: str
+    texts_version: int
+    scores_version: int
+    variants: list[str]
+    shards: dict[str, int]        # split -> number of shard files
+    samples: dict[str, int]       # split -> samples
+    tokens: dict[str, int]        # split -> tokens
+    books: dict[str, int]         # split -> books
+    texts: int                    # texts tokenised
+    excluded_no_target: int       # books (with a selected variant) lacking the target score
+    empty_texts: int              # texts with no tokens at all
+    seconds: float = 0.0
+    excluded_books: list[str] = field(default_factory=list)
+
+
+def _tasks(texts: pa.Table, targets: dict[str, float], batch: int) -> Iterator[_Task]:
+    books = texts.column("book_id").to_pylist()
+    variants = texts.column("variant").to_pylist()
+    for start in range(0, texts.num_rows, batch):
+        end = min(start + batch, texts.num_rows)
+        yield _Task(books[start:end], variants[start:end],
+                    texts.column("text").slice(start, end - start).to_pylist(),
+                    [targets[b] for b in books[start:end]])
+
+
+def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
+    """Tokenise pinned ``texts`` into shard files and commit the dataset's manifest.
+
+    Returns:
+        A :class:`ShardsReport`; ``version`` is the ``shards`` table version of this build.
+
+    Raises:
+        CorpusError: missing input tables, no matching variants or no book with the target.
+    """
+    t0 = time.perf_counter()
+    pins = lakehouse.pin("texts", "scores")
+    scores = lakehouse.read("scores", version=pins["scores"],
+                            columns=["book_id", "metric", "value", "scored_at", "source_file",
+                                     "source_row"])
+    targets = current_scores(scores, config.target)
+    texts_ds = lakehouse.dataset("texts", pins["texts"])
+    available = pc.unique(texts_ds.to_table(columns=["variant"]).column("variant")
+                          .cast(pa.string())).to_pylist()
+    variants = match_variants(available, config.variants)
+    if not variants:
+        raise CorpusError(
+            f"shards: no texts variant matches {', '.join(config.variants)} in texts@"
+            f"{pins['texts']}; variants present: {', '.join(sorted(available)) or 'none'}."
+        )
+    # Filtered batch by batch after the scan (pyarrow has no is_in kernel for the scan's
+    # string_view columns): only the selected variants are ever held in memory.
+    want = pa.array(variants, pa.string())
+    schema = pa.schema([pa.field("book_id", pa.string()), pa.field("variant", pa.string()),
+                        pa.field("text", pa.large_string())])
+    kept = []
+    for batch in texts_ds.to_batches(columns=["book_id", "variant", "text"]):
+        batch = pa.Table.from_batches([batch]).cast(schema)
+        kept.append(batch.filter(pc.is_in(batch.column("variant"), value_set=want)))
+    texts = pa.concat_tables(kept) if kept else schema.empty_table()
+    # A fixed order: the same inputs give the same shard files (and content keys).
+    texts = texts.sort_by([("book_id", "ascending"), ("variant", "ascending")])
+    book_col = texts.column("book_id")
+    all_books = set(pc.unique(book_col).to_pylist())
+    excluded = sorted(all_books - set(targets))
+    if excluded:
+        log.warning("shards: %d book(s) have no %s score and are left out", len(excluded),
+                    config.target)
+        texts = texts.filter(pc.invert(pc.is_in(texts.column("book_id"),
+                                                value_set=pa.array(excluded, pa.string()))))
+    if not texts.num_rows:
+        raise CorpusError(
+            f"shards: no book has both a {', '.join(variants)} text (texts@{pins['texts']}) "
+            f"and a {config.target!r} score (scores@{pins['scores']}); {len(excluded)} book(s) "
+            "lack the score. Import or ingest scores first."
+        )
+    val_books = split_books(pc.unique(texts.column("book_id")).to_pylist(),
+                            val_frac=config.val_frac, seed=config.seed)
+    is_val = pc.is_in(texts.column("book_id"), value_set=pa.array(sorted(val_books), pa.string()))
+    parts = {"train": texts.filter(pc.invert(is_val)), "validation": texts.filter(is_val)}
+
+    from train.backbones import load_tokenizer
+
+    tok = load_tokenizer(config.tokenizer)
+    store = lakehouse.store
+    max_bytes = int(config.shard_mb * 2**20)
+    writers = {s: ShardWriter(store, config.dataset, s, max_bytes, config.shard_samples)
+               for s in SPLITS}
+    n_texts = n_empty = 0
+    args = (config.seq_len, config.window, config.stride)
+    pool = None
+    if config.workers > 1:
+        pool = ProcessPoolExecutor(config.workers, initializer=_init_worker,
+                                   initargs=(config.tokenizer, True))
+    else:
+        _init_worker(config.tokenizer, False)
+    try:
+        for split in SPLITS:
+            table = parts[split]
+            tasks = list(_tasks(table, targets, config.batch_texts))
+            if pool is not None:
+                from functools import partial
+
+                results = pool.map(partial(_tokenise_task, seq_len=args[0], window=args[1],
+                                           stride=args[2]), tasks)
+            else:
+                results = (_tokenise_task(t, *args) for t in tasks)
+            for task, rows in zip(tasks, progress(results, desc=f"tokenise {split}",
+                                                  total=len(tasks), unit="batch"), strict=True):
+                n_texts += len(task.texts)
+                # Window 0 exists for every text that has at least one token.
+                first = pc.sum(pc.equal(rows.column("window"), 0)).as_py() or 0
+                n_empty += len(task.texts) - first
+                writers[split].add(rows)
+            writers[split].flush()
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+    build_id = uuid.uuid4().hex[:16]
+    now = datetime.now(UTC)
+    common = {
+        "dataset": config.dataset, "tokenizer": config.tokenizer, "seq_len": config.seq_len,
+        "window": config.window, "stride": config.stride, "target": config.target,
+        "created_at": now, "pad_id": tok.pad_token_id if tok.pad_token_id is not None else 0,
+        "texts_version": pins["texts"], "scores_version": pins["scores"],
+        "build_id": build_id,
+    }
+    rows = [{**common, **w} for s in SPLITS for w in writers[s].written]
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+    lineage = Lineage(
+        operation="shards", inputs=pins,
+        config={**cfg, "variants_matched": variants, "build_id": build_id,
+                "excluded_no_target": len(excluded), "val_books": len(val_books)},
+    )
+    quoted = config.dataset.replace("'", "''")
+    version = lakehouse.overwrite("shards", rows, lineage=lineage,
+                                  predicate=f"dataset = '{quoted}'")
+    report = ShardsReport(
+        dataset=config.dataset, version=version, build_id=build_id,
+        texts_version=pins["texts"], scores_version=pins["scores"], variants=variants,
+        shards={s: len(writers[s].written) for s in SPLITS},
+        samples={s: sum(w["n_samples"] for w in writers[s].written) for s in SPLITS},
+        tokens={s: sum(w["n_tokens"] for w in writers[s].written) for s in SPLITS},
+        books={s: len(set(parts[s].column("book_id").to_pylist())) for s in SPLITS},
+        texts=n_texts, excluded_no_target=len(excluded), empty_texts=n_empty,
+        seconds=time.perf_counter() - t0, excluded_books=excluded,
+    )
+    log.info("shards %s@%d: %s", config.dataset, version, report.samples)
+    return report
+
+
+def read_manifest(lakehouse: Lakehouse, dataset: str, *, version: int | None = None,
+                  split: str | None = None) -> tuple[pa.Table, int]:
+    """The manifest rows of ``dataset`` at ``shards`` version ``version`` (latest if None).
+
+    Returns:
+        ``(rows sorted by split and shard_index, resolved version)``.
+
+    Raises:
+        ConfigError: the dataset (or split) has no shards at that version.
+    """
+    dt = lakehouse.open("shards", version)
+    resolved = dt.version()
+    from catalog.tables import scan_dataset
+
+    table = scan_dataset("shards", dt).to_table()
+    from catalog import spec
+
+    table = table.cast(spec("shards").schema)
+    names = sorted(set(table.column("dataset").to_pylist()))
+    rows = table.filter(pc.equal(table.column("dataset"), dataset))
+    if split is not None:
+        rows = rows.filter(pc.equal(rows.column("split"), split))
+    if not rows.num_rows:
+        where = f" split {split!r}" if split else ""
+        raise ConfigError(
+            f"No shards for dataset {dataset!r}{where} at shards@{resolved}. Datasets there: "
+            f"{', '.join(names) or 'none'}. Build it with `corpus shards build --name "
+            f"{dataset} ...`."
+        )
+    rows = rows.sort_by([("split", "ascending"), ("shard_index", "ascending")])
+    return rows, resolved
