@@ -171,17 +171,27 @@ def words_to_text(data: dict) -> tuple[str, list[list]]:
 
 def ocr_page(config: LakehouseConfig, task: PageTask, lang: str) -> dict:
     """Recognise one page; returns its ``ocr_pages`` row (or an ``error`` key)."""
+    base = {"scan_id": task.scan_id, "page_no": task.page_no}
+    return {**base, **recognise_page(_blob(config, task.blob_key), task.pdf_page, lang=lang,
+                                     page_no=task.page_no)}
+
+
+def recognise_page(data: bytes, pdf_page: int | None, *, lang: str, page_no: int) -> dict:
+    """Text of one page of a PDF (``pdf_page``, 0-based) or of an image file (None).
+
+    Returns the page's ``text, words, mean_confidence, dpi, engine, seconds``, or an
+    ``error`` key with the reason (never raises for a bad page).
+    """
     import pytesseract
 
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     t0 = time.perf_counter()
-    base = {"scan_id": task.scan_id, "page_no": task.page_no}
     try:
-        img, dpi, text = render_page(_blob(config, task.blob_key), task.pdf_page)
+        img, dpi, text = render_page(data, pdf_page)
     except Exception as e:  # PIL/PyMuPDF raise many types for broken images
-        return {**base, "error": f"page {task.page_no}: cannot read the image ({e})"}
+        return {"error": f"page {page_no}: cannot read the image ({e})"}
     if text is not None:
-        return {**base, "text": text.strip(), "mean_confidence": 100.0, "words": "[]",
+        return {"text": text.strip(), "mean_confidence": 100.0, "words": "[]",
                 "dpi": None, "engine": "text-layer", "seconds": time.perf_counter() - t0}
     config = "--psm 3" + (f" --dpi {dpi}" if dpi else "")
     try:
@@ -199,12 +209,43 @@ def ocr_page(config: LakehouseConfig, task: PageTask, lang: str) -> dict:
             data = pytesseract.image_to_data(
                 img, lang=lang, config=config, output_type=pytesseract.Output.DICT)
     except pytesseract.TesseractError as e:
-        return {**base, "error": f"page {task.page_no}: tesseract failed: {e}"}
+        return {"error": f"page {page_no}: tesseract failed: {e}"}
     page_text, words = words_to_text(data)
     confs = [w[1] for w in words if w[1] >= 0]
-    return {**base, "text": page_text, "words": json.dumps(words),
+    return {"text": page_text, "words": json.dumps(words),
             "mean_confidence": statistics.fmean(confs) if confs else 0.0, "dpi": dpi,
             "engine": tesseract_version(), "seconds": time.perf_counter() - t0}
+
+
+def ocr_document(data: bytes, *, name: str, lang: str = "eng") -> tuple[str, list[int]]:
+    """OCR a whole scanned PDF, or one page image, held in memory (no lakehouse needed):
+    what ``corpus score`` does with a scan it is handed.
+
+    Returns:
+        The text (pages joined by a blank line, as ``corpus ocr`` joins them) and the page
+        start offsets.
+
+    Raises:
+        OcrError: naming the file and the page that could not be read.
+    """
+    import pymupdf
+
+    if data[:5] == b"%PDF-":
+        try:
+            with pymupdf.open(stream=data, filetype="pdf") as pdf:
+                n = pdf.page_count
+        except Exception as e:
+            raise OcrError(f"{name}: not a readable PDF ({e}).") from None
+        pages = [(i + 1, i) for i in range(n)]
+    else:
+        pages = [(1, None)]
+    rows = []
+    for page_no, idx in pages:
+        row = recognise_page(data, idx, lang=lang, page_no=page_no)
+        if "error" in row:
+            raise OcrError(f"{name}: {row['error']}")
+        rows.append({"page_no": page_no, "text": row["text"]})
+    return assemble_ocr_text(rows)
 
 
 # ---- planning (pure) ---------------------------------------------------------------------

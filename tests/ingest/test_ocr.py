@@ -14,10 +14,10 @@ import time
 import pytest
 from rapidfuzz.distance import Levenshtein
 
-from catalog import ConfigError, Lakehouse
+from catalog import ConfigError, Lakehouse, key_from_uri
 from ingest.driver import run_ingest
 from ingest.flags import FlagError, add_flag, list_flags, resolve_flag
-from ingest.ocr import OcrConfig, run_ocr
+from ingest.ocr import OcrConfig, OcrError, ocr_document, run_ocr
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,20 @@ def test_ocr_of_sample_scans_against_the_truth(ocred, share_truth, tmp_path_fact
     pdf_scans = {s["scan_id"] for s in scans if s["source"].endswith(".pdf")}
     # PDF pages are rendered at their embedded image's resolution (150-300 dpi here)
     assert all(100 <= p["dpi"] <= 400 for p in pages if p["scan_id"] in pdf_scans)
+
+
+def test_ocr_document_in_memory_gives_the_pipeline_text(ocred):
+    lh, _ = ocred
+    scans = {s["scan_id"]: s for s in lh.read("scans").to_pylist()}
+    files = {f["path"]: f for f in lh.read("files").to_pylist()}
+    texts = {t["book_id"]: t for t in lh.read("texts").to_pylist() if t["variant"] == "ocr"}
+    pdf = next(s for s in scans.values() if s["source"].endswith(".pdf"))
+    data = lh.store.get_bytes(key_from_uri(files[pdf["source"]]["blob_uri"]))
+    text, offsets = ocr_document(data, name=pdf["source"])
+    assert text == texts[pdf["book_id"]]["text"]
+    assert offsets == texts[pdf["book_id"]]["page_offsets"]
+    with pytest.raises(OcrError, match=r"broken\.pdf"):
+        ocr_document(b"%PDF-1.4 truncated", name="broken.pdf")
 
 
 def test_rerun_does_nothing_and_history_has_lineage(ocred):
