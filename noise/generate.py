@@ -1,0 +1,494 @@
+"""Noisy variants of edited books: `corpus noise`.
+
+:func:`noisy_variant` (pure) turns one edited text into a raw-looking one: it sets the book
+in pages (title/copyright page, lines of the mined width with hyphenated line ends, running
+headers, page numbers, the blank lines OCR puts between blocks), then damages the set text
+with the mined character confusions at the book's own error level. It works chunk by chunk
+(about ``chunk_chars`` characters, cut at paragraph ends), so a book never needs more than a
+few times its size in memory, and it is deterministic: every random choice comes from one
+generator seeded from ``(seed, book_id)`` with a stable hash.
+
+:func:`run_noise` (driver) builds the model from pinned ``artifacts`` and ``alignments``
+versions, generates the variants of many books in a process pool and merges them into
+``texts`` as ``noisy/<recipe>-v<artifacts version>/<seed>``, with lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from catalog import ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
+from catalog.log import progress
+from noise.model import NoiseModel, PageLayout, fill, isbn_hyphenated
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("mined", "uniform")
+CHUNK_CHARS = 1 << 18        # ~256k characters of edited text per chunk
+_LINE = re.compile(r"[^\n]+")
+
+
+@dataclass(frozen=True)
+class BookMeta:
+    """What the page furniture of a book shows."""
+
+    book_id: str
+    title: str = ""
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class NoisyText:
+    """One generated variant."""
+
+    text: str
+    page_offsets: list[int]
+    chapter_offsets: list[int]
+    level: float  # the character error rate this book was given
+
+
+def book_seed(seed: int, book_id: str) -> int:
+    """A 64-bit seed for one book, stable across processes and Python versions.
+
+    (Python's ``hash`` of a string is salted per process, so it must not be used here.)
+    """
+    digest = hashlib.blake2b(f"{seed}\x00{book_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def book_rng(seed: int, book_id: str) -> np.random.Generator:
+    """The random generator of one book's variant."""
+    return np.random.Generator(np.random.PCG64(book_seed(seed, book_id)))
+
+
+class _Draws:
+    """Uniform draws taken from ``rng`` in blocks (a scalar call per decision is slow)."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 4096):
+        self._rng, self._block = rng, block
+        self._buf: list[float] = []
+
+    def __call__(self) -> float:
+        if not self._buf:
+            self._buf = self._rng.random(self._block).tolist()
+        return self._buf.pop()
+
+
+@dataclass
+class _Typesetter:
+    """Sets paragraphs into lines and pages; state carries across chunks."""
+
+    layout: PageLayout
+    meta: BookMeta
+    draw: _Draws
+    year: int
+    page: int = 0          # pages started so far (1-based number of the current page)
+    lines: int = 0         # text lines on the current page
+    breaks: int = 0        # line ends inside paragraphs
+    feasible: int = 0      # of which the overflowing word could have been hyphenated
+    buf: list[str] = field(default_factory=list)
+    size: int = 0          # characters in buf
+    pages: list[int] = field(default_factory=list)  # page starts in the current chunk
+
+    def emit(self, s: str) -> None:
+        self.buf.append(s)
+        self.size += len(s)
+
+    def take(self) -> tuple[str, list[int]]:
+        text, pages = "".join(self.buf), self.pages
+        self.buf, self.size, self.pages = [], 0, []
+        return text, pages
+
+    def _fill(self, template: str) -> str:
+        return fill(template, title=self.meta.title, author=self.meta.author,
+                    isbn=isbn_hyphenated(self.meta.book_id), year=self.year, n=self.page)
+
+    def new_page(self) -> None:
+        lay = self.layout
+        if self.page:
+            number, p = lay.page_number
+            if lay.page_number_position == "bottom" and self.lines and self.draw() < p:
+                self.emit("\n\n" + self._fill(number))
+            self.emit("\n\n")
+        self.page += 1
+        self.lines = 0
+        self.pages.append(self.size)
+        if lay.headers:
+            template, p = lay.headers[self.page % len(lay.headers)]
+            if self.draw() < p:
+                self.emit(self._fill(template) + "\n\n")
+        number, p = lay.page_number
+        if lay.page_number_position == "top" and self.draw() < p:
+            self.emit(self._fill(number) + "\n\n")
+
+    def front_matter(self) -> None:
+        lay = self.layout
+        if lay.front_matter and self.draw() < lay.front_matter_rate:
+            self.page += 1
+            self.pages.append(self.size)
+            self.emit(self._fill(lay.front_matter))
+            self.lines = self.layout.lines_per_page  # the next line starts a new page
+
+    def line(self, s: str, sep: str) -> int:
+        """Put one printed line on the page after separator ``sep``; returns its offset."""
+        if self.page == 0 or self.lines >= self.layout.lines_per_page:
+            self.new_page()  # the page break replaces the separator
+        else:
+            self.emit(sep)
+        at = self.size
+        self.emit(s)
+        self.lines += 1
+        return at
+
+    def paragraph(self, par: str, first_sep: str) -> int:
+        """Set one paragraph; returns the offset of its first line in the chunk."""
+        lay = self.layout
+        width = lay.line_width
+        start, n = 0, len(par)
+        sep = first_sep
+        first_at = -1
+        while n - start > width:
+            cut = par.rfind(" ", start, start + width + 1)
+            if cut <= start:  # one word longer than a line: cut it hard
+                at = self.line(par[start:start + width], sep)
+                start += width
+            else:
+                end = par.find(" ", cut + 1)
+                end = n if end < 0 else end
+                word = par[cut + 1:end]
+                alpha = len(word.rstrip(".,;:!?\"'’”)"))
+                room = start + width - (cut + 1)
+                self.breaks += 1
+                k = min(room - 1, alpha - 2)
+                hyphenate = False
+                if alpha >= 5 and k >= 2 and word[:k + 1].isalpha():
+                    self.feasible += 1
+                    # the mined share is per line end; only feasible ends can take one
+                    p = lay.hyphenation * self.breaks / self.feasible
+                    hyphenate = self.draw() < p
+                if hyphenate:
+                    at = self.line(par[start:cut + 1 + k] + "-", sep)
+                    start = cut + 1 + k
+                else:
+                    at = self.line(par[start:cut], sep)
+                    start = cut + 1
+            if first_at < 0:
+                first_at = at
+            sep = "\n\n" if self.draw() < lay.blank_line else "\n"
+        at = self.line(par[start:], sep)
+        return at if first_at < 0 else first_at
+
+
+def typeset(text: str, *, layout: PageLayout, meta: BookMeta, rng: np.random.Generator,
+            chapter_offsets: Sequence[int] = (), chunk_chars: int = CHUNK_CHARS,
+            ) -> Iterator[tuple[str, list[int], list[int]]]:
+    """Set ``text`` in pages, chunk by chunk.
+
+    Yields ``(chunk, page starts, chapter starts)`` with offsets inside the chunk; chunks
+    end at paragraph ends, so a paragraph is never split between two.
+    """
+    draw = _Draws(rng)
+    ts = _Typesetter(layout=layout, meta=meta, draw=draw, year=1850 + int(draw() * 100))
+    ts.front_matter()
+    chapters = sorted(set(chapter_offsets))
+    ci = 0
+    chaps: list[int] = []
+    prev_end = None
+    for m in _LINE.finditer(text):
+        par = m.group().strip()
+        if not par:
+            continue
+        if prev_end is None:
+            sep = ""
+        elif text.count("\n", prev_end, m.start()) >= 2:
+            sep = "\n" if draw() < layout.paragraph_joined else "\n\n"
+        else:
+            sep = "\n"
+        prev_end = m.end()
+        if ts.size >= chunk_chars and sep != "\n":
+            # a chunk ends at a paragraph end; the separator opens the next chunk
+            chunk, pages = ts.take()
+            yield chunk, pages, chaps
+            chaps = []
+        at = ts.paragraph(par, sep)
+        while ci < len(chapters) and chapters[ci] <= m.start():
+            chaps.append(at)
+            ci += 1
+    while ci < len(chapters):  # chapters starting after the last line (empty ones)
+        chaps.append(ts.size)
+        ci += 1
+    chunk, pages = ts.take()
+    yield chunk, pages, chaps
+
+
+def noisy_variant(text: str, *, model: NoiseModel, meta: BookMeta, seed: int,
+                  chapter_offsets: Sequence[int] = (), cer_scale: float = 1.0,
+                  chunk_chars: int = CHUNK_CHARS) -> NoisyText:
+    """A raw-looking variant of one edited book (pure, deterministic in ``seed``).
+
+    Args:
+        text: The edited text.
+        model: The noise model.
+        meta: Identity, title and author of the book (for its furniture).
+        seed: The run's seed; the book's own seed derives from it and ``meta.book_id``.
+        chapter_offsets: Chapter starts in ``text``; returned moved into the variant.
+        cer_scale: Multiplies the book's drawn character error level.
+        chunk_chars: Characters of edited text per chunk.
+    """
+    rng = book_rng(seed, meta.book_id)
+    level = model.draw_level(rng, scale=cer_scale)
+    parts: list[str] = []
+    pages: list[int] = []
+    chapters: list[int] = []
+    base = 0
+    for chunk, page_starts, chap_starts in typeset(
+            text, layout=model.layout, meta=meta, rng=rng, chapter_offsets=chapter_offsets,
+            chunk_chars=chunk_chars):
+        noisy, moved = model.chars.noise(chunk, rate=level, rng=rng,
+                                         offsets=page_starts + chap_starts)
+        pages += [base + x for x in moved[:len(page_starts)]]
+        chapters += [base + x for x in moved[len(page_starts):]]
+        parts.append(noisy)
+        base += len(noisy)
+    return NoisyText("".join(parts), pages, chapters, level)
+
+
+_UNIFORM_ALPHABET = np.array([ord(c) for c in
+                              "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                              ".,;:'\"-!? "], dtype=np.uint32)
+
+
+def uniform_noise(text: str, *, cer: float, rng: np.random.Generator) -> str:
+    """Baseline: every character is hit with probability ``cer`` by a substitution,
+    deletion or insertion (one third each) of a uniformly random character."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    n = len(codes)
+    if n == 0 or cer <= 0:
+        return text
+    hit = np.flatnonzero(rng.random(n) < cer)
+    kind = rng.integers(0, 3, len(hit))
+    new = _UNIFORM_ALPHABET[rng.integers(0, len(_UNIFORM_ALPHABET), len(hit))]
+    parts, prev = [], 0
+    for p, k, c in zip(hit.tolist(), kind.tolist(), new.tolist(), strict=True):
+        parts.append(text[prev:p])
+        if k == 0:      # substitution
+            parts.append(chr(c))
+            prev = p + 1
+        elif k == 1:    # deletion
+            prev = p + 1
+        else:           # insertion before the character
+            parts.append(chr(c))
+            prev = p
+    parts.append(text[prev:])
+    return "".join(parts)
+
+
+# ---- the driver ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Options of ``corpus noise``.
+
+    Attributes:
+        recipe: ``mined`` (the model mined from real pairs) or ``uniform`` (baseline:
+            uniform random character noise at the real books' mean CER).
+        seed: The run's seed; variant ``k`` of a book uses seed ``seed + k``.
+        per_book: Variants per book.
+        cer_scale: Multiplies every book's drawn error level.
+        books: Only these book ids (default: every book with an edited text).
+        workers: Processes generating books in parallel.
+        chunk_chars: Characters of edited text handled at once.
+        batch_books: Books written per ``texts`` commit.
+    """
+
+    recipe: str = "mined"
+    seed: int = 0
+    per_book: int = 1
+    cer_scale: float = 1.0
+    books: tuple[str, ...] = ()
+    workers: int = 2
+    chunk_chars: int = CHUNK_CHARS
+    batch_books: int = 64
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got "
+                              f"{self.recipe!r}.")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}.")
+        if self.per_book < 1:
+            raise ConfigError(f"--per-book must be at least 1, got {self.per_book}.")
+        if not 0 <= self.cer_scale <= 20:
+            raise ConfigError(f"--cer-scale must be between 0 and 20, got {self.cer_scale}.")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}.")
+        if self.chunk_chars < 1000:
+            raise ConfigError(f"chunk_chars must be at least 1000, got {self.chunk_chars}.")
+        if self.batch_books < 1:
+            raise ConfigError(f"batch_books must be at least 1, got {self.batch_books}.")
+
+
+def variant_name(recipe: str, artifacts_version: int, seed: int) -> str:
+    """``noisy/<recipe>-v<artifacts version>/<seed>``."""
+    return f"noisy/{recipe}-v{artifacts_version}/{seed}"
+
+
+@dataclass
+class NoiseReport:
+    """What one ``corpus noise`` run wrote."""
+
+    variants: list[str] = field(default_factory=list)
+    books: int = 0
+    rows: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    seconds: float = 0.0
+    texts_version: int | None = None
+    model: dict = field(default_factory=dict)
+
+
+# A worker's model: set once per process by the pool initializer (not a global of the
+# parent: the parent passes it explicitly), so tasks carry only texts.
+_WORKER: dict = {}
+
+
+def _init_worker(model: NoiseModel, config: NoiseConfig, uniform_cer: float) -> None:
+    _WORKER.update(model=model, config=config, uniform_cer=uniform_cer)
+
+
+def _make(task: tuple[dict, BookMeta, int]) -> tuple[str, int, NoisyText]:
+    row, meta, seed = task
+    model, config = _WORKER["model"], _WORKER["config"]
+    if config.recipe == "uniform":
+        rng = book_rng(seed, meta.book_id)
+        text = uniform_noise(row["text"], cer=_WORKER["uniform_cer"] * config.cer_scale,
+                             rng=rng)
+        out = NoisyText(text, [], [], _WORKER["uniform_cer"] * config.cer_scale)
+    else:
+        out = noisy_variant(row["text"], model=model, meta=meta, seed=seed,
+                            chapter_offsets=row.get("chapter_offsets") or (),
+                            cer_scale=config.cer_scale, chunk_chars=config.chunk_chars)
+    return meta.book_id, seed, out
+
+
+def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseModel,
+             config: NoiseConfig, uniform_cer: float = 0.0,
+             ) -> Iterator[tuple[str, int, NoisyText]]:
+    """Variants of edited ``texts`` rows, in parallel over books: ``(book_id, seed, text)``.
+
+    Output order follows input order (so a run's commits are reproducible too).
+    """
+    tasks = ((row, metas.get(row["book_id"]) or BookMeta(row["book_id"]), config.seed + k)
+             for row in rows for k in range(config.per_book))
+    if config.workers == 1:
+        _init_worker(model, config, uniform_cer)
+        yield from map(_make, tasks)
+        return
+    with ProcessPoolExecutor(config.workers, initializer=_init_worker,
+                             initargs=(model, config, uniform_cer)) as pool:
+        yield from pool.map(_make, tasks, chunksize=1)
+
+
+def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
+               alignments_version: int | None = None, books: set[str] | None = None,
+               ) -> NoiseModel:
+    """The mined noise model at pinned (default: current) table versions.
+
+    Args:
+        books: Only these books' alignments give error levels (held-out evaluation).
+    """
+    from noise.model import model_from_tables
+
+    try:
+        av = lakehouse.version("artifacts") if artifacts_version is None else artifacts_version
+        lv = lakehouse.version("alignments") if alignments_version is None \
+            else alignments_version
+        artifacts = lakehouse.read("artifacts", version=av)
+        alignments = lakehouse.read("alignments", version=lv)
+    except TableNotFoundError:
+        raise CorpusError("No mined artifacts yet: run `corpus mine` first (it needs books "
+                          "with both an edited and an ocr text).") from None
+    rows = alignments.to_pylist()
+    if books is not None:
+        rows = [r for r in rows if r["book_id"] in books]
+    return model_from_tables(artifacts.to_pylist(), rows,
+                             source={"artifacts": av, "alignments": lv})
+
+
+def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
+    """Generate noisy variants of edited books and merge them into ``texts``."""
+    t0 = time.perf_counter()
+    pins = lakehouse.pin("texts", "books", "artifacts", "alignments") \
+        if lakehouse.exists("artifacts") and lakehouse.exists("alignments") else None
+    if pins is None:
+        raise CorpusError("No mined artifacts yet: run `corpus mine` first (it needs books "
+                          "with both an edited and an ocr text).")
+    model = load_model(lakehouse, artifacts_version=pins["artifacts"],
+                       alignments_version=pins["alignments"])
+    align_rows = lakehouse.read("alignments", version=pins["alignments"]).to_pylist()
+    cers = [r["cer"] for r in align_rows if r["cer"] is not None]
+    uniform_cer = float(np.mean(cers)) if cers else 0.0
+    books = lakehouse.read("books", version=pins["books"],
+                           columns=["book_id", "title", "author"]).to_pylist()
+    metas = {b["book_id"]: BookMeta(b["book_id"], b["title"] or "", b["author"] or "")
+             for b in books}
+    import pyarrow.compute as pc
+
+    texts = lakehouse.read("texts", version=pins["texts"],
+                           columns=["book_id", "variant", "text", "chapter_offsets"],
+                           filter=pc.field("variant") == "edited")
+    ids = texts.column("book_id").to_pylist()
+    if config.books:
+        missing = sorted(set(config.books) - set(ids))
+        if missing:
+            raise CorpusError(f"No edited text for book(s) {missing[:5]}"
+                              f"{' ...' if len(missing) > 5 else ''}: list the books with "
+                              "`corpus sql \"SELECT book_id FROM texts WHERE variant = "
+                              "'edited'\"`.")
+        wanted = set(config.books)
+        texts = texts.filter(pc.is_in(texts.column("book_id"),
+                                      value_set=__import__("pyarrow").array(sorted(wanted))))
+    av = pins["artifacts"]
+    names = {config.seed + k: variant_name(config.recipe, av, config.seed + k)
+             for k in range(config.per_book)}
+    report = NoiseReport(variants=sorted(names.values()), texts_version=pins["texts"],
+                         model=model.summary())
+    lineage = Lineage(
+        operation="noise", inputs=pins,
+        config={"recipe": config.recipe, "seed": config.seed, "per_book": config.per_book,
+                "cer_scale": config.cer_scale, "chunk_chars": config.chunk_chars,
+                "books": list(config.books), "model": model.summary()})
+    edited_version = pins["texts"]
+    batch: list[dict] = []
+    now = datetime.now(UTC)
+    rows = texts.to_pylist()
+    del texts
+    for book_id, seed, out in progress(
+            generate(rows, metas, model=model, config=config, uniform_cer=uniform_cer),
+            desc="variants", total=len(rows) * config.per_book, unit="book"):
+        batch.append({"book_id": book_id, "variant": names[seed], "text": out.text,
+                      "n_chars": len(out.text), "chapter_offsets": out.chapter_offsets or None,
+                      "page_offsets": out.page_offsets or None,
+                      "derived_from": f"texts@{edited_version}:{book_id}/edited",
+                      "created_at": now})
+        report.chars_out += len(out.text)
+        if len(batch) >= config.batch_books * config.per_book:
+            lakehouse.merge("texts", batch, lineage=lineage)
+            report.rows += len(batch)
+            batch = []
+    if batch:
+        lakehouse.merge("texts", batch, lineage=lineage)
+        report.rows += len(batch)
+    report.books = len(rows)
+    report.chars_in = sum(len(r["text"]) for r in rows) * config.per_book
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,199 @@
+"""The noise model and variant generation: determinism, structure at the mined rates."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from catalog import ConfigError
+from noise.generate import (
+    BookMeta,
+    NoiseConfig,
+    book_seed,
+    noisy_variant,
+    typeset,
+    uniform_noise,
+)
+from noise.model import CharNoise, Confusion, NoiseModel, PageLayout, context_class
+
+FRONT = ("{title}\n\nby {author}\n\nCopyright (c) {year} by {author}\nAll rights reserved.\n\n"
+         "ISBN {isbn}\n\nPrinted in the United States of America")
+META = BookMeta("9781032691947", "The Forty-Niners", "Stewart Edward White")
+
+
+def _book(n_paragraphs: int = 400, seed: int = 7) -> tuple[str, list[int]]:
+    """A multi-chapter edited book of real-looking prose (words drawn from a fixed list)."""
+    words = re.findall(r"\S+", "the overland migration attracted more hardy and experienced "
+                       "pioneers also those whose assets lay in cattle farm equipment rather "
+                       "than money majority came from western parts of United States therefore "
+                       "comprised men who had already some experience pioneering")
+    rng = np.random.default_rng(seed)
+    parts, offsets, pos = [], [], 0
+    for i in range(n_paragraphs):
+        if i % 40 == 0:
+            offsets.append(pos)
+            head = f"Chapter {i // 40 + 1}"
+            parts.append(head)
+            pos += len(head) + 2
+        par = " ".join(words[j] for j in rng.integers(0, len(words), 120)).capitalize() + "."
+        parts.append(par)
+        pos += len(par) + 2
+    return "\n\n".join(parts), offsets
+
+
+def _model(levels=(0.01, 0.02, 0.04), **layout) -> NoiseModel:
+    lay = dict(line_width=90, lines_per_page=40, hyphenation=0.05, blank_line=0.1,
+               paragraph_joined=0.05, front_matter=FRONT, front_matter_rate=1.0,
+               headers=(("{author}", 0.9), ("{TITLE}", 0.9)), page_number=("{n}", 0.5))
+    lay.update(layout)
+    conf = [Confusion("e", "é", 0.002), Confusion(" ", "", 0.01, "alone"),
+            Confusion(".", ",", 0.02), Confusion("rn", "m", 0.05),
+            Confusion("l", "1", 0.01, "word-start"), Confusion("", "'", 0.0005),
+            Confusion("the", "tbe", 0.002)]
+    return NoiseModel(PageLayout(**lay), CharNoise(conf), tuple(levels))
+
+
+def test_same_seed_same_bytes_other_seed_other_text():
+    text, chapters = _book()
+    model = _model()
+    a = noisy_variant(text, model=model, meta=META, seed=3, chapter_offsets=chapters)
+    b = noisy_variant(text, model=model, meta=META, seed=3, chapter_offsets=chapters)
+    c = noisy_variant(text, model=model, meta=META, seed=4, chapter_offsets=chapters)
+    assert a.text.encode() == b.text.encode()
+    assert (a.page_offsets, a.chapter_offsets) == (b.page_offsets, b.chapter_offsets)
+    assert a.text != c.text
+    # the chunk size changes how work is cut, not the random stream's use per character
+    # class... but it must stay deterministic for a given chunk size
+    d = noisy_variant(text, model=model, meta=META, seed=3, chapter_offsets=chapters,
+                      chunk_chars=5000)
+    e = noisy_variant(text, model=model, meta=META, seed=3, chapter_offsets=chapters,
+                      chunk_chars=5000)
+    assert d.text == e.text
+
+
+def test_book_seed_is_stable_across_processes():
+    # a fixed value: Python's salted hash() would change between interpreter runs
+    assert book_seed(0, "9781032691947") == book_seed(0, "9781032691947")
+    assert book_seed(0, "9781032691947") != book_seed(1, "9781032691947")
+    import subprocess
+    import sys
+
+    code = ("from noise.generate import book_seed; "
+            "print(book_seed(5, '9781032691947'))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": "123", "PATH": ""},
+                           cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    assert int(other.stdout) == book_seed(5, "9781032691947")
+
+
+def test_structure_at_the_configured_rates():
+    text, chapters = _book(600)
+    model = _model(levels=(0.0,))  # no character noise: structure only
+    out = noisy_variant(text, model=model, meta=META, seed=11, chapter_offsets=chapters)
+    lay = model.layout
+    # title/copyright page first
+    assert out.text.startswith("The Forty-Niners\n\nby Stewart Edward White\n\nCopyright (c) ")
+    assert "ISBN 978-1-0326-9194-7" in out.text[:300]
+    pages = [out.text[a:b] for a, b in zip(out.page_offsets, [*out.page_offsets[1:], None],
+                                           strict=True)]
+    body = pages[1:]
+    # pages hold lines_per_page printed lines (the last may hold fewer)
+    furniture = (META.author, META.title.upper())
+    printed = [len([ln for ln in p.split("\n") if ln and not ln.isdigit()
+                    and ln not in furniture]) for p in body]
+    assert len(body) > 20 and set(printed[:-1]) <= {lay.lines_per_page}
+    # running headers: even pages the author, odd pages the title in capitals, ~90% read
+    heads = [p.split("\n", 1)[0] for p in body]
+    hit = [h in (META.author, META.title.upper()) for h in heads]
+    assert 0.75 <= np.mean(hit) <= 1.0
+    for i, (h, p) in enumerate(zip(heads, body, strict=True)):
+        if h == META.author:
+            assert (i + 2) % 2 == 0, (i, p[:50])
+    # page numbers at the bottom: the page's own number, about half the pages
+    numbered = [p.rstrip().rsplit("\n", 1)[-1] == str(i + 2) for i, p in enumerate(body[:-1])]
+    assert 0.3 <= np.mean(numbered) <= 0.7
+    # lines are at most line_width (+1 for a hyphen) and most are close to it
+    lines = [ln for p in body for ln in p.split("\n")
+             if ln and ln not in (META.author, META.title.upper()) and not ln.isdigit()]
+    assert max(len(ln) for ln in lines) <= lay.line_width + 1
+    # hyphenated line ends at the configured share of line ends inside paragraphs
+    ends = [ln for ln in lines if len(ln) > lay.line_width * 0.6]
+    hyph = np.mean([bool(re.search(r"[a-z]-$", ln)) for ln in ends])
+    assert abs(hyph - lay.hyphenation) < 0.02, hyph
+    # removing the furniture and joining lines gives the edited text back exactly
+    rebuilt = []
+    for i, p in enumerate(body):
+        ls = p.split("\n")
+        if ls and ls[0] in (META.author, META.title.upper()):
+            ls = ls[2:]
+        while ls and (ls[-1] == "" or ls[-1] == str(i + 2)):
+            ls.pop()
+        rebuilt.extend(ls)
+    joined = re.sub(r"-\n+(?=[a-z])", "", "\n".join(rebuilt))
+    assert re.sub(r"\s+", " ", joined).strip() == re.sub(r"\s+", " ", text).strip()
+    # chapter offsets point at the chapter headings in the variant
+    assert [out.text[o:].split("\n", 1)[0] for o in out.chapter_offsets] == \
+        [f"Chapter {i + 1}" for i in range(len(chapters))]
+
+
+def test_character_noise_matches_the_level_and_the_confusions():
+    from rapidfuzz.distance import Levenshtein
+
+    text, _ = _book(200)
+    chars = _model().chars
+    rng = np.random.default_rng(5)
+    noisy, _ = chars.noise(text, rate=0.02, rng=rng)
+    cer = Levenshtein.distance(text, noisy) / len(text)
+    assert 0.015 < cer < 0.025, cer
+    # "rn" -> "m" and "the" -> "tbe" happen; a word-start-only confusion never mid-word
+    assert "tbe" in noisy
+    ops = Levenshtein.opcodes(text, noisy)
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "replace" and noisy[j1:j2] == "1" and text[i1:i2] == "l":
+            assert i1 == 0 or not text[i1 - 1].isalnum()
+
+
+def test_offsets_shift_with_the_edits():
+    chars = CharNoise([Confusion("a", "xyz", 0.5), Confusion("b", "", 0.5)])
+    text = "ab " * 2000 + "MARK" + " ab" * 100
+    mark = text.index("MARK")
+    noisy, (moved,) = chars.noise(text, rate=0.3, rng=np.random.default_rng(1),
+                                  offsets=[mark])
+    assert noisy[moved:moved + 4] == "MARK" and noisy != text
+
+
+def test_uniform_baseline_hits_its_cer():
+    from rapidfuzz.distance import Levenshtein
+
+    text, _ = _book(100)
+    noisy = uniform_noise(text, cer=0.05, rng=np.random.default_rng(0))
+    assert 0.035 < Levenshtein.distance(text, noisy) / len(text) < 0.055
+
+
+def test_typeset_chunks_at_paragraph_ends():
+    text, chapters = _book(300)
+    model = _model()
+    chunks = list(typeset(text, layout=model.layout, meta=META, rng=np.random.default_rng(0),
+                          chapter_offsets=chapters, chunk_chars=10_000))
+    assert len(chunks) > 5
+    assert all(c.startswith("\n") for c, _, _ in chunks[1:])
+    assert max(len(c) for c, _, _ in chunks) < 10_000 + 2000
+
+
+def test_config_and_model_validation():
+    with pytest.raises(ConfigError, match="--recipe"):
+        NoiseConfig(recipe="fancy")
+    with pytest.raises(ConfigError, match="--per-book"):
+        NoiseConfig(per_book=0)
+    with pytest.raises(ConfigError, match="--cer-scale"):
+        NoiseConfig(cer_scale=-1)
+    with pytest.raises(ConfigError, match="changes nothing"):
+        Confusion("a", "a", 0.1)
+    with pytest.raises(ConfigError, match="line_width"):
+        PageLayout(line_width=3)
+    with pytest.raises(ConfigError, match="corpus mine"):
+        NoiseModel(PageLayout(), CharNoise([]), ())
+    assert context_class("a_b") == 3 and context_class(" _b") == 1
+    assert context_class("") is None and context_class("word-end") == 2
