@@ -485,6 +485,50 @@ def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
 
 
 @cli.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="FILE_OR_FOLDER_OR_BOOK...")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="A saved model folder (train.model.save_model or a checkpoint).")
+@click.option("--run", "run_id", default=None,
+              help="A training run from the runs table (default: the newest finished run).")
+@click.option("--seq-len", type=int, default=None,
+              help="Window length in tokens (default: the run's; 256 with --model).")
+@click.option("--stride", type=int, default=0, show_default=True,
+              help="Tokens shared by consecutive windows of a long text.")
+@click.option("--batch", type=int, default=16, show_default=True,
+              help="Texts read and predicted together (memory holds one batch).")
+@click.option("--lang", default="eng", show_default=True, help="Tesseract language for scans.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              help="csv and json (one object per line) stream rows as they are scored.")
+@click.pass_context
+def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
+          run_id: str | None, seq_len: int | None, stride: int, batch: int, lang: str,
+          fmt: str) -> None:
+    """Predict the reading level of files, folders of files, scans and catalog books.
+
+    An input is a file (txt, docx, html, epub, pdf; a PDF without a text layer or a page
+    image is OCR'd), a folder (every such file under it) or a catalog book as BOOK_ID or
+    BOOK_ID:VARIANT (e.g. 9781234567897:ocr). Inputs that cannot be read are reported as
+    rows with their error and the rest is scored; the exit status is then 1.
+    """
+    from corpus.score import iter_items, load_scorer, resolve_run, score_stream, write_rows
+
+    lh = _lakehouse(ctx)
+    if model_dir is None:
+        model_dir, run_seq_len = resolve_run(lh, run_id)
+        seq_len = seq_len or run_seq_len
+    elif run_id is not None:
+        from catalog import ConfigError
+
+        raise ConfigError("give either --model or --run, not both.")
+    scorer = load_scorer(model_dir=model_dir, seq_len=seq_len or 256, stride=stride)
+    rows = score_stream(iter_items(inputs, lakehouse=lh, lang=lang), scorer, batch=batch)
+    done, failed = write_rows(rows, fmt=fmt, stream=sys.stdout)
+    err_console.print(f"{done} scored, {failed} failed (model {scorer.label})")
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
 @click.pass_context
 def demo(ctx: click.Context) -> None:
     """Run the pipeline on the bundled sample in the lakehouse (default ./lakehouse)."""

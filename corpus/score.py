@@ -1,0 +1,294 @@
+"""`corpus score`: reading level of files, scans and catalog books, streamed.
+
+Composes the two stages without either knowing the other: ``ingest`` reads a file (txt,
+docx, html, epub, a PDF's text layer) or OCRs a scan in memory, ``train`` predicts. Inputs
+are consumed in small batches, so scoring thousands of books holds only one batch of texts
+in memory and the first rows appear before the last file is read.
+
+An input is:
+* a file: read by its format; a PDF without a text layer, or a page image, is OCR'd;
+* a folder: every readable file under it, in sorted order;
+* a catalog book: ``BOOK_ID`` (its ``edited`` text) or ``BOOK_ID:VARIANT``
+  (e.g. ``9781234567897:ocr``), read from ``texts`` pinned at one version for the call.
+A bad input becomes a row with its error; the others are still scored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from catalog import ConfigError, Lakehouse, TableNotFoundError
+
+log = logging.getLogger(__name__)
+
+DOCUMENTS = {".txt", ".docx", ".html", ".htm", ".epub", ".pdf"}
+IMAGES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to score: its name as given, how its text was obtained, the text or an
+    error."""
+
+    name: str
+    source: str                # txt|docx|html|epub|pdf|scan|catalog:<variant>
+    text: str | None = None
+    error: str | None = None
+
+
+def expand(inputs: Iterable[str]) -> Iterator[str]:
+    """Inputs with every folder replaced by the readable files under it (sorted)."""
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in DOCUMENTS | IMAGES:
+                    yield str(f)
+        else:
+            yield raw
+
+
+def read_file(path: Path, *, lang: str = "eng") -> Item:
+    """Text of one file: its format's reader, or OCR for a scan (never raises)."""
+    from ingest.ocr import OcrError, ocr_document
+    from ingest.readers import NoTextLayerError, ReaderError, read_document
+
+    name = str(path)
+    suffix = path.suffix.lower()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return Item(name, "file", error=f"{name}: cannot be read: {e.strerror or e}")
+    try:
+        if suffix in IMAGES:
+            return Item(name, "scan", text=ocr_document(data, name=name, lang=lang)[0])
+        try:
+            doc = read_document(path, data)
+            return Item(name, "html" if suffix == ".htm" else suffix[1:], text=doc.text)
+        except NoTextLayerError:
+            return Item(name, "scan", text=ocr_document(data, name=name, lang=lang)[0])
+    except (ReaderError, OcrError) as e:
+        return Item(name, suffix.lstrip(".") or "file", error=str(e))
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``BOOK_ID`` or ``BOOK_ID:VARIANT`` (a variant may itself hold ``/``)."""
+    book, sep, variant = ref.partition(":")
+    return book, (variant if sep and variant else "edited")
+
+
+def catalog_items(lakehouse: Lakehouse, refs: Sequence[str], *, version: int) -> list[Item]:
+    """Texts of catalog books at one ``texts`` version, in the order asked."""
+    from sql import SqlSession
+
+    want = [parse_ref(r) for r in refs]
+    ids = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted({b for b, _ in want}))
+    with SqlSession(lakehouse, as_of={"texts": version}) as session:
+        got = session.query(f"SELECT book_id, variant, text FROM texts WHERE book_id IN ({ids})")
+    found = {(r["book_id"], r["variant"]): r["text"] for r in got.to_pylist()}
+    out = []
+    for ref, (book, variant) in zip(refs, want, strict=True):
+        text = found.get((book, variant))
+        if text is None:
+            have = sorted(v for b, v in found if b == book)
+            why = (f"book {book} has no {variant!r} text (it has {', '.join(have)})" if have
+                   else f"{ref}: neither a file nor a book in the catalog (texts@{version})")
+            out.append(Item(ref, f"catalog:{variant}", error=why))
+        else:
+            out.append(Item(ref, f"catalog:{variant}", text=str(text)))
+    return out
+
+
+def iter_items(inputs: Iterable[str], *, lakehouse: Lakehouse | None, lang: str = "eng",
+               chunk: int = 64) -> Iterator[Item]:
+    """Every input as an :class:`Item`, lazily: files are read one at a time, catalog refs
+    looked up ``chunk`` at a time, all at one pinned ``texts`` version."""
+    version: int | None = None
+    pending: list[str] = []
+
+    def flush() -> Iterator[Item]:
+        nonlocal version
+        if not pending:
+            return
+        if lakehouse is None:
+            for ref in pending:
+                yield Item(ref, "catalog", error=f"{ref}: no such file (and no lakehouse to "
+                                                 "look it up as a book)")
+        else:
+            if version is None:
+                try:
+                    version = lakehouse.version("texts")
+                except TableNotFoundError:
+                    for ref in pending:
+                        yield Item(ref, "catalog", error=f"{ref}: no such file, and the "
+                                   "lakehouse has no texts yet")
+                    pending.clear()
+                    return
+            yield from catalog_items(lakehouse, pending, version=version)
+        pending.clear()
+
+    for raw in expand(inputs):
+        p = Path(raw)
+        if p.exists():
+            yield from flush()
+            yield read_file(p, lang=lang)
+        else:
+            pending.append(raw)
+            if len(pending) >= chunk:
+                yield from flush()
+    yield from flush()
+
+
+def score_stream(items: Iterable[Item], predict: Callable[[list[str]], list[float]], *,
+                 batch: int = 16) -> Iterator[dict]:
+    """Rows ``{name, source, n_chars, prediction, error}`` in input order, predicting
+    ``batch`` texts at a time."""
+    buf: list[Item] = []
+
+    def flush() -> Iterator[dict]:
+        texts = [it.text for it in buf if it.error is None]
+        preds = iter(predict(texts) if texts else [])
+        for it in buf:
+            if it.error is None:
+                yield {"name": it.name, "source": it.source, "n_chars": len(it.text or ""),
+                       "prediction": float(next(preds)), "error": None}
+            else:
+                yield {"name": it.name, "source": it.source, "n_chars": None,
+                       "prediction": None, "error": it.error}
+        buf.clear()
+
+    for it in items:
+        buf.append(it)
+        if len(buf) >= batch:
+            yield from flush()
+    yield from flush()
+
+
+@dataclass
+class Scorer:
+    """A loaded model with its tokenizer and window settings: ``scorer(texts) -> preds``."""
+
+    model: object
+    tokenizer: object
+    seq_len: int
+    stride: int = 0
+    batch_size: int = 8
+    label: str = ""
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        from train.model import predict
+
+        return predict(texts, model=self.model, tokenizer=self.tokenizer,
+                       seq_len=self.seq_len, stride=self.stride, batch_size=self.batch_size)
+
+
+def load_scorer(*, model_dir: str | Path, seq_len: int, stride: int = 0,
+                label: str = "") -> Scorer:
+    """A :class:`Scorer` from a folder written by ``train.model.save_model`` (or a
+    checkpoint folder)."""
+    from train.backbones import load_tokenizer
+    from train.model import load_model
+
+    model = load_model(model_dir)
+    return Scorer(model=model, tokenizer=load_tokenizer(model.cfg.backbone), seq_len=seq_len,
+                  stride=stride, label=label or str(model_dir))
+
+
+def write_rows(rows: Iterable[dict], *, fmt: str, stream) -> tuple[int, int]:
+    """Write rows as they come (csv, json lines) or as one table at the end; returns
+    ``(scored, failed)``."""
+    import csv
+
+    scored = failed = 0
+    cols = ["name", "source", "n_chars", "prediction", "error"]
+    if fmt == "csv":
+        w = csv.DictWriter(stream, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+    kept = []
+    for r in rows:
+        scored += r["error"] is None
+        failed += r["error"] is not None
+        if fmt == "csv":
+            w.writerow(r)
+            stream.flush()
+        elif fmt == "json":
+            stream.write(json.dumps(r) + "\n")
+            stream.flush()
+        else:
+            kept.append(r)
+    if fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table()
+        for c in cols:
+            t.add_column(c, justify="right" if c in ("n_chars", "prediction") else "left")
+        for r in kept:
+            t.add_row(r["name"], r["source"], "" if r["n_chars"] is None else f"{r['n_chars']:,}",
+                      "" if r["prediction"] is None else f"{r['prediction']:.3f}",
+                      r["error"] or "")
+        Console(file=stream, soft_wrap=True).print(t)
+    return scored, failed
+
+
+def check_format(fmt: str) -> str:
+    """Validate ``--format``."""
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"--format must be table, csv or json, got {fmt!r}.")
+    return fmt
+
+
+
+def resolve_run(lakehouse: Lakehouse, run_id: str | None) -> tuple[str, int | None]:
+    """The local model folder and window length of a training run (the newest finished run
+    when ``run_id`` is None).
+
+    Raises:
+        ConfigError: no such run, or no finished run with a checkpoint.
+    """
+    try:
+        runs = lakehouse.read("runs").to_pylist()
+    except TableNotFoundError:
+        runs = []
+    if run_id is not None:
+        runs = [r for r in runs if r["run_id"] == run_id]
+        if not runs:
+            raise ConfigError(f"no run {run_id!r} in the runs table; list them with "
+                              "corpus sql \"SELECT run_id, status FROM runs\".")
+    runs = [r for r in runs if r.get("checkpoint_uri")]
+    if not runs:
+        raise ConfigError("no trained model to score with: train one (corpus train ...) or "
+                          "pass --model FOLDER.")
+    run = max(runs, key=lambda r: (r.get("finished_at") is not None, r.get("finished_at")
+                                   or r.get("started_at")))
+    cfg = json.loads(run.get("config") or "{}")
+    uri = run["checkpoint_uri"]
+    folder = _local_model_folder(lakehouse, uri)
+    seq_len = cfg.get("seq_len") or (cfg.get("data") or {}).get("seq_len")
+    return str(folder), int(seq_len) if seq_len else None
+
+
+def _local_model_folder(lakehouse: Lakehouse, uri: str) -> Path:
+    """A checkpoint URI as a local folder (fetched into a cache when it is on S3)."""
+    if not uri.startswith("s3://"):
+        return Path(uri.removeprefix("file://"))
+    import hashlib
+    import os
+    import tempfile
+
+    from catalog import key_from_uri
+
+    prefix = key_from_uri(uri).rstrip("/") + "/"
+    cache = Path(os.environ.get("CORPUS_CACHE") or Path.home() / ".cache" / "corpus")
+    dest = cache / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent))  # same filesystem: rename is atomic
+        for key in lakehouse.store.list(prefix):
+            lakehouse.store.get_file(key, tmp / key[len(prefix):])
+        tmp.rename(dest)
+    return dest

@@ -1,0 +1,95 @@
+"""`corpus score`: files, a scan and catalog books give the same values as the catalog path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from catalog import Lakehouse
+from corpus.cli import cli
+from ingest.driver import run_ingest
+from ingest.ocr import OcrConfig, run_ocr
+
+
+@pytest.fixture(scope="module")
+def scored_setup(small_share, tmp_path_factory):
+    """The bundled share ingested and OCR'd, and a (untrained, seeded) saved model: score
+    equality does not need a good model, only the same text reaching the same model."""
+    from train.model import ModelConfig, build_model, save_model
+
+    tmp = tmp_path_factory.mktemp("score")
+    lh = Lakehouse(str(tmp / "lakehouse"))
+    run_ingest(lh, small_share, workers=2)
+    run_ocr(lh, config=OcrConfig(workers=2))
+    model = build_model(ModelConfig(backbone="all-minilm-l6-v2", lora_r=4), seed=0)
+    folder = save_model(model, tmp / "model")
+    return lh, folder
+
+
+def _score(lh: Lakehouse, folder, *args: str) -> tuple[int, list[dict]]:
+    res = CliRunner().invoke(cli, ["--root", lh.root, "score", *args, "--model", str(folder),
+                                   "--seq-len", "128", "--format", "json"])
+    if res.exception and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    return res.exit_code, rows
+
+
+@pytest.mark.slow
+def test_files_and_a_scan_score_like_their_catalog_books(scored_setup, small_share, tmp_path):
+    lh, folder = scored_setup
+    books = {b["book_id"]: b for b in lh.read("books").to_pylist()}
+    scans = lh.read("scans").to_pylist()
+    single = {b["sources"][0].rsplit(".", 1)[-1]: b for b in books.values()
+              if len(b["sources"]) == 1}
+    txt, epub = single["txt"], single["epub"]
+    scan = next(s for s in scans if s["source"].endswith(".pdf") and s["book_id"])
+    pdf = tmp_path / "scan.pdf"  # a copy outside the share: scored from the file alone
+    shutil.copy(small_share / scan["source"], pdf)
+    code, rows = _score(
+        lh, folder, str(small_share / txt["sources"][0]), str(small_share / epub["sources"][0]),
+        str(pdf), txt["book_id"], epub["book_id"], f"{scan['book_id']}:ocr")
+    assert code == 0, rows
+    assert [r["source"] for r in rows] == ["txt", "epub", "scan", "catalog:edited",
+                                           "catalog:edited", "catalog:ocr"]
+    p = [r["prediction"] for r in rows]
+    assert p[0] == pytest.approx(p[3], abs=1e-5)
+    assert p[1] == pytest.approx(p[4], abs=1e-5)
+    assert p[2] == pytest.approx(p[5], abs=1e-5)
+    assert len(set(round(x, 4) for x in p[:3])) == 3  # different texts, different scores
+
+
+def test_bad_inputs_are_rows_with_reasons_and_the_rest_is_scored(scored_setup, tmp_path):
+    lh, folder = scored_setup
+    good = tmp_path / "good.txt"
+    good.write_text("The cat sat on the mat. It was a sunny day.\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    code, rows = _score(lh, folder, str(good), str(empty), "9999999999999",
+                        "9781466172319:nope")
+    assert code == 1
+    by = {r["name"].rsplit("/", 1)[-1]: r for r in rows}
+    assert by["good.txt"]["prediction"] is not None and by["good.txt"]["error"] is None
+    assert "empty" in by["empty.txt"]["error"]
+    assert "neither a file nor a book" in by["9999999999999"]["error"]
+    assert "no 'nope' text" in by["9781466172319:nope"]["error"]
+
+
+def test_a_folder_is_expanded_and_streamed(scored_setup, tmp_path):
+    lh, folder = scored_setup
+    for i in range(5):
+        (tmp_path / "books" / f"sub{i % 2}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "books" / f"sub{i % 2}" / f"b{i}.txt").write_text(
+            "Short sentence. " * (i + 1))
+    (tmp_path / "books" / "notes.xyz").write_text("ignored")
+    code, rows = _score(lh, folder, str(tmp_path / "books"), "--batch", "2")
+    assert code == 0
+    assert len(rows) == 5 and all(r["source"] == "txt" for r in rows)
+
+
+def test_no_model_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(cli, ["--root", str(tmp_path / "lh"), "score", "x.txt"])
+    assert res.exit_code == 2 and "no trained model" in res.output
