@@ -201,6 +201,8 @@ _SPECS = [
             _f("texts_version", pa.int64()),
             _f("scores_version", pa.int64()),
             _f("build_id", pa.string()),  # one id per `corpus shards build` run
+            _f("first_sample", pa.string()),  # sample ids at the shard's ends (write order)
+            _f("last_sample", pa.string()),
         ]),
         ("dataset", "shard_uri"),
         "manifest of token shard files; a dataset version is a table version",

@@ -369,6 +369,8 @@ class ShardWriter:
             "variants": sorted(pc.unique(table.column("variant")).to_pylist()),
             "sha256": digest,
             "size_bytes": size,
+            "first_sample": table.column("sample_id")[0].as_py(),
+            "last_sample": table.column("sample_id")[-1].as_py(),
         })
 
 
@@ -425,6 +427,27 @@ def _tasks(texts: pa.Table, targets: dict[str, float], batch: int) -> Iterator[_
         yield _Task(books[start:end], variants[start:end],
                     texts.column("text").slice(start, end - start).to_pylist(),
                     [targets[b] for b in books[start:end]])
+
+
+def _add_new_columns(lakehouse: Lakehouse) -> None:
+    """Add manifest columns declared since the ``shards`` table was created (e.g. by an
+    older `corpus init`): a schema-only commit, existing rows read them as null."""
+    if not lakehouse.exists("shards"):
+        return
+    from deltalake import CommitProperties
+    from deltalake import Schema as DeltaSchema
+
+    from catalog import spec
+
+    dt = lakehouse.open("shards")
+    have = {f.name for f in dt.schema().fields}
+    missing = [f for f in spec("shards").schema if f.name not in have]
+    if missing:
+        names = [f.name for f in missing]
+        log.info("shards: adding manifest columns %s", names)
+        meta = Lineage(operation="schema", config={"added_columns": names}).to_metadata()
+        dt.alter.add_columns(list(DeltaSchema.from_arrow(pa.schema(missing)).fields),
+                             commit_properties=CommitProperties(custom_metadata=meta))
 
 
 def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
@@ -536,6 +559,7 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
         config={**cfg, "variants_matched": variants, "build_id": build_id,
                 "excluded_no_target": len(excluded), "val_books": len(val_books)},
     )
+    _add_new_columns(lakehouse)
     quoted = config.dataset.replace("'", "''")
     version = lakehouse.overwrite("shards", rows, lineage=lineage,
                                   predicate=f"dataset = '{quoted}'")
