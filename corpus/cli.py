@@ -485,6 +485,59 @@ def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
 
 
 @cli.command()
+@click.option("--recipe", type=click.Choice(["mined", "uniform"]), default="mined",
+              show_default=True, help="mined: the patterns of `corpus mine`; uniform: a "
+              "baseline of uniform random character noise at the real mean CER.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Same seed and inputs give byte-identical variants.")
+@click.option("--books", "book_ids", multiple=True, metavar="ID",
+              help="Only these books (repeatable; default every edited book).")
+@click.option("--per-book", type=int, default=1, show_default=True,
+              help="Variants per book (seeds SEED .. SEED+K-1).")
+@click.option("--cer-scale", type=float, default=1.0, show_default=True,
+              help="Multiply every book's drawn character error level.")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--evaluate", is_flag=True,
+              help="Instead: compare synthetic variants with real OCR on held-out books.")
+@click.option("--holdout", type=float, default=0.3, show_default=True,
+              help="With --evaluate: share of the scanned books held out from mining.")
+@click.option("--nlpaug-python", default=None, metavar="PATH",
+              help="With --evaluate: a Python with nlpaug for its OCR baseline "
+              "(default: this one, if nlpaug imports).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def noise(ctx: click.Context, recipe: str, seed: int, book_ids: tuple[str, ...], per_book: int,
+          cer_scale: float, workers: int | None, evaluate: bool, holdout: float,
+          nlpaug_python: str | None, fmt: str) -> None:
+    """Write noisy variants of edited books (texts variant noisy/<recipe>-v<N>/<seed>)."""
+    import os
+
+    if evaluate:
+        from noise.evaluate import EvalConfig, format_report, run_evaluate
+
+        econf = EvalConfig(holdout=holdout, seed=seed, cer_scale=cer_scale,
+                           workers=workers or os.cpu_count() or 1,
+                           nlpaug_python=nlpaug_python)
+        result = run_evaluate(_lakehouse(ctx), config=econf)
+        if fmt == "json":
+            click.echo(json.dumps(result.to_dict(), indent=2))
+        else:
+            console.print(format_report(result), markup=False, highlight=False)
+        return
+    from noise.generate import NoiseConfig, run_noise
+
+    config = NoiseConfig(recipe=recipe, seed=seed, per_book=per_book, cer_scale=cer_scale,
+                         books=tuple(book_ids), workers=workers or os.cpu_count() or 1)
+    r = run_noise(_lakehouse(ctx), config=config)
+    if fmt == "json":
+        click.echo(json.dumps(r.__dict__, indent=2, default=str))
+        return
+    mb = r.chars_out / 1e6
+    console.print(f"{r.rows} variant(s) of {r.books} book(s) in {r.seconds:.1f} s "
+                  f"({mb:.1f} M characters out): " + ", ".join(r.variants))
+
+
+@cli.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE_OR_FOLDER_OR_BOOK...")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
               help="A saved model folder (train.model.save_model or a checkpoint).")
