@@ -1,0 +1,497 @@
+"""Book-length alignment of a reference (edited) text and a hypothesis (raw, OCR) text.
+
+A whole-book edit distance is quadratic: rapidfuzz needs about a minute for a million
+characters and a bit matrix of ``n*m/8`` bytes for the edit operations. Books differ from
+their scans only locally, so :func:`align` splits the problem first:
+
+1. **Anchors.** Word n-grams (three words, spaces included) that occur exactly once in the
+   reference window and exactly once in the hypothesis window are paired; the longest chain
+   of pairs in the same order in both texts (longest increasing subsequence) is kept,
+   touching pairs on one diagonal merge into one equal block, and every block is trimmed by
+   a few characters at both ends so the exact step below can still choose how the text next
+   to an edit aligns.
+2. **Exact gaps.** Between two anchors the segments are short; rapidfuzz computes their exact
+   edit operations. A segment that is still long (more than ``direct_cells`` cells in its
+   dynamic-programming matrix) is anchored again with weaker anchors (single words unique
+   in the segment, then character q-grams) and only then, if nothing anchors, aligned
+   exactly as a whole (rapidfuzz with ``score_hint``).
+
+Texts with at most ``direct_cells`` cells are aligned exactly in one step. On longer texts
+the distance equals the exact Levenshtein distance whenever the anchors lie on an optimal
+alignment, which holds for text with local damage (OCR errors, inserted headers, line
+breaks); the property tests in ``tests/noise/test_align.py`` check equality with rapidfuzz
+on random texts with random edits, with the anchor path forced. Where text was *moved*
+(not present in this data) the result is a valid but possibly longer edit script.
+
+WER is the word-level edit distance over the reference's whitespace-separated words,
+computed the same way with every distinct word coded as one symbol.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from array import array
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from math import isqrt
+from typing import NamedTuple
+
+from rapidfuzz.distance import Levenshtein
+
+from catalog import ConfigError
+
+WORD = re.compile(r"\S+")
+
+#: Windows up to this many DP cells are aligned exactly in one rapidfuzz call
+#: (~2,000 x 2,000 characters: well under a millisecond and a 0.5 MB bit matrix).
+DIRECT_CELLS = 4_000_000
+#: Characters trimmed from each end of an anchored block (see the module docstring).
+TRIM = 4
+#: The same for word-level alignment (in words).
+WORD_TRIM = 2
+#: Length of the probes that place sparse anchors on long texts (characters, words).
+CHAR_PROBE = 24
+WORD_PROBE = 6
+#: Anchor levels for characters: ("w", n) word n-grams, ("c", q) character q-grams, and the
+#: window size (DP cells) below which a level is not tried and the window is aligned exactly:
+#: a q-gram that is unique in a small window is too often unique by chance.
+CHAR_LEVELS: tuple[tuple[str, int, int], ...] = (
+    ("w", 3, 0), ("w", 1, 0), ("c", 12, 1_000_000), ("c", 6, 1_000_000))
+#: Anchor levels for word-coded strings (one character per word): word n-grams.
+WORD_LEVELS: tuple[tuple[str, int, int], ...] = (
+    ("c", 3, 0), ("c", 2, 10_000), ("c", 1, 10_000))
+
+KINDS = ("replace", "insert", "delete")
+_CODE = {"replace": 0, "insert": 1, "delete": 2}
+
+
+class EditOp(NamedTuple):
+    """One character edit turning the reference into the hypothesis.
+
+    ``replace``: ``reference[ref_start:ref_end]`` (one character) became
+    ``hypothesis[hyp_start:hyp_end]``; ``delete``: the reference character is missing from
+    the hypothesis (``hyp_start == hyp_end`` is where it would be); ``insert``: the
+    hypothesis character has no reference counterpart (``ref_start == ref_end`` is where it
+    was inserted). The ops of an :class:`Alignment` are sorted by position.
+    """
+
+    kind: str
+    ref_start: int
+    ref_end: int
+    hyp_start: int
+    hyp_end: int
+
+
+class Block(NamedTuple):
+    """A maximal run of the alignment: ``equal`` text, or one contiguous edited region
+    (``replace`` when both sides are non-empty, else ``insert`` or ``delete``)."""
+
+    tag: str
+    ref_start: int
+    ref_end: int
+    hyp_start: int
+    hyp_end: int
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The character alignment of a reference and a hypothesis, with CER and WER.
+
+    Attributes:
+        distance: Character edit distance (number of ops).
+        ref_len: Characters in the reference.
+        hyp_len: Characters in the hypothesis.
+        cer: ``distance / ref_len`` (``distance`` itself when the reference is empty).
+        word_distance: Word-level edit distance (whitespace-separated words).
+        ref_words: Words in the reference.
+        hyp_words: Words in the hypothesis.
+        wer: ``word_distance / ref_words`` (``word_distance`` when there are no words).
+        n_replace: Number of ``replace`` ops (substitutions).
+        n_insert: Number of ``insert`` ops.
+        n_delete: Number of ``delete`` ops.
+        ops: The character edit operations, sorted by position (:class:`EditOp`).
+    """
+
+    distance: int
+    ref_len: int
+    hyp_len: int
+    cer: float
+    word_distance: int
+    ref_words: int
+    hyp_words: int
+    wer: float
+    n_replace: int
+    n_insert: int
+    n_delete: int
+    ops: Sequence[EditOp]
+
+    def count(self, kind: str) -> int:
+        """Number of ops of ``kind`` (``replace``, ``insert`` or ``delete``)."""
+        if kind not in _CODE:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        return {"replace": self.n_replace, "insert": self.n_insert,
+                "delete": self.n_delete}[kind]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Ops by kind: ``{"replace": n, "insert": n, "delete": n}``."""
+        return {k: self.count(k) for k in KINDS}
+
+    def blocks(self) -> Iterator[Block]:
+        """The whole alignment as consecutive :class:`Block` runs, equal ones included."""
+        i = j = 0
+        cur: list[int] | None = None  # [r0, r1, h0, h1] of the edited run being built
+        for op in self.ops:
+            if cur is not None and op.ref_start == cur[1] and op.hyp_start == cur[3]:
+                cur[1], cur[3] = op.ref_end, op.hyp_end
+                continue
+            if cur is not None:
+                yield _edit_block(*cur)
+                i, j = cur[1], cur[3]
+            if op.ref_start > i:  # the text between two runs is equal
+                yield Block("equal", i, op.ref_start, j, op.hyp_start)
+            cur = [op.ref_start, op.ref_end, op.hyp_start, op.hyp_end]
+        if cur is not None:
+            yield _edit_block(*cur)
+            i, j = cur[1], cur[3]
+        if i < self.ref_len:
+            yield Block("equal", i, self.ref_len, j, self.hyp_len)
+
+    def to_dict(self) -> dict:
+        """CER/WER and counts as a JSON-ready dict (without the ops)."""
+        return {"cer": self.cer, "wer": self.wer, "distance": self.distance,
+                "ref_len": self.ref_len, "hyp_len": self.hyp_len,
+                "word_distance": self.word_distance, "ref_words": self.ref_words,
+                "hyp_words": self.hyp_words, "ops": self.counts}
+
+
+def _edit_block(r0: int, r1: int, h0: int, h1: int) -> Block:
+    tag = "replace" if r1 > r0 and h1 > h0 else ("delete" if r1 > r0 else "insert")
+    return Block(tag, r0, r1, h0, h1)
+
+
+# ---- the anchored diff ---------------------------------------------------------------------
+
+def _grams(s: str, lo: int, hi: int, kind: str, n: int) -> dict[str, int]:
+    """Grams of ``s[lo:hi]`` that occur exactly once there: ``{gram: start}``."""
+    sub = s[lo:hi]
+    if kind == "w":
+        spans = [m.span() for m in WORD.finditer(sub)]
+        k = len(spans) - n + 1
+        keys = [sub[spans[i][0]:spans[i + n - 1][1]] for i in range(k)]
+        starts = [spans[i][0] + lo for i in range(k)]
+    else:
+        keys = [sub[i:i + n] for i in range(len(sub) - n + 1)]
+        starts = range(lo, lo + len(keys))
+    # Counter and dict(zip()) loop in C; a gram's position is kept only when it is unique.
+    pos = dict(zip(keys, starts, strict=True))
+    return {g: pos[g] for g, c in Counter(keys).items() if c == 1}
+
+
+def _lis(pairs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Longest chain of ``(a, b, length)`` pairs (sorted by ``a``) with increasing ``b``."""
+    tails: list[int] = []      # smallest b ending a chain of each length
+    tail_idx: list[int] = []
+    prev = [-1] * len(pairs)
+    for k, (_, b, _) in enumerate(pairs):
+        pos = bisect_left(tails, b)
+        if pos == len(tails):
+            tails.append(b)
+            tail_idx.append(k)
+        else:
+            tails[pos] = b
+            tail_idx[pos] = k
+        prev[k] = tail_idx[pos - 1] if pos else -1
+    out = []
+    k = tail_idx[-1] if tail_idx else -1
+    while k >= 0:
+        out.append(pairs[k])
+        k = prev[k]
+    out.reverse()
+    return out
+
+
+class _Differ:
+    """Collects the ops of one anchored diff (state of one computation, not reused)."""
+
+    def __init__(self, a: str, b: str, *, levels: tuple[tuple[str, int, int], ...],
+                 probe: int, direct_cells: int, trim: int, want_ops: bool) -> None:
+        self.a, self.b = a, b
+        self.levels, self.direct_cells, self.trim = levels, direct_cells, trim
+        self.probe = probe
+        self.want_ops = want_ops
+        self.distance = 0
+        self.kinds = bytearray()
+        self.rpos = array("q")
+        self.hpos = array("q")
+
+    def run(self) -> _Differ:
+        a, b = self.a, self.b
+        anchors = self._sparse() if len(a) * len(b) > self.direct_cells else []
+        pa = pb = 0
+        for s, e, t in anchors:
+            self._window(pa, s, pb, t, 0)
+            pa, pb = e, t + (e - s)
+        self._window(pa, len(a), pb, len(b), 0)
+        return self
+
+    def _sparse(self) -> list[tuple[int, int, int]]:
+        """Sparse anchors ``(a_start, a_end, b_start)``, one about every ``spacing`` symbols.
+
+        A probe (``probe`` symbols of the reference) is looked for in the hypothesis near
+        where the last anchor's diagonal says it should be; it anchors when it occurs
+        exactly once there and once in the reference around it. A probe that misses (an
+        edit inside it, or text moved by more than the slack) is retried a little further
+        on, with a slack that doubles after every 16 misses, so a big insertion or a lost
+        page is crossed. Everything between two anchors is a window of at most about
+        ``direct_cells`` cells, aligned exactly; searching is ``str.find`` in C, so this
+        pass costs little next to rapidfuzz.
+        """
+        a, b, n = self.a, self.b, self.probe
+        na, nb = len(a), len(b)
+        spacing = max(4 * n, isqrt(self.direct_cells) // 2)
+        retry = max(1, n // 2)
+        slack0 = 2 * spacing
+        out: list[tuple[int, int, int]] = []
+        d = ea = eb = misses = 0
+        slack = slack0
+        p = spacing
+        m = self.trim
+        while p + n <= na - spacing // 2:
+            g = a[p:p + n]
+            lo, hi = max(eb, p + d - slack), min(nb, p + d + slack + n)
+            q = b.find(g, lo, hi) if lo < hi else -1
+            if q >= 0 and b.find(g, q + 1, hi) < 0:
+                alo, ahi = max(ea, p - slack), min(na, p + slack + n)
+                if a.find(g, alo, ahi) == p and a.find(g, p + 1, ahi) < 0:
+                    if n - 2 * m > 0:
+                        out.append((p + m, p + n - m, q + m))
+                    d, ea, eb = q - p, p + n, q + n
+                    p += spacing
+                    misses, slack = 0, slack0
+                    continue
+            p += retry
+            misses += 1
+            if misses % 16 == 0:
+                slack *= 2
+        return out
+
+    def _window(self, a0: int, a1: int, b0: int, b1: int, level: int) -> None:
+        # An explicit stack instead of recursion: gaps are processed left to right.
+        stack = [(a0, a1, b0, b1, level)]
+        while stack:
+            a0, a1, b0, b1, level = stack.pop()
+            la, lb = a1 - a0, b1 - b0
+            cells = la * lb
+            if (la == 0 or lb == 0 or cells <= self.direct_cells or level >= len(self.levels)
+                    or cells <= self.levels[level][2]):
+                self._exact(a0, a1, b0, b1)
+                continue
+            anchors = self._anchors(a0, a1, b0, b1, self.levels[level])
+            if not anchors:
+                stack.append((a0, a1, b0, b1, level + 1))
+                continue
+            gaps = []
+            pa, pb = a0, b0
+            for s, e, t in anchors:
+                gaps.append((pa, s, pb, t, level))
+                pa, pb = e, t + (e - s)
+            gaps.append((pa, a1, pb, b1, level))
+            stack.extend(reversed(gaps))
+
+    def _anchors(self, a0: int, a1: int, b0: int, b1: int,
+                 level: tuple[str, int, int]) -> list[tuple[int, int, int]]:
+        """Equal blocks ``(a_start, a_end, b_start)`` to align through, in order."""
+        ga = _grams(self.a, a0, a1, level[0], level[1])
+        if not ga:
+            return []
+        gb = _grams(self.b, b0, b1, level[0], level[1])
+        common = ga.keys() & gb.keys()
+        pairs = sorted(zip(map(ga.__getitem__, common), map(gb.__getitem__, common),
+                           map(len, common), strict=True))
+        if not pairs:
+            return []
+        blocks: list[list[int]] = []  # [a_start, a_end, b_start]
+        for s, t, n in _lis(pairs):
+            if blocks:
+                last = blocks[-1]
+                if t - s == last[2] - last[0] and s <= last[1]:  # same diagonal, touching
+                    last[1] = max(last[1], s + n)
+                    continue
+                if s < last[1] or t < last[2] + (last[1] - last[0]):
+                    continue  # overlaps the previous block on another diagonal
+            blocks.append([s, s + n, t])
+        out = []
+        m = self.trim
+        for s, e, t in blocks:
+            lo = 0 if (s == a0 and t == b0) else m
+            hi = 0 if (e == a1 and t + (e - s) == b1) else m
+            if e - s - lo - hi > 0:
+                out.append((s + lo, e - hi, t + lo))
+        return out
+
+    def _exact(self, a0: int, a1: int, b0: int, b1: int) -> None:
+        la, lb = a1 - a0, b1 - b0
+        if la == 0 or lb == 0:
+            self.distance += la + lb
+            if self.want_ops:
+                code, n = (2, la) if la else (1, lb)
+                self.kinds.extend(bytes([code]) * n)
+                if la:
+                    self.rpos.extend(range(a0, a1))
+                    self.hpos.extend([b0] * la)
+                else:
+                    self.rpos.extend([a0] * lb)
+                    self.hpos.extend(range(b0, b1))
+            return
+        x, y = self.a[a0:a1], self.b[b0:b1]
+        hint = abs(la - lb) + 1 if la * lb > self.direct_cells else None
+        if not self.want_ops:
+            self.distance += Levenshtein.distance(x, y, score_hint=hint)
+            return
+        ops = Levenshtein.editops(x, y, score_hint=hint)
+        self.distance += len(ops)
+        kinds, rpos, hpos = self.kinds, self.rpos, self.hpos
+        for tag, i, j in ops.as_list():
+            kinds.append(_CODE[tag])
+            rpos.append(a0 + i)
+            hpos.append(b0 + j)
+
+
+def _code_words(ref_words: list[str], hyp_words: list[str]) -> tuple[str, str]:
+    """Both word sequences as strings with one character per distinct word."""
+    vocab = dict.fromkeys(ref_words)
+    vocab.update(dict.fromkeys(hyp_words))
+    # code points from "!" on, skipping the surrogate block (not valid in a str for hashing)
+    codes = {w: chr(i + 0x21 if i + 0x21 < 0xD800 else i + 0x821) for i, w in enumerate(vocab)}
+    return "".join(map(codes.__getitem__, ref_words)), "".join(map(codes.__getitem__, hyp_words))
+
+
+@dataclass(frozen=True)
+class _Options:
+    direct_cells: int
+    trim: int
+
+    def __post_init__(self) -> None:
+        if self.direct_cells < 0:
+            raise ConfigError(f"direct_cells must be >= 0, got {self.direct_cells}.")
+        if self.trim < 0:
+            raise ConfigError(f"trim must be >= 0, got {self.trim}.")
+
+
+def align(reference: str, hypothesis: str, *, words: bool = True,
+          direct_cells: int = DIRECT_CELLS, trim: int = TRIM) -> Alignment:
+    """Align ``reference`` (the edited text) with ``hypothesis`` (the raw/OCR text).
+
+    Args:
+        reference: The text errors are measured against (CER/WER denominators).
+        hypothesis: The text to evaluate.
+        words: Also compute the word-level distance (WER); ``False`` leaves ``wer`` and
+            ``word_distance`` at 0.
+        direct_cells: Windows with at most this many DP cells are aligned exactly in one
+            step; ``0`` forces anchoring everywhere (used by the tests).
+        trim: Characters given back to the exact step at both ends of every anchored block.
+
+    Returns:
+        The :class:`Alignment` with ops, CER and WER.
+    """
+    _Options(direct_cells, trim)
+    d = _Differ(reference, hypothesis, levels=CHAR_LEVELS, probe=CHAR_PROBE,
+                direct_cells=direct_cells, trim=trim, want_ops=True).run()
+    ops = tuple(_ops(d))
+    n = [0, 0, 0]
+    for code in d.kinds:
+        n[code] += 1
+    wd = rw = hw = 0
+    if words:
+        rws, hws = reference.split(), hypothesis.split()
+        rw, hw = len(rws), len(hws)
+        ra, hb = _code_words(rws, hws)
+        wd = _Differ(ra, hb, levels=WORD_LEVELS, probe=WORD_PROBE, direct_cells=direct_cells,
+                     trim=WORD_TRIM, want_ops=False).run().distance
+    return Alignment(
+        distance=d.distance, ref_len=len(reference), hyp_len=len(hypothesis),
+        cer=d.distance / len(reference) if reference else float(d.distance),
+        word_distance=wd, ref_words=rw, hyp_words=hw,
+        wer=wd / rw if rw else float(wd),
+        n_replace=n[0], n_insert=n[1], n_delete=n[2], ops=ops)
+
+
+def _ops(d: _Differ) -> Iterator[EditOp]:
+    # Gaps are emitted left to right and rapidfuzz sorts ops within a gap, so the ops are
+    # already in text order.
+    for code, i, j in zip(d.kinds, d.rpos, d.hpos, strict=True):
+        if code == 0:
+            yield EditOp("replace", i, i + 1, j, j + 1)
+        elif code == 1:
+            yield EditOp("insert", i, i, j, j + 1)
+        else:
+            yield EditOp("delete", i, i + 1, j, j)
+
+
+def apply_ops(reference: str, hypothesis: str, ops: Sequence[EditOp]) -> str:
+    """Rebuild the hypothesis from the reference and the ops (hypothesis supplies the new
+    characters): a check that an op list is a valid transcript."""
+    out, i = [], 0
+    for op in ops:
+        out.append(reference[i:op.ref_start])
+        out.append(hypothesis[op.hyp_start:op.hyp_end])
+        i = op.ref_end
+    out.append(reference[i:])
+    return "".join(out)
+
+
+# ---- side-by-side HTML ---------------------------------------------------------------------
+
+_CSS = """body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;width:100%}
+td{vertical-align:top;width:50%;padding:4px 8px;border-bottom:1px solid #eee;
+font-family:monospace;white-space:pre-wrap;word-break:break-word}
+th{text-align:left;padding:4px 8px}.d{background:#fcc}.i{background:#cfc}.r{background:#fe9}
+.ws{outline:1px dotted #999}"""
+
+
+def _mark(text: str, cls: str) -> str:
+    # Whitespace that was edited stays visible: a newline is shown as its symbol too.
+    shown = html.escape(text).replace("\n", "\u21b5\n")
+    extra = " ws" if text and not text.strip() else ""
+    return f'<span class="{cls}{extra}">{shown}</span>'
+
+
+def to_html(reference: str, hypothesis: str, alignment: Alignment, *,
+            title: str = "alignment") -> str:
+    """A self-contained side-by-side HTML diff (reference left, hypothesis right).
+
+    Rows break at blank lines of the reference's equal text, so both columns stay in step.
+    Deleted text is red, inserted green, replaced yellow; all text is HTML-escaped.
+    """
+    rows: list[tuple[list[str], list[str]]] = [([], [])]
+    for blk in alignment.blocks():
+        r = reference[blk.ref_start:blk.ref_end]
+        h = hypothesis[blk.hyp_start:blk.hyp_end]
+        if blk.tag == "equal":
+            parts = r.split("\n\n")
+            for k, part in enumerate(parts):
+                if k:
+                    rows.append(([], []))
+                esc = html.escape(part)
+                rows[-1][0].append(esc)
+                rows[-1][1].append(esc)
+            continue
+        cls = {"replace": "r", "insert": "i", "delete": "d"}[blk.tag]
+        if r:
+            rows[-1][0].append(_mark(r, cls))
+        if h:
+            rows[-1][1].append(_mark(h, cls))
+    a = alignment
+    head = (f"CER {a.cer:.2%} ({a.distance:,} edits over {a.ref_len:,} chars), "
+            f"WER {a.wer:.2%}; {a.n_replace:,} replaced, {a.n_insert:,} inserted, "
+            f"{a.n_delete:,} deleted")
+    body = "\n".join(f"<tr><td>{''.join(x)}</td><td>{''.join(y)}</td></tr>" for x, y in rows)
+    t = html.escape(title)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{t}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{t}</h1><p>{html.escape(head)}</p>"
+            "<table><tr><th>reference</th><th>hypothesis</th></tr>\n"
+            f"{body}\n</table></body></html>\n")

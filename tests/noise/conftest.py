@@ -1,0 +1,43 @@
+"""Fixtures of the noise tests: real edited/OCR pairs (the share ingested, scans OCR'd by
+Tesseract). The share fixtures themselves (``sample_share``, ``small_share``,
+``share_truth``) live in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from catalog import Lakehouse
+
+
+@pytest.fixture(scope="session")
+def small_pairs(small_share, tmp_path_factory) -> Lakehouse:
+    """The bundled sample share ingested and OCR'd: 4 books with an ``edited`` and an
+    ``ocr`` text (2 pages each: title/copyright page, body page) and one scan-only book.
+    About 10 s."""
+    from ingest.driver import run_ingest
+    from ingest.ocr import OcrConfig, run_ocr
+
+    lh = Lakehouse(str(tmp_path_factory.mktemp("noise_small") / "lakehouse"))
+    run_ingest(lh, small_share, workers=2)
+    run_ocr(lh, config=OcrConfig(workers=2))
+    return lh
+
+
+@pytest.fixture(scope="session")
+def dev_pairs(sample_share, tmp_path_factory) -> Lakehouse:
+    """The development share ingested, and the scans of its edited books with 3 or more
+    pages OCR'd (6 books, 33 pages: running headers alternating author/title on every page,
+    chapters running across pages, a page number). About 30 s on 2 workers."""
+    from ingest.driver import run_ingest
+    from ingest.ocr import OcrConfig, run_ocr
+
+    lh = Lakehouse(str(tmp_path_factory.mktemp("noise_dev") / "lakehouse"))
+    run_ingest(lh, sample_share, workers=2)
+    texts = lh.read("texts", columns=["book_id", "variant"]).to_pylist()
+    edited = {t["book_id"] for t in texts if t["variant"] == "edited"}
+    scans = [s["scan_id"] for s in lh.read("scans").to_pylist()
+             if s["book_id"] in edited and (s["n_pages"] or 0) >= 3]
+    assert len(scans) >= 5, scans
+    run_ocr(lh, config=OcrConfig(workers=2), scan_ids=scans)
+    return lh

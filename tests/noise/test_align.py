@@ -1,0 +1,202 @@
+"""The book-length aligner: exact CER/WER (rapidfuzz's Levenshtein is the reference), valid
+edit scripts, real OCR, long texts, the HTML diff."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rapidfuzz.distance import Levenshtein
+
+from catalog import ConfigError
+from noise.align import KINDS, Alignment, align, apply_ops, to_html
+
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+NOISE = "abcdeilmnorstu1|.,;:'’-— \n"
+
+words = st.text(alphabet=LETTERS + ".,;'\"-", min_size=1, max_size=9)
+seps = st.sampled_from([" ", " ", " ", " ", "\n", "\n\n", "  "])
+
+
+@st.composite
+def prose(draw, max_words: int = 120) -> str:
+    """Text made of words from a small vocabulary (so words repeat, as in prose; at least
+    eight distinct words: one or two words repeated over and over make a periodic text, where
+    no anchor is reliable)."""
+    vocab = draw(st.lists(words, min_size=8, max_size=40, unique=True))
+    n = draw(st.integers(0, max_words))
+    out = []
+    for _ in range(n):
+        out.append(draw(st.sampled_from(vocab)))
+        out.append(draw(seps))
+    return "".join(out).strip()
+
+
+@st.composite
+def damaged(draw, text: str, max_rate: float = 0.15) -> str:
+    """``text`` with random substitutions, insertions and deletions (OCR-like characters,
+    spaces, line breaks, hyphens) at up to ``max_rate`` edits per character."""
+    chars = list(text)
+    n_edits = draw(st.integers(0, max(1, int(len(text) * max_rate))))
+    for _ in range(n_edits):
+        kind = draw(st.sampled_from(["sub", "ins", "del", "break"]))
+        pos = draw(st.integers(0, len(chars)))
+        if kind == "ins" or not chars or pos == len(chars):
+            chars.insert(pos, draw(st.sampled_from(NOISE)))
+        elif kind == "sub":
+            chars[pos] = draw(st.sampled_from(NOISE))
+        elif kind == "del":
+            del chars[pos]
+        else:  # a line break, hyphenated or not
+            chars.insert(pos, draw(st.sampled_from(["-\n", "\n", "\n\n"])))
+    return "".join(chars)
+
+
+@st.composite
+def pairs(draw) -> tuple[str, str]:
+    ref = draw(prose())
+    return ref, draw(damaged(ref))
+
+
+def _exact_word_distance(ref: str, hyp: str) -> int:
+    return Levenshtein.distance(ref.split(), hyp.split())
+
+
+def _check(ref: str, hyp: str, a: Alignment) -> None:
+    """Everything an alignment promises, against rapidfuzz's exact values."""
+    exact = Levenshtein.distance(ref, hyp)
+    assert a.distance == exact
+    assert a.ref_len == len(ref) and a.hyp_len == len(hyp)
+    assert a.cer == pytest.approx(exact / len(ref) if ref else float(exact))
+    wd = _exact_word_distance(ref, hyp)
+    assert a.word_distance == wd and a.ref_words == len(ref.split())
+    assert a.wer == pytest.approx(wd / len(ref.split()) if ref.split() else float(wd))
+    assert len(a.ops) == a.distance == sum(a.counts.values())
+    assert a.counts == {k: sum(op.kind == k for op in a.ops) for k in KINDS}
+    # a valid transcript, in text order, each op of the right shape
+    assert apply_ops(ref, hyp, a.ops) == hyp
+    for prev, op in zip(a.ops, a.ops[1:], strict=False):
+        assert (prev.ref_end, prev.hyp_end) <= (op.ref_start, op.hyp_start)
+    for op in a.ops:
+        assert op.kind in KINDS
+        assert op.ref_end - op.ref_start == (op.kind != "insert")
+        assert op.hyp_end - op.hyp_start == (op.kind != "delete")
+        if op.kind == "replace":
+            assert ref[op.ref_start] != hyp[op.hyp_start]
+    # blocks tile both texts; equal blocks really are equal
+    blocks = list(a.blocks())
+    assert "".join(ref[b.ref_start:b.ref_end] for b in blocks) == ref
+    assert "".join(hyp[b.hyp_start:b.hyp_end] for b in blocks) == hyp
+    assert all(ref[b.ref_start:b.ref_end] == hyp[b.hyp_start:b.hyp_end]
+               for b in blocks if b.tag == "equal")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pairs())
+def test_anchored_alignment_is_exact_on_random_prose_with_random_edits(pair):
+    ref, hyp = pair
+    # direct_cells=0: every window goes through anchoring (sparse probes, word trigrams,
+    # words), only the gaps between anchors are aligned by rapidfuzz
+    _check(ref, hyp, align(ref, hyp, direct_cells=0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(pairs())
+def test_default_alignment_is_exact(pair):
+    ref, hyp = pair
+    _check(ref, hyp, align(ref, hyp))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="ab \n", max_size=120), st.text(alphabet="ab \n", max_size=120))
+def test_any_texts_give_a_valid_edit_script(ref, hyp):
+    # Two unrelated texts over a tiny alphabet: anchors by chance are the worst case.
+    # The ops are still a valid transcript and never claim less than the exact distance;
+    # the default (short texts are aligned in one exact step) is exact.
+    forced = align(ref, hyp, direct_cells=0)
+    assert apply_ops(ref, hyp, forced.ops) == hyp
+    assert forced.distance >= Levenshtein.distance(ref, hyp)
+    _check(ref, hyp, align(ref, hyp))
+
+
+def test_counts_and_edge_cases():
+    a = align("abc", "abd")
+    assert (a.distance, a.counts, a.cer) == (1, {"replace": 1, "insert": 0, "delete": 0}, 1 / 3)
+    assert a.ops[0] == ("replace", 2, 3, 2, 3)
+    assert align("", "").cer == 0.0 and align("", "xy").distance == 2
+    b = align("the cat", "")
+    assert b.count("delete") == 7 and b.wer == 1.0
+    assert align("one two three", "one too three").wer == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        a.count("substitute")
+    with pytest.raises(ConfigError, match="direct_cells"):
+        align("a", "b", direct_cells=-1)
+    assert json.loads(json.dumps(a.to_dict()))["ops"]["replace"] == 1
+
+
+def _ocr_noise(text: str, rng: random.Random, rate: float) -> str:
+    """OCR-like damage: confusions, stray punctuation, lost characters, a running header
+    every ~3,000 characters and hyphenated line ends."""
+    conf = {"e": "c", "l": "1", "I": "|", "o": "0", "m": "rn", "h": "b", ",": ".", "'": "’"}
+    out, since_header = [], 0
+    for c in text:
+        r = rng.random()
+        if r < rate * 0.5:
+            out.append(conf.get(c, rng.choice("aeiou.,")))
+        elif r < rate * 0.7:
+            out.append(c + rng.choice(" .,'"))
+        elif r < rate * 0.9:
+            continue
+        elif r < rate and c.isalpha():
+            out.append(c + "-\n")
+        else:
+            out.append(c)
+        since_header += 1
+        if since_header > 3000 and c == " ":
+            out.append("\n\nTHE RUNNING HEADER\n\n")
+            since_header = 0
+    return "".join(out)
+
+
+@pytest.mark.slow
+def test_long_real_text_is_exact(share_truth):
+    """~100,000 characters of the share's edited books (real prose) against an OCR-like
+    damaged copy: the default path (sparse probes, windows) gives the exact values."""
+    ref = "\n\n".join(b["clean_text"] for b in share_truth["books"].values()
+                      if b.get("clean_text"))[:100_000]
+    assert len(ref) == 100_000
+    hyp = _ocr_noise(ref, random.Random(5), rate=0.06)
+    a = align(ref, hyp)
+    assert a.distance == Levenshtein.distance(ref, hyp)
+    assert a.word_distance == _exact_word_distance(ref, hyp)
+    assert apply_ops(ref, hyp, a.ops) == hyp
+    assert 0.03 < a.cer < 0.09
+
+
+@pytest.mark.slow
+def test_real_ocr_pairs_are_exact(small_pairs):
+    """Edited books against their Tesseract OCR (title page, running header, hyphenation,
+    real recognition errors), the anchor path forced and not."""
+    texts = small_pairs.read("texts").to_pylist()
+    by: dict[str, dict[str, str]] = {}
+    for t in texts:
+        by.setdefault(t["book_id"], {})[t["variant"]] = t["text"]
+    pairs_ = [(v["edited"], v["ocr"]) for v in by.values() if {"edited", "ocr"} <= v.keys()]
+    assert len(pairs_) == 4
+    for ref, hyp in pairs_:
+        for dc in (0, 10_000):
+            _check(ref, hyp, align(ref, hyp, direct_cells=dc))
+
+
+def test_html_diff_escapes_and_marks():
+    ref = 'Tom & <Jerry> said "hi".\n\nNext paragraph.'
+    hyp = 'Tom & <Jcrry> said "hi",\nNext paragraph.'
+    a = align(ref, hyp)
+    page = to_html(ref, hyp, a, title="<book>")
+    assert "<Jerry>" not in page and "&lt;J" in page and "&lt;book&gt;" in page
+    assert page.count("<tr>") == 2  # a header row and one row per reference paragraph block
+    assert '<span class="r">e</span>' in page or '<span class="r">c</span>' in page
+    assert "CER" in page and "WER" in page
