@@ -159,6 +159,13 @@ _SPECS = [
             _f("n_insertions", pa.int64()),
             _f("n_deletions", pa.int64()),
             _f("seconds", pa.float64()),
+            _f("n_hyp_chars", pa.int64()),
+            _f("n_ref_words", pa.int64()),
+            _f("word_distance", pa.int64()),
+            _f("n_pages", pa.int32()),
+            _f("structure_chars", pa.int64()),  # raw chars of headers, page numbers, front matter
+            _f("body_cer", pa.float64()),  # CER with that page structure left out of the raw text
+            _f("texts_version", pa.int64()),
         ]),
         ("book_id", "raw_variant"),
         "per-book alignment of an edited text against a raw variant",
@@ -174,6 +181,8 @@ _SPECS = [
             _f("opportunities", pa.int64()),
             _f("probability", pa.float64()),
             _f("n_books", pa.int64()),
+            _f("value", pa.float64()),  # kind-specific number (see noise/mine.py)
+            _f("texts_version", pa.int64()),
         ]),
         ("kind", "raw", "edited", "context"),
         "OCR artifact patterns mined from aligned pairs",
