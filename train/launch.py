@@ -1,0 +1,303 @@
+"""Launch a training run under torchrun, restart it after crashes and hangs, record it.
+
+:func:`run_training` writes the resolved config into the run folder, records the run in
+``runs`` (status ``running``), then starts ``torchrun ... -m train.recipe RUN_DIR`` and watches
+it. The restart loop is ours (torchrun runs with ``--max-restarts 0``) because between two
+attempts the launcher must look at what was in flight:
+
+* every rank writes ``inflight/rank-<r>.json`` before each step (its sample ids) and marks it
+  ``done`` after; a rank stopped by a signal marks ``terminated`` and a rank that failed
+  because a peer died marks ``peer_failure``. The samples of ranks still ``running`` (or that
+  raised an error of their own) at a crash are the suspects; each crash counts once per
+  suspect in ``crashes.json``, and a sample with two crashes goes into ``skip.json``, which
+  the next attempt's loader honours (logged, and listed in the run's metrics).
+* a rank whose record has not changed for ``hang_timeout`` seconds (``startup_timeout``
+  before its first step) is hung: the whole job is stopped (SIGTERM, then SIGKILL) and
+  treated as crashed.
+
+Each attempt's per-rank stdout/stderr is captured by torchrun in
+``RUN_DIR/logs/attempt-<k>/``. The next attempt resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from catalog import Lakehouse
+from catalog.errors import ConfigError, CorpusError
+from catalog.lineage import Lineage
+from train.recipe import ATTEMPT_ENV, TrainConfig
+
+log = logging.getLogger(__name__)
+
+SUSPECT_STATES = ("running", "error")
+CRASHES_TO_SKIP = 2
+
+
+class TrainingFailed(CorpusError):
+    """The job kept crashing after all restarts."""
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How to run the job.
+
+    Attributes:
+        nproc: Processes (ranks) per node.
+        nnodes: Nodes; with more than one, ``rdzv`` names the rendezvous ``HOST:PORT``.
+        rdzv: Rendezvous endpoint for multi-node jobs.
+        node_rank: This node's rank (only node 0 records the run in ``runs``).
+        max_restarts: Restarts after a crash or hang.
+        hang_timeout: Seconds without progress after which a rank counts as hung.
+        startup_timeout: Seconds a rank may take to reach its first step.
+        poll_s: How often the watchdog looks.
+    """
+
+    nproc: int = 1
+    nnodes: int = 1
+    rdzv: str | None = None
+    node_rank: int = 0
+    max_restarts: int = 3
+    hang_timeout: float = 300.0
+    startup_timeout: float = 900.0
+    poll_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.nproc < 1 or self.nnodes < 1 or self.max_restarts < 0:
+            raise ConfigError(f"nproc and nnodes must be >= 1 and max_restarts >= 0, found "
+                              f"{self.nproc}, {self.nnodes}, {self.max_restarts}.")
+        if self.nnodes > 1 and not self.rdzv:
+            raise ConfigError("--nnodes > 1 needs --rdzv HOST:PORT (the rendezvous endpoint "
+                              "every node can reach).")
+        if self.hang_timeout <= 0 or self.startup_timeout <= 0:
+            raise ConfigError("hang_timeout and startup_timeout must be > 0 seconds.")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run produced."""
+
+    run_id: str
+    run_dir: Path
+    status: str
+    attempts: int
+    metrics: dict[str, Any]
+    checkpoint_uri: str | None
+    skipped: list[str]
+
+
+def torchrun_command(run_dir: Path, launch: LaunchConfig, attempt: int) -> list[str]:
+    """The torchrun command line of one attempt (``python -m torch.distributed.run``)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.nproc}",
+           "--max-restarts=0", f"--log-dir={run_dir / 'logs' / f'attempt-{attempt}'}",
+           "--redirects=3", "--tee=3"]
+    if launch.nnodes == 1 and not launch.rdzv:
+        cmd.append("--standalone")
+    else:
+        cmd += [f"--nnodes={launch.nnodes}", "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={launch.rdzv}", f"--rdzv-id={run_dir.name}",
+                f"--node-rank={launch.node_rank}"]
+    return [*cmd, "-m", "train.recipe", str(run_dir)]
+
+
+def _records(run_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for p in sorted((run_dir / "inflight").glob("rank-*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        rec["mtime"] = p.stat().st_mtime
+        out.append(rec)
+    return out
+
+
+def _hung(run_dir: Path, launch: LaunchConfig, started: float) -> str | None:
+    """A description of a hung rank, or None. Ranks that finished are never hung."""
+    now = time.time()
+    recs = {r["rank"]: r for r in _records(run_dir)}
+    for rank, rec in recs.items():
+        if rec.get("state") in ("finished", "terminated", "error", "peer_failure"):
+            continue
+        limit = launch.startup_timeout if rec.get("state") == "setup" else launch.hang_timeout
+        if now - rec["mtime"] > limit:
+            return f"rank {rank} made no progress for {now - rec['mtime']:.0f} s " \
+                   f"(state {rec.get('state')}, step {rec.get('step')})"
+    if not recs and now - started > launch.startup_timeout:
+        return f"no rank started within {launch.startup_timeout:.0f} s"
+    return None
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop torchrun and its ranks (its own process group): SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _suspects(run_dir: Path) -> list[str]:
+    """Sample ids in flight on ranks that were the cause of a crash (not its victims)."""
+    recs = _records(run_dir)
+    ids = [s for r in recs if r.get("state") in SUSPECT_STATES for s in r.get("sample_ids", [])]
+    return sorted(set(ids))
+
+
+def record_crash(run_dir: Path, suspects: list[str]) -> list[str]:
+    """Count a crash for each suspect; return the skip list (ids with two crashes or more)."""
+    path = run_dir / "crashes.json"
+    crashes: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    for s in suspects:
+        crashes[s] = crashes.get(s, 0) + 1
+    path.write_text(json.dumps(crashes, indent=1, sort_keys=True))
+    skip = sorted(s for s, n in crashes.items() if n >= CRASHES_TO_SKIP)
+    old = json.loads((run_dir / "skip.json").read_text()) if (run_dir / "skip.json").exists() \
+        else []
+    for s in sorted(set(skip) - set(old)):
+        log.warning("sample %s crashed the job %d times: it goes on the skip list", s,
+                    crashes[s])
+    (run_dir / "skip.json").write_text(json.dumps(skip))
+    return skip
+
+
+def _env(attempt: int, base: dict[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env[ATTEMPT_ENV] = str(attempt)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    except ImportError:
+        pass
+    # the recipe is imported by module name: make this checkout importable in every rank
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_attempts(run_dir: Path, launch: LaunchConfig, *,
+                 env: dict[str, str] | None = None) -> tuple[bool, int]:
+    """Run torchrun until it succeeds or restarts run out; returns (ok, attempts)."""
+    for attempt in range(launch.max_restarts + 1):
+        for p in (run_dir / "inflight").glob("rank-*.json"):
+            p.unlink()
+        cmd = torchrun_command(run_dir, launch, attempt)
+        log.info("attempt %d: %s", attempt, " ".join(cmd))
+        started = time.time()
+        proc = subprocess.Popen(cmd, env=_env(attempt, env), start_new_session=True)
+        hung = None
+        try:
+            while proc.poll() is None:
+                time.sleep(launch.poll_s)
+                hung = _hung(run_dir, launch, started)
+                if hung:
+                    log.warning("attempt %d: %s; stopping the job", attempt, hung)
+                    _stop(proc)
+                    break
+        except BaseException:
+            _stop(proc)
+            raise
+        rc = proc.wait()
+        if rc == 0 and not hung:
+            return True, attempt + 1
+        suspects = _suspects(run_dir)
+        log.warning("attempt %d failed (%s); samples in flight on the failing rank(s): %s",
+                    attempt, hung or f"exit status {rc}", suspects)
+        record_crash(run_dir, suspects)
+    return False, launch.max_restarts + 1
+
+
+def _runs_row(run_id: str, cfg: TrainConfig, status: str, started: datetime,
+              metrics: dict[str, Any] | None = None, checkpoint_uri: str | None = None,
+              finished: datetime | None = None) -> dict[str, Any]:
+    return {"run_id": run_id, "dataset": cfg.dataset, "shards_version": cfg.shards_version,
+            "backbone": cfg.model["backbone"], "head": cfg.model["head"],
+            "config": json.dumps(cfg.to_dict(), sort_keys=True),
+            "metrics": json.dumps(metrics or {}, sort_keys=True, default=str),
+            "checkpoint_uri": checkpoint_uri, "status": status, "started_at": started,
+            "finished_at": finished}
+
+
+def _upload_checkpoint(lh: Lakehouse, run_id: str, ckpt: Path) -> str:
+    for f in sorted(ckpt.iterdir()):
+        lh.store.put_file(f"runs/{run_id}/final/{f.name}", f)
+    return lh.store.uri(f"runs/{run_id}/final")
+
+
+def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *,
+                 run_dir: str | Path | None = None, run_id: str | None = None,
+                 env: dict[str, str] | None = None) -> RunResult:
+    """Train under torchrun with restarts; record the run in ``runs`` with lineage.
+
+    Args:
+        lakehouse: Where ``runs`` is recorded and the final checkpoint is stored.
+        cfg: The resolved training config (``shards_version`` pinned).
+        launch: Processes, nodes, restarts, watchdog.
+        run_dir: Run folder (default ``./runs/<run_id>``); an existing one is resumed.
+        run_id: Run id (default: the run folder's name, or a new id).
+        env: Environment of the ranks (default: this process's).
+
+    Raises:
+        TrainingFailed: the job still failed after ``max_restarts`` restarts.
+    """
+    run_id = run_id or (Path(run_dir).name if run_dir else
+                        f"{cfg.dataset}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")
+    run_dir = Path(run_dir or Path("runs") / run_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    writes = launch.node_rank == 0
+    lineage = Lineage(operation="train", inputs={"shards": cfg.shards_version},
+                      config={"run_id": run_id, **cfg.to_dict(), "nproc": launch.nproc,
+                              "nnodes": launch.nnodes})
+    started = datetime.now(UTC)
+    if writes:
+        lakehouse.merge("runs", [_runs_row(run_id, cfg, "running", started)], lineage=lineage)
+    ok, attempts = run_attempts(run_dir, launch, env=env)
+    result = json.loads((run_dir / "result.json").read_text()) \
+        if ok and (run_dir / "result.json").exists() else {}
+    metrics_file = run_dir / "metrics.jsonl"
+    steps = [json.loads(line) for line in metrics_file.read_text().splitlines()] \
+        if metrics_file.exists() else []
+    skipped = json.loads((run_dir / "skip.json").read_text()) \
+        if (run_dir / "skip.json").exists() else []
+    metrics = {**result, "attempts": attempts, "skipped": skipped,
+               "run_dir": str(run_dir)}
+    if steps:
+        metrics.update({"first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
+                        "tokens_per_s": sorted(s["tokens_per_s"] for s in steps)[len(steps) // 2],
+                        "peak_rss_bytes": max(s["peak_rss_bytes"] for s in steps)})
+    uri = None
+    if ok and writes and result.get("checkpoint"):
+        uri = _upload_checkpoint(lakehouse, run_id, Path(result["checkpoint"]))
+    status = "finished" if ok else "failed"
+    if writes:
+        lakehouse.merge("runs", [_runs_row(run_id, cfg, status, started, metrics, uri,
+                                           datetime.now(UTC))], lineage=lineage)
+    res = RunResult(run_id=run_id, run_dir=run_dir, status=status, attempts=attempts,
+                    metrics=metrics, checkpoint_uri=uri, skipped=skipped)
+    if not ok:
+        raise TrainingFailed(
+            f"Training run {run_id} failed {attempts} time(s); logs of every rank are in "
+            f"{run_dir / 'logs'}. Raise --max-restarts or fix the cause and rerun with "
+            f"--run-dir {run_dir} to resume from the newest checkpoint.")
+    return res

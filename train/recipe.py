@@ -1,0 +1,487 @@
+"""The training recipe, run by torchrun on every rank: setup, train, save_checkpoint, cleanup.
+
+One readable file, no trainer class. ``python -m train.recipe RUN_DIR`` reads
+``RUN_DIR/config.json`` (written by :mod:`train.launch`), joins the process group
+(:mod:`train.dist`), builds the model (DDP over ranks), streams the pinned shards
+(:class:`train.data.ShardStream`) and trains. It resumes from the newest checkpoint in
+``RUN_DIR/checkpoints`` at the exact next sample, with optimizer, scheduler and RNG states.
+
+Files in the run folder (rank 0 writes everything shared; each rank writes only its own
+in-flight record):
+
+* ``inflight/rank-<r>.json``: before each step, the sample ids this rank is about to train on
+  (``state: running``), then ``done``. After a crash the launcher reads them to learn which
+  samples were in flight; their modification time is the rank's heartbeat.
+* ``metrics.jsonl``: per logged step, loss, step time, tokens/s, peak host RSS and device memory.
+* ``samples.jsonl``: per step, the sample ids every rank trained on (for audits and tests).
+* ``checkpoints/step-N/``: atomic checkpoints (:mod:`train.checkpoint`).
+* ``result.json``: final metrics (validation loss and book-level error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import resource
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catalog.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "CORPUS_TRAIN_FAULT"  # test hook: JSON {"crash_at_step", "rank", "attempt"} or
+#                                   {"poison": SAMPLE_ID}
+ATTEMPT_ENV = "CORPUS_TRAIN_ATTEMPT"  # set by the launcher: 0 for the first attempt
+POISON_EXIT = 13
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The resolved configuration of one run (saved as ``config.json`` and in ``runs``).
+
+    Attributes:
+        root: Lakehouse root (storage options come from the environment).
+        dataset: Shards dataset name.
+        shards_version: Pinned ``shards`` table version.
+        model: :class:`train.model.ModelConfig` as a dict.
+        epochs: Passes over the training split.
+        batch: Windows per rank per micro-step.
+        grad_accum: Micro-steps per optimizer step.
+        lr: Peak learning rate (linear warm-up, then linear decay to 10%).
+        weight_decay: AdamW weight decay.
+        warmup_frac: Fraction of steps spent warming up.
+        max_steps: Stop after this many optimizer steps (0: all epochs).
+        ckpt_every: Checkpoint every N optimizer steps (and at each epoch's end).
+        keep_ckpts: Checkpoints kept.
+        log_every: Log metrics every N steps.
+        seed: Seed of the sample order and of the initialisation.
+        block_shards: Loader shuffle block (see :mod:`train.data`).
+        num_workers: DataLoader workers per rank.
+        max_grad_norm: Gradient clipping.
+    """
+
+    root: str
+    dataset: str
+    shards_version: int
+    model: dict[str, Any]
+    epochs: int = 1
+    batch: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.05
+    max_steps: int = 0
+    ckpt_every: int = 50
+    keep_ckpts: int = 2
+    log_every: int = 1
+    seed: int = 0
+    block_shards: int = 8
+    num_workers: int = 0
+    max_grad_norm: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch", "grad_accum", "ckpt_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, found {getattr(self, name)}.")
+        if self.lr <= 0 or not 0 <= self.warmup_frac < 1 or self.max_steps < 0:
+            raise ConfigError(f"lr must be > 0, warmup_frac in [0, 1), max_steps >= 0; found "
+                              f"{self.lr}, {self.warmup_frac}, {self.max_steps}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp + rename): a reader never sees half a record."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class InFlight:
+    """This rank's in-flight record and heartbeat: ``inflight/rank-<r>.json``."""
+
+    def __init__(self, run_dir: Path, rank: int):
+        self.path = run_dir / "inflight" / f"rank-{rank}.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rank = rank
+        self.record: dict[str, Any] = {}
+
+    def mark(self, state: str, **extra: Any) -> None:
+        self.record = {**self.record, **extra, "state": state, "rank": self.rank,
+                       "pid": os.getpid(), "time": time.time()}
+        _write_json(self.path, self.record)
+
+
+def _is_comm_error(e: BaseException) -> bool:
+    """An error raised because another rank went away (this rank is a victim, not a cause)."""
+    import torch.distributed as tdist
+
+    if isinstance(e, getattr(tdist, "DistError", ())):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(
+        k in text for k in ("gloo", "connection closed", "connection reset", "nccl",
+                            "broken pipe"))
+
+
+def _fault() -> dict[str, Any]:
+    raw = os.environ.get(FAULT_ENV, "")
+    return json.loads(raw) if raw else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe
+
+
+@dataclass
+class State:
+    """Everything the training loop changes (one per rank)."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    info: Any
+    model: Any  # the ReadingLevelModel (unwrapped)
+    ddp: Any  # what forward is called on (DDP-wrapped when world > 1)
+    optimizer: Any
+    scheduler: Any
+    stream: Any
+    inflight: InFlight
+    total_steps: int
+    step: int = 0
+    epoch: int = 0
+    resumed_from: str | None = None
+    suspects: set[str] = field(default_factory=set)
+
+
+def _lr_lambda(total: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(1, total - warmup)
+        return max(0.1, 1.0 - 0.9 * frac)
+    return f
+
+
+def setup(run_dir: Path) -> State:
+    """Join the group, build model/optimizer/scheduler/loader, resume from the newest checkpoint."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from catalog import LakehouseConfig
+    from train import dist
+    from train.checkpoint import latest_checkpoint, load_train_state, set_rng_state
+    from train.data import ShardStream
+    from train.model import ModelConfig, build_model
+
+    cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    info = dist.init_distributed()
+    inflight = InFlight(run_dir, info.rank)
+    inflight.mark("setup")
+    torch.manual_seed(cfg.seed)
+    model = build_model(ModelConfig.from_dict(cfg.model), device=info.device, seed=cfg.seed)
+    model.train()
+    skip = json.loads((run_dir / "skip.json").read_text()) if (run_dir / "skip.json").exists() \
+        else []
+    stream = ShardStream(LakehouseConfig.resolve(cfg.root), cfg.dataset,
+                         version=cfg.shards_version, split="train", rank=info.rank,
+                         world_size=info.world_size, seed=cfg.seed, skip=skip,
+                         block_shards=cfg.block_shards, drop_last=True)
+    per_epoch = math.ceil(math.ceil(len(stream) / cfg.batch) / cfg.grad_accum)
+    total = per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(max(1, total), max(1, int(cfg.warmup_frac * total))))
+    ddp = model
+    if info.world_size > 1:
+        # LoRA leaves most parameters frozen; DDP only reduces the trainable ones.
+        ddp = DDP(model, device_ids=[info.local_rank] if info.device.startswith("cuda")
+                  else None)
+    state = State(cfg=cfg, run_dir=run_dir, info=info, model=model, ddp=ddp,
+                  optimizer=optimizer, scheduler=scheduler, stream=stream, inflight=inflight,
+                  total_steps=total)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        from safetensors.torch import load_file
+
+        from train.model import ADAPTER_FILE, HEAD_FILE
+
+        adapter = load_file(str(ckpt / ADAPTER_FILE)) if (ckpt / ADAPTER_FILE).exists() else {}
+        model.load_trainable_state_dict({"adapter": adapter,
+                                         "head": load_file(str(ckpt / HEAD_FILE))})
+        ts = load_train_state(ckpt)
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        stream.load_state_dict(ts["loader"])
+        rngs = ts.get("rng") or []
+        if len(rngs) == info.world_size:  # same world: every rank continues its own stream
+            set_rng_state(rngs[info.rank])
+        state.step, state.epoch = int(ts["step"]), int(ts["epoch"])
+        state.resumed_from = ckpt.name
+        dist.print0(f"resumed from {ckpt.name}: step {state.step}, epoch {state.epoch}, "
+                    f"{stream.consumed()} samples of the epoch consumed")
+    crashes = run_dir / "crashes.json"
+    state.suspects = set(json.loads(crashes.read_text())) - set(skip) if crashes.exists() \
+        else set()
+    for sid in skip:  # samples the launcher found crashing the job twice
+        stream.skip_sample(sid)
+    if skip:
+        dist.print0(f"skipping {len(skip)} sample(s) that crashed the job twice: {skip}")
+    return state
+
+
+def save_checkpoint(state: State) -> None:
+    """Every rank hands its RNG state to rank 0, which writes the checkpoint atomically."""
+    import torch.distributed as tdist
+
+    from train import checkpoint, dist
+
+    rng = checkpoint.rng_state()
+    if state.info.world_size > 1:
+        rngs: list[Any] = [None] * state.info.world_size
+        tdist.all_gather_object(rngs, rng)
+    else:
+        rngs = [rng]
+    if dist.is_main():
+        checkpoint.save_checkpoint(
+            state.run_dir, step=state.step, model=state.model, keep=state.cfg.keep_ckpts,
+            train_state={"optimizer": state.optimizer.state_dict(),
+                         "scheduler": state.scheduler.state_dict(),
+                         "loader": state.stream.state_dict(), "rng": rngs,
+                         "step": state.step, "epoch": state.epoch})
+    dist.barrier()
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    import torch
+    import torch.distributed as tdist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.all_reduce(t)
+    return t.tolist()
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    import torch.distributed as tdist
+
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+def _isolate(group: list[dict[str, Any]], suspects: set[str]) -> list[dict[str, Any]]:
+    """Split micro-batches so that every suspect sample is a micro-batch of its own."""
+    import torch
+
+    def take(b: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+        idx = torch.tensor(rows)
+        return {k: (v[idx] if isinstance(v, torch.Tensor) else [v[r] for r in rows])
+                for k, v in b.items()}
+
+    out = []
+    for b in group:
+        clean = [r for r, s in enumerate(b["sample_ids"]) if s not in suspects]
+        if clean:
+            out.append(take(b, clean))
+        out += [take(b, [r]) for r, s in enumerate(b["sample_ids"]) if s in suspects]
+    return out
+
+
+def train(state: State) -> None:
+    """The loop: micro-batches, gradient accumulation, logging, checkpoints, test faults."""
+    import torch
+
+    from train import dist
+
+    cfg, info = state.cfg, state.info
+    fault = _fault()
+    attempt = int(os.environ.get(ATTEMPT_ENV, "0"))
+    metrics = state.run_dir / "metrics.jsonl"
+    samples_log = state.run_dir / "samples.jsonl"
+    device = torch.device(info.device)
+    for epoch in range(state.epoch, cfg.epochs):
+        state.epoch = epoch
+        state.stream.set_epoch(epoch)
+        batches = iter(state.stream.loader(cfg.batch, num_workers=cfg.num_workers))
+        while not (cfg.max_steps and state.step >= cfg.max_steps):
+            group = [b for _, b in zip(range(cfg.grad_accum), batches, strict=False)]
+            if not group:
+                break
+            ids = [s for b in group for s in b["sample_ids"]]
+            if state.suspects & set(ids):
+                # a sample here was in flight at an earlier crash: run the suspects one by
+                # one, so that a second crash names the one sample that causes it
+                group = _isolate(group, state.suspects)
+            if (fault.get("crash_at_step") == state.step + 1 and fault.get("rank") == info.rank
+                    and fault.get("attempt", 0) == attempt):
+                state.inflight.mark("running", step=state.step + 1, sample_ids=ids,
+                                    attempt=attempt)
+                os._exit(POISON_EXIT)
+            t0 = time.perf_counter()
+            loss_sum, n, tokens = 0.0, 0, 0
+            n_group = len(ids)
+            for i, b in enumerate(group):
+                state.inflight.mark("running", step=state.step + 1, sample_ids=b["sample_ids"],
+                                    attempt=attempt)
+                if fault.get("poison") in b["sample_ids"]:
+                    os._exit(POISON_EXIT)  # a sample that kills the process (a bad kernel...)
+                sync = i == len(group) - 1 or info.world_size == 1
+                ctx = contextlib.nullcontext() if sync else state.ddp.no_sync()
+                with ctx:
+                    pred = state.ddp(b["input_ids"].to(device), b["attention_mask"].to(device))
+                    loss = state.model.loss(pred, b["targets"].to(device))
+                    # weighted by samples: the step's loss is the mean over all its samples
+                    (loss * (len(b["sample_ids"]) / n_group)).backward()
+                loss_sum += float(loss.detach()) * len(b["sample_ids"])
+                n += len(b["sample_ids"])
+                tokens += int(b["attention_mask"].sum())
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in state.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            state.optimizer.step()
+            state.scheduler.step()
+            state.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            step_time = time.perf_counter() - t0
+            g_loss, g_n, g_tokens = _all_sum([loss_sum, n, tokens])
+            all_ids = _gather(ids, info.world_size)
+            state.inflight.mark("done")
+            if dist.is_main():
+                with samples_log.open("a") as f:
+                    f.write(json.dumps({"step": state.step, "epoch": epoch,
+                                        "sample_ids": all_ids}) + "\n")
+                if state.step % cfg.log_every == 0:
+                    rec = {"step": state.step, "epoch": epoch, "loss": g_loss / max(1, g_n),
+                           "lr": state.scheduler.get_last_lr()[0], "step_time_s": step_time,
+                           "tokens": int(g_tokens), "tokens_per_s": g_tokens / step_time,
+                           "peak_rss_bytes": peak_rss_bytes(),
+                           "peak_device_bytes": (torch.cuda.max_memory_allocated()
+                                                 if device.type == "cuda" else None),
+                           "time": time.time()}
+                    with metrics.open("a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    dist.print0(f"step {state.step}/{state.total_steps} loss {rec['loss']:.4f} "
+                                f"{rec['tokens_per_s']:.0f} tok/s "
+                                f"rss {rec['peak_rss_bytes'] / 2**20:.0f} MiB")
+            if state.step % cfg.ckpt_every == 0:
+                save_checkpoint(state)
+        if cfg.max_steps and state.step >= cfg.max_steps:
+            break
+        if state.stream.consumed() >= state.stream.total and epoch + 1 < cfg.epochs:
+            state.epoch = epoch + 1  # the checkpoint says: next epoch, from its start
+            state.stream.set_epoch(epoch + 1)
+            save_checkpoint(state)
+
+
+def evaluate(state: State) -> dict[str, Any]:
+    """Validation loss and book-level mean absolute error (windows averaged per book)."""
+    import torch
+
+    from catalog import LakehouseConfig
+    from train.data import ShardStream
+    from train.model import aggregate_windows
+
+    cfg, info = state.cfg, state.info
+    try:
+        val = ShardStream(LakehouseConfig.resolve(cfg.root), cfg.dataset,
+                          version=cfg.shards_version, split="validation", rank=info.rank,
+                          world_size=info.world_size, shuffle=False)
+    except ConfigError:
+        return {}
+    state.model.eval()
+    rows: list[tuple[str, float, float]] = []
+    with torch.no_grad():
+        for b in val.loader(cfg.batch):
+            state.inflight.mark("eval")
+            pred = state.model(b["input_ids"].to(info.device),
+                               b["attention_mask"].to(info.device)).float().cpu().tolist()
+            rows += list(zip(b["book_ids"], pred, b["targets"].tolist(), strict=True))
+    state.model.train()
+    rows = [r for part in _gather(rows, info.world_size) for r in part]
+    if not rows:
+        return {}
+    window_mse = sum((p - t) ** 2 for _, p, t in rows) / len(rows)
+    by_book = aggregate_windows([r[0] for r in rows], [r[1] for r in rows])
+    truth = {r[0]: r[2] for r in rows}
+    mae = sum(abs(by_book[k] - truth[k]) for k in by_book) / len(by_book)
+    return {"val_window_mse": window_mse, "val_book_mae": mae, "val_books": len(by_book),
+            "val_windows": len(rows)}
+
+
+def cleanup(state: State | None) -> None:
+    """Leave the process group."""
+    from train import dist
+
+    dist.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of every rank: ``python -m train.recipe RUN_DIR``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m train.recipe RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[0])
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state: State | None = None
+    inflight: InFlight | None = None
+
+    def on_term(signum, _frame):  # torchrun or the watchdog stops us: we are not the cause
+        if inflight is not None:
+            inflight.mark("terminated")
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        state = setup(run_dir)
+        inflight = state.inflight
+        train(state)
+        result = evaluate(state)
+        save_checkpoint(state)
+        from train import dist
+
+        if dist.is_main():
+            from train.checkpoint import latest_checkpoint
+
+            result.update({"steps": state.step, "epochs": state.epoch + 1,
+                           "world_size": state.info.world_size,
+                           "checkpoint": str(latest_checkpoint(run_dir)),
+                           "resumed_from": state.resumed_from,
+                           "skipped": state.stream.skip})
+            _write_json(run_dir / "result.json", result)
+        state.inflight.mark("finished")
+    except BaseException as e:
+        if inflight is not None:
+            inflight.mark("peer_failure" if _is_comm_error(e) else "error", error=repr(e)[:500])
+        raise
+    finally:
+        cleanup(state)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
