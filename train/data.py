@@ -65,6 +65,7 @@ import bisect
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -85,7 +86,7 @@ from train.shards import SEP, read_manifest
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
-PREFETCH = 2  # shard downloads kept in flight ahead of the reader (s3 roots)
+PREFETCH = 2  # shards fetched and decoded ahead of the reader, in background threads
 
 
 def _sample_key(sample_id: str) -> tuple[str, str, int]:
@@ -101,8 +102,8 @@ class LoadedShard:
     sample_ids: list[str]
     book_ids: list[str]
     variants: list[str]
-    targets: np.ndarray
-    offsets: np.ndarray
+    targets: list[float]
+    offsets: list[int]  # Python ints: per-sample slicing with numpy scalars costs ~3x more
     values: np.ndarray
 
     @classmethod
@@ -114,8 +115,8 @@ class LoadedShard:
             sample_ids=t.column("sample_id").to_pylist(),
             book_ids=t.column("book_id").to_pylist(),
             variants=t.column("variant").to_pylist(),
-            targets=t.column("target").to_numpy(),
-            offsets=ids.offsets.to_numpy(),
+            targets=t.column("target").to_pylist(),
+            offsets=ids.offsets.to_pylist(),
             values=ids.values.to_numpy(),
         )
 
@@ -216,12 +217,18 @@ class ShardStream(IterableDataset):
         self._done = False  # the current iteration ran to its end
         self._chunk = 1  # samples per DataLoader worker chunk (the batch size)
         self.stats = ReadStats()
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers get a copy: without the S3 client (not picklable, not fork-safe).
         state = self.__dict__.copy()
         state["_store"] = None
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # ---- public state ------------------------------------------------------------------
     @property
@@ -320,7 +327,7 @@ class ShardStream(IterableDataset):
             lasts = [_sample_key(s) for s in self._last]
             firsts = [_sample_key(s) for s in self._first]
             candidates = [bisect.bisect_left(lasts, key)]
-        except (ValueError, TypeError):  # not a shard sample id, or an old manifest
+        except (ValueError, TypeError, AttributeError):  # not a sample id; an old manifest
             firsts, candidates = [], list(range(len(self.shard_keys)))
         for s in candidates:
             if s >= len(self.shard_keys) or (firsts and key < firsts[s]):
@@ -383,7 +390,8 @@ class ShardStream(IterableDataset):
         if dest.is_file() and dest.stat().st_size == self.shard_size[s]:
             return dest
         self._open_store().get_file(key, dest)
-        self.stats.downloads += 1
+        with self._lock:
+            self.stats.downloads += 1
         digest = sha256_file(dest)
         if digest != self.shard_sha[s]:
             dest.unlink(missing_ok=True)
@@ -417,40 +425,44 @@ class ShardStream(IterableDataset):
         last_use = {int(s): i for i, s in enumerate(shard_of)}
         first_order = list(dict.fromkeys(int(s) for s in shard_of))
         loaded: OrderedDict[int, LoadedShard] = OrderedDict()
+        # Shards are fetched (S3) and decoded in background threads, a few ahead of use, in
+        # the order they are first needed: pyarrow decodes without holding the GIL, so this
+        # overlaps with the training loop.
         fetch = None
-        if not self._local and first_order:
+        if first_order:
             self._open_store()  # created here, not racing in the fetch threads
             fetch = ThreadPoolExecutor(PREFETCH, "shard-fetch")
         pending: dict[int, Future] = {}
         next_fetch = 0
 
+        def load(s: int) -> tuple[LoadedShard, float]:
+            path = self._path(s)
+            t0 = time.perf_counter()
+            return LoadedShard.read(path), time.perf_counter() - t0
+
         def get(s: int) -> LoadedShard:
             nonlocal next_fetch
-            if s in loaded:
-                return loaded[s]
-            if fetch is not None:
-                while next_fetch < len(first_order) and len(pending) <= PREFETCH:
-                    f = first_order[next_fetch]
-                    pending[f] = fetch.submit(self._path, f)
-                    next_fetch += 1
-                path = pending.pop(s).result() if s in pending else self._path(s)
-            else:
-                path = self._path(s)
-            t0 = time.perf_counter()
-            loaded[s] = LoadedShard.read(path)
-            self.stats.seconds_reading += time.perf_counter() - t0
+            assert fetch is not None
+            while next_fetch < len(first_order) and len(pending) <= PREFETCH:
+                f = first_order[next_fetch]
+                pending[f] = fetch.submit(load, f)
+                next_fetch += 1
+            shard, seconds = pending.pop(s).result() if s in pending else load(s)
+            self.stats.seconds_reading += seconds
             self.stats.shards_read.append(s)
-            return loaded[s]
+            loaded[s] = shard
+            return shard
 
         try:
+            base = self.offsets.tolist()
             for i, (g, s) in enumerate(zip(samples.tolist(), shard_of.tolist(), strict=True)):
-                sh = get(s)
-                j = g - int(self.offsets[s])
+                sh = loaded.get(s) or get(s)
+                j = g - base[s]
+                off = sh.offsets
                 item = {
                     "sample_id": sh.sample_ids[j], "book_id": sh.book_ids[j],
-                    "variant": sh.variants[j],
-                    "input_ids": sh.values[sh.offsets[j]:sh.offsets[j + 1]],
-                    "target": float(sh.targets[j]), "index": g,
+                    "variant": sh.variants[j], "input_ids": sh.values[off[j]:off[j + 1]],
+                    "target": sh.targets[j], "index": g,
                 }
                 if last_use[s] == i:
                     del loaded[s]
@@ -520,17 +532,17 @@ def collate(samples: list[dict[str, Any]], *, pad_id: int = 0) -> dict[str, Any]
         ``input_ids`` and ``attention_mask`` (int64, ``[batch, max_len]``), ``targets``
         (float32, ``[batch]``), and the lists ``sample_ids``, ``book_ids``, ``variants``.
     """
-    n = len(samples)
-    width = max((len(s["input_ids"]) for s in samples), default=0)
-    ids = np.full((n, width), pad_id, dtype=np.int64)
-    mask = np.zeros((n, width), dtype=np.int64)
-    for i, s in enumerate(samples):
-        k = len(s["input_ids"])
-        ids[i, :k] = s["input_ids"]
-        mask[i, :k] = 1
+    rows = [s["input_ids"] for s in samples]
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max()) if len(rows) else 0
+    # One vectorised fill: the mask's True cells, row by row, are the concatenated tokens.
+    mask = np.arange(width) < lengths[:, None]
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    if len(rows):
+        ids[mask] = np.concatenate(rows)
     return {
         "input_ids": torch.from_numpy(ids),
-        "attention_mask": torch.from_numpy(mask),
+        "attention_mask": torch.from_numpy(mask.astype(np.int64)),
         "targets": torch.tensor([s["target"] for s in samples], dtype=torch.float32),
         "sample_ids": [s["sample_id"] for s in samples],
         "book_ids": [s["book_id"] for s in samples],

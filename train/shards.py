@@ -24,6 +24,12 @@ window         int32           window number within the (book, variant) text
 input_ids      list<int32>     token ids with the tokenizer's special tokens, <= seq_len
 target         float64         the current score of the book (latest per book and metric)
 =============  ==============  ==========================================================
+
+Within a split, samples are written in (book_id, variant, window) order and each manifest
+row records its shard's first and last sample id, so a sample id (e.g. on a skip list) can
+be located without reading other shards. A manifest row also holds counts, the tokenizer and
+window settings, the pad id, the file's sha256 and size, and the ``texts``/``scores``
+versions it was built from (also recorded as the commit's lineage).
 """
 
 from __future__ import annotations

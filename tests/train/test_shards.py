@@ -263,3 +263,19 @@ def test_cli_shards_build_list_show(sample_lakehouse):
     p = subprocess.run([*cmd, "shards", "build", "--name", "x", "--tokenizer", "gpt-17"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and p.stderr.startswith("error:") and "Traceback" not in p.stderr
+
+
+def test_a_shards_table_from_an_older_schema_gains_the_new_columns(sample_lakehouse):
+    from deltalake import DeltaTable
+
+    from catalog import spec
+
+    lh = sample_lakehouse
+    old = pa.schema([f for f in spec("shards").schema
+                     if f.name not in ("first_sample", "last_sample", "build_id", "pad_id")])
+    DeltaTable.create(lh.table_uri("shards"), old)
+    report = build_shards(lh, config=small_config())
+    manifest, version = read_manifest(lh, "clear")
+    assert version == report.version
+    assert all(manifest["first_sample"].to_pylist())
+    assert set(manifest["build_id"].to_pylist()) == {report.build_id}
