@@ -183,8 +183,9 @@ _SPECS = [
             _f("n_books", pa.int64()),
             _f("value", pa.float64()),  # kind-specific number (see noise/mine.py)
             _f("texts_version", pa.int64()),
+            _f("raw_variant", pa.string()),  # what was mined against edited (ocr, noisy/...)
         ]),
-        ("kind", "raw", "edited", "context"),
+        ("kind", "raw", "edited", "context", "raw_variant"),
         "OCR artifact patterns mined from aligned pairs",
     ),
     TableSpec(

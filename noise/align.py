@@ -34,7 +34,7 @@ import re
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from math import isqrt
 from typing import NamedTuple
@@ -444,6 +444,49 @@ def apply_ops(reference: str, hypothesis: str, ops: Sequence[EditOp]) -> str:
     return "".join(out)
 
 
+def _size(b: Block) -> int:
+    return max(b.ref_end - b.ref_start, b.hyp_end - b.hyp_start)
+
+
+def cleanup(blocks: Iterable[Block]) -> list[Block]:
+    """Blocks with chance matches folded into the edits around them.
+
+    Inside a long insertion (a title page, a header) an optimal alignment is free to match a
+    stray ``e`` or ``the`` of the inserted text to the edited text: same distance, but the
+    furniture then looks partly matched and the edits around it look like confusions. An
+    equal run shorter than half of each edit on its two sides, or of at most 2 characters
+    next to an edit of 4 or more, is folded with them into one ``replace`` block (the
+    distance is not recomputed: this view is for mining and display, CER comes from the
+    exact alignment).
+    """
+    out: list[Block] = []
+    for b in blocks:
+        out.append(b)
+        while (len(out) >= 3 and out[-1].tag != "equal" and out[-2].tag == "equal"
+               and out[-3].tag != "equal"):
+            a, e, c = out[-3], out[-2], out[-1]
+            n = e.ref_end - e.ref_start
+            if not (2 * n < min(_size(a), _size(c))
+                    or (n <= 2 and max(_size(a), _size(c)) >= 4)):
+                break
+            del out[-3:]
+            out.append(Block("replace", a.ref_start, c.ref_end, a.hyp_start, c.hyp_end))
+    # at either end of the text there is no edit on the far side: fold a chance match there
+    # into the edit next to it (a garbled page number "Nn." after the last word)
+    for i, j in ((-1, -2), (0, 1)):
+        if len(out) >= 2 and out[i].tag == "equal" and out[j].tag != "equal":
+            e, c = out[i], out[j]
+            n = e.ref_end - e.ref_start
+            if n <= 2 or 2 * n < _size(c):
+                lo, hi = (c, e) if i == -1 else (e, c)
+                merged = Block("replace", lo.ref_start, hi.ref_end, lo.hyp_start, hi.hyp_end)
+                if i == -1:
+                    out[-2:] = [merged]
+                else:
+                    out[:2] = [merged]
+    return out
+
+
 # ---- side-by-side HTML ---------------------------------------------------------------------
 
 _CSS = """body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;width:100%}
@@ -465,10 +508,11 @@ def to_html(reference: str, hypothesis: str, alignment: Alignment, *,
     """A self-contained side-by-side HTML diff (reference left, hypothesis right).
 
     Rows break at blank lines of the reference's equal text, so both columns stay in step.
-    Deleted text is red, inserted green, replaced yellow; all text is HTML-escaped.
+    Deleted text is red, inserted green, replaced yellow; all text is HTML-escaped. Chance
+    matches inside long insertions are shown as part of them (:func:`cleanup`).
     """
     rows: list[tuple[list[str], list[str]]] = [([], [])]
-    for blk in alignment.blocks():
+    for blk in cleanup(alignment.blocks()):
         r = reference[blk.ref_start:blk.ref_end]
         h = hypothesis[blk.hyp_start:blk.hyp_end]
         if blk.tag == "equal":

@@ -1,0 +1,275 @@
+"""Artifact mining: structure recognised as structure, confusions counted with their
+probabilities, on a typeset fixture with known furniture and on real Tesseract output."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from catalog import ConfigError, CorpusError, Lakehouse
+from noise.align import align
+from noise.mine import MineConfig, Pair, cleanup, mine, mine_book, run_mine, template
+
+TITLE, AUTHOR = "The Lighthouse Keeper", "Ada Merriweather"
+WORDS = ("morning", "harbour", "lantern", "keeper", "modern", "turning", "corner", "stormy",
+         "evening", "window", "seaward", "rocks", "shipwreck", "rescue", "lighthouse",
+         "gallery", "children", "breakfast", "between", "northern", "southern", "weather",
+         "whisper", "barrel")
+
+
+def _edited(seed: int = 1, chapters: int = 3, paragraphs: int = 6) -> tuple[str, list[int]]:
+    rng = random.Random(seed)
+    blocks, offsets, text = [], [], ""
+    for c in range(1, chapters + 1):
+        paras = []
+        for _ in range(paragraphs):
+            sent = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14))) + "."
+                    for _ in range(rng.randint(3, 6))]
+            paras.append(" ".join(s.capitalize() for s in sent))
+        block = f"Chapter {c}\n\n" + "\n\n".join(paras)
+        offsets.append(len(text) + (2 if text else 0))
+        text = (text + "\n\n" if text else "") + block
+        blocks.append(block)
+    return text, offsets
+
+
+def _typeset(edited: str, *, width: int = 60, lines_per_page: int = 18,
+             hyphen_every: int = 5) -> tuple[str, list[int], dict]:
+    """A scanned book's OCR text: title/copyright page, lines wrapped at ``width`` with every
+    ``hyphen_every``-th line end breaking a long word with a hyphen, pages of
+    ``lines_per_page`` lines under a running header (author on even pages, TITLE on odd),
+    a page number at every page foot, and OCR confusions rn -> m, "e" -> "c" in "keeper"."""
+    stats = {"hyphenations": 0, "rn": 0, "keeper": 0, "pages": 0}
+    lines: list[str] = []
+    for para in edited.split("\n\n"):
+        words, line, n_end = para.split(" "), "", 0
+        for w in words:
+            if line and len(line) + 1 + len(w) > width:
+                n_end += 1
+                cut = min(len(w) // 2, width - len(line) - 2)
+                if n_end >= hyphen_every and len(w) >= 6 and cut >= 3:  # a break is due
+                    lines.append(line + " " + w[:cut] + "-")
+                    stats["hyphenations"] += 1
+                    line, n_end = w[cut:], 0
+                    continue
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}" if line else w
+        lines.append(line)
+        lines.append("")
+    body = []
+    for ln in lines:
+        if "modern" in ln:
+            stats["rn"] += ln.count("modern")
+            ln = ln.replace("modern", "modem")  # rn -> m
+        if "keeper" in ln:
+            stats["keeper"] += ln.count("keeper")
+            ln = ln.replace("keeper", "kecper")
+        body.append(ln)
+    front = (f"{TITLE}\n\nby {AUTHOR}\n\nCopyright (c) 1911 by {AUTHOR}\nAll rights "
+             "reserved.\nISBN 978-1-2345-6789-7\n\nPrinted in the United States of America")
+    pages = [front]
+    for k in range(0, len(body), lines_per_page):
+        page_no = len(pages) + 1
+        header = AUTHOR if page_no % 2 == 0 else TITLE.upper()
+        chunk = "\n".join(body[k:k + lines_per_page]).strip("\n")
+        pages.append(f"{header}\n\n{chunk}\n\n{page_no - 1}")
+        stats["pages"] += 1
+    text, offsets = "", []
+    for p in pages:
+        if text:
+            text += "\n\n"
+        offsets.append(len(text))
+        text += p
+    return text, offsets, stats
+
+
+@pytest.fixture(scope="module")
+def typeset():
+    edited, chapters = _edited()
+    raw, pages, stats = _typeset(edited)
+    pair = Pair("9780000000001", edited, raw, page_offsets=pages, chapter_offsets=chapters,
+                title=TITLE, author=AUTHOR)
+    return pair, stats
+
+
+def _rows(artifacts, kind):
+    return [r for r in artifacts.to_pylist() if r["kind"] == kind]
+
+
+def test_structure_of_a_typeset_book(typeset):
+    pair, stats = typeset
+    assert stats["pages"] >= 4 and stats["hyphenations"] >= 3 and stats["rn"] >= 2
+    alignments, artifacts = mine([pair], texts_version=7)
+    row = alignments.to_pylist()[0]
+    assert row["book_id"] == pair.book_id and row["texts_version"] == 7
+    assert row["n_pages"] == stats["pages"] + 1
+    assert row["cer"] == pytest.approx(align(pair.edited, pair.raw).cer)
+    # the furniture explains most edits: the text alone is much cleaner
+    assert row["structure_chars"] > 0 and row["body_cer"] < row["cer"] / 2
+
+    front = _rows(artifacts, "front_matter")
+    assert [r["raw"] for r in front] == [
+        "{title}\nby {author}\nCopyright (c) {year} by {author}\nAll rights reserved.\n"
+        "ISBN {isbn}\nPrinted in the United States of America"]
+    assert front[0]["probability"] == 1.0 and front[0]["context"] == "page 1"
+
+    headers = {(r["raw"], r["context"]): r for r in _rows(artifacts, "running_header")}
+    assert set(headers) == {("{author}", "top:even"), ("{TITLE}", "top:odd")}
+    for r in headers.values():  # every body page has its header, nothing else is one
+        assert r["probability"] == 1.0 and r["count"] == r["opportunities"]
+    assert sum(r["count"] for r in headers.values()) == stats["pages"]
+
+    numbers = _rows(artifacts, "page_number")
+    assert [(r["raw"], r["context"], r["value"]) for r in numbers] == [("{n}", "bottom", -1.0)]
+    assert numbers[0]["count"] == stats["pages"] and numbers[0]["probability"] == 1.0
+
+    heads = _rows(artifacts, "heading")
+    assert [(r["raw"], r["edited"], r["count"]) for r in heads] == [
+        ("Chapter {n}", "Chapter {n}", 3)]
+
+    hyph = _rows(artifacts, "hyphenation")
+    assert sum(r["count"] for r in hyph) == stats["hyphenations"]
+    assert {r["raw"] for r in hyph} == {"-\n"}
+    wraps = [r for r in _rows(artifacts, "line_break") if r["context"] == "wrap"]
+    assert wraps and 40 < wraps[0]["value"] <= 60  # the line width the book was set at
+    # hyphenation rate per line end: hyphenated ends / (hyphenated + plain wraps)
+    assert hyph[0]["probability"] == pytest.approx(
+        stats["hyphenations"] / (stats["hyphenations"] + wraps[0]["count"]), rel=0.05)
+
+    conf = _rows(artifacts, "char_confusion")
+    rn = [r for r in conf if (r["edited"], r["raw"]) == ("rn", "m")]
+    assert rn and sum(r["count"] for r in rn) == stats["rn"]
+    # the chance per occurrence of the context in the edited text ("ern " also occurs in
+    # "northern ", which OCR read right)
+    for r in rn:
+        left, _, right = r["context"].partition("_")
+        needle = "e" + "rn" + right.replace("$", "\n")
+        assert left == "e"
+        assert r["opportunities"] == len(re.findall(f"(?={re.escape(needle)})",
+                                                    pair.edited + "\n"))
+        assert r["probability"] == pytest.approx(r["count"] / r["opportunities"])
+    ec = [r for r in conf if (r["edited"], r["raw"]) == ("e", "c")]
+    assert sum(r["count"] for r in ec) == stats["keeper"]
+    assert all(0 < r["probability"] <= 1 and r["n_books"] == 1 for r in ec)
+    # furniture never leaks into the character statistics
+    assert not any(AUTHOR.split()[0] in r["raw"] or "ISBN" in r["raw"]
+                   for r in artifacts.to_pylist()
+                   if r["kind"] in ("char_confusion", "punctuation", "whitespace"))
+    keys = [(r["kind"], r["raw"], r["edited"], r["context"]) for r in artifacts.to_pylist()]
+    assert len(keys) == len(set(keys))
+
+
+def test_counts_add_up_over_books(typeset):
+    pair, _ = typeset
+    other = Pair("9780000000002", pair.edited, pair.raw, page_offsets=pair.page_offsets,
+                 chapter_offsets=pair.chapter_offsets, title=TITLE, author=AUTHOR)
+    _, one = mine([pair])
+    _, two = mine([pair, other], config=MineConfig(workers=2))
+    a = {(r["kind"], r["raw"], r["edited"], r["context"]): r for r in one.to_pylist()}
+    b = {(r["kind"], r["raw"], r["edited"], r["context"]): r for r in two.to_pylist()}
+    assert a.keys() == b.keys()
+    for k, r in a.items():
+        assert b[k]["count"] == 2 * r["count"] and b[k]["n_books"] == 2
+        assert b[k]["probability"] == pytest.approx(r["probability"])
+
+
+def test_plain_mapping_input_and_templates():
+    al, ar = mine({"b1": ("Some text here.", "Sorne text here.")})
+    assert al.num_rows == 1 and al.column("n_pages").to_pylist() == [1]
+    rows = {(r["edited"], r["raw"]) for r in ar.to_pylist() if r["kind"] == "char_confusion"}
+    assert ("m", "rn") in rows
+    assert template("THE LIGHTHOUSE KEEPER", title=TITLE, author=AUTHOR) == "{TITLE}"
+    assert template("by Ada Merriweather", title=TITLE, author=AUTHOR) == "by {author}"
+    assert template("Copyright (c) 1911 by Ada Merriweather", title=TITLE,
+                    author=AUTHOR) == "Copyright (c) {year} by {author}"
+    assert template("ISBN 978-6-4148-0796- 1", title=None, author=None) == "ISBN {isbn}"
+
+
+def test_cleanup_folds_chance_matches_into_the_insertion():
+    ref = "Chapter 1\n\nIt was a dark night."
+    hyp = "A Title Page\nby Someone\nCopyright 1900\n\nChapter 1\n\nIt was a dark night."
+    blocks = cleanup(align(ref, hyp).blocks())
+    edits = [b for b in blocks if b.tag != "equal"]
+    assert len(edits) == 1 and hyp[edits[0].hyp_start:edits[0].hyp_end].startswith("A Title")
+
+
+def test_config_is_validated():
+    with pytest.raises(ConfigError, match="--variant"):
+        MineConfig(variant="edited")
+    with pytest.raises(ConfigError, match="workers"):
+        MineConfig(workers=0)
+
+
+def test_mining_needs_pairs(tmp_path):
+    lh = Lakehouse(str(tmp_path / "lh"))
+    with pytest.raises(CorpusError, match="corpus ingest"):
+        run_mine(lh, config=MineConfig())
+
+
+# ---- real Tesseract output ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_mine_the_sample_share(small_pairs):
+    """The bundled share's 4 scan/edited pairs: title/copyright pages, running headers,
+    headings and hyphenated line ends come out as structure; lineage names the texts."""
+    report = run_mine(small_pairs, config=MineConfig())
+    assert report.books == 4 and report.inputs["texts"] == small_pairs.version("texts")
+    al = small_pairs.read("alignments").to_pylist()
+    assert len(al) == 4
+    for r in al:
+        assert 0 < r["body_cer"] < r["cer"] < 0.5 and r["structure_chars"] > 100
+        assert r["texts_version"] == report.inputs["texts"] and r["raw_variant"] == "ocr"
+    ar = small_pairs.read("artifacts")
+    front = _rows(ar, "front_matter")
+    assert sum(r["count"] for r in front) == 4
+    assert front[0]["raw"].startswith("{title}\nby {author}\nCopyright (c) {year} by {author}")
+    assert front[0]["count"] >= 2 and front[0]["probability"] >= 0.5
+    headers = _rows(ar, "running_header")
+    assert headers[0]["raw"] == "{author}" and headers[0]["count"] == 4
+    assert _rows(ar, "heading") and sum(r["count"] for r in _rows(ar, "heading")) == 4
+    hyph = _rows(ar, "hyphenation")
+    assert hyph and hyph[0]["raw"] == "-\n" and hyph[0]["count"] >= 4
+    assert 0 < hyph[0]["probability"] < 0.5
+    confusions = [r for r in ar.to_pylist()
+                  if r["kind"] in ("char_confusion", "punctuation", "whitespace")]
+    assert len(confusions) >= 5
+    assert all(0 < r["probability"] <= 1 and r["opportunities"] >= r["count"]
+               for r in confusions)
+    assert report.top and report.top[0]["count"] >= report.top[-1]["count"]
+    for table in ("alignments", "artifacts"):
+        c = small_pairs.history(table, limit=1)[0]
+        assert c.operation == "mine" and c.inputs["texts"] == report.inputs["texts"]
+
+
+@pytest.mark.slow
+def test_mine_multi_page_scans(dev_pairs):
+    """Multi-page scans of the development share: alternating running headers recognised
+    as two patterns (not as hundreds of insertions), a page number with its offset, the
+    most frequent confusions with probabilities."""
+    report = run_mine(dev_pairs, config=MineConfig(workers=2))
+    assert report.books >= 5
+    ar = dev_pairs.read("artifacts")
+    headers = {(r["raw"], r["context"]): r for r in _rows(ar, "running_header")}
+    assert headers[("{author}", "top:even")]["probability"] >= 0.8
+    assert headers[("{TITLE}", "top:odd")]["probability"] >= 0.8
+    assert sum(r["count"] for r in headers.values()) >= 20
+    numbers = _rows(ar, "page_number")
+    assert any(r["raw"] == "{n}" and r["value"] == -1.0 for r in numbers)
+    assert sum(r["count"] for r in _rows(ar, "hyphenation")) >= 10
+    assert any(r["context"] == "page_break" for r in _rows(ar, "line_break"))
+    # every real edit is accounted for once: structure + character patterns <= distance
+    al = {r["book_id"]: r for r in dev_pairs.read("alignments").to_pylist()}
+    assert all(r["body_cer"] < r["cer"] for r in al.values())
+    top = report.top
+    assert top[0]["count"] >= 10 and 0 < top[0]["probability"] < 1
+    assert any(t["kind"] == "punctuation" for t in top)
+
+
+def test_book_mining_is_pure(typeset):
+    pair, _ = typeset
+    a, b = mine_book(pair, config=MineConfig()), mine_book(pair, config=MineConfig())
+    assert a.seen == b.seen and a.chances == b.chances
