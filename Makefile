@@ -26,6 +26,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/sql_views.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/shards_build.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/loader.py
 
 clean:
 	rm -rf $(VENV) lakehouse .pytest_cache
