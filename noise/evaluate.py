@@ -303,41 +303,50 @@ def _stats(pairs: list[tuple[str, str]], workers: int) -> list[TextStats]:
         return list(pool.map(_stats_task, pairs, chunksize=2))
 
 
-def evaluate(pairs: Mapping[str, tuple[str, str]], metas: Mapping[str, BookMeta],
-             chapter_offsets: Mapping[str, Sequence[int]], *, config: EvalConfig,
-             mine_fn, nlpaug_python: str | None = None) -> EvalResult:
-    """Mine on one share of ``pairs`` (book -> (edited, ocr)), compare on the other.
+def evaluate(pairs: Sequence, *, config: EvalConfig,
+             nlpaug_python: str | None = None) -> EvalResult:
+    """Mine on one share of ``pairs`` (:class:`noise.mine.Pair`), compare on the other.
+
+    The mining share goes through :func:`noise.mine.mine`, the pure core of ``corpus
+    mine``, so the held-out books never reach the model.
 
     Args:
-        mine_fn: ``mine_fn({book: (edited, ocr)}) -> (artifact rows, alignment rows)``, the
-            pure mining function (so the held-out books never reach the model).
+        pairs: Edited/OCR pairs with page offsets, chapter offsets, title and author.
+        config: Options.
         nlpaug_python: Interpreter with nlpaug for that baseline (None: skipped).
     """
+    from noise.mine import MineConfig, mine
+
     t0 = time.perf_counter()
-    mining, held = split_books(pairs, holdout=config.holdout, seed=config.seed)
-    artifacts, alignments = mine_fn({b: pairs[b] for b in mining})
-    model: NoiseModel = model_from_tables(artifacts, alignments)
+    by = {p.book_id: p for p in pairs}
+    mining, held = split_books(by, holdout=config.holdout, seed=config.seed)
+    align_t, art_t = mine([by[b] for b in mining], config=MineConfig(workers=config.workers))
+    alignments = align_t.to_pylist()
+    model: NoiseModel = model_from_tables(
+        art_t.to_pylist(), alignments,
+        edited_texts=[by[r["book_id"]].edited for r in alignments])
     real_cers = [r["cer"] for r in alignments if r.get("cer") is not None]
     target = float(np.mean(real_cers))
-    edited = [pairs[b][0] for b in held]
+    edited = [by[b].edited for b in held]
     synth: dict[str, list[str]] = {"mined": [], "uniform": []}
     for b in held:
-        meta = metas.get(b) or BookMeta(b)
+        p = by[b]
+        meta = BookMeta(b, p.title or "", p.author or "")
         synth["mined"].append(noisy_variant(
-            pairs[b][0], model=model, meta=meta, seed=config.seed,
-            chapter_offsets=chapter_offsets.get(b) or (), cer_scale=config.cer_scale).text)
-        synth["uniform"].append(uniform_noise(pairs[b][0], cer=target,
+            p.edited, model=model, meta=meta, seed=config.seed,
+            chapter_offsets=p.chapter_offsets or (), cer_scale=config.cer_scale).text)
+        synth["uniform"].append(uniform_noise(p.edited, cer=target,
                                               rng=book_rng(config.seed, b)))
     notes = {"uniform": f"uniform substitutions/deletions/insertions at CER {target:.3f}"}
     if nlpaug_python:
-        train = [pairs[b][0] for b in mining]
+        train = [by[b].edited for b in mining]
         wp = nlpaug_word_p(train, python=nlpaug_python, target_cer=target, seed=config.seed)
         synth["nlpaug"], _ = nlpaug_ocr(edited, python=nlpaug_python, seed=config.seed,
                                         word_p=wp)
         notes["nlpaug"] = f"OcrAug aug_word_p={wp:.3f} aug_char_p=0.3 (tuned to CER {target:.3f})"
     else:
         notes["nlpaug"] = "not run: nlpaug is not importable (give --nlpaug-python)"
-    jobs = [(pairs[b][0], pairs[b][1]) for b in held]
+    jobs = [(by[b].edited, by[b].raw) for b in held]
     for name in synth:
         jobs += list(zip(edited, synth[name], strict=True))
     stats = _stats(jobs, config.workers)
@@ -366,33 +375,12 @@ def _shares(c: Counter, k: int = 8) -> dict[str, float]:
 
 def run_evaluate(lakehouse: Lakehouse, *, config: EvalConfig) -> EvalResult:
     """Evaluate on the lakehouse's scanned books (pinned ``texts`` and ``books``)."""
-    import pyarrow.compute as pc
-
-    from noise.mine import mine_pairs
+    from noise.mine import MineConfig, read_pairs
 
     pins = lakehouse.pin("texts", "books")
-    texts = lakehouse.read("texts", version=pins["texts"],
-                           columns=["book_id", "variant", "text", "chapter_offsets"],
-                           filter=pc.field("variant").isin(["edited", "ocr"]))
-    by: dict[str, dict[str, dict]] = {}
-    for r in texts.to_pylist():
-        by.setdefault(r["book_id"], {})[r["variant"]] = r
-    pairs = {b: (v["edited"]["text"], v["ocr"]["text"]) for b, v in sorted(by.items())
-             if "edited" in v and "ocr" in v}
-    chapters = {b: by[b]["edited"]["chapter_offsets"] or () for b in pairs}
-    books = lakehouse.read("books", version=pins["books"],
-                           columns=["book_id", "title", "author"]).to_pylist()
-    metas = {b["book_id"]: BookMeta(b["book_id"], b["title"] or "", b["author"] or "")
-             for b in books}
+    pairs = read_pairs(lakehouse, config=MineConfig(), versions=pins)
     python = nlpaug_available(config.nlpaug_python)
-
-    def mine_fn(subset: Mapping[str, tuple[str, str]]):
-        return mine_pairs(subset, titles={b: (metas[b].title, metas[b].author)
-                                          for b in subset if b in metas},
-                          workers=config.workers)
-
-    result = evaluate(pairs, metas, chapters, config=config, mine_fn=mine_fn,
-                      nlpaug_python=python)
+    result = evaluate(pairs, config=config, nlpaug_python=python)
     result.inputs = pins
     return result
 

@@ -83,6 +83,16 @@ class _Draws:
         return self._buf.pop()
 
 
+def _pick(options: Sequence[tuple], u: float, weight: int = -1):
+    """The option whose cumulative probability band holds ``u`` (None past the total)."""
+    acc = 0.0
+    for opt in options:
+        acc += opt[weight]
+        if u < acc:
+            return opt
+    return None
+
+
 @dataclass
 class _Typesetter:
     """Sets paragraphs into lines and pages; state carries across chunks."""
@@ -108,35 +118,49 @@ class _Typesetter:
         self.buf, self.size, self.pages = [], 0, []
         return text, pages
 
-    def _fill(self, template: str) -> str:
+    def _fill(self, template: str, n: int | None = None) -> str:
         return fill(template, title=self.meta.title, author=self.meta.author,
-                    isbn=isbn_hyphenated(self.meta.book_id), year=self.year, n=self.page)
+                    isbn=isbn_hyphenated(self.meta.book_id), year=self.year,
+                    n=self.page if n is None else n)
+
+    def _number(self, position: str) -> None:
+        options = [o for o in self.layout.page_numbers if o[0] == position]
+        if not options:
+            return
+        got = _pick([(t, off, p) for _, t, p, off in options], self.draw())
+        if got:
+            line = self._fill(got[0], n=self.page + got[1])
+            self.emit(line + "\n\n" if position == "top" else "\n\n" + line)
 
     def new_page(self) -> None:
         lay = self.layout
         if self.page:
-            number, p = lay.page_number
-            if lay.page_number_position == "bottom" and self.lines and self.draw() < p:
-                self.emit("\n\n" + self._fill(number))
+            if self.lines:
+                self._number("bottom")
             self.emit("\n\n")
         self.page += 1
         self.lines = 0
         self.pages.append(self.size)
-        if lay.headers:
-            template, p = lay.headers[self.page % len(lay.headers)]
-            if self.draw() < p:
-                self.emit(self._fill(template) + "\n\n")
-        number, p = lay.page_number
-        if lay.page_number_position == "top" and self.draw() < p:
-            self.emit(self._fill(number) + "\n\n")
+        parity = "even" if self.page % 2 == 0 else "odd"
+        options = [(t, p) for par, t, p in lay.headers if par == parity]
+        got = _pick(options, self.draw()) if options else None
+        if got:
+            self.emit(self._fill(got[0]) + "\n\n")
+        self._number("top")
 
     def front_matter(self) -> None:
         lay = self.layout
-        if lay.front_matter and self.draw() < lay.front_matter_rate:
-            self.page += 1
-            self.pages.append(self.size)
-            self.emit(self._fill(lay.front_matter))
-            self.lines = self.layout.lines_per_page  # the next line starts a new page
+        got = _pick(lay.front_matter, self.draw()) if lay.front_matter else None
+        if not got:
+            return
+        self.page += 1
+        self.pages.append(self.size)
+        lines = [ln for ln in self._fill(got[0]).split("\n") if ln.strip()]
+        for i, ln in enumerate(lines):
+            if i:
+                self.emit("\n" if self.draw() < lay.paragraph_joined else "\n\n")
+            self.emit(ln)
+        self.lines = lay.lines_per_page  # the body starts on a new page
 
     def line(self, s: str, sep: str) -> int:
         """Put one printed line on the page after separator ``sep``; returns its offset."""
@@ -149,10 +173,25 @@ class _Typesetter:
         self.lines += 1
         return at
 
+    def heading(self, par: str) -> str:
+        """A chapter heading as the scans print it (``Chapter 3`` -> ``CHAPTER 3``)."""
+        if len(par) > 40:
+            return par
+        for rx, outs in self.layout.heading_rules:
+            m = rx.match(par)
+            if m:
+                got = _pick(outs, self.draw())
+                if got is None:
+                    return par
+                n = int(m.group("n")) if "n" in rx.groupindex else 0
+                return self._fill(got[0], n=n)
+        return par
+
     def paragraph(self, par: str, first_sep: str) -> int:
         """Set one paragraph; returns the offset of its first line in the chunk."""
         lay = self.layout
         width = lay.line_width
+        par = self.heading(par)
         start, n = 0, len(par)
         sep = first_sep
         first_at = -1
@@ -399,29 +438,46 @@ def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseMo
 
 
 def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
-               alignments_version: int | None = None, books: set[str] | None = None,
-               ) -> NoiseModel:
+               alignments_version: int | None = None, variant: str = "ocr") -> NoiseModel:
     """The mined noise model at pinned (default: current) table versions.
 
-    Args:
-        books: Only these books' alignments give error levels (held-out evaluation).
+    The line width and page size are calibrated on the mined books' edited texts, read at
+    the ``texts`` version the mining recorded.
     """
+    import pyarrow.compute as pc
+
     from noise.model import model_from_tables
 
     try:
         av = lakehouse.version("artifacts") if artifacts_version is None else artifacts_version
         lv = lakehouse.version("alignments") if alignments_version is None \
             else alignments_version
-        artifacts = lakehouse.read("artifacts", version=av)
-        alignments = lakehouse.read("alignments", version=lv)
+        artifacts = lakehouse.read("artifacts", version=av).to_pylist()
+        alignments = lakehouse.read("alignments", version=lv).to_pylist()
     except TableNotFoundError:
         raise CorpusError("No mined artifacts yet: run `corpus mine` first (it needs books "
                           "with both an edited and an ocr text).") from None
-    rows = alignments.to_pylist()
-    if books is not None:
-        rows = [r for r in rows if r["book_id"] in books]
-    return model_from_tables(artifacts.to_pylist(), rows,
-                             source={"artifacts": av, "alignments": lv})
+    rows = [r for r in alignments if (r.get("raw_variant") or variant) == variant]
+    if not rows or not any(a.get("raw_variant", variant) == variant for a in artifacts):
+        raise CorpusError(f"No artifacts mined from the {variant!r} variant in "
+                          f"artifacts@{av}: run `corpus mine --variant {variant}` first.")
+    source = {"artifacts": av, "alignments": lv}
+    tv = next((r["texts_version"] for r in rows if r.get("texts_version") is not None), None)
+    edited: list[str] = []
+    if tv is not None:
+        try:
+            t = lakehouse.read("texts", version=tv, columns=["book_id", "variant", "text"],
+                               filter=pc.field("variant") == "edited")
+            by = dict(zip(t.column("book_id").to_pylist(), t.column("text").to_pylist(),
+                          strict=True))
+            rows = [r for r in rows if r["book_id"] in by]
+            edited = [by[r["book_id"]] for r in rows]
+            source["texts"] = tv
+        except CorpusError as e:  # e.g. that version was vacuumed away
+            log.warning("cannot read texts@%s to calibrate the page layout (%s); using the "
+                        "mined mean line length as the width", tv, e)
+    return model_from_tables(artifacts, rows, source=source, variant=variant,
+                             edited_texts=edited)
 
 
 def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
@@ -435,7 +491,8 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
     model = load_model(lakehouse, artifacts_version=pins["artifacts"],
                        alignments_version=pins["alignments"])
     align_rows = lakehouse.read("alignments", version=pins["alignments"]).to_pylist()
-    cers = [r["cer"] for r in align_rows if r["cer"] is not None]
+    cers = [r["cer"] for r in align_rows
+            if r["cer"] is not None and (r.get("raw_variant") or "ocr") == "ocr"]
     uniform_cer = float(np.mean(cers)) if cers else 0.0
     books = lakehouse.read("books", version=pins["books"],
                            columns=["book_id", "title", "author"]).to_pylist()

@@ -40,6 +40,9 @@ CONTEXTS = ("alone", "word-start", "word-end", "word-inner")
 _CTX_INDEX = {name: i for i, name in enumerate(CONTEXTS)}
 MAX_PATTERN = 3          # edited forms up to 3 characters go through the vectorised lookup
 MAX_PROBABILITY = 0.95   # no character is always destroyed, whatever the scale
+_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: keys of exact contexts are hashed with it
+_M64 = (1 << 64) - 1
+EDGE = "\n"              # a line edge (mined as ^ / $) is a newline in the set text
 
 
 @functools.cache
@@ -49,21 +52,30 @@ def _word_table() -> np.ndarray:
 
 
 def context_class(context: str) -> int | None:
-    """The context class of a mined context string, or None for "any context".
+    """The context class of a context string, or None for "any context".
 
-    Understands the class names of :data:`CONTEXTS` and neighbour forms such as ``a_b``
-    (the characters left and right of the edit, ``^``/``$`` at a text or line edge).
+    Understands the class names of :data:`CONTEXTS` and neighbour forms ``L_R`` (the
+    characters left and right of the edit, ``^``/``$`` at a line edge).
     """
-    c = (context or "").strip()
-    if not c or c in ("any", "*"):
+    c = context or ""
+    if not c.strip() or c in ("any", "*"):
         return None
     if c in _CTX_INDEX:
         return _CTX_INDEX[c]
-    m = re.fullmatch(r"(.?)_(.?)", c, flags=re.S)
+    m = re.fullmatch(r"(.)_(.)", c, flags=re.S)
     if m:
         left, right = m.group(1), m.group(2)
-        return 2 * bool(left and left.isalnum()) + bool(right and right.isalnum())
+        return 2 * left.isalnum() + right.isalnum()
     return None
+
+
+def exact_context(context: str) -> tuple[str, str] | None:
+    """``(left, right)`` characters of an ``L_R`` context (``^``/``$`` as a newline)."""
+    m = re.fullmatch(r"(.)_(.)", context or "", flags=re.S)
+    if not m:
+        return None
+    left, right = m.group(1), m.group(2)
+    return (EDGE if left == "^" else left), (EDGE if right == "$" else right)
 
 
 @dataclass(frozen=True)
@@ -74,8 +86,9 @@ class Confusion:
         edited: The edited form, 0 to 3 characters (empty for an inserted mark).
         raw: What OCR produced instead (empty for a lost character).
         probability: Chance per opportunity (an occurrence of ``edited`` in ``context``;
-            for an insertion, a position between two characters).
-        context: A :data:`CONTEXTS` name, or ``""`` for any context.
+            for an insertion, a gap between two characters in ``context``).
+        context: ``L_R`` (the exact neighbours, as mined), a :data:`CONTEXTS` class name,
+            or ``""`` for any context.
     """
 
     edited: str
@@ -103,94 +116,124 @@ class CharEvents:
     outcome: np.ndarray  # index into CharNoise.outcomes
 
 
+def _pack(codes: Sequence[int]) -> int:
+    key = 0
+    for c in codes:
+        key = (key << 21) | c
+    return key
+
+
+def _mix(a: int, b: int) -> int:
+    return (a * _MIX + b) & _M64
+
+
 class CharNoise:
     """Character-level OCR noise compiled for vectorised sampling (immutable once built).
 
-    Every confusion becomes a key ``(context, code points)`` in a sorted array per pattern
-    length; applying the noise looks every position up at once, draws one uniform per
-    candidate position and keeps the ones under their probability.
+    Every confusion becomes a key in a sorted array per pattern length: for an exact
+    context the hash of ``(edited, left, right)``, for a context class ``(edited, class)``.
+    Applying the noise looks every candidate position up at once, draws one uniform per
+    candidate and keeps those under their probability.
     """
 
     def __init__(self, confusions: Iterable[Confusion]):
         conf = [c for c in confusions if c.probability > 0]
         self.confusions: tuple[Confusion, ...] = tuple(conf)
-        # group outcomes by (length, context class, edited)
-        groups: dict[tuple[int, int, str], list[tuple[str, float]]] = {}
+        # group outcomes by (length, table, key): table 0 = exact context, 1 = class
+        groups: dict[tuple[int, int, int], list[tuple[str, float]]] = {}
         for c in conf:
-            classes = range(4) if context_class(c.context) is None else [context_class(c.context)]
-            for k in classes:
-                groups.setdefault((len(c.edited), k, c.edited), []).append((c.raw, c.probability))
+            e = _pack([ord(ch) for ch in c.edited])
+            ex = exact_context(c.context)
+            if ex is not None:
+                keys = [(0, _mix(e, _pack([ord(ex[0]), ord(ex[1])])))]
+            else:
+                k = context_class(c.context)
+                keys = [(1, _mix(e, cls)) for cls in (range(4) if k is None else [k])]
+            for table, key in keys:
+                groups.setdefault((len(c.edited), table, key), []).append(
+                    (c.raw, c.probability))
         self.outcomes: list[str] = []
         cdf: list[float] = []
-        self._tables: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._starts: dict[int, np.ndarray] = {}
-        by_len: dict[int, list[tuple[int, float, int]]] = {}
-        for gid, ((length, k, edited), outs) in enumerate(sorted(groups.items())):
+        rows: dict[tuple[int, int], list[tuple[int, float, int]]] = {}
+        for gid, ((length, table, key), outs) in enumerate(sorted(groups.items())):
             total = sum(p for _, p in outs)
             acc = 0.0
-            first = len(self.outcomes)
             for raw, p in sorted(outs):
                 acc += p / total
                 self.outcomes.append(raw)
                 cdf.append(gid + min(acc, 1.0))
             cdf[-1] = gid + 1.0  # exact top of the group, whatever the rounding
-            key = _key(k, [ord(ch) for ch in edited]) if length else k
-            by_len.setdefault(length, []).append((key, min(total, 1.0), first, gid))
+            rows.setdefault((length, table), []).append((key, min(total, 1.0), gid))
         # Global cdf: group g's outcomes occupy (g, g+1]; searchsorted(g + v) picks one.
         self._cdf = np.asarray(cdf, dtype=np.float64)
-        for length, rows in by_len.items():
-            rows.sort()
-            keys = np.asarray([r[0] for r in rows], dtype=np.uint64)
-            probs = np.asarray([r[1] for r in rows], dtype=np.float64)
-            gids = np.asarray([r[3] for r in rows], dtype=np.int64)
-            self._tables[length] = (keys, probs, gids)
-            if length >= 1:
-                starts = np.zeros(0x10000, dtype=bool)
-                for key in keys.tolist():
-                    starts[(key >> (16 * (length - 1))) & 0xFFFF] = True
-                self._starts[length] = starts
-        # insertions: probability per context class of the gap
-        ins = np.zeros(4)
-        ins_gid = np.full(4, -1, dtype=np.int64)
-        if 0 in self._tables:
-            keys, probs, gids = self._tables[0]
-            ins[keys.astype(np.int64)] = probs
-            ins_gid[keys.astype(np.int64)] = gids
-        self._ins, self._ins_gid = ins, ins_gid
+        self._outlen = np.fromiter((len(o) for o in self.outcomes), dtype=np.int64,
+                                   count=len(self.outcomes))
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._starts: dict[int, np.ndarray] = {}
+        for (length, table), rs in rows.items():
+            rs.sort()
+            self._tables[(length, table)] = (
+                np.asarray([r[0] for r in rs], dtype=np.uint64),
+                np.asarray([r[1] for r in rs], dtype=np.float64),
+                np.asarray([r[2] for r in rs], dtype=np.int64))
+        for c in conf:
+            if c.edited:
+                st = self._starts.setdefault(len(c.edited), np.zeros(0x10000, dtype=bool))
+                st[min(ord(c.edited[0]), 0xFFFF)] = True
 
     # ---- sampling ---------------------------------------------------------------------
-    def expected_edits(self, codes: np.ndarray, ctx_prev: np.ndarray,
-                       word: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Candidate edits of a chunk: ``[(length, positions, probabilities, group ids)]``."""
+    def candidates(self, codes: np.ndarray,
+                   ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Positions where some confusion can happen: ``[(length, pos, prob, group)]``."""
         n = len(codes)
-        out = []
-        for length, (keys, probs, gids) in self._tables.items():
-            if length == 0 or n < length:
+        out: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        if n == 0:
+            return out
+        bmp = np.minimum(codes, 0xFFFF)
+        word = _word_table()[bmp]
+        edge = np.uint64(ord(EDGE))
+        ucodes = codes.astype(np.uint64)
+        mix = np.uint64(_MIX)
+        lengths = sorted({length for length, _ in self._tables})
+        for length in lengths:
+            if length > n:
                 continue
-            m = n - length + 1
-            # Only positions whose first character starts some pattern are looked up.
-            cand = np.flatnonzero(self._starts[length][codes[:m]])
-            if not len(cand):
-                continue
-            after = cand + length
-            nxt = np.zeros(len(cand), dtype=bool)
-            inside = after < n
-            nxt[inside] = word[after[inside]]
-            k = ctx_prev[cand].astype(np.uint64) * 2 + nxt.astype(np.uint64)
-            key = k << np.uint64(48)
+            if length == 0:
+                pos = np.arange(n + 1)  # gaps: before character i (and after the last)
+            else:
+                pos = np.flatnonzero(self._starts[length][bmp[:n - length + 1]])
+                if not len(pos):
+                    continue
+            e = np.zeros(len(pos), dtype=np.uint64)
             for j in range(length):
-                key |= codes[cand + j].astype(np.uint64) << np.uint64(16 * (length - 1 - j))
-            idx = np.searchsorted(keys, key)
-            idx[idx == len(keys)] = 0
-            hit = keys[idx] == key
-            out.append((length, cand[hit], probs[idx[hit]], gids[idx[hit]]))
-        if self._ins.any() and n:
-            # a gap before position i (i = 0..n-1): context of the characters around it
-            nxt = word
-            k = ctx_prev.astype(np.int64) * 2 + nxt.astype(np.int64)
-            p = self._ins[k]
-            keep = np.flatnonzero(p > 0)
-            out.append((0, keep, p[keep], self._ins_gid[k[keep]]))
+                e = (e << np.uint64(21)) | ucodes[pos + j]
+            after = pos + length
+            left = np.full(len(pos), edge, dtype=np.uint64)
+            inside = pos > 0
+            left[inside] = ucodes[pos[inside] - 1]
+            right = np.full(len(pos), edge, dtype=np.uint64)
+            inside = after < n
+            right[inside] = ucodes[after[inside]]
+            for table in (0, 1):
+                spec = self._tables.get((length, table))
+                if spec is None:
+                    continue
+                keys, probs, gids = spec
+                if table == 0:
+                    ctx = (left << np.uint64(21)) | right
+                else:
+                    lw = np.zeros(len(pos), dtype=bool)
+                    inside = pos > 0
+                    lw[inside] = word[pos[inside] - 1]
+                    rw = np.zeros(len(pos), dtype=bool)
+                    inside = after < n
+                    rw[inside] = word[after[inside]]
+                    ctx = lw.astype(np.uint64) * np.uint64(2) + rw.astype(np.uint64)
+                key = e * mix + ctx  # wraps modulo 2**64, as _mix does
+                idx = np.searchsorted(keys, key)
+                idx[idx == len(keys)] = 0
+                hit = keys[idx] == key
+                out.append((length, pos[hit], probs[idx[hit]], gids[idx[hit]]))
         return out
 
     def sample(self, text: str, *, rate: float, rng: np.random.Generator) -> CharEvents:
@@ -204,10 +247,8 @@ class CharNoise:
         empty = CharEvents(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         if n == 0 or rate <= 0 or not self._tables:
             return empty
-        word = _word_table()[codes]
-        ctx_prev = np.zeros(n, dtype=bool)
-        ctx_prev[1:] = word[:-1]
-        cands = self.expected_edits(codes, ctx_prev, word)
+        cands = self.candidates(codes)
+        # expected edit operations: an outcome of k characters for m costs ~max(k, m)
         total = sum(float(p.sum()) for _, _, p, _ in cands)
         if total <= 0:
             return empty
@@ -258,12 +299,10 @@ class CharNoise:
             return []
         if not len(events.pos):
             return list(offsets)
-        lens = np.fromiter((len(s) for s in self.outcomes), dtype=np.int64,
-                           count=len(self.outcomes))
-        delta = np.cumsum(lens[events.outcome] - events.length)
-        idx = np.searchsorted(events.pos, np.asarray(offsets, dtype=np.int64), side="left")
-        shifted = np.asarray(offsets, dtype=np.int64) + np.where(idx > 0, delta[idx - 1], 0)
-        return shifted.tolist()
+        delta = np.cumsum(self._outlen[events.outcome] - events.length)
+        at = np.asarray(offsets, dtype=np.int64)
+        idx = np.searchsorted(events.pos, at, side="left")
+        return (at + np.where(idx > 0, delta[np.maximum(idx - 1, 0)], 0)).tolist()
 
     def noise(self, text: str, *, rate: float, rng: np.random.Generator,
               offsets: Sequence[int] = ()) -> tuple[str, list[int]]:
@@ -273,51 +312,44 @@ class CharNoise:
 
 
 def _codes(text: str) -> np.ndarray:
-    # UTF-32 gives one integer per character; astral characters are clipped into the BMP
-    # table (they never carry a mined confusion).
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    return np.minimum(codes, 0xFFFF).astype(np.int64)
-
-
-def _key(ctx: int, codes: Sequence[int]) -> int:
-    key = ctx << 48
-    for j, c in enumerate(codes):
-        key |= min(c, 0xFFFF) << (16 * (len(codes) - 1 - j))
-    return key
+    # UTF-32 gives one integer per character (21 bits used)
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
 
 
 @dataclass(frozen=True)
 class PageLayout:
     """How the printed book looked: lines, pages, furniture (all mined).
 
-    Templates may use ``{title}``, ``{TITLE}``, ``{author}``, ``{AUTHOR}``, ``{isbn}``,
-    ``{year}`` and, for page numbers, ``{n}``.
+    Templates use the placeholders of :mod:`noise.mine`: ``{title}``, ``{TITLE}``,
+    ``{author}``, ``{AUTHOR}``, ``{isbn}``, ``{year}``, ``{n}``, ``{roman}``, ``{ROMAN}``.
 
     Attributes:
-        line_width: Characters per printed line.
+        line_width: Characters per printed line (lines are filled greedily up to it).
         lines_per_page: Printed text lines per page.
-        hyphenation: Share of line ends that break a word with a hyphen.
+        hyphenation: Share of line ends inside a paragraph that break a word with a hyphen.
         blank_line: Share of line ends inside a paragraph read as a blank line (Tesseract
-            splitting a paragraph into blocks).
-        paragraph_joined: Share of paragraph breaks read without a blank line.
-        front_matter: Template of the title/copyright page ("" for none).
-        front_matter_rate: Share of books whose scan starts with that page.
-        headers: Running header templates, one per page parity (even, odd pages), with
-            the share of pages on which OCR read the header.
-        page_number: Template of a page number line and the share of pages where OCR read it.
-        page_number_position: ``top`` or ``bottom`` of the page.
+            starting a new block).
+        paragraph_joined: Share of paragraph breaks read without their blank line.
+        front_matter: ``(template, probability per book)``: title/copyright pages, at most
+            one drawn per book; lines of a template are joined like paragraphs.
+        headers: ``(parity, template, probability per page)``: running headers, ``even`` or
+            ``odd`` by the page's number in the scan (the title page is page 1).
+        page_numbers: ``(position, template, probability per page, offset)``: page number
+            lines at the ``top`` or ``bottom``; the printed number is page + offset.
+        headings: ``(edited, raw, probability)``: how chapter headings are printed, e.g.
+            ``("Chapter {n}", "CHAPTER {n}", 0.6)``; probabilities are per heading of that
+            edited form.
     """
 
     line_width: int = 100
-    lines_per_page: int = 45
+    lines_per_page: int = 30
     hyphenation: float = 0.0
     blank_line: float = 0.0
     paragraph_joined: float = 0.0
-    front_matter: str = ""
-    front_matter_rate: float = 0.0
-    headers: tuple[tuple[str, float], ...] = ()
-    page_number: tuple[str, float] = ("{n}", 0.0)
-    page_number_position: str = "bottom"
+    front_matter: tuple[tuple[str, float], ...] = ()
+    headers: tuple[tuple[str, str, float], ...] = ()
+    page_numbers: tuple[tuple[str, str, float, int], ...] = ()
+    headings: tuple[tuple[str, str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.line_width < 20:
@@ -325,34 +357,33 @@ class PageLayout:
                               f"{self.line_width}.")
         if self.lines_per_page < 2:
             raise ConfigError(f"lines_per_page must be at least 2, got {self.lines_per_page}.")
-        for name in ("hyphenation", "blank_line", "paragraph_joined", "front_matter_rate"):
+        for name in ("hyphenation", "blank_line", "paragraph_joined"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} is a share in [0, 1], got {v}.")
-        if self.page_number_position not in ("top", "bottom"):
-            raise ConfigError(f"page_number_position must be top or bottom, got "
-                              f"{self.page_number_position!r}.")
+        for parity, _, _ in self.headers:
+            if parity not in ("even", "odd"):
+                raise ConfigError(f"header parity must be even or odd, got {parity!r}.")
+        for position, _, _, _ in self.page_numbers:
+            if position not in ("top", "bottom"):
+                raise ConfigError(f"page number position must be top or bottom, got "
+                                  f"{position!r}.")
+        for group in (self.front_matter, [(t, p) for _, t, p in self.headers]):
+            if any(not 0 <= p <= 1 for _, p in group):
+                raise ConfigError("furniture probabilities must be in [0, 1].")
 
-    @property
-    def chars_per_page(self) -> int:
-        """Characters of running text on a full page."""
-        return self.line_width * self.lines_per_page
-
-    def structural_edits(self, n_chars: int) -> float:
-        """Expected edits the layout alone makes to a book of ``n_chars`` edited characters.
-
-        Each line end replaces a space (1 edit; 2 when hyphenated, 1 more for a blank
-        line); each page adds its read furniture; the front matter is inserted whole.
-        """
-        lines = n_chars / self.line_width
-        pages = max(1.0, lines / self.lines_per_page)
-        header = statistics.fmean([p * (len(t) + 2) for t, p in self.headers]) \
-            if self.headers else 0.0
-        number = self.page_number[1] * (len(self.page_number[0]) + 2)
-        edits = lines * (1 + self.hyphenation + self.blank_line)
-        edits += (pages - 1) * 2 + pages * (header + number)
-        edits += self.front_matter_rate * (len(self.front_matter) + 2)
-        return edits
+    @functools.cached_property
+    def heading_rules(self) -> list[tuple[re.Pattern, list[tuple[str, float]]]]:
+        """Compiled heading rules: edited pattern -> raw templates with conditional weights."""
+        by: dict[str, list[tuple[str, float]]] = {}
+        for edited, raw, p in self.headings:
+            by.setdefault(edited, []).append((raw, p))
+        rules = []
+        for edited, outs in by.items():
+            pat = re.escape(edited).replace(r"\{n\}", r"(?P<n>\d+)")
+            total = sum(p for _, p in outs) or 1.0
+            rules.append((re.compile(pat + r"\Z"), [(r, p / total) for r, p in outs]))
+        return rules
 
 
 @dataclass(frozen=True)
@@ -362,8 +393,9 @@ class NoiseModel:
     Attributes:
         layout: The page layout.
         chars: Character confusions.
-        error_levels: Character-level error rate of each real book (CER minus the share of
-            edits its page layout explains), sorted; a synthetic book draws one.
+        error_levels: Character-level error rate of each real book (its CER with the page
+            structure left out, minus the edits line breaking and headings make), sorted;
+            a synthetic book draws one.
         source: What the model was built from (``{"artifacts": 3, "alignments": 2}``).
     """
 
@@ -381,30 +413,22 @@ class NoiseModel:
         """A book's character error rate: one real book's level, times ``scale``."""
         return float(self.error_levels[int(rng.integers(len(self.error_levels)))]) * scale
 
-    @staticmethod
-    def error_levels_from(alignments: Iterable[Mapping], layout: PageLayout) -> tuple[float, ...]:
-        """Per-book character error rates from ``alignments`` rows (see :class:`NoiseModel`)."""
-        levels = []
-        for row in alignments:
-            n = row.get("n_ref_chars") or 0
-            if not n or row.get("cer") is None:
-                continue
-            levels.append(max(0.0, row["cer"] - layout.structural_edits(n) / n))
-        return tuple(sorted(levels))
-
     def summary(self) -> dict:
         """A small JSON-able description (for logs and lineage)."""
         lv = self.error_levels
+        lay = self.layout
         return {
-            "line_width": self.layout.line_width,
-            "lines_per_page": self.layout.lines_per_page,
-            "hyphenation": round(self.layout.hyphenation, 4),
-            "blank_line": round(self.layout.blank_line, 4),
-            "headers": [h for h, _ in self.layout.headers],
-            "page_number": list(self.layout.page_number),
-            "front_matter": bool(self.layout.front_matter),
+            "line_width": lay.line_width,
+            "lines_per_page": lay.lines_per_page,
+            "hyphenation": round(lay.hyphenation, 4),
+            "blank_line": round(lay.blank_line, 4),
+            "paragraph_joined": round(lay.paragraph_joined, 4),
+            "front_matter": round(sum(p for _, p in lay.front_matter), 4),
+            "headers": [f"{parity}:{t}:{p:.2f}" for parity, t, p in lay.headers],
+            "page_numbers": [f"{pos}:{t}:{p:.3f}" for pos, t, p, _ in lay.page_numbers],
+            "headings": len(lay.headings),
             "confusions": len(self.chars.confusions),
-            "error_level_median": round(statistics.median(lv), 4),
+            "error_level_median": round(statistics.median(lv), 5),
             "books": len(lv),
             **{f"{k}_version": v for k, v in self.source.items()},
         }
@@ -418,44 +442,190 @@ def isbn_hyphenated(book_id: str) -> str:
     return f"{d[:3]}-{d[3]}-{d[4:8]}-{d[8:12]}-{d[12]}"
 
 
+def roman(n: int) -> str:
+    """``n`` in upper-case Roman numerals (``n`` >= 1; 0 and below give ``""``)."""
+    out = []
+    for value, sym in ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"),
+                       (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"),
+                       (4, "IV"), (1, "I")):
+        while n >= value:
+            out.append(sym)
+            n -= value
+    return "".join(out)
+
+
 def fill(template: str, *, title: str, author: str, isbn: str, year: int, n: int = 0) -> str:
     """Fill a layout template (unknown placeholders are left as they are)."""
     values = {"title": title, "TITLE": title.upper(), "author": author,
-              "AUTHOR": author.upper(), "isbn": isbn, "year": str(year), "n": str(n)}
+              "AUTHOR": author.upper(), "isbn": isbn, "year": str(year), "n": str(n),
+              "roman": roman(n).lower(), "ROMAN": roman(n)}
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
+# ---- from mined tables --------------------------------------------------------------------
+
 # Artifact kinds applied inside lines by CharNoise.
 CHAR_KINDS = ("char_confusion", "ligature", "punctuation", "whitespace")
+def _edits(raw: str, edited: str) -> int:
+    from rapidfuzz.distance import Levenshtein
+
+    return Levenshtein.distance(raw, edited)
 
 
 def model_from_tables(artifacts: Sequence[Mapping], alignments: Sequence[Mapping], *,
-                      source: Mapping[str, int] | None = None) -> NoiseModel:
+                      source: Mapping[str, int] | None = None, variant: str = "ocr",
+                      edited_texts: Sequence[str] = ()) -> NoiseModel:
     """Build the model from ``artifacts`` rows and per-book ``alignments`` rows.
 
-    See :mod:`noise.mine` for what each artifact kind's columns hold.
+    See :mod:`noise.mine` for what each artifact kind's columns hold. Rows mined from
+    another raw variant than ``variant`` (e.g. a noisy one, to check a model) are ignored.
+
+    Args:
+        artifacts: ``artifacts`` rows.
+        alignments: ``alignments`` rows (per-book CER; their page counts calibrate the
+            page size).
+        source: Table versions, recorded in the model's summary.
+        variant: The raw variant the model imitates.
+        edited_texts: The edited texts that were mined, by the order of ``alignments``
+            rows: with them the line width and page size are calibrated so that setting
+            those texts gives the mined line length and the scans' page counts; without
+            them the mined mean line length is taken as the width (too narrow: short last
+            lines of paragraphs pull the mean down).
     """
-    layout_args: dict = {}
+    arts = [a for a in artifacts if (a.get("raw_variant") or variant) == variant]
+    rows = [r for r in alignments if (r.get("raw_variant") or variant) == variant]
     confusions: list[Confusion] = []
-    headers: list[tuple[str, float]] = []
-    for a in artifacts:
-        kind, raw, edited = a["kind"], a["raw"], a["edited"]
+    front, headers, numbers, headings = [], [], [], []
+    line_ends = hyph = block = joined = 0.0
+    mean_line = None
+    for a in arts:
+        kind, raw, edited, ctx = a["kind"], a["raw"], a["edited"], a.get("context") or ""
         p = float(a.get("probability") or 0.0)
         if kind in CHAR_KINDS:
             if "\n" in raw or "\n" in edited or len(edited) > MAX_PATTERN or raw == edited:
                 continue
-            confusions.append(Confusion(edited, raw, min(p, 1.0), a.get("context") or ""))
+            confusions.append(Confusion(edited, raw, min(p, 1.0), ctx))
         elif kind == "hyphenation":
-            layout_args["hyphenation"] = layout_args.get("hyphenation", 0.0) + p
-        elif kind == "running_header":
-            headers.append((raw, p))
-        elif kind == "page_number":
-            layout_args["page_number"] = (raw, p)
+            line_ends = max(line_ends, float(a.get("opportunities") or 0))
+            if ctx == "word":
+                hyph += a["count"]
+                if raw.count("\n") > 1:
+                    block += a["count"]
+        elif kind == "line_break":
+            if ctx == "block_split":
+                block += a["count"]
+            elif ctx == "paragraph_join":
+                joined = p
+            elif ctx == "wrap" and a.get("value"):
+                mean_line = float(a["value"])
         elif kind == "front_matter":
-            layout_args["front_matter"] = raw
-            layout_args["front_matter_rate"] = p
-    if headers:
-        layout_args["headers"] = tuple(headers)
-    layout = PageLayout(**layout_args)
-    levels = NoiseModel.error_levels_from(alignments, layout)
+            # a template that still holds another book's title would print that title in
+            # every synthetic book: only templates with the title as a placeholder are used
+            if ctx == "page 1" and re.search(r"\{(title|TITLE)\}", raw):
+                front.append((raw, p))
+        elif kind == "running_header":
+            parity = ctx.rsplit(":", 1)[-1]
+            if parity in ("even", "odd"):
+                headers.append((parity, raw, min(p, 1.0)))
+        elif kind == "page_number":
+            if "{n}" in raw or "{roman}" in raw or "{ROMAN}" in raw:
+                pos = "top" if ctx.startswith("top") else "bottom"
+                numbers.append((pos, raw, p, round(a.get("value") or 0)))
+        elif kind == "heading":
+            # unchanged headings are rows too: counts give the conditional distribution
+            headings.append((edited, raw, float(a["count"])))
+    total_front = sum(p for _, p in front)
+    if total_front > 1:
+        front = [(t, p / total_front) for t, p in front]
+    layout = PageLayout(
+        hyphenation=min(1.0, hyph / line_ends) if line_ends else 0.0,
+        blank_line=min(1.0, block / line_ends) if line_ends else 0.0,
+        paragraph_joined=min(1.0, joined),
+        front_matter=tuple(sorted(front, key=lambda t: -t[1])),
+        headers=tuple(sorted(headers)),
+        page_numbers=tuple(sorted(numbers)),
+        headings=tuple(sorted(headings)),
+        **({"line_width": max(20, round(mean_line))} if mean_line else {}),
+    )
+    if edited_texts and line_ends:
+        layout = calibrate(layout, edited_texts, line_ends=line_ends,
+                           pages=[r.get("n_pages") or 0 for r in rows],
+                           min_width=round(mean_line or 20))
+    levels = error_levels(arts, rows)
     return NoiseModel(layout, CharNoise(confusions), levels, dict(source or {}))
+
+
+def error_levels(artifacts: Sequence[Mapping], alignments: Sequence[Mapping],
+                 ) -> tuple[float, ...]:
+    """Per-book character error levels (see :class:`NoiseModel`), sorted.
+
+    A book's body CER still counts the edits that line breaking, hyphenation and headings
+    make, about the same share of every book's characters. The mined character-level
+    patterns give the mean character error rate (their edits over all edited characters);
+    every book's body CER is lowered by the same amount, the mean body CER minus that rate,
+    so the levels keep the spread between books and average to the mined rate.
+    """
+    rows = [r for r in alignments if r.get("n_ref_chars")
+            and (r.get("body_cer") if r.get("body_cer") is not None else r.get("cer"))
+            is not None]
+    n = sum(r["n_ref_chars"] for r in rows)
+    if not n:
+        return ()
+    body = [r["body_cer"] if r.get("body_cer") is not None else r["cer"] for r in rows]
+    mean_body = sum(b * r["n_ref_chars"] for b, r in zip(body, rows, strict=True)) / n
+    char_edits = sum(a["count"] * _edits(a["raw"], a["edited"]) for a in artifacts
+                     if a["kind"] in CHAR_KINDS)
+    layout_share = max(0.0, mean_body - char_edits / n)
+    return tuple(sorted(max(0.0, b - layout_share) for b in body))
+
+
+def _set_lines(texts: Sequence[str], width: int) -> list[int]:
+    """Lengths of every printed line when ``texts`` are set greedily at ``width``."""
+    out = []
+    for text in texts:
+        for m in re.finditer(r"[^\n]+", text):
+            par = m.group().strip()
+            start, n = 0, len(par)
+            while n - start > width:
+                cut = par.rfind(" ", start, start + width + 1)
+                if cut <= start:
+                    cut = start + width
+                out.append(cut - start)
+                start = cut + 1 if par[cut:cut + 1] == " " else cut
+            out.append(n - start)
+    return out
+
+
+def calibrate(layout: PageLayout, texts: Sequence[str], *, line_ends: float,
+              pages: Sequence[int], min_width: int = 20) -> PageLayout:
+    """The layout with its line width and page size fitted to the mined books.
+
+    The width is the one at which setting ``texts`` breaks their paragraphs at as many line
+    ends as the scans had (``line_ends``, counted by the miner); the page size makes the
+    books' page counts add up to the scans' (``pages``; title pages included when front
+    matter is common). The width is at least ``min_width`` (the mined mean line length:
+    no width is narrower than the mean line).
+    """
+    import dataclasses
+
+    n_pars = sum(1 for t in texts for m in re.finditer(r"[^\n]+", t) if m.group().strip())
+    lo, hi = 20, 400
+    while lo < hi:  # line ends fall as the width grows: the narrowest width not above target
+        mid = (lo + hi) // 2
+        if len(_set_lines(texts, mid)) - n_pars <= line_ends:
+            hi = mid
+        else:
+            lo = mid + 1
+    width = max(lo, min_width)
+    front = sum(p for _, p in layout.front_matter)
+    # lines of each book and its body pages in the scan; a book's last page is on average
+    # half full, which is what the -0.5 says
+    per_book = [len(_set_lines([t], width)) for t in texts]
+    body_pages = [max(0.5, p - front - 0.5) for p in pages]
+    multi = [(n, b) for n, b, p in zip(per_book, body_pages, pages, strict=True)
+             if p - front >= 2]  # books with a full page: the only ones that show its size
+    use = multi or list(zip(per_book, body_pages, strict=True))
+    lines_per_page = round(sum(n for n, _ in use) / sum(b for _, b in use)) if use else \
+        layout.lines_per_page
+    return dataclasses.replace(layout, line_width=width,
+                               lines_per_page=max(2, lines_per_page))
