@@ -268,6 +268,8 @@ class ShardStream(IterableDataset):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved state (any world size); checks it is this dataset's state.
 
+        The saved skip list is added to this stream's own.
+
         Raises:
             ConfigError: the state is from another dataset, version, split or order.
         """
@@ -287,7 +289,8 @@ class ShardStream(IterableDataset):
             raise ConfigError(f"Saved state consumed={consumed} is outside 0..{self.total}.")
         self._epoch = int(state["epoch"])
         self._consumed = consumed
-        self._skip = set(state.get("skip") or ())
+        # The saved skip list joins the one given to the constructor (never shrinks).
+        self._skip |= set(state.get("skip") or ())
         self._pending, self._k, self._done = None, 0, False
 
     # ---- order -------------------------------------------------------------------------

@@ -521,7 +521,10 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
     n_texts = n_empty = 0
     args = (config.seq_len, config.window, config.stride)
     pool = None
-    if config.workers > 1:
+    n_tasks = -(-texts.num_rows // config.batch_texts)
+    # A pool costs ~1-2 s to start (a tokenizer per worker); below a few batches per worker
+    # one process (the tokenizer's own threads) is faster. Output is the same either way.
+    if config.workers > 1 and n_tasks >= 4 * config.workers:
         pool = ProcessPoolExecutor(config.workers, initializer=_init_worker,
                                    initargs=(config.tokenizer, True))
     else:

@@ -176,6 +176,11 @@ def test_skip_list_is_honoured_and_recorded(built):
     # ranks stay in step: counts differ by at most one
     counts = [len(list(s)) for s in _streams(lh, 2, skip=[ahead])]
     assert abs(counts[0] - counts[1]) <= 1 and sum(counts) == len(everything) - 1
+    # A saved skip list joins the one the resumed stream was given.
+    fresh = ShardStream(lh, "clear", block_shards=2, skip=[poison[2]])
+    fresh.load_state_dict(resumed[0].state_dict() | {"consumed": 0, "epoch": 0})
+    ids = [x["sample_id"] for x in fresh]
+    assert sorted(ids) == sorted(set(everything) - {ahead, poison[2]})
 
 
 def test_validation_split_holds_other_books(built):

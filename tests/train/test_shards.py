@@ -235,10 +235,12 @@ def test_a_rebuild_is_a_new_version_and_the_old_one_reads_the_same(sample_lakeho
 
 def test_same_inputs_give_the_same_shard_files(sample_lakehouse):
     lh = sample_lakehouse
-    a = read_manifest(lh, "c", version=build_shards(lh, config=small_config("c")).version)[0]
-    b = read_manifest(lh, "c", version=build_shards(lh, config=small_config("c", workers=2))
-                      .version)[0]
-    assert a["sha256"].to_pylist() == b["sha256"].to_pylist()
+    # one process, one batch vs a pool of 2 workers over 15 batches: the same files
+    a = build_shards(lh, config=small_config("c"))
+    b = build_shards(lh, config=small_config("c", workers=2, batch_texts=4))
+    assert b.version > a.version
+    sha_a = read_manifest(lh, "c", version=a.version)[0]["sha256"].to_pylist()
+    assert read_manifest(lh, "c", version=b.version)[0]["sha256"].to_pylist() == sha_a
 
 
 @pytest.mark.slow
