@@ -484,6 +484,155 @@ def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
     write_result(pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches()), fmt=fmt)
 
 
+def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tuple[str, str]:
+    """The text behind a `corpus align` argument and a label for it: a file, or a book
+    variant ``BOOK_ID:VARIANT`` of the lakehouse's ``texts`` table."""
+    from pathlib import Path
+
+    from catalog import TableNotFoundError
+
+    path = Path(ref)
+    if path.is_file():
+        from ingest.readers import decode_text, read_document
+
+        if path.suffix.lower() in (".docx", ".html", ".htm", ".epub", ".pdf"):
+            return read_document(path).text, path.name
+        text, _ = decode_text(path.read_bytes(), name=str(path))
+        return text.replace("\r\n", "\n").replace("\r", "\n"), path.name
+    book, sep, variant = ref.partition(":")
+    if not sep or not book or not variant:
+        raise CorpusError(f"{ref!r} is neither a file nor a book variant BOOK_ID:VARIANT "
+                          "(e.g. 9781038783486:ocr).")
+    import pyarrow.dataset as pads
+
+    lh = _lakehouse(ctx)
+    try:
+        rows = lh.read("texts", version=texts_version, columns=["book_id", "variant", "text"],
+                       filter=pads.field("book_id") == book).to_pylist()
+    except TableNotFoundError:
+        raise CorpusError("No texts yet: run `corpus ingest SHARE` (and `corpus ocr`).") \
+            from None
+    found = {r["variant"]: r["text"] for r in rows}
+    if variant not in found:
+        have = ", ".join(sorted(found)) or "none: unknown book"
+        raise CorpusError(f"Book {book} has no {variant!r} text (variants: {have}).")
+    return found[variant], ref
+
+
+@cli.command()
+@click.argument("reference", metavar="REFERENCE")
+@click.argument("hypothesis", metavar="HYPOTHESIS")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
+              metavar="OUT.html", help="Also write a side-by-side diff page.")
+@click.option("--texts-version", type=int, default=None, metavar="N",
+              help="Read BOOK_ID:VARIANT arguments from this texts version (default latest).")
+@click.option("--top", type=int, default=10, show_default=True,
+              help="How many of the most frequent edits to list.")
+@click.pass_context
+def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
+          html_out: str | None, texts_version: int | None, top: int) -> None:
+    """CER and WER of HYPOTHESIS (raw, e.g. OCR) against REFERENCE (the edited text).
+
+    Each argument is a file (.txt in any encoding, taken as it is; .docx .html .epub .pdf
+    through the ingest readers) or a book variant of the lakehouse, BOOK_ID:VARIANT, e.g.
+    9781038783486:edited 9781038783486:ocr. CER = character edit distance / reference
+    characters, WER = word edit distance / reference words (whitespace-separated), both
+    exact, computed at book length by anchored alignment.
+    """
+    from collections import Counter
+
+    from noise.align import align as align_texts
+    from noise.align import to_html
+
+    ref_text, ref_label = _align_input(ctx, reference, texts_version)
+    hyp_text, hyp_label = _align_input(ctx, hypothesis, texts_version)
+    a = align_texts(ref_text, hyp_text)
+    edits: Counter = Counter()
+    for b in a.blocks():
+        r, h = ref_text[b.ref_start:b.ref_end], hyp_text[b.hyp_start:b.hyp_end]
+        if b.tag != "equal" and max(len(r), len(h)) <= 3:
+            edits[(r, h)] += 1
+    top_edits = [{"reference": r, "hypothesis": h, "count": n}
+                 for (r, h), n in edits.most_common(top)]
+    if html_out:
+        from pathlib import Path
+
+        Path(html_out).write_text(to_html(ref_text, hyp_text, a,
+                                          title=f"{ref_label} vs {hyp_label}"),
+                                  encoding="utf-8")
+    if fmt == "json":
+        click.echo(json.dumps({"reference": ref_label, "hypothesis": hyp_label,
+                               **a.to_dict(), "top_edits": top_edits,
+                               "html": html_out}, indent=2, ensure_ascii=False))
+        return
+    t = Table(title=f"{escape(ref_label)} (reference) vs {escape(hyp_label)} (hypothesis)")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("CER", f"{a.cer:.2%}")
+    t.add_row("WER", f"{a.wer:.2%}")
+    t.add_row("character edits", f"{a.distance:,}")
+    for k in ("replace", "insert", "delete"):
+        t.add_row(f"  {k}", f"{a.count(k):,}")
+    t.add_row("reference / hypothesis chars", f"{a.ref_len:,} / {a.hyp_len:,}")
+    t.add_row("word edits / reference words", f"{a.word_distance:,} / {a.ref_words:,}")
+    console.print(t)
+    if top_edits:
+        e = Table(title="most frequent edits")
+        for col in ("reference", "hypothesis", "count"):
+            e.add_column(col, justify="right" if col == "count" else "left")
+        for row in top_edits:
+            e.add_row(repr(row["reference"]), repr(row["hypothesis"]), str(row["count"]))
+        console.print(e)
+    if html_out:
+        console.print(f"side-by-side diff written to {html_out}", highlight=False)
+
+
+@cli.command()
+@click.option("--variant", default="ocr", show_default=True,
+              help="The raw variant to mine against each book's edited text.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes aligning books in parallel.")
+@click.option("--show", type=int, default=10, show_default=True,
+              help="How many of the most frequent confusions to list.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) -> None:
+    """Align every book that has an edited and a raw variant; mine the OCR artifacts.
+
+    Writes `alignments` (per book CER, WER, edit counts, body CER) and `artifacts` (every
+    pattern with its kind, raw and edited forms, context, count, probability per opportunity
+    and number of books; see noise/mine.py), replacing the rows of this variant; both
+    commits record the texts version they came from.
+    """
+    from noise.mine import MineConfig, run_mine
+
+    r = run_mine(_lakehouse(ctx), config=MineConfig(variant=variant, workers=workers))
+    if fmt == "json":
+        click.echo(json.dumps(r.__dict__, indent=2, default=str, ensure_ascii=False))
+        return
+    inputs = ", ".join(f"{k}@{v}" for k, v in sorted(r.inputs.items()))
+    console.print(f"{r.books} book(s) mined against {variant} in {r.seconds:.1f} s from "
+                  f"{inputs}: CER {r.cer:.2%} (text alone {r.body_cer:.2%}), WER {r.wer:.2%}; "
+                  f"written alignments@{r.versions['alignments']}, "
+                  f"artifacts@{r.versions['artifacts']}", highlight=False)
+    t = Table(title="artifacts by kind")
+    t.add_column("kind")
+    t.add_column("seen", justify="right")
+    for k, n in sorted(r.kinds.items(), key=lambda kv: -kv[1]):
+        t.add_row(k, f"{n:,}")
+    console.print(t)
+    if r.top and show:
+        c = Table(title="most frequent confusions (all contexts)")
+        for col in ("kind", "edited", "raw", "count", "per occurrence", "books"):
+            c.add_column(col, justify="right" if col in ("count", "per occurrence", "books")
+                         else "left")
+        for a in r.top[:show]:
+            c.add_row(a["kind"], repr(a["edited"]), repr(a["raw"]), str(a["count"]),
+                      f"{a['probability']:.4f}", str(a["n_books"]))
+        console.print(c)
+
+
 @cli.command()
 @click.option("--recipe", type=click.Choice(["mined", "uniform"]), default="mined",
               show_default=True, help="mined: the patterns of `corpus mine`; uniform: a "
@@ -579,6 +728,169 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
     err_console.print(f"{done} scored, {failed} failed (model {scorer.label})")
     if failed:
         sys.exit(1)
+
+
+@cli.command("train")
+@click.option("--shards", "shards_ref", metavar="DATASET[@VERSION]",
+              help="Token shards to train on (default version: the latest).")
+@click.option("--backbone", default="all-minilm-l6-v2", show_default=True,
+              metavar="NAME_OR_PATH", help="Backbone alias (smollm2-135m, ...) or local folder.")
+@click.option("--head", type=click.Choice(["attention", "dense"]), default="attention",
+              show_default=True)
+@click.option("--quant", type=click.Choice(["none", "4bit"]), default="none", show_default=True)
+@click.option("--lora-r", type=int, default=8, show_default=True, help="LoRA rank (0: head only).")
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True, help="Windows per rank per step.")
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--max-steps", type=int, default=0, help="Stop after N optimizer steps.")
+@click.option("--grad-ckpt", is_flag=True, help="Gradient checkpointing (less memory).")
+@click.option("--ckpt-every", type=int, default=50, show_default=True,
+              help="Checkpoint every N steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--nproc", type=int, default=1, show_default=True, help="Ranks per node.")
+@click.option("--nnodes", type=int, default=1, show_default=True)
+@click.option("--rdzv", default=None, metavar="HOST:PORT", help="Rendezvous of a multi-node job.")
+@click.option("--node-rank", type=int, default=0, show_default=True)
+@click.option("--max-restarts", type=int, default=3, show_default=True)
+@click.option("--hang-timeout", type=float, default=300.0, show_default=True,
+              help="Seconds without progress before a rank counts as hung.")
+@click.option("--run-dir", default=None, help="Run folder (default ./runs/<run id>); an "
+              "existing one resumes from its newest checkpoint.")
+@click.option("--plan", is_flag=True, help="Print expected memory, time and cost; train nothing.")
+@click.option("--seq-len", type=int, default=None, help="Plan: window length (default: shards').")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
+              help="Plan: the device to plan for.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
+              help="Plan: compute dtype (default bfloat16 on cuda, float32 on cpu).")
+@click.option("--device-mem", type=float, default=None, metavar="GIB",
+              help="Plan: memory of one device, to say whether it fits.")
+@click.option("--books", type=int, default=None, help="Plan: books (default: the shards').")
+@click.option("--tokens-per-book", type=int, default=None,
+              help="Plan: tokens per book (default: the shards' mean, else seq-len).")
+@click.option("--gpus", type=int, default=1, show_default=True, help="Plan: devices.")
+@click.option("--price", type=float, default=0.0, show_default=True,
+              help="Plan: price per GPU-hour.")
+@click.option("--tokens-per-s", type=float, default=None,
+              help="Plan: measured throughput of one device (tokens/s).")
+@click.option("--from-run", default=None, metavar="RUN_ID",
+              help="Plan: take tokens/s per device from a recorded run.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
+           lora_r: int, epochs: int, batch: int, grad_accum: int, lr: float, max_steps: int,
+           grad_ckpt: bool, ckpt_every: int, seed: int, nproc: int, nnodes: int,
+           rdzv: str | None, node_rank: int, max_restarts: int, hang_timeout: float,
+           run_dir: str | None, plan: bool, seq_len: int | None, device: str,
+           dtype: str | None, device_mem: float | None, books: int | None,
+           tokens_per_book: int | None, gpus: int, price: float, tokens_per_s: float | None,
+           from_run: str | None, fmt: str) -> None:
+    """Train the reading-level model under torchrun (or --plan it: memory, time, cost)."""
+    from catalog import ConfigError
+
+    lh = _lakehouse(ctx)
+    manifest = None
+    dataset, version = None, None
+    if shards_ref:
+        from train.shards import read_manifest
+
+        dataset, version = parse_table_ref(shards_ref)
+        if version is not None and not isinstance(version, int):
+            raise ConfigError(f"--shards {shards_ref}: expected DATASET or DATASET@VERSION "
+                              "(an integer shards table version).")
+        manifest, version = read_manifest(lh, dataset, version=version, split="train")
+    if plan:
+        _print_plan(lh, manifest, backbone=backbone, head=head, quant=quant, lora_r=lora_r,
+                    epochs=epochs, batch=batch, grad_ckpt=grad_ckpt, seq_len=seq_len,
+                    device=device, dtype=dtype, device_mem=device_mem, books=books,
+                    tokens_per_book=tokens_per_book, gpus=gpus, price=price,
+                    tokens_per_s=tokens_per_s, from_run=from_run, fmt=fmt)
+        return
+    if manifest is None:
+        raise ConfigError("corpus train needs --shards DATASET[@VERSION] (build them with "
+                          "corpus shards build), or --plan.")
+    from train.launch import LaunchConfig, run_training
+    from train.model import ModelConfig
+    from train.recipe import TrainConfig
+
+    mcfg = ModelConfig(backbone, head=head, quant=quant, lora_r=lora_r,
+                       gradient_checkpointing=grad_ckpt)
+    cfg = TrainConfig(root=lh.root, dataset=dataset, shards_version=version,
+                      model=mcfg.to_dict(), epochs=epochs, batch=batch, grad_accum=grad_accum,
+                      lr=lr, max_steps=max_steps, ckpt_every=ckpt_every, seed=seed,
+                      seq_len=int(manifest.column("seq_len")[0].as_py()))
+    launch = LaunchConfig(nproc=nproc, nnodes=nnodes, rdzv=rdzv, node_rank=node_rank,
+                          max_restarts=max_restarts, hang_timeout=hang_timeout)
+    res = run_training(lh, cfg, launch, run_dir=run_dir)
+    m = res.metrics
+    console.print(f"run {res.run_id}: {res.status} after {res.attempts} attempt(s), "
+                  f"{m.get('steps', 0)} steps; loss {m.get('first_loss', float('nan')):.4f} -> "
+                  f"{m.get('last_loss', float('nan')):.4f}; validation book MAE "
+                  f"{m.get('val_book_mae', float('nan')):.4f}; "
+                  f"{m.get('tokens_per_s', 0):.0f} tokens/s")
+    if res.skipped:
+        err_console.print(f"skipped {len(res.skipped)} sample(s) that crashed the job twice: "
+                          f"{', '.join(res.skipped)}", markup=False)
+    console.print(f"run folder {res.run_dir}; model {res.checkpoint_uri}", highlight=False)
+
+
+def _print_plan(lh: Lakehouse, manifest, *, backbone: str, head: str, quant: str, lora_r: int,
+                epochs: int, batch: int, grad_ckpt: bool, seq_len: int | None, device: str,
+                dtype: str | None, device_mem: float | None, books: int | None,
+                tokens_per_book: int | None, gpus: int, price: float,
+                tokens_per_s: float | None, from_run: str | None, fmt: str) -> None:
+    from catalog import ConfigError
+    from train.plan import PlanConfig, load_arch, plan_cost, plan_memory, plan_report, round_gib
+
+    if manifest is not None:
+        seq_len = seq_len or int(manifest.column("seq_len")[0].as_py())
+        n_books = sum(manifest.column("n_books").to_pylist())
+        books = books or n_books
+        if tokens_per_book is None and n_books:
+            tokens_per_book = -(-sum(manifest.column("n_samples").to_pylist()) * seq_len
+                                // n_books)
+    seq_len = seq_len or 512
+    cfg = PlanConfig(backbone, seq_len=seq_len, batch=batch, lora_r=lora_r, quant=quant,
+                     gradient_checkpointing=grad_ckpt, head=head, device=device,
+                     dtype=dtype or ("bfloat16" if device == "cuda" else "float32"))
+    arch = load_arch(backbone)
+    mem = plan_memory(arch, cfg)
+    if from_run:
+        rows = [r for r in lh.read("runs").to_pylist() if r["run_id"] == from_run]
+        if not rows:
+            raise ConfigError(f"no run {from_run!r} in the runs table.")
+        m = json.loads(rows[0]["metrics"] or "{}")
+        if not m.get("tokens_per_s"):
+            raise ConfigError(f"run {from_run} recorded no tokens_per_s.")
+        tokens_per_s = m["tokens_per_s"] / max(1, int(m.get("world_size") or 1))
+    cost = None
+    if tokens_per_s and books:
+        cost = plan_cost(books=books, tokens_per_book=tokens_per_book or seq_len, epochs=epochs,
+                         gpus=gpus, tokens_per_s=tokens_per_s, price_per_gpu_hour=price)
+    report = plan_report(arch, cfg, mem, device_gb=device_mem, cost=cost)
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+        return
+    t = Table(title=f"plan: {backbone} ({arch.model_type}, {mem.params / 1e6:.0f}M params, "
+                    f"{mem.trainable_params / 1e6:.2f}M trainable), seq {seq_len} x batch "
+                    f"{batch}, {quant}, LoRA r={lora_r}"
+                    + (", gradient checkpointing" if grad_ckpt else "") + f", {cfg.dtype}")
+    t.add_column("memory per device")
+    t.add_column("GiB", justify="right")
+    for k, v in report["memory_gib"].items():
+        t.add_row(k, round_gib(v))
+    console.print(t)
+    if device_mem is not None:
+        verdict = "fits" if report["fits"] else "does NOT fit"
+        console.print(f"{verdict} in {device_mem:g} GiB (90% usable)")
+    if cost is not None:
+        console.print(f"{cost.tokens:,} tokens ({books:,} books x {epochs} epoch(s)) at "
+                      f"{cost.tokens_per_s:,.0f} tokens/s on {gpus} device(s): "
+                      f"{cost.wall_hours:.2f} h wall, {cost.gpu_hours:.1f} GPU-h, "
+                      f"cost {cost.cost:,.2f}")
+    else:
+        console.print("time and cost: give --tokens-per-s or --from-run, and --books or "
+                      "--shards", style="dim")
 
 
 @cli.command()
