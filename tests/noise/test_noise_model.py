@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -199,3 +200,139 @@ def test_config_and_model_validation():
         NoiseModel(PageLayout(), CharNoise([]), ())
     assert context_class("a_b") == 3 and context_class(" _b") == 1
     assert context_class("") is None and context_class("word-end") == 2
+
+
+def test_exact_contexts_fire_only_in_their_context():
+    # "rn" -> "m" mined between "o" and "i" ("morning"); never in "turned" or "corner"
+    chars = CharNoise([Confusion("rn", "m", 0.5, "o_i"), Confusion("", "'", 0.5, "^_T")])
+    text = "\n".join(["morning turned corner"] * 300 + ["The end"] * 50)
+    noisy, _ = chars.noise(text, rate=0.03, rng=np.random.default_rng(2))
+    assert "moming" in noisy and "tumed" not in noisy and "comer" not in noisy
+    assert "'The end" in noisy and "'morning" not in noisy
+
+
+# ---- with patterns mined from real scans ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mined(small_pairs, tmp_path_factory):
+    """A copy of the OCR'd sample share (so other tests' lakehouse stays untouched), mined."""
+    import shutil
+
+    from catalog import Lakehouse
+    from noise.mine import MineConfig, run_mine
+
+    root = tmp_path_factory.mktemp("noise_mined") / "lakehouse"
+    shutil.copytree(small_pairs.root, root)
+    lh = Lakehouse(str(root))
+    run_mine(lh, config=MineConfig())
+    return lh
+
+
+def _long_book(lh) -> tuple[str, list[int], BookMeta]:
+    """Every edited text of the sample share as the chapters of one long book."""
+    import pyarrow.compute as pc
+
+    texts = lh.read("texts", columns=["book_id", "variant", "text"],
+                    filter=pc.field("variant") == "edited").to_pylist()
+    parts, offsets, pos = [], [], 0
+    for i, t in enumerate(sorted(texts, key=lambda t: t["book_id"]) * 3):
+        body = re.sub(r"^Chapter \d+\s*", "", t["text"].strip())
+        block = f"Chapter {i + 1}\n\n{body}"
+        offsets.append(pos)
+        parts.append(block)
+        pos += len(block) + 2
+    return "\n\n".join(parts), offsets, META
+
+
+def test_variant_of_mined_model_has_the_structure_at_mined_rates(mined):
+    from noise.generate import load_model
+
+    model = load_model(mined)
+    lay = model.layout
+    assert lay.front_matter and lay.headers and lay.headings
+    text, chapters, meta = _long_book(mined)
+    n_books = 30
+    outs = [noisy_variant(text, model=model, meta=meta, seed=s, chapter_offsets=chapters)
+            for s in range(n_books)]
+    # title page: drawn per book at the mined rate
+    front = np.mean([o.text.startswith(meta.title) for o in outs])
+    want = sum(p for _, p in lay.front_matter)
+    assert abs(front - want) <= 0.2, (front, want)
+    # running headers: each page parity at its mined rate
+    for parity, template, p in lay.headers:
+        line = template.format(author=meta.author, AUTHOR=meta.author.upper(),
+                               title=meta.title, TITLE=meta.title.upper())
+        got = []
+        for o in outs:
+            starts = [*o.page_offsets, len(o.text)]
+            first_body = 2 if o.text.startswith(meta.title) else 1
+            for no, (a, b) in enumerate(itertools.pairwise(starts), start=1):
+                if no >= first_body and (no % 2 == 0) == (parity == "even"):
+                    # OCR noise may touch a header: compare its first line loosely
+                    head = o.text[a:b].split("\n", 1)[0]
+                    same = sum(x == y for x, y in zip(head, line, strict=False))
+                    got.append(same >= 0.8 * len(line))
+        assert got and abs(np.mean(got) - p) <= 0.12, (template, np.mean(got), p)
+    # pages hold the mined number of lines; hyphenated line ends at the mined rate
+    o = outs[0]
+    starts = [*o.page_offsets, len(o.text)]
+    body_pages = [o.text[a:b] for a, b in itertools.pairwise(starts[1:-1])][:-1]
+    for page in body_pages:
+        lines = [ln for ln in page.split("\n") if ln.strip()]
+        assert lay.lines_per_page <= len(lines) <= lay.lines_per_page + 4
+    ends = [ln for o in outs[:5] for ln in o.text.split("\n") if len(ln) >= lay.line_width - 15]
+    hyph = np.mean([ln.endswith("-") for ln in ends])
+    assert abs(hyph - lay.hyphenation) <= 0.02 + lay.hyphenation * 0.5, (hyph, lay.hyphenation)
+    # headings as the scans print them
+    assert "CHAPTER" in outs[0].text
+    # page and chapter offsets point into the variant
+    assert all(0 <= x < len(o.text) for x in o.page_offsets + o.chapter_offsets)
+
+
+def test_run_noise_writes_variants_with_lineage_and_is_deterministic(mined):
+    import pyarrow.compute as pc
+
+    from noise.generate import NoiseConfig, run_noise, variant_name
+
+    av = mined.version("artifacts")
+    r = run_noise(mined, config=NoiseConfig(seed=3, per_book=2, workers=2))
+    names = {variant_name("mined", av, 3), variant_name("mined", av, 4)}
+    assert set(r.variants) == names and names == {f"noisy/mined-v{av}/3", f"noisy/mined-v{av}/4"}
+    texts = mined.read("texts").to_pylist()
+    edited = {t["book_id"]: t for t in texts if t["variant"] == "edited"}
+    noisy = {(t["book_id"], t["variant"]): t for t in texts if t["variant"] in names}
+    assert len(noisy) == 2 * len(edited) == r.rows
+    v = mined.version("texts")
+    for (book, _), t in noisy.items():
+        assert t["derived_from"].endswith(f"{book}/edited") and t["n_chars"] == len(t["text"])
+        assert t["page_offsets"] and t["page_offsets"][0] == 0
+        assert t["text"] != edited[book]["text"]
+    c = mined.history("texts", limit=1)[0]
+    assert c.operation == "noise"
+    assert set(c.inputs) == {"texts", "books", "artifacts", "alignments"}
+    # the same seed again, one worker: byte-identical texts
+    one = sorted(edited)[:3]
+    run_noise(mined, config=NoiseConfig(seed=3, workers=1, books=tuple(one)))
+    again = {t["book_id"]: t["text"] for t in mined.read(
+        "texts", filter=pc.field("variant") == f"noisy/mined-v{av}/3").to_pylist()}
+    assert all(again[b].encode() == noisy[(b, f"noisy/mined-v{av}/3")]["text"].encode()
+               for b in one)
+    assert mined.version("texts") > v
+
+
+def test_cli_noise_and_errors(mined, tmp_path):
+    from click.testing import CliRunner
+
+    from corpus.cli import cli
+
+    book = sorted(t["book_id"] for t in mined.read("texts").to_pylist()
+                  if t["variant"] == "edited")[0]
+    res = CliRunner().invoke(cli, ["--root", mined.root, "noise", "--seed", "9", "--books",
+                                   book, "--workers", "1", "--cer-scale", "2"], obj={})
+    assert res.exit_code == 0, res.output
+    assert f"noisy/mined-v{mined.version('artifacts')}/9" in res.output
+    res = CliRunner().invoke(cli, ["--root", mined.root, "noise", "--books", "nope"], obj={})
+    assert res.exit_code == 2 and "No edited text" in res.output
+    empty = tmp_path / "empty"
+    res = CliRunner().invoke(cli, ["--root", str(empty), "noise"], obj={})
+    assert res.exit_code == 2 and "corpus mine" in res.output
