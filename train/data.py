@@ -206,6 +206,7 @@ class ShardStream(IterableDataset):
         self.cache_dir = Path(cache_dir)
         self._local = not self.config.is_s3
         self._store = None
+        self._store_pid = 0
         self._skip: set[str] = {str(s) for s in skip}
         self._skip_idx: dict[str, int | None] = {}
         self._epoch = int(epoch)
@@ -380,8 +381,11 @@ class ShardStream(IterableDataset):
 
     # ---- reading -----------------------------------------------------------------------
     def _open_store(self):
-        if self._store is None:
+        # A forked DataLoader worker inherits the parent's store; an S3 client (its
+        # connection pool) must not be shared across processes, so each process opens its own.
+        if self._store is None or self._store_pid != os.getpid():
             self._store = Lakehouse(self.config).store
+            self._store_pid = os.getpid()
         return self._store
 
     def _path(self, s: int) -> Path:

@@ -267,6 +267,11 @@ def test_stream_from_s3_with_a_local_cache(s3_server, tmp_path):
     tail = [x["sample_id"] for x in b]
     assert sorted(head + tail) == everything
     assert b.stats.downloads == len(set(b.stats.shards_read)) < report.shards["train"] + 1
+    # DataLoader workers (forked) fetch with their own S3 clients, in the rank's order.
+    w = ShardStream(cfg, "clear", rank=1, world_size=2, cache_dir=tmp_path / "c5")
+    got = [sid for batch in w.loader(8, num_workers=2) for sid in batch["sample_ids"]]
+    assert got == [x["sample_id"] for x in ShardStream(cfg, "clear", rank=1, world_size=2,
+                                                       cache_dir=cache)]
     # A shard object changed behind the manifest's back is refused.
     key = key_from_uri(manifest["shard_uri"][0].as_py())
     lh.store.put_bytes(key, b"not a parquet file")

@@ -1,8 +1,9 @@
 """ShardStream under a real process group: 2 gloo processes on CPU (127.0.0.1, a free port).
 
-Each process joins the group through train.dist.init_distributed (as under torchrun: RANK,
-WORLD_SIZE, MASTER_ADDR, MASTER_PORT), builds its stream with rank and world size taken from
-the group, and the ranks exchange what they saw with all_gather_object.
+Each process joins the group through train.dist.init_distributed (started by torchrun, or by
+torch.multiprocessing.spawn with the variables torchrun sets: RANK, WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT), builds its stream with rank and world size taken from the group, and the ranks
+exchange what they saw with all_gather_object.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from train.shards import build_shards
 
 BATCH = 4
 STEPS = 6
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -30,16 +34,23 @@ def _free_port() -> int:
 
 
 def _run(rank: int, world: int, port: int, root: str, out: str, plan: dict) -> None:
-    """One rank: join the group, do the plan, write what this rank saw."""
+    """One rank started by mp.spawn: set what torchrun would set, then run the body."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                        "HF_HUB_OFFLINE": "1"})
+    _body(root, out, plan)
+
+
+def _body(root: str, out: str, plan: dict) -> None:
+    """One rank: join the group, do the plan, rank 0 writes what every rank saw."""
     import torch.distributed as tdist
 
     from train import dist
 
     info = dist.init_distributed()
-    assert info.world_size == world and info.rank == rank and info.device == "cpu"
+    rank, world = info.rank, info.world_size
+    assert world == int(os.environ["WORLD_SIZE"]) == 2
+    assert info.device == "cpu" and dist.world_size() == world and dist.rank() == rank
     result: dict = {}
     try:
         # A full epoch on both ranks: gathered, it must be every sample once.
@@ -72,6 +83,19 @@ def _run(rank: int, world: int, port: int, root: str, out: str, plan: dict) -> N
         dist.cleanup()
     if rank == 0:
         Path(out).write_text(json.dumps(result))
+
+
+def _torchrun(root: str, tmp: Path, plan: dict) -> dict:
+    """The same body under the real launcher: torchrun, 2 processes, gloo on 127.0.0.1."""
+    out = tmp / f"result-torchrun-{len(list(tmp.iterdir()))}.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+         "--master-addr=127.0.0.1", f"--master-port={_free_port()}", __file__, root, str(out),
+         json.dumps(plan)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(out.read_text())
 
 
 def _spawn(world: int, root: str, tmp: Path, plan: dict) -> dict:
@@ -113,14 +137,46 @@ def test_two_gloo_ranks_epoch_and_resume_across_world_sizes(tmp_path):
     assert len(rest2) == len(set(rest2)) and sorted(seen + rest2) == ids_all
     assert sorted(rest2) == sorted(rest1)
 
-    # 1 -> 2: one process stops after 7 steps, two ranks finish the epoch.
+    # 1 -> 2: one process stops after 7 steps, two ranks under torchrun finish the epoch.
     solo = ShardStream(lh, "clear", version=version, seed=11, block_shards=2, epoch=1)
     head = []
     for i, batch in enumerate(solo.loader(BATCH)):
         head += batch["sample_ids"]
         if i == 6:
             break
-    c = _spawn(2, lh.root, runs, {**plan, "state": solo.state_dict(), "to_end": True})
+    c = _torchrun(lh.root, runs, {**plan, "state": solo.state_dict(), "to_end": True})
     tail = [s for r in c["seen"] for s in r]
     assert not set(head) & set(tail) and sorted(head + tail) == ids_all
     assert c["states"][0]["consumed"] == c["states"][1]["consumed"] == len(ids_all)
+
+
+def test_a_process_without_torchrun_is_a_world_of_one(monkeypatch):
+    from catalog import ConfigError
+    from train import dist
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    info = dist.init_distributed()
+    assert info == dist.DistInfo(0, 1, 0, "cpu") and info.is_main
+    assert dist.rank() == 0 and dist.world_size() == 1 and dist.is_main()
+    dist.barrier()  # no group: nothing to wait for
+    dist.cleanup()
+    with pytest.raises(ConfigError, match="backend"):
+        dist.init_distributed("mpi")
+    monkeypatch.setenv("RANK", "one")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="RANK"):
+        dist.init_distributed()
+    with pytest.raises(ConfigError, match="rank"):
+        dist.DistInfo(rank=2, world_size=2)
+
+
+def test_print0_prints_once(capsys):
+    from train import dist
+
+    dist.print0("hello", 3)
+    assert capsys.readouterr().out == "hello 3\n"
+
+
+if __name__ == "__main__":  # one rank under torchrun (see _torchrun)
+    _body(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
