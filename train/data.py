@@ -4,6 +4,11 @@
 (local or ``s3://`` lakehouse; shard files from S3 are cached locally and checked against
 their sha256) and yields samples to this rank.
 
+Samples. Each is a dict: ``sample_id`` (``<book_id>|<variant>|<window>``, unique and stable),
+``book_id``, ``variant``, ``input_ids`` (1-D int32 numpy array, special tokens included,
+at most the dataset's ``seq_len``), ``target`` (float) and ``index`` (the sample's number in
+manifest order). :func:`collate` pads a list of them into tensors.
+
 Order. An epoch is a permutation of all N samples of the split, fixed by ``(seed, epoch)``:
 the shard order is shuffled over the whole dataset, then the samples of each block of
 ``block_shards`` consecutive shards (in that shuffled order) are shuffled together, so
@@ -178,6 +183,8 @@ class ShardStream(IterableDataset):
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ConfigError(f"ShardStream: rank {self.rank} / world size {self.world_size}: "
                               "expected 0 <= rank < world_size.")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"ShardStream: seed must be an integer >= 0, got {seed!r}.")
         if block_shards < 0:
             raise ConfigError(f"ShardStream: block_shards must be >= 0, got {block_shards}.")
         manifest, resolved = read_manifest(lakehouse, dataset, version=version, split=split)
