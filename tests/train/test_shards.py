@@ -168,15 +168,17 @@ def test_build_writes_verified_shards_and_manifest(built):
 def test_no_variant_of_a_validation_book_is_in_training(sample_lakehouse):
     lh = sample_lakehouse
     edited = lh.read("texts")
-    ocr = edited.set_column(edited.schema.get_field_index("variant"), "variant",
-                            pa.array(["ocr"] * edited.num_rows))
-    ocr = ocr.set_column(ocr.schema.get_field_index("text"), "text",
-                         pa.array([t.upper() for t in edited.column("text").to_pylist()],
-                                  pa.large_string()))
-    lh.merge("texts", ocr, lineage=Lineage(operation="test-ocr"))
-    report = build_shards(lh, config=small_config(variants=("edited", "o*"), val_frac=0.25,
-                                                  window="first"))
-    assert report.variants == ["edited", "ocr"]
+    col = edited.schema.get_field_index
+    for variant in ("ocr", "noisy/upper/7"):
+        other = edited.set_column(col("variant"), "variant",
+                                  pa.array([variant] * edited.num_rows))
+        other = other.set_column(col("text"), "text", pa.array(
+            [f"{variant}: {t[::-1]}" for t in edited.column("text").to_pylist()],
+            pa.large_string()))
+        lh.merge("texts", other, lineage=Lineage(operation="test-variants"))
+    report = build_shards(lh, config=small_config(variants=("edited", "noisy/*"),
+                                                  val_frac=0.25, window="first"))
+    assert report.variants == ["edited", "noisy/upper/7"]  # ocr not asked for
     manifest, _ = read_manifest(lh, "clear")
     train = _shard_rows(lh, manifest.filter(pa.compute.equal(manifest["split"], "train")))
     val = _shard_rows(lh, manifest.filter(pa.compute.equal(manifest["split"], "validation")))
@@ -186,8 +188,15 @@ def test_no_variant_of_a_validation_book_is_in_training(sample_lakehouse):
     # each book appears with both variants, on its side of the split only
     for t in (train, val):
         pairs = set(zip(t["book_id"].to_pylist(), t["variant"].to_pylist(), strict=True))
-        assert pairs == {(b, v) for b, _ in pairs for v in ("edited", "ocr")}
+        assert pairs == {(b, v) for b, _ in pairs for v in ("edited", "noisy/upper/7")}
     assert report.books == {"train": len(train_books), "validation": len(val_books)}
+    # a noisy variant's sample id (with slashes) is found for the skip list
+    from train.data import ShardStream
+
+    poison = next(s for s in train["sample_id"].to_pylist() if "|noisy/upper/7|" in s)
+    stream = ShardStream(lh, "clear", skip=[poison])
+    ids = [x["sample_id"] for x in stream]
+    assert poison not in ids and len(ids) == train.num_rows - 1
 
 
 def test_books_without_the_target_are_left_out_and_counted(tmp_path):
