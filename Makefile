@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sql_views.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/shards_build.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/loader.py
+	$(BIN)/python bench/align_book.py
 
 clean:
 	rm -rf $(VENV) lakehouse .pytest_cache

@@ -200,3 +200,27 @@ def test_html_diff_escapes_and_marks():
     assert page.count("<tr>") == 2  # a header row and one row per reference paragraph block
     assert '<span class="r">e</span>' in page or '<span class="r">c</span>' in page
     assert "CER" in page and "WER" in page
+
+
+@pytest.mark.slow
+def test_real_ocr_of_several_books_joined_is_exact(small_pairs, dev_pairs):
+    """Real Tesseract output of 7 books joined into one document (title pages, running
+    headers and page numbers between the texts, as whole articles of a newspaper issue):
+    long enough for the sparse-probe path, exact against rapidfuzz on the whole."""
+    refs, hyps = [], []
+    for lh in (small_pairs, dev_pairs):
+        by: dict[str, dict[str, str]] = {}
+        for t in lh.read("texts").to_pylist():
+            by.setdefault(t["book_id"], {})[t["variant"]] = t["text"]
+        for v in by.values():
+            if {"edited", "ocr"} <= v.keys():
+                refs.append(v["edited"])
+                hyps.append(v["ocr"])
+    assert len(refs) == 7
+    ref, hyp = "\n\n".join(refs), "\n\n".join(hyps)
+    assert len(ref) > 30_000 and len(ref) * len(hyp) > 100 * 4_000_000
+    for dc in (4_000_000, 0):
+        a = align(ref, hyp, direct_cells=dc)
+        assert a.distance == Levenshtein.distance(ref, hyp)
+        assert a.word_distance == _exact_word_distance(ref, hyp)
+        assert apply_ops(ref, hyp, a.ops) == hyp

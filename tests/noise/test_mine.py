@@ -165,15 +165,18 @@ def test_structure_of_a_typeset_book(typeset):
 
 def test_counts_add_up_over_books(typeset):
     pair, _ = typeset
-    other = Pair("9780000000002", pair.edited, pair.raw, page_offsets=pair.page_offsets,
-                 chapter_offsets=pair.chapter_offsets, title=TITLE, author=AUTHOR)
-    _, one = mine([pair])
-    _, two = mine([pair, other], config=MineConfig(workers=2))
+    others = [Pair(f"978000000000{i}", pair.edited, pair.raw, page_offsets=pair.page_offsets,
+                   chapter_offsets=pair.chapter_offsets, title=TITLE, author=AUTHOR)
+              for i in range(2, 5)]
+    al1, one = mine([pair])
+    al4, four = mine([pair, *others], config=MineConfig(workers=2))  # a process pool
+    assert al4.column("book_id").to_pylist() == [pair.book_id] + [o.book_id for o in others]
+    assert set(al4.column("cer").to_pylist()) == set(al1.column("cer").to_pylist())
     a = {(r["kind"], r["raw"], r["edited"], r["context"]): r for r in one.to_pylist()}
-    b = {(r["kind"], r["raw"], r["edited"], r["context"]): r for r in two.to_pylist()}
+    b = {(r["kind"], r["raw"], r["edited"], r["context"]): r for r in four.to_pylist()}
     assert a.keys() == b.keys()
     for k, r in a.items():
-        assert b[k]["count"] == 2 * r["count"] and b[k]["n_books"] == 2
+        assert b[k]["count"] == 4 * r["count"] and b[k]["n_books"] == 4
         assert b[k]["probability"] == pytest.approx(r["probability"])
 
 
