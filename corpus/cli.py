@@ -406,6 +406,9 @@ def shards() -> None:
 @click.option("--val-frac", type=float, default=0.1, show_default=True,
               help="Fraction of books held out for validation.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the book split.")
+@click.option("--split-by", type=click.Choice(["book", "work"]), default="book",
+              show_default=True, help="work: books with the same author and title (passages "
+              "of one source volume) share a split.")
 @click.option("--workers", type=int, default=None, help="Tokenizer processes (default: cores).")
 @click.option("--shard-mb", type=float, default=32.0, show_default=True,
               help="Target shard size (MiB, before compression).")
@@ -413,7 +416,8 @@ def shards() -> None:
 @click.pass_context
 def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int, window: str,
                  stride: int | None, target: str, variants: str, val_frac: float, seed: int,
-                 workers: int | None, shard_mb: float, shard_samples: int | None) -> None:
+                 split_by: str, workers: int | None, shard_mb: float,
+                 shard_samples: int | None) -> None:
     """Tokenise pinned texts into shard files and a new `shards` table version."""
     import os
 
@@ -422,7 +426,8 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
     config = ShardsConfig(
         dataset=dataset, tokenizer=tokenizer, seq_len=seq_len, window=window, stride=stride,
         target=target, variants=tuple(variants.split(",")), val_frac=val_frac, seed=seed,
-        workers=workers or os.cpu_count() or 1, shard_mb=shard_mb, shard_samples=shard_samples,
+        split_by=split_by, workers=workers or os.cpu_count() or 1, shard_mb=shard_mb,
+        shard_samples=shard_samples,
     )
     r = build_shards(_lakehouse(ctx), config=config)
     console.print(f"dataset {r.dataset} = shards@{r.version} (texts@{r.texts_version}, "

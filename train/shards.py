@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 WINDOWS = ("first", "chunks", "overlap")
 SPLITS = ("train", "validation")
+SPLIT_BY = ("book", "work")
 DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SEP = "|"  # sample id separator: never in an ISBN, a passage id or a variant name
 
@@ -89,6 +90,9 @@ class ShardsConfig:
         variants: Text variants to include; shell-style patterns (``noisy/*``) allowed.
         val_frac: Fraction of books (not samples) held out for validation.
         seed: Seed of the book split.
+        split_by: ``book`` (each book on its own) or ``work`` (books with the same author
+            and title in ``books`` share a split: passages cut from one source volume never
+            straddle training and validation).
         workers: Tokenizer processes (1 = in this process).
         shard_mb: Target size of a shard file before compression, in MiB.
         shard_samples: Optional cap on samples per shard (small shards for tests).
@@ -104,6 +108,7 @@ class ShardsConfig:
     variants: tuple[str, ...] = ("edited",)
     val_frac: float = 0.1
     seed: int = 0
+    split_by: str = "book"
     workers: int = 1
     shard_mb: float = 32.0
     shard_samples: int | None = None
@@ -141,6 +146,9 @@ class ShardsConfig:
             raise ConfigError("shards: --target must name a score metric, e.g. bt_easiness.")
         if not 0.0 <= float(self.val_frac) < 1.0:
             raise ConfigError(f"shards: val_frac must be in [0, 1), got {self.val_frac!r}.")
+        if self.split_by not in SPLIT_BY:
+            raise ConfigError(f"shards: split_by must be one of {', '.join(SPLIT_BY)}, got "
+                              f"{self.split_by!r}.")
         if self.workers < 1:
             raise ConfigError(f"shards: workers must be >= 1, got {self.workers!r}.")
         if not self.shard_mb > 0:
@@ -177,6 +185,21 @@ def split_books(book_ids: Iterable[str], *, val_frac: float, seed: int) -> set[s
     if len(val) == len(ids) and len(ids) >= 2:  # keep at least one training book
         val.discard(max(val, key=frac.__getitem__))
     return val
+
+
+def work_key(author: str | None, title: str | None, book_id: str) -> str:
+    """The source volume a book belongs to: author and title, case and spacing folded; the
+    book alone when both are missing."""
+    a = " ".join((author or "").split()).casefold()
+    t = " ".join((title or "").split()).casefold()
+    return f"work{SEP}{a}{SEP}{t}" if a or t else book_id
+
+
+def split_by_work(works: dict[str, str], *, val_frac: float, seed: int) -> set[str]:
+    """The validation books when whole works are split (see :func:`split_books`):
+    ``works`` maps each book id to its :func:`work_key`."""
+    val_works = split_books(works.values(), val_frac=val_frac, seed=seed)
+    return {b for b, w in works.items() if w in val_works}
 
 
 def window_starts(n: int, *, body: int, window: str, stride: int | None) -> list[int]:
@@ -466,7 +489,8 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
         CorpusError: missing input tables, no matching variants or no book with the target.
     """
     t0 = time.perf_counter()
-    pins = lakehouse.pin("texts", "scores")
+    # a split by work reads authors and titles: books is then an input too
+    pins = lakehouse.pin("texts", "scores", *(("books",) if config.split_by == "work" else ()))
     scores = lakehouse.read("scores", version=pins["scores"],
                             columns=["book_id", "metric", "value", "scored_at", "source_file",
                                      "source_row"])
@@ -506,8 +530,16 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
             f"and a {config.target!r} score (scores@{pins['scores']}); {len(excluded)} book(s) "
             "lack the score. Import or ingest scores first."
         )
-    val_books = split_books(pc.unique(texts.column("book_id")).to_pylist(),
-                            val_frac=config.val_frac, seed=config.seed)
+    ids = pc.unique(texts.column("book_id")).to_pylist()
+    if config.split_by == "work":
+        books = lakehouse.read("books", version=pins["books"],
+                               columns=["book_id", "title", "author"]).to_pylist()
+        meta = {b["book_id"]: b for b in books}
+        works = {i: work_key(meta.get(i, {}).get("author"), meta.get(i, {}).get("title"), i)
+                 for i in ids}
+        val_books = split_by_work(works, val_frac=config.val_frac, seed=config.seed)
+    else:
+        val_books = split_books(ids, val_frac=config.val_frac, seed=config.seed)
     is_val = pc.is_in(texts.column("book_id"), value_set=pa.array(sorted(val_books), pa.string()))
     parts = {"train": texts.filter(pc.invert(is_val)), "validation": texts.filter(is_val)}
 

@@ -27,7 +27,9 @@ from train.shards import (
     cut_windows,
     read_manifest,
     split_books,
+    split_by_work,
     window_starts,
+    work_key,
 )
 
 
@@ -84,6 +86,31 @@ def test_split_is_by_book_stable_and_seeded():
     assert split_books(books, val_frac=0.2, seed=4) != val
     assert split_books(books, val_frac=0.0, seed=3) == set()
     assert len(split_books(["a", "b"], val_frac=0.01, seed=0)) == 1  # at least one
+
+
+def test_split_by_work_keeps_a_source_volume_together(sample_lakehouse, tmp_path):
+    works = {f"b{i}": work_key("Ann Author" if i % 3 else None, f"Volume {i // 4}", f"b{i}")
+             for i in range(200)}
+    val = split_by_work(works, val_frac=0.3, seed=1)
+    for w in set(works.values()):
+        members = {b for b, x in works.items() if x == w}
+        assert members <= val or not members & val, w  # never straddles the split
+    assert work_key(None, None, "b7") == "b7"
+    assert work_key(" ann  AUTHOR", "Volume 1", "x") == work_key("Ann Author", "volume 1", "y")
+    # end to end: the sample's validation books share no (author, title) with training
+    lh = sample_lakehouse
+    report = build_shards(lh, config=small_config("bywork", split_by="work", val_frac=0.3))
+    manifest, _ = read_manifest(lh, "bywork")
+    meta = {b["book_id"]: (b["author"], b["title"]) for b in lh.read("books").to_pylist()}
+    split_of: dict = {}
+    for row in manifest.to_pylist():
+        for book in _shard_rows(lh, pa.Table.from_pylist([row])).column("book_id").to_pylist():
+            split_of.setdefault(meta[book], set()).add(row["split"])
+    assert all(len(s) == 1 for s in split_of.values())
+    assert report.books["validation"] > 0
+    assert lh.history("shards", limit=1)[0].inputs.keys() == {"texts", "scores", "books"}
+    with pytest.raises(ConfigError, match="split_by"):
+        small_config(split_by="title")
 
 
 def test_current_score_is_the_latest_per_book():
