@@ -283,9 +283,9 @@ def _page_number(line: str, page_no: int) -> tuple[str, float | None]:
     m = _NUMBER.search(s)
     if m:
         return s[:m.start()] + "{n}" + s[m.end():], int(m.group()) - page_no
-    for w in re.findall(r"[A-Za-z]+", s):
-        if _ROMAN.fullmatch(w):
-            return s.replace(w, "{roman}" if w.islower() else "{ROMAN}", 1), None
+    core = s.strip(".-– ")
+    if core and _ROMAN.fullmatch(core):
+        return s.replace(core, "{roman}" if core.islower() else "{ROMAN}", 1), None
     return s, None
 
 
@@ -354,10 +354,11 @@ def mine_book(pair: Pair, *, config: MineConfig) -> BookMining:
     pages = [(i + 1, bounds[i], bounds[i + 1]) for i in range(len(offsets))]
     front = 0
     for page_no, p0, p1 in pages:
-        body = [i for i in range(p0, p1) if not raw[i].isspace()]
-        if not body:
+        n_text = len(re.sub(r"\s+", "", raw[p0:p1]))
+        if not n_text:
             continue
-        share = sum(matched[i] for i in body) / len(body)
+        # matched characters of the page (whitespace matched or not hardly counts)
+        share = matched.count(1, p0, p1) / n_text
         if share > config.front_max_matched or page_no == len(pages):
             break
         front += 1
@@ -417,19 +418,19 @@ def mine_book(pair: Pair, *, config: MineConfig) -> BookMining:
                 out.add("page_number", tpl, "", "bottom", value=off)
                 struct[l0:l1] = b"\x01" * (l1 - l0)
 
-    # page joins: the whitespace around every boundary between two body pages
-    joins = set()
-    for _, p0, _ in body_pages[1:]:
-        joins.add(p0)
+    # The text itself: the raw text without its furniture, pages joined by a blank line,
+    # aligned again. Its edits are what OCR did to the text, counted below; aligned without
+    # the furniture, no chance match with a header's letters can shift them.
+    body_raw, joins, heads = _body_text(raw, struct)
     out.chances["page_break"] = len(joins)
-
-    _char_patterns(out, ed, raw, blocks, struct, ed_skip, joins, config)
-
-    # CER of the text itself: the raw text without its furniture
-    body_raw = "".join(raw[i] for i in range(len(raw)) if struct[i] != 1)
-    body_raw = re.sub(r"\n{3,}", "\n\n", body_raw).strip()
     body = align(ed, body_raw, words=False)
-    n_struct = sum(1 for c in struct if c == 1)
+    head_mask = bytearray(len(body_raw))
+    for h0, h1 in heads:
+        head_mask[h0:h1] = b"\x01" * (h1 - h0)
+    line_lens = [len(m.group()) for m in _LINE.finditer(raw)]
+    _char_patterns(out, ed, body_raw, cleanup(body.blocks()), head_mask, ed_skip, joins,
+                   line_lens, config)
+    n_struct = struct.count(1)
     out.row = {
         "book_id": pair.book_id, "cer": a.cer, "wer": a.wer, "n_ref_chars": a.ref_len,
         "n_ops": a.distance, "n_substitutions": a.n_replace, "n_insertions": a.n_insert,
@@ -440,22 +441,55 @@ def mine_book(pair: Pair, *, config: MineConfig) -> BookMining:
     return out
 
 
+def _body_text(raw: str, struct: bytearray) -> tuple[str, list[int], list[tuple[int, int]]]:
+    """The raw text without its furniture (``struct == 1``): where furniture was cut out,
+    the text on both sides is joined by one blank line, as pages are.
+
+    Returns:
+        ``(text, joins, headings)``: the text, the end of every join's ``"\n\n"``, and
+        the heading ranges (``struct == 2``) in the text's coordinates.
+    """
+    parts: list[str] = []
+    joins: list[int] = []
+    heads: list[tuple[int, int]] = []
+    n = prev = 0
+    for m in re.finditer(rb"[^\x01]+", struct):
+        s, e = m.span()
+        seg = raw[s:e]
+        if s > prev or not parts:  # furniture was cut before this run (or it is the start)
+            lead = len(seg) - len(seg.lstrip())
+            seg, s = seg[lead:], s + lead
+            if not seg:
+                prev = e
+                continue
+            if parts:
+                tail = parts[-1].rstrip()
+                n -= len(parts[-1]) - len(tail)
+                parts[-1] = tail
+                parts.append("\n\n")
+                n += 2
+                joins.append(n)
+        for h in re.finditer(rb"\x02+", struct[s:e]):
+            heads.append((n + h.start(), n + h.end()))
+        parts.append(seg)
+        n += len(seg)
+        prev = e
+    return "".join(parts).rstrip(), joins, heads
+
+
 def _char_patterns(out: BookMining, ed: str, raw: str, blocks: list[Block],
-                   struct: bytearray, ed_skip: bytearray, joins: set[int],
-                   config: MineConfig) -> None:
-    """Count the edits that page structure does not explain."""
-    line_lens = [len(m.group()) for m in _LINE.finditer(raw)]
+                   head_mask: bytearray, ed_skip: bytearray, joins: list[int],
+                   line_lens: list[int], config: MineConfig) -> None:
+    """Count the edits of the text itself (``raw`` is the text without its furniture)."""
     for b in blocks:
         if b.tag == "equal":
             continue
         e = ed[b.ref_start:b.ref_end]
-        if any(ed_skip[b.ref_start:b.ref_end]):
-            continue
-        keep = [i for i in range(b.hyp_start, b.hyp_end) if not struct[i]]
-        if not e and not keep:
-            continue
-        r = "".join(raw[i] for i in keep)
-        at_join = any(j in joins for j in range(b.hyp_start, b.hyp_end + 1))
+        if any(ed_skip[b.ref_start:b.ref_end]) or any(head_mask[b.hyp_start:b.hyp_end]):
+            continue  # a chapter heading, counted as such
+        r = raw[b.hyp_start:b.hyp_end]
+        k = bisect_right(joins, b.hyp_end + 2)
+        at_join = k > 0 and joins[k - 1] >= b.hyp_start
         if at_join and not e.strip() and not r.strip():
             out.add("line_break", r, e, "page_break")
             continue
@@ -473,12 +507,15 @@ def _char_patterns(out: BookMining, ed: str, raw: str, blocks: list[Block],
             out.add("hyphenation", brk, "", ctx, value=frac)
             out.chances["line_ends"] += 1
             if not ws and (rest or e):
-                _char_edit(out, ed, b.ref_start, b.ref_end, e, rest, config)
+                _char_edit(out, ed, b.ref_start, b.ref_end, e, rest, config, line_lens)
             continue
         if (not e and r.strip() == "" and "\n" in r and b.ref_start > 0
                 and ed[b.ref_start - 1] in "-\u2010\u2011"):
             out.add("hyphenation", r, "", "at_hyphen")
             out.chances["line_ends"] += 1
+            continue
+        if e.strip() == "" and r.strip() == "":
+            _ws_edit(out, e, r, ed, b.ref_start, line_lens)
             continue
         # an edit run next to a changed space ("modern " -> "modem\n"): the confusion and
         # the line break are two patterns
@@ -500,7 +537,8 @@ def _char_patterns(out: BookMining, ed: str, raw: str, blocks: list[Block],
             if core_e.strip() == "" and core_r.strip() == "":
                 _ws_edit(out, core_e, core_r, ed, c0, line_lens)
             else:
-                _char_edit(out, ed, c0, c0 + len(core_e), core_e, core_r, config)
+                _char_edit(out, ed, c0, c0 + len(core_e), core_e, core_r, config,
+                           line_lens)
         if trail[0]:
             _ws_edit(out, trail[0], trail[1], ed, b.ref_end - len(trail[0]), line_lens)
 
@@ -551,7 +589,7 @@ def _word_around(text: str, pos: int) -> tuple[str, str]:
 
 
 def _char_edit(out: BookMining, ed: str, r0: int, r1: int, e: str, r: str,
-               config: MineConfig) -> None:
+               config: MineConfig, line_lens: list[int]) -> None:
     if max(len(e), len(r)) <= config.max_pattern:
         out.add(_classify(e, r), r, e, _context(ed, r0, r1))
         return
@@ -570,7 +608,10 @@ def _char_edit(out: BookMining, ed: str, r0: int, r1: int, e: str, r: str,
             ee, rr, s, t = e[i], "", r0 + i, r0 + i + 1
         else:
             ee, rr, s, t = "", r[j], r0 + i, r0 + i
-        out.add(_classify(ee, rr), rr, ee, _context(ed, s, t))
+        if ee.strip() == "" and rr.strip() == "":
+            _ws_edit(out, ee, rr, ed, s, line_lens)
+        else:
+            out.add(_classify(ee, rr), rr, ee, _context(ed, s, t))
 
 
 # ---- all books ----------------------------------------------------------------------------

@@ -41,10 +41,10 @@ def _typeset(edited: str, *, width: int = 60, lines_per_page: int = 18,
     ``hyphen_every``-th line end breaking a long word with a hyphen, pages of
     ``lines_per_page`` lines under a running header (author on even pages, TITLE on odd),
     a page number at every page foot, and OCR confusions rn -> m, "e" -> "c" in "keeper"."""
-    stats = {"hyphenations": 0, "rn": 0, "keeper": 0, "pages": 0}
+    stats = {"hyphenations": 0, "rn": 0, "keeper": 0, "pages": 0, "line_ends": 0}
     lines: list[str] = []
     for para in edited.split("\n\n"):
-        words, line, n_end = para.split(" "), "", 0
+        words, line, n_end, start = para.split(" "), "", 0, len(lines)
         for w in words:
             if line and len(line) + 1 + len(w) > width:
                 n_end += 1
@@ -59,6 +59,7 @@ def _typeset(edited: str, *, width: int = 60, lines_per_page: int = 18,
             else:
                 line = f"{line} {w}" if line else w
         lines.append(line)
+        stats["line_ends"] += len(lines) - start - 1  # inside this paragraph
         lines.append("")
     body = []
     for ln in lines:
@@ -134,8 +135,15 @@ def test_structure_of_a_typeset_book(typeset):
     hyph = _rows(artifacts, "hyphenation")
     assert sum(r["count"] for r in hyph) == stats["hyphenations"]
     assert {r["raw"] for r in hyph} == {"-\n"}
-    wraps = [r for r in _rows(artifacts, "line_break") if r["context"] == "wrap"]
+    breaks = _rows(artifacts, "line_break")
+    wraps = [r for r in breaks if r["context"] == "wrap"]
     assert wraps and 40 < wraps[0]["value"] <= 60  # the line width the book was set at
+    # every line end inside a paragraph is exactly one of: a wrap, a hyphenation, or (at a
+    # page foot) a page break where the edited text has a space
+    in_para_page_breaks = sum(r["count"] for r in breaks
+                              if r["context"] == "page_break" and r["edited"] == " ")
+    assert (wraps[0]["count"] + stats["hyphenations"] + in_para_page_breaks
+            == stats["line_ends"])
     # hyphenation rate per line end: hyphenated ends / (hyphenated + plain wraps)
     assert hyph[0]["probability"] == pytest.approx(
         stats["hyphenations"] / (stats["hyphenations"] + wraps[0]["count"]), rel=0.05)
