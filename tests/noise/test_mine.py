@@ -284,3 +284,33 @@ def test_book_mining_is_pure(typeset):
     pair, _ = typeset
     a, b = mine_book(pair, config=MineConfig()), mine_book(pair, config=MineConfig())
     assert a.seen == b.seen and a.chances == b.chances
+
+
+def test_ligature_punctuation_and_whitespace_kinds():
+    _, ar = mine({"b": ("The fine fish's fin. It was here.", "The ﬁne ﬁsh’s ﬁn, Itwas here.")})
+    rows = ar.to_pylist()
+    kinds = {(r["kind"], r["edited"], r["raw"]) for r in rows}
+    assert {("ligature", "fi", "ﬁ"), ("punctuation", "'", "’"), ("punctuation", ".", ","),
+            ("whitespace", " ", "")} <= kinds
+    assert sum(r["count"] for r in rows if r["kind"] == "ligature") == 3
+    # "fi" occurs 3 times, always read as the ligature: probability 1 in each context
+    assert all(r["probability"] == 1.0 for r in rows if r["kind"] == "ligature")
+
+
+def test_opportunity_counting_paths_agree():
+    import itertools
+
+    from noise.mine import _occurrences
+
+    rng = random.Random(3)
+    texts = ["".join(rng.choice("abc \n") for _ in range(2000)) for _ in range(3)]
+    forms = ["".join(p) for k in range(3) for p in itertools.product("abc ", repeat=k)]
+    many = {(e, f"{left}_{right}") for e in forms for left in "abc ^" for right in "abc $"}
+    few = set(sorted(many)[:20])
+    counted = _occurrences(texts, many)   # one pass over all windows
+    assert _occurrences(texts, few) == {k: counted[k] for k in few}  # one regex per key
+    for (e, ctx), n in counted.items():
+        left, _, right = ctx.partition("_")
+        needle = left.replace("^", "\n") + e + right.replace("$", "\n")
+        assert n == sum(len(re.findall(f"(?={re.escape(needle)})", f"\n{t}\n"))
+                        for t in texts)
