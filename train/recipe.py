@@ -66,6 +66,8 @@ class TrainConfig:
         block_shards: Loader shuffle block (see :mod:`train.data`).
         num_workers: DataLoader workers per rank.
         max_grad_norm: Gradient clipping.
+        seq_len: Window length of the shards (recorded for scoring; 0 if unknown).
+        extra: Free-form notes recorded with the run.
     """
 
     root: str
@@ -86,6 +88,7 @@ class TrainConfig:
     block_shards: int = 8
     num_workers: int = 0
     max_grad_norm: float = 1.0
+    seq_len: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
