@@ -236,6 +236,9 @@ class _Differ:
             self._window(pa, s, pb, t, 0)
             pa, pb = e, t + (e - s)
         self._window(pa, len(a), pb, len(b), 0)
+        if anchors and self.distance > max(len(a), len(b)):
+            self._rollback((0, 0))  # chance anchors in unrelated texts (see _window)
+            self._exact(0, len(a), 0, len(b))
         return self
 
     def _sparse(self) -> list[tuple[int, int, int]]:
@@ -279,11 +282,28 @@ class _Differ:
                 slack *= 2
         return out
 
+    def _mark(self) -> tuple[int, int]:
+        return len(self.kinds), self.distance
+
+    def _rollback(self, mark: tuple[int, int]) -> None:
+        n, self.distance = mark
+        del self.kinds[n:], self.rpos[n:], self.hpos[n:]
+
     def _window(self, a0: int, a1: int, b0: int, b1: int, level: int) -> None:
-        # An explicit stack instead of recursion: gaps are processed left to right.
-        stack = [(a0, a1, b0, b1, level)]
+        # An explicit stack instead of recursion: gaps are processed left to right. After
+        # an anchored window's gaps, a check: costing more than max(la, lb) (what replacing
+        # everything costs) means its anchors were chance matches (unrelated text): the
+        # window is then aligned exactly as a whole.
+        stack: list[tuple] = [(a0, a1, b0, b1, level)]
         while stack:
-            a0, a1, b0, b1, level = stack.pop()
+            item = stack.pop()
+            if len(item) == 6:  # the check of an anchored window
+                a0, a1, b0, b1, mark, _ = item
+                if self.distance - mark[1] > max(a1 - a0, b1 - b0):
+                    self._rollback(mark)
+                    self._exact(a0, a1, b0, b1)
+                continue
+            a0, a1, b0, b1, level = item
             la, lb = a1 - a0, b1 - b0
             cells = la * lb
             if (la == 0 or lb == 0 or cells <= self.direct_cells or level >= len(self.levels)
@@ -300,6 +320,7 @@ class _Differ:
                 gaps.append((pa, s, pb, t, level))
                 pa, pb = e, t + (e - s)
             gaps.append((pa, a1, pb, b1, level))
+            stack.append((a0, a1, b0, b1, self._mark(), "check"))
             stack.extend(reversed(gaps))
 
     def _anchors(self, a0: int, a1: int, b0: int, b1: int,

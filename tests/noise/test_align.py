@@ -224,3 +224,16 @@ def test_real_ocr_of_several_books_joined_is_exact(small_pairs, dev_pairs):
         assert a.distance == Levenshtein.distance(ref, hyp)
         assert a.word_distance == _exact_word_distance(ref, hyp)
         assert apply_ops(ref, hyp, a.ops) == hyp
+
+
+def test_unrelated_texts_fall_back_to_exact(share_truth):
+    """Two different books: any anchors are chance matches. The anchored result would cost
+    more than replacing everything, so the window is aligned exactly instead."""
+    books = [b["clean_text"] for b in share_truth["books"].values() if b.get("clean_text")]
+    ref = "\n\n".join(books[:40])[:20_000]
+    hyp = "\n\n".join(books[40:80])[:20_000]
+    assert len(ref) == len(hyp) == 20_000
+    a = align(ref, hyp, direct_cells=10_000)
+    assert a.distance == Levenshtein.distance(ref, hyp) < 20_000
+    assert a.word_distance == _exact_word_distance(ref, hyp)
+    assert apply_ops(ref, hyp, a.ops) == hyp
