@@ -1,27 +1,34 @@
 """Book-length alignment of a reference (edited) text and a hypothesis (raw, OCR) text.
 
-A whole-book edit distance is quadratic: rapidfuzz needs about a minute for a million
-characters and a bit matrix of ``n*m/8`` bytes for the edit operations. Books differ from
-their scans only locally, so :func:`align` splits the problem first:
+A whole-book edit distance is quadratic: rapidfuzz needs ~10 s for half a million
+characters (P3 in BENCHMARKS.md). Books differ from their scans only locally, so
+:func:`align` splits the problem first:
 
-1. **Anchors.** Word n-grams (three words, spaces included) that occur exactly once in the
-   reference window and exactly once in the hypothesis window are paired; the longest chain
-   of pairs in the same order in both texts (longest increasing subsequence) is kept,
-   touching pairs on one diagonal merge into one equal block, and every block is trimmed by
-   a few characters at both ends so the exact step below can still choose how the text next
-   to an edit aligns.
-2. **Exact gaps.** Between two anchors the segments are short; rapidfuzz computes their exact
-   edit operations. A segment that is still long (more than ``direct_cells`` cells in its
-   dynamic-programming matrix) is anchored again with weaker anchors (single words unique
-   in the segment, then character q-grams) and only then, if nothing anchors, aligned
+1. **Sparse probes.** Every ~1,000 characters (``isqrt(direct_cells) / 2``) a 24-character
+   probe of the reference is looked up (``str.find``) in the hypothesis near the diagonal of
+   the last anchor; a probe found exactly once there, and unique around its place in the
+   reference, anchors. A probe that misses (an edit inside it) is retried a little further
+   on, with a slack that doubles after 16 misses, so a lost page or a long insertion is
+   crossed.
+2. **Exact windows.** The windows between anchors (about 1,000 x 1,000 characters, at most
+   ``direct_cells`` cells of the dynamic-programming matrix) get their exact edit operations
+   from rapidfuzz. A window still too long is anchored again: word trigrams (spaces
+   included) unique in both halves of the window, paired, the longest chain in the same
+   order in both (longest increasing subsequence) kept, touching pairs on one diagonal
+   merged; then single words, then character q-grams; only if nothing anchors is it aligned
    exactly as a whole (rapidfuzz with ``score_hint``).
+3. Every anchored block gives ``trim`` characters back to its neighbouring windows, so the
+   exact step decides how the text next to an edit aligns. An anchored window whose edits
+   cost more than replacing it whole had chance anchors (unrelated text) and is aligned
+   exactly instead.
 
 Texts with at most ``direct_cells`` cells are aligned exactly in one step. On longer texts
 the distance equals the exact Levenshtein distance whenever the anchors lie on an optimal
 alignment, which holds for text with local damage (OCR errors, inserted headers, line
-breaks); the property tests in ``tests/noise/test_align.py`` check equality with rapidfuzz
-on random texts with random edits, with the anchor path forced. Where text was *moved*
-(not present in this data) the result is a valid but possibly longer edit script.
+breaks, lost or inserted passages); the property tests in ``tests/noise/test_align.py``
+check equality with rapidfuzz on random prose with random edits, with the anchor path
+forced, and on real OCR. Text that is periodic (one word repeated) or *moved* may get a
+valid but longer edit script.
 
 WER is the word-level edit distance over the reference's whitespace-separated words,
 computed the same way with every distinct word coded as one symbol.
