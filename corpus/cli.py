@@ -537,13 +537,13 @@ def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tup
 @click.pass_context
 def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
           html_out: str | None, texts_version: int | None, top: int) -> None:
-    """CER and WER of HYPOTHESIS (raw, e.g. OCR) against REFERENCE (the edited text).
+    """CER and WER of a raw text (HYPOTHESIS) against its edited text (REFERENCE).
 
     Each argument is a file (.txt in any encoding, taken as it is; .docx .html .epub .pdf
     through the ingest readers) or a book variant of the lakehouse, BOOK_ID:VARIANT, e.g.
-    9781038783486:edited 9781038783486:ocr. CER = character edit distance / reference
-    characters, WER = word edit distance / reference words (whitespace-separated), both
-    exact, computed at book length by anchored alignment.
+    9781038783486:edited 9781038783486:ocr (an existing file of that name wins). CER =
+    character edit distance / reference characters, WER = word edit distance / reference
+    words (whitespace-separated), both exact, computed at book length by anchored alignment.
     """
     from collections import Counter
 
