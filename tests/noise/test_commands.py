@@ -63,7 +63,7 @@ def test_align_book_variants_and_mine(small_pairs):
                          "json").stdout)
     assert out["distance"] == Levenshtein.distance(texts["edited"], texts["ocr"])
     p = run(root, "align", f"{book}:edited", f"{book}:noisy", ok=False)
-    assert p.returncode == 2 and "variants: edited, ocr" in p.stderr
+    assert p.returncode == 2 and "has no 'noisy' text (variants: edited, ocr" in p.stderr
 
     p = run(root, "mine")
     assert "4 book(s) mined against ocr" in p.stdout and "artifacts@" in p.stdout
