@@ -15,10 +15,12 @@ versions, generates the variants of many books in a process pool and merges them
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -73,14 +75,28 @@ def book_rng(seed: int, book_id: str) -> np.random.Generator:
 class _Draws:
     """Uniform draws taken from ``rng`` in blocks (a scalar call per decision is slow)."""
 
-    def __init__(self, rng: np.random.Generator, block: int = 4096):
+    def __init__(self, rng: np.random.Generator, block: int = 64):
         self._rng, self._block = rng, block
         self._buf: list[float] = []
 
+    def _refill(self) -> None:
+        # blocks grow: a short book draws little, a long one in few calls; new values go
+        # in front, so draws keep coming in the order they were generated
+        self._buf = self._rng.random(self._block).tolist()[::-1] + self._buf
+        self._block = min(self._block * 2, 8192)
+
     def __call__(self) -> float:
         if not self._buf:
-            self._buf = self._rng.random(self._block).tolist()
+            self._refill()
         return self._buf.pop()
+
+    def many(self, k: int) -> list[float]:
+        """The next ``k`` draws (the same values ``k`` calls would give)."""
+        while len(self._buf) < k:
+            self._refill()
+        out = self._buf[len(self._buf) - k:][::-1]
+        del self._buf[len(self._buf) - k:]
+        return out
 
 
 def _pick(options: Sequence[tuple], u: float, weight: int = -1):
@@ -108,6 +124,7 @@ class _Typesetter:
     buf: list[str] = field(default_factory=list)
     size: int = 0          # characters in buf
     pages: list[int] = field(default_factory=list)  # page starts in the current chunk
+    filled: dict[str, str] = field(default_factory=dict)  # templates without a number
 
     def emit(self, s: str) -> None:
         self.buf.append(s)
@@ -119,9 +136,20 @@ class _Typesetter:
         return text, pages
 
     def _fill(self, template: str, n: int | None = None) -> str:
-        return fill(template, title=self.meta.title, author=self.meta.author,
-                    isbn=isbn_hyphenated(self.meta.book_id), year=self.year,
-                    n=self.page if n is None else n)
+        if "{" not in template:
+            return template
+        numbered = "{n}" in template or "{roman}" in template or "{ROMAN}" in template
+        if not numbered and template in self.filled:  # a running header: same every page
+            return self.filled[template]
+        out = fill(template, title=self.meta.title, author=self.meta.author,
+                   isbn=self.isbn, year=self.year, n=self.page if n is None else n)
+        if not numbered:
+            self.filled[template] = out
+        return out
+
+    @functools.cached_property
+    def isbn(self) -> str:
+        return isbn_hyphenated(self.meta.book_id)
 
     def _number(self, position: str) -> None:
         options = [o for o in self.layout.page_numbers if o[0] == position]
@@ -191,40 +219,55 @@ class _Typesetter:
         """Set one paragraph; returns the offset of its first line in the chunk."""
         lay = self.layout
         width = lay.line_width
-        par = self.heading(par)
+        draw = self.draw
+        if len(par) <= 40 and lay.headings:
+            par = self.heading(par)
+        pieces = []
         start, n = 0, len(par)
-        sep = first_sep
-        first_at = -1
         while n - start > width:
             cut = par.rfind(" ", start, start + width + 1)
             if cut <= start:  # one word longer than a line: cut it hard
-                at = self.line(par[start:start + width], sep)
+                pieces.append(par[start:start + width])
                 start += width
-            else:
+                continue
+            self.breaks += 1
+            if lay.hyphenation:
                 end = par.find(" ", cut + 1)
-                end = n if end < 0 else end
-                word = par[cut + 1:end]
+                word = par[cut + 1:n if end < 0 else end]
                 alpha = len(word.rstrip(".,;:!?\"'’”)"))
-                room = start + width - (cut + 1)
-                self.breaks += 1
-                k = min(room - 1, alpha - 2)
-                hyphenate = False
+                k = min(start + width - cut - 2, alpha - 2)  # letters that fit, hyphen too
                 if alpha >= 5 and k >= 2 and word[:k + 1].isalpha():
                     self.feasible += 1
                     # the mined share is per line end; only feasible ends can take one
-                    p = lay.hyphenation * self.breaks / self.feasible
-                    hyphenate = self.draw() < p
-                if hyphenate:
-                    at = self.line(par[start:cut + 1 + k] + "-", sep)
-                    start = cut + 1 + k
-                else:
-                    at = self.line(par[start:cut], sep)
-                    start = cut + 1
+                    if draw() < lay.hyphenation * self.breaks / self.feasible:
+                        pieces.append(par[start:cut + 1 + k] + "-")
+                        start = cut + 1 + k
+                        continue
+            pieces.append(par[start:cut])
+            start = cut + 1
+        pieces.append(par[start:])
+        # onto pages: as many lines as the page has room for, then a page break
+        lpp, blank = lay.lines_per_page, lay.blank_line
+        first_at = -1
+        i, sep = 0, first_sep
+        while i < len(pieces):
+            if self.page == 0 or self.lines >= lpp:
+                self.new_page()  # the page break replaces the separator
+            else:
+                self.emit(sep)
             if first_at < 0:
-                first_at = at
-            sep = "\n\n" if self.draw() < lay.blank_line else "\n"
-        at = self.line(par[start:], sep)
-        return at if first_at < 0 else first_at
+                first_at = self.size
+            part = pieces[i:i + lpp - self.lines]
+            if len(part) > 1:
+                seps = ["\n\n" if u < blank else "\n" for u in draw.many(len(part) - 1)]
+                self.emit(part[0] + "".join(a + b for a, b in zip(seps, part[1:],
+                                                                  strict=True)))
+            else:
+                self.emit(part[0])
+            self.lines += len(part)
+            i += len(part)
+            sep = "\n\n" if draw() < blank else "\n"
+        return first_at
 
 
 def typeset(text: str, *, layout: PageLayout, meta: BookMeta, rng: np.random.Generator,
@@ -301,6 +344,48 @@ def noisy_variant(text: str, *, model: NoiseModel, meta: BookMeta, seed: int,
     return NoisyText("".join(parts), pages, chapters, level)
 
 
+@dataclass(frozen=True)
+class BookTask:
+    """One variant to make: the edited text, the book, the seed, its chapter starts."""
+
+    text: str
+    meta: BookMeta
+    seed: int
+    chapter_offsets: Sequence[int] = ()
+
+
+def noisy_variants(tasks: Sequence[BookTask], *, model: NoiseModel, cer_scale: float = 1.0,
+                   chunk_chars: int = CHUNK_CHARS) -> list[NoisyText]:
+    """:func:`noisy_variant` of many books, byte-identical to one by one.
+
+    Books that fit in one chunk are set first, then their character noise is sampled in one
+    vectorised pass over all of them (each still draws from its own generator, in the same
+    order as alone); a short book otherwise pays numpy's per-call overhead more than its
+    characters. Longer books go through :func:`noisy_variant`.
+    """
+    out: dict[int, NoisyText] = {}
+    batch = []  # (index, chunk, page starts, chapter starts, level, rng)
+    for i, t in enumerate(tasks):
+        rng = book_rng(t.seed, t.meta.book_id)
+        level = model.draw_level(rng, scale=cer_scale)
+        chunks = iter(typeset(t.text, layout=model.layout, meta=t.meta, rng=rng,
+                              chapter_offsets=t.chapter_offsets, chunk_chars=chunk_chars))
+        first = next(chunks)
+        if next(chunks, None) is not None:  # several chunks: the generator is half-used
+            out[i] = noisy_variant(t.text, model=model, meta=t.meta, seed=t.seed,
+                                   chapter_offsets=t.chapter_offsets, cer_scale=cer_scale,
+                                   chunk_chars=chunk_chars)
+            continue
+        batch.append((i, *first, level, rng))
+    events = model.chars.sample_many([b[1] for b in batch], rates=[b[4] for b in batch],
+                                     rngs=[b[5] for b in batch])
+    for (i, chunk, pages, chaps, level, _), ev in zip(batch, events, strict=True):
+        moved = model.chars.shift(ev, pages + chaps)
+        out[i] = NoisyText(model.chars.apply(chunk, ev), moved[:len(pages)],
+                           moved[len(pages):], level)
+    return [out[i] for i in range(len(tasks))]
+
+
 _UNIFORM_ALPHABET = np.array([ord(c) for c in
                               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                               ".,;:'\"-!? "], dtype=np.uint32)
@@ -356,7 +441,7 @@ class NoiseConfig:
     books: tuple[str, ...] = ()
     workers: int = 2
     chunk_chars: int = CHUNK_CHARS
-    batch_books: int = 64
+    batch_books: int = 256
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -395,8 +480,23 @@ class NoiseReport:
     model: dict = field(default_factory=dict)
 
 
-# A worker's model: set once per process by the pool initializer (not a global of the
-# parent: the parent passes it explicitly), so tasks carry only texts.
+def make_batch(tasks: Sequence[tuple[dict, BookMeta, int]], *, model: NoiseModel,
+               config: NoiseConfig, uniform_cer: float) -> list[tuple[str, int, NoisyText]]:
+    """Variants of a batch of ``(edited row, book, seed)``: ``[(book_id, seed, text)]``."""
+    if config.recipe == "uniform":
+        level = uniform_cer * config.cer_scale
+        return [(meta.book_id, seed, NoisyText(
+            uniform_noise(row["text"], cer=level, rng=book_rng(seed, meta.book_id)),
+            [], [], level)) for row, meta, seed in tasks]
+    outs = noisy_variants(
+        [BookTask(row["text"], meta, seed, row.get("chapter_offsets") or ())
+         for row, meta, seed in tasks],
+        model=model, cer_scale=config.cer_scale, chunk_chars=config.chunk_chars)
+    return [(meta.book_id, seed, out) for (_, meta, seed), out in zip(tasks, outs, strict=True)]
+
+
+# A pool worker's model and options: set once per process by the pool initializer, so that
+# tasks carry only texts (the model is pickled once per worker, not once per book).
 _WORKER: dict = {}
 
 
@@ -404,19 +504,21 @@ def _init_worker(model: NoiseModel, config: NoiseConfig, uniform_cer: float) -> 
     _WORKER.update(model=model, config=config, uniform_cer=uniform_cer)
 
 
-def _make(task: tuple[dict, BookMeta, int]) -> tuple[str, int, NoisyText]:
-    row, meta, seed = task
-    model, config = _WORKER["model"], _WORKER["config"]
-    if config.recipe == "uniform":
-        rng = book_rng(seed, meta.book_id)
-        text = uniform_noise(row["text"], cer=_WORKER["uniform_cer"] * config.cer_scale,
-                             rng=rng)
-        out = NoisyText(text, [], [], _WORKER["uniform_cer"] * config.cer_scale)
-    else:
-        out = noisy_variant(row["text"], model=model, meta=meta, seed=seed,
-                            chapter_offsets=row.get("chapter_offsets") or (),
-                            cer_scale=config.cer_scale, chunk_chars=config.chunk_chars)
-    return meta.book_id, seed, out
+def _pool_batch(tasks: list) -> list[tuple[str, int, NoisyText]]:
+    return make_batch(tasks, **_WORKER)
+
+
+def _batches(tasks: Iterable, chars: int, books: int = 64) -> Iterator[list]:
+    """Consecutive tasks grouped up to ``chars`` characters or ``books`` books."""
+    batch, size = [], 0
+    for t in tasks:
+        batch.append(t)
+        size += len(t[0]["text"])
+        if size >= chars or len(batch) >= books:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseModel,
@@ -424,17 +526,26 @@ def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseMo
              ) -> Iterator[tuple[str, int, NoisyText]]:
     """Variants of edited ``texts`` rows, in parallel over books: ``(book_id, seed, text)``.
 
-    Output order follows input order (so a run's commits are reproducible too).
+    Short books go to the workers in batches (see :func:`noisy_variants`); output order
+    follows input order, and a book's variant does not depend on its batch.
     """
     tasks = ((row, metas.get(row["book_id"]) or BookMeta(row["book_id"]), config.seed + k)
              for row in rows for k in range(config.per_book))
+    batches = _batches(tasks, config.chunk_chars)
     if config.workers == 1:
-        _init_worker(model, config, uniform_cer)
-        yield from map(_make, tasks)
+        for b in batches:
+            yield from make_batch(b, model=model, config=config, uniform_cer=uniform_cer)
         return
     with ProcessPoolExecutor(config.workers, initializer=_init_worker,
                              initargs=(model, config, uniform_cer)) as pool:
-        yield from pool.map(_make, tasks, chunksize=1)
+        # a few batches in flight per worker: the texts are streamed, never all in memory
+        pending: deque = deque()
+        for b in batches:
+            pending.append(pool.submit(_pool_batch, b))
+            if len(pending) >= 2 * config.workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
 
 
 def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
@@ -480,14 +591,40 @@ def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
                              edited_texts=edited)
 
 
+def _edited_ids(lakehouse: Lakehouse, version: int) -> list[str]:
+    ids = []
+    for b in lakehouse.dataset("texts", version).to_batches(columns=["book_id", "variant"]):
+        ids += [i for i, v in zip(b.column("book_id").to_pylist(),
+                                  b.column("variant").to_pylist(), strict=True)
+                if v == "edited"]
+    return ids
+
+
+def _edited_rows(lakehouse: Lakehouse, version: int, wanted: set[str] | None,
+                 ) -> Iterator[dict]:
+    """The edited texts, streamed in small record batches (never the whole table)."""
+    ds = lakehouse.dataset("texts", version)
+    for b in ds.to_batches(columns=["book_id", "variant", "text", "chapter_offsets"],
+                           batch_size=32):
+        variants = b.column("variant").to_pylist()
+        ids = b.column("book_id").to_pylist()
+        for i, (book, v) in enumerate(zip(ids, variants, strict=True)):
+            if v == "edited" and (wanted is None or book in wanted):
+                yield {"book_id": book, "text": b.column("text")[i].as_py(),
+                       "chapter_offsets": b.column("chapter_offsets")[i].as_py()}
+
+
 def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
-    """Generate noisy variants of edited books and merge them into ``texts``."""
+    """Generate noisy variants of edited books and merge them into ``texts``.
+
+    Edited texts are streamed from the pinned ``texts`` version; variants are merged in
+    commits of ``batch_books`` books, each recording the pinned inputs and the recipe.
+    """
     t0 = time.perf_counter()
-    pins = lakehouse.pin("texts", "books", "artifacts", "alignments") \
-        if lakehouse.exists("artifacts") and lakehouse.exists("alignments") else None
-    if pins is None:
+    if not (lakehouse.exists("artifacts") and lakehouse.exists("alignments")):
         raise CorpusError("No mined artifacts yet: run `corpus mine` first (it needs books "
                           "with both an edited and an ocr text).")
+    pins = lakehouse.pin("texts", "books", "artifacts", "alignments")
     model = load_model(lakehouse, artifacts_version=pins["artifacts"],
                        alignments_version=pins["alignments"])
     align_rows = lakehouse.read("alignments", version=pins["alignments"]).to_pylist()
@@ -498,27 +635,21 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
                            columns=["book_id", "title", "author"]).to_pylist()
     metas = {b["book_id"]: BookMeta(b["book_id"], b["title"] or "", b["author"] or "")
              for b in books}
-    import pyarrow.compute as pc
-
-    texts = lakehouse.read("texts", version=pins["texts"],
-                           columns=["book_id", "variant", "text", "chapter_offsets"],
-                           filter=pc.field("variant") == "edited")
-    ids = texts.column("book_id").to_pylist()
-    if config.books:
-        missing = sorted(set(config.books) - set(ids))
+    ids = _edited_ids(lakehouse, pins["texts"])
+    wanted = set(config.books) if config.books else None
+    if wanted:
+        missing = sorted(wanted - set(ids))
         if missing:
             raise CorpusError(f"No edited text for book(s) {missing[:5]}"
                               f"{' ...' if len(missing) > 5 else ''}: list the books with "
                               "`corpus sql \"SELECT book_id FROM texts WHERE variant = "
                               "'edited'\"`.")
-        wanted = set(config.books)
-        texts = texts.filter(pc.is_in(texts.column("book_id"),
-                                      value_set=__import__("pyarrow").array(sorted(wanted))))
+    n_books = len(wanted) if wanted else len(ids)
     av = pins["artifacts"]
     names = {config.seed + k: variant_name(config.recipe, av, config.seed + k)
              for k in range(config.per_book)}
     report = NoiseReport(variants=sorted(names.values()), texts_version=pins["texts"],
-                         model=model.summary())
+                         model=model.summary(), books=n_books)
     lineage = Lineage(
         operation="noise", inputs=pins,
         config={"recipe": config.recipe, "seed": config.seed, "per_book": config.per_book,
@@ -527,11 +658,16 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
     edited_version = pins["texts"]
     batch: list[dict] = []
     now = datetime.now(UTC)
-    rows = texts.to_pylist()
-    del texts
+
+    def counted(rows: Iterator[dict]) -> Iterator[dict]:
+        for r in rows:
+            report.chars_in += len(r["text"]) * config.per_book
+            yield r
+
+    rows = counted(_edited_rows(lakehouse, edited_version, wanted))
     for book_id, seed, out in progress(
             generate(rows, metas, model=model, config=config, uniform_cer=uniform_cer),
-            desc="variants", total=len(rows) * config.per_book, unit="book"):
+            desc="variants", total=n_books * config.per_book, unit="book"):
         batch.append({"book_id": book_id, "variant": names[seed], "text": out.text,
                       "n_chars": len(out.text), "chapter_offsets": out.chapter_offsets or None,
                       "page_offsets": out.page_offsets or None,
@@ -545,7 +681,5 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
     if batch:
         lakehouse.merge("texts", batch, lineage=lineage)
         report.rows += len(batch)
-    report.books = len(rows)
-    report.chars_in = sum(len(r["text"]) for r in rows) * config.per_book
     report.seconds = time.perf_counter() - t0
     return report

@@ -43,6 +43,18 @@ MAX_PROBABILITY = 0.95   # no character is always destroyed, whatever the scale
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: keys of exact contexts are hashed with it
 _M64 = (1 << 64) - 1
 EDGE = "\n"              # a line edge (mined as ^ / $) is a newline in the set text
+_HASH_BITS = 16          # prefilter bitmaps of 2**16 entries: small enough to stay in cache
+_BITS = 1 << _HASH_BITS
+
+
+_TRIPLE = (0x2545F491, 0x9E3779B9, 0x85EBCA6B)
+
+
+def _triple(left: int, first: int, right: int) -> int:
+    """A hash of (left neighbour, first edited character, right neighbour) into _BITS,
+    computed modulo 2**32 as the vectorised lookup does."""
+    a, b, c = _TRIPLE
+    return ((left * a + first * b + right * c) & 0xFFFFFFFF) >> (32 - _HASH_BITS)
 
 
 @functools.cache
@@ -141,6 +153,7 @@ class CharNoise:
         self.confusions: tuple[Confusion, ...] = tuple(conf)
         # group outcomes by (length, table, key): table 0 = exact context, 1 = class
         groups: dict[tuple[int, int, int], list[tuple[str, float]]] = {}
+        triples: dict[int, int] = {}  # exact key -> its prefilter hash
         for c in conf:
             e = _pack([ord(ch) for ch in c.edited])
             ex = exact_context(c.context)
@@ -152,6 +165,9 @@ class CharNoise:
             for table, key in keys:
                 groups.setdefault((len(c.edited), table, key), []).append(
                     (c.raw, c.probability))
+                if table == 0:
+                    triples[key] = _triple(ord(ex[0]), ord(c.edited[0]) if c.edited else 0,
+                                           ord(ex[1]))
         self.outcomes: list[str] = []
         cdf: list[float] = []
         rows: dict[tuple[int, int], list[tuple[int, float, int]]] = {}
@@ -169,71 +185,104 @@ class CharNoise:
         self._outlen = np.fromiter((len(o) for o in self.outcomes), dtype=np.int64,
                                    count=len(self.outcomes))
         self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._starts: dict[int, np.ndarray] = {}
+        self._row_hash: dict[int, list[int]] = {}
         for (length, table), rs in rows.items():
             rs.sort()
+            if table == 0:
+                self._row_hash[length] = [triples[r[0]] for r in rs]
             self._tables[(length, table)] = (
                 np.asarray([r[0] for r in rs], dtype=np.uint64),
                 np.asarray([r[1] for r in rs], dtype=np.float64),
                 np.asarray([r[2] for r in rs], dtype=np.int64))
+        # Prefilters per pattern length, so that only positions that can hit are looked up:
+        # for exact contexts a bitmap over a hash of (left, first edited character, right)
+        # (a few percent false positives), for class contexts the first character.
+        self._exact_bits: dict[int, np.ndarray] = {}
+        self._class_first: dict[int, np.ndarray] = {}
+        # ... and a slot table: hash -> the one key row with that hash (-2: several), so a
+        # hit is found by one gather instead of a binary search.
+        self._slots: dict[int, np.ndarray] = {}
         for c in conf:
-            if c.edited:
-                st = self._starts.setdefault(len(c.edited), np.zeros(0x10000, dtype=bool))
-                st[min(ord(c.edited[0]), 0xFFFF)] = True
+            m = len(c.edited)
+            ex = exact_context(c.context)
+            first = ord(c.edited[0]) if m else 0
+            if ex is not None:
+                bits = self._exact_bits.setdefault(m, np.zeros(_BITS, dtype=bool))
+                bits[_triple(ord(ex[0]), first, ord(ex[1]))] = True
+            else:
+                firsts = self._class_first.setdefault(m, np.zeros(0x110000, dtype=bool))
+                if m:
+                    firsts[first] = True
+                else:
+                    firsts[:] = True
+
+        for length, table in self._tables:
+            if table != 0:
+                continue
+            slots = np.full(_BITS, -1, dtype=np.int32)
+            for row, h in enumerate(self._row_hash[length]):
+                slots[h] = row if slots[h] == -1 else -2
+            self._slots[length] = slots
 
     # ---- sampling ---------------------------------------------------------------------
     def candidates(self, codes: np.ndarray,
                    ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Positions where some confusion can happen: ``[(length, pos, prob, group)]``."""
+        """Positions where some confusion can happen: ``[(length, pos, prob, group)]``.
+
+        For an insertion (length 0) position ``i`` is the gap before character ``i``.
+        """
         n = len(codes)
         out: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         if n == 0:
             return out
-        bmp = np.minimum(codes, 0xFFFF)
-        word = _word_table()[bmp]
-        edge = np.uint64(ord(EDGE))
-        ucodes = codes.astype(np.uint64)
+        # padded by a line edge on both sides: left of i is pad[i], i itself pad[i + 1]
+        pad = np.empty(n + 2, dtype=np.uint32)
+        pad[0] = pad[-1] = ord(EDGE)
+        pad[1:-1] = codes
         mix = np.uint64(_MIX)
-        lengths = sorted({length for length, _ in self._tables})
-        for length in lengths:
+        hashed = None  # the three terms of _triple, computed once for every length
+        for length, table in sorted(self._tables):
+            keys, probs, gids = self._tables[(length, table)]
             if length > n:
                 continue
-            if length == 0:
-                pos = np.arange(n + 1)  # gaps: before character i (and after the last)
+            m = n - length + 1  # positions (gaps, for insertions: n + 1)
+            if table == 0:
+                if hashed is None:
+                    hashed = [pad * np.uint32(k) for k in _TRIPLE]  # wraps mod 2**32
+                h = hashed[0][:m] + hashed[2][length + 1:length + 1 + m]
+                if length:
+                    h += hashed[1][1:1 + m]
+                h >>= np.uint32(32 - _HASH_BITS)  # the high bits are the well-mixed ones
+                pos = np.flatnonzero(self._exact_bits[length][h])
             else:
-                pos = np.flatnonzero(self._starts[length][bmp[:n - length + 1]])
-                if not len(pos):
-                    continue
+                pos = np.flatnonzero(self._class_first[length][pad[1:1 + m]]) if length \
+                    else np.arange(m)
+            if not len(pos):
+                out.append((length, pos, np.zeros(0), np.zeros(0, np.int64)))
+                continue
             e = np.zeros(len(pos), dtype=np.uint64)
             for j in range(length):
-                e = (e << np.uint64(21)) | ucodes[pos + j]
-            after = pos + length
-            left = np.full(len(pos), edge, dtype=np.uint64)
-            inside = pos > 0
-            left[inside] = ucodes[pos[inside] - 1]
-            right = np.full(len(pos), edge, dtype=np.uint64)
-            inside = after < n
-            right[inside] = ucodes[after[inside]]
-            for table in (0, 1):
-                spec = self._tables.get((length, table))
-                if spec is None:
-                    continue
-                keys, probs, gids = spec
-                if table == 0:
-                    ctx = (left << np.uint64(21)) | right
-                else:
-                    lw = np.zeros(len(pos), dtype=bool)
-                    inside = pos > 0
-                    lw[inside] = word[pos[inside] - 1]
-                    rw = np.zeros(len(pos), dtype=bool)
-                    inside = after < n
-                    rw[inside] = word[after[inside]]
-                    ctx = lw.astype(np.uint64) * np.uint64(2) + rw.astype(np.uint64)
-                key = e * mix + ctx  # wraps modulo 2**64, as _mix does
+                e = (e << np.uint64(21)) | pad[pos + 1 + j].astype(np.uint64)
+            if table == 0:
+                ctx = (pad[pos].astype(np.uint64) << np.uint64(21)) | \
+                    pad[pos + 1 + length].astype(np.uint64)
+            else:
+                word = _word_table()
+                lw = word[np.minimum(pad[pos], 0xFFFF)] & (pos > 0)
+                rw = word[np.minimum(pad[pos + 1 + length], 0xFFFF)] & (pos + length < n)
+                ctx = lw.astype(np.uint64) * np.uint64(2) + rw.astype(np.uint64)
+            key = e * mix + ctx  # wraps modulo 2**64, as _mix does
+            if table == 0:
+                idx = self._slots[length][h[pos]].astype(np.int64)
+                shared = idx == -2
+                if shared.any():
+                    idx[shared] = np.searchsorted(keys, key[shared])
+                idx[(idx < 0) | (idx >= len(keys))] = 0
+            else:
                 idx = np.searchsorted(keys, key)
                 idx[idx == len(keys)] = 0
-                hit = keys[idx] == key
-                out.append((length, pos[hit], probs[idx[hit]], gids[idx[hit]]))
+            hit = keys[idx] == key
+            out.append((length, pos[hit], probs[idx[hit]], gids[idx[hit]]))
         return out
 
     def sample(self, text: str, *, rate: float, rng: np.random.Generator) -> CharEvents:
@@ -244,14 +293,41 @@ class CharNoise:
         """
         codes = _codes(text)
         n = len(codes)
-        empty = CharEvents(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         if n == 0 or rate <= 0 or not self._tables:
-            return empty
-        cands = self.candidates(codes)
-        # expected edit operations: an outcome of k characters for m costs ~max(k, m)
+            return _no_events()
+        return self._choose(self.candidates(codes), n, rate=rate, rng=rng)
+
+    def sample_many(self, texts: Sequence[str], *, rates: Sequence[float],
+                    rngs: Sequence[np.random.Generator]) -> list[CharEvents]:
+        """:meth:`sample` of many texts at once: the same events as one by one (each text
+        draws from its own generator in the same order), with one lookup pass for all,
+        which is what makes short texts cheap."""
+        texts = list(texts)
+        if not texts:
+            return []
+        # joined by a line edge: every text sees the same neighbours at its ends as alone
+        # (and no edited form holds a newline, so nothing spans two texts)
+        starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
+        cands = self.candidates(_codes("\n".join(texts))) if self._tables else []
+        out = []
+        for i, (text, rate, rng) in enumerate(zip(texts, rates, rngs, strict=True)):
+            n = len(text)
+            if n == 0 or rate <= 0 or not self._tables:
+                out.append(_no_events())
+                continue
+            lo, hi = int(starts[i]), int(starts[i]) + n + 1
+            mine = []
+            for length, pos, p, gids in cands:
+                a, b = np.searchsorted(pos, [lo, hi])
+                mine.append((length, pos[a:b] - lo, p[a:b], gids[a:b]))
+            out.append(self._choose(mine, n, rate=rate, rng=rng))
+        return out
+
+    def _choose(self, cands: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], n: int, *,
+                rate: float, rng: np.random.Generator) -> CharEvents:
         total = sum(float(p.sum()) for _, _, p, _ in cands)
         if total <= 0:
-            return empty
+            return _no_events()
         scale = rate * n / total
         pos_l, len_l, gid_l, v_l = [], [], [], []
         for length, pos, p, gids in cands:
@@ -311,9 +387,13 @@ class CharNoise:
         return self.apply(text, events), self.shift(events, offsets)
 
 
+def _no_events() -> CharEvents:
+    return CharEvents(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
 def _codes(text: str) -> np.ndarray:
-    # UTF-32 gives one integer per character (21 bits used)
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    # UTF-32 gives one integer per character (21 bits used); a read-only view, no copy
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
 @dataclass(frozen=True)
@@ -454,12 +534,26 @@ def roman(n: int) -> str:
     return "".join(out)
 
 
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
 def fill(template: str, *, title: str, author: str, isbn: str, year: int, n: int = 0) -> str:
     """Fill a layout template (unknown placeholders are left as they are)."""
-    values = {"title": title, "TITLE": title.upper(), "author": author,
-              "AUTHOR": author.upper(), "isbn": isbn, "year": str(year), "n": str(n),
-              "roman": roman(n).lower(), "ROMAN": roman(n)}
-    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+    def one(m: re.Match) -> str:
+        key = m.group(1)
+        if key in ("title", "author"):
+            return title if key == "title" else author
+        if key in ("TITLE", "AUTHOR"):
+            return (title if key == "TITLE" else author).upper()
+        if key == "n":
+            return str(n)
+        if key in ("roman", "ROMAN"):
+            return roman(n).lower() if key == "roman" else roman(n)
+        if key in ("isbn", "year"):
+            return isbn if key == "isbn" else str(year)
+        return m.group(0)
+
+    return _PLACEHOLDER.sub(one, template)
 
 
 # ---- from mined tables --------------------------------------------------------------------
