@@ -534,9 +534,14 @@ def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tup
               help="Read BOOK_ID:VARIANT arguments from this texts version (default latest).")
 @click.option("--top", type=int, default=10, show_default=True,
               help="How many of the most frequent edits to list.")
+@click.option("--normalize", "norms", multiple=True,
+              type=click.Choice(["nfc", "whitespace", "case"]),
+              help="Compare normalised texts (repeatable): nfc (Unicode composition), "
+              "whitespace (runs of spaces/line breaks count as one space), case.")
 @click.pass_context
 def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
-          html_out: str | None, texts_version: int | None, top: int) -> None:
+          html_out: str | None, texts_version: int | None, top: int,
+          norms: tuple[str, ...]) -> None:
     """CER and WER of a raw text (HYPOTHESIS) against its edited text (REFERENCE).
 
     Each argument is a file (.txt in any encoding, taken as it is; .docx .html .epub .pdf
@@ -548,10 +553,12 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
     from collections import Counter
 
     from noise.align import align as align_texts
-    from noise.align import to_html
+    from noise.align import normalize, to_html
 
     ref_text, ref_label = _align_input(ctx, reference, texts_version)
     hyp_text, hyp_label = _align_input(ctx, hypothesis, texts_version)
+    if norms:
+        ref_text, hyp_text = normalize(ref_text, norms), normalize(hyp_text, norms)
     a = align_texts(ref_text, hyp_text)
     edits: Counter = Counter()
     for b in a.blocks():
@@ -568,8 +575,9 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
                                   encoding="utf-8")
     if fmt == "json":
         click.echo(json.dumps({"reference": ref_label, "hypothesis": hyp_label,
-                               **a.to_dict(), "top_edits": top_edits,
-                               "html": html_out}, indent=2, ensure_ascii=False))
+                               "normalize": list(norms), **a.to_dict(),
+                               "top_edits": top_edits, "html": html_out},
+                              indent=2, ensure_ascii=False))
         return
     t = Table(title=f"{escape(ref_label)} (reference) vs {escape(hyp_label)} (hypothesis)")
     t.add_column("measure")

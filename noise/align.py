@@ -515,6 +515,34 @@ def cleanup(blocks: Iterable[Block]) -> list[Block]:
     return out
 
 
+NORMALIZATIONS = ("nfc", "whitespace", "case")
+
+
+def normalize(text: str, forms: Iterable[str]) -> str:
+    """Text as OCR evaluations often compare it.
+
+    Args:
+        text: The text.
+        forms: Any of ``nfc`` (Unicode composition: ``e`` + combining accent = ``é``),
+            ``whitespace`` (every run of spaces and line breaks becomes one space: layout
+            does not count), ``case`` (case-folded).
+    """
+    import unicodedata
+
+    forms = set(forms)
+    unknown = forms - set(NORMALIZATIONS)
+    if unknown:
+        raise ConfigError(f"unknown normalization(s) {sorted(unknown)}: expected any of "
+                          f"{', '.join(NORMALIZATIONS)}.")
+    if "nfc" in forms:
+        text = unicodedata.normalize("NFC", text)
+    if "whitespace" in forms:
+        text = " ".join(text.split())
+    if "case" in forms:
+        text = text.casefold()
+    return text
+
+
 # ---- side-by-side HTML ---------------------------------------------------------------------
 
 _CSS = """body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;width:100%}

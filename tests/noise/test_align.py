@@ -237,3 +237,12 @@ def test_unrelated_texts_fall_back_to_exact(share_truth):
     assert a.distance == Levenshtein.distance(ref, hyp) < 20_000
     assert a.word_distance == _exact_word_distance(ref, hyp)
     assert apply_ops(ref, hyp, a.ops) == hyp
+
+
+def test_normalize():
+    from noise.align import normalize
+
+    assert normalize("Cafe\u0301  au\n\nLAIT", ["nfc"]) == "Caf\u00e9  au\n\nLAIT"
+    assert normalize("Cafe\u0301  au\n\nLAIT", ["nfc", "whitespace", "case"]) == "caf\u00e9 au lait"
+    with pytest.raises(ConfigError, match="unknown normalization"):
+        normalize("x", ["lower"])

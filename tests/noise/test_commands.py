@@ -42,6 +42,13 @@ def test_align_two_files(tmp_path):
     table = run(tmp_path / "lh", "align", str(tmp_path / "edited.txt"),
                 str(tmp_path / "ocr.txt")).stdout
     assert "CER" in table and "WER" in table and "replace" in table
+    # layout and case not counted: line breaks vs spaces and "Tbe"/"The" differ no more
+    flat = json.loads(run(tmp_path / "lh", "align", str(tmp_path / "edited.txt"),
+                          str(tmp_path / "ocr.txt"), "--format", "json", "--normalize",
+                          "whitespace", "--normalize", "case").stdout)
+    r2, h2 = " ".join(ref.split()).casefold(), " ".join(hyp.split()).casefold()
+    assert flat["normalize"] == ["whitespace", "case"]
+    assert flat["distance"] == Levenshtein.distance(r2, h2) < out["distance"]
 
 
 def test_align_explains_bad_arguments(tmp_path):
