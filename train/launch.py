@@ -154,9 +154,15 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 def _suspects(run_dir: Path) -> list[str]:
-    """Sample ids in flight on ranks that were the cause of a crash (not its victims)."""
+    """Sample ids in flight on ranks that were the cause of a crash (not its victims).
+
+    Ranks still computing (``running``) or failing on their own (``error``) are suspects;
+    only if there are none, ranks that were waiting for their peers (``sync``) are.
+    """
     recs = _records(run_dir)
     ids = [s for r in recs if r.get("state") in SUSPECT_STATES for s in r.get("sample_ids", [])]
+    if not ids:
+        ids = [s for r in recs if r.get("state") == "sync" for s in r.get("sample_ids", [])]
     return sorted(set(ids))
 
 
@@ -206,11 +212,14 @@ def run_attempts(run_dir: Path, launch: LaunchConfig, *,
         started = time.time()
         proc = subprocess.Popen(cmd, env=_env(attempt, env), start_new_session=True)
         hung = None
+        suspects: list[str] | None = None
         try:
             while proc.poll() is None:
                 time.sleep(launch.poll_s)
                 hung = _hung(run_dir, launch, started)
                 if hung:
+                    # before stopping: a stopped rank marks itself terminated
+                    suspects = _suspects(run_dir)
                     log.warning("attempt %d: %s; stopping the job", attempt, hung)
                     _stop(proc)
                     break
@@ -220,7 +229,8 @@ def run_attempts(run_dir: Path, launch: LaunchConfig, *,
         rc = proc.wait()
         if rc == 0 and not hung:
             return True, attempt + 1
-        suspects = _suspects(run_dir)
+        if suspects is None:
+            suspects = _suspects(run_dir)
         log.warning("attempt %d failed (%s); samples in flight on the failing rank(s): %s",
                     attempt, hung or f"exit status {rc}", suspects)
         record_crash(run_dir, suspects)

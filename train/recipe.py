@@ -9,9 +9,10 @@ One readable file, no trainer class. ``python -m train.recipe RUN_DIR`` reads
 Files in the run folder (rank 0 writes everything shared; each rank writes only its own
 in-flight record):
 
-* ``inflight/rank-<r>.json``: before each step, the sample ids this rank is about to train on
-  (``state: running``), then ``done``. After a crash the launcher reads them to learn which
-  samples were in flight; their modification time is the rank's heartbeat.
+* ``inflight/rank-<r>.json``: before each micro-batch, the sample ids this rank is about to
+  train on (``state: running``), ``sync`` once it may wait for its peers, then ``done``.
+  After a crash the launcher reads them to learn which samples were in flight; their
+  modification time is the rank's heartbeat.
 * ``metrics.jsonl``: per logged step, loss, step time, tokens/s, peak host RSS and device memory.
 * ``samples.jsonl``: per step, the sample ids every rank trained on (for audits and tests).
 * ``checkpoints/step-N/``: atomic checkpoints (:mod:`train.checkpoint`).
@@ -37,8 +38,9 @@ from catalog.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "CORPUS_TRAIN_FAULT"  # test hook: JSON {"crash_at_step", "rank", "attempt"} or
-#                                   {"poison": SAMPLE_ID}
+# test hook: JSON {"crash_at_step" | "hang_at_step": K, "rank": R, "attempt": A} or
+# {"poison": SAMPLE_ID} (exits whichever rank trains on it)
+FAULT_ENV = "CORPUS_TRAIN_FAULT"
 ATTEMPT_ENV = "CORPUS_TRAIN_ATTEMPT"  # set by the launcher: 0 for the first attempt
 POISON_EXIT = 13
 
@@ -219,8 +221,10 @@ def setup(run_dir: Path) -> State:
     ddp = model
     if info.world_size > 1:
         # LoRA leaves most parameters frozen; DDP only reduces the trainable ones.
+        # No buffer broadcast: the backbone's buffers (position ids) never change, and a
+        # collective in forward would make a rank waiting for a hung peer look hung itself.
         ddp = DDP(model, device_ids=[info.local_rank] if info.device.startswith("cuda")
-                  else None)
+                  else None, broadcast_buffers=False)
     state = State(cfg=cfg, run_dir=run_dir, info=info, model=model, ddp=ddp,
                   optimizer=optimizer, scheduler=scheduler, stream=stream, inflight=inflight,
                   total_steps=total)
@@ -344,6 +348,11 @@ def train(state: State) -> None:
                 state.inflight.mark("running", step=state.step + 1, sample_ids=ids,
                                     attempt=attempt)
                 os._exit(POISON_EXIT)
+            if (fault.get("hang_at_step") == state.step + 1 and fault.get("rank") == info.rank
+                    and fault.get("attempt", 0) == attempt):
+                state.inflight.mark("running", step=state.step + 1, sample_ids=ids,
+                                    attempt=attempt)
+                time.sleep(3600)  # a rank stuck in a kernel or a deadlock
             t0 = time.perf_counter()
             loss_sum, n, tokens = 0.0, 0, 0
             n_group = len(ids)
@@ -357,6 +366,10 @@ def train(state: State) -> None:
                 with ctx:
                     pred = state.ddp(b["input_ids"].to(device), b["attention_mask"].to(device))
                     loss = state.model.loss(pred, b["targets"].to(device))
+                    if sync and info.world_size > 1:
+                        # from here this rank may wait for its peers (gradient all-reduce):
+                        # stuck here, it is more likely a victim than the cause
+                        state.inflight.mark("sync")
                     # weighted by samples: the step's loss is the mean over all its samples
                     (loss * (len(b["sample_ids"]) / n_group)).backward()
                 loss_sum += float(loss.detach()) * len(b["sample_ids"])

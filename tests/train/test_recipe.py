@@ -154,3 +154,16 @@ def test_a_job_that_keeps_crashing_fails_with_a_clear_error(lakehouse, tmp_path)
                      env=_env({"crash_at_step": 2, "rank": 0, "attempt": 0}))
     row = next(r for r in lakehouse.read("runs").to_pylist() if r["run_id"] == "fails")
     assert row["status"] == "failed"
+
+
+def test_hung_rank_is_treated_as_crashed_and_the_job_resumes(lakehouse, reference, tmp_path):
+    run_dir = tmp_path / "hung"
+    res = run_training(lakehouse, _cfg(lakehouse, max_steps=6),
+                       LaunchConfig(nproc=NPROC, max_restarts=1, hang_timeout=8),
+                       run_dir=run_dir, env=_env({"hang_at_step": 3, "rank": 1, "attempt": 0}))
+    assert res.status == "finished" and res.attempts == 2
+    ref = _steps(reference.run_dir)
+    # the hung rank's batch is the suspect, not the batch of the rank waiting for it
+    assert set(json.loads((run_dir / "crashes.json").read_text())) == set(ref[3][1])
+    got = _steps(run_dir)
+    assert [got[k] for k in range(1, 7)] == [ref[k] for k in range(1, 7)]
