@@ -699,6 +699,45 @@ def noise(ctx: click.Context, recipe: str, seed: int, book_ids: tuple[str, ...],
                   f"({mb:.1f} M characters out): " + ", ".join(r.variants))
 
 
+@cli.command("eval")
+@click.argument("run_id", required=False, metavar="[RUN]")
+@click.option("--variants", default="", metavar="V1,V2,...",
+              help="Variants of the held-out books to score (edited,ocr,noisy/*; default all).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Report folder (default reports/<run>).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None,
+          fmt: str) -> None:
+    """Evaluate RUN (default: the newest finished run) on its held-out books.
+
+    Writes `predictions` and a report folder: RMSE, MAE, Spearman and bias per variant for the
+    model and for readability formulas fit on the training split, the worst books, the shift
+    between clean and noisy/OCR twins, and PNG plots.
+    """
+    from train.evaluate import EvalConfig, run_eval
+
+    r = run_eval(_lakehouse(ctx), run_id,
+                 config=EvalConfig(variants=tuple(variants.split(",")), out=out))
+    if fmt == "json":
+        click.echo(json.dumps({"run_id": r.run_id, "report": str(r.report_dir),
+                               **r.summary}, indent=2, default=float))
+        return
+    t = Table(title=f"run {r.run_id}: held-out books ({r.summary['target']})")
+    for col in ("variant", "predictor", "n", "RMSE", "MAE", "Spearman", "bias"):
+        t.add_column(col, justify="left" if col in ("variant", "predictor") else "right")
+    for fam, entry in r.summary["variants"].items():
+        best = entry.get("best_formula")
+        for name in ("model", *([best] if best else [])):
+            m = entry[name]
+            t.add_row(fam, name if name == "model" else f"{name} (best formula)", str(m["n"]),
+                      f"{m['rmse']:.3f}", f"{m['mae']:.3f}", f"{m['spearman']:.3f}",
+                      f"{m['bias']:+.3f}")
+    console.print(t)
+    console.print(f"{r.n_predictions} predictions (predictions@{r.predictions_version}); "
+                  f"report: {r.report_dir / 'report.md'}")
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE_OR_FOLDER_OR_BOOK...")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,

@@ -243,52 +243,11 @@ def check_format(fmt: str) -> str:
 
 
 
+
 def resolve_run(lakehouse: Lakehouse, run_id: str | None) -> tuple[str, int | None]:
-    """The local model folder and window length of a training run (the newest finished run
-    when ``run_id`` is None).
+    """The local model folder and window length of a training run (the newest finished
+    run with a checkpoint when ``run_id`` is None)."""
+    from train.evaluate import fetch_model, find_run, run_seq_len
 
-    Raises:
-        ConfigError: no such run, or no finished run with a checkpoint.
-    """
-    try:
-        runs = lakehouse.read("runs").to_pylist()
-    except TableNotFoundError:
-        runs = []
-    if run_id is not None:
-        runs = [r for r in runs if r["run_id"] == run_id]
-        if not runs:
-            raise ConfigError(f"no run {run_id!r} in the runs table; list them with "
-                              "corpus sql \"SELECT run_id, status FROM runs\".")
-    runs = [r for r in runs if r.get("checkpoint_uri")]
-    if not runs:
-        raise ConfigError("no trained model to score with: train one (corpus train ...) or "
-                          "pass --model FOLDER.")
-    run = max(runs, key=lambda r: (r.get("finished_at") is not None, r.get("finished_at")
-                                   or r.get("started_at")))
-    cfg = json.loads(run.get("config") or "{}")
-    uri = run["checkpoint_uri"]
-    folder = _local_model_folder(lakehouse, uri)
-    seq_len = cfg.get("seq_len") or (cfg.get("data") or {}).get("seq_len")
-    return str(folder), int(seq_len) if seq_len else None
-
-
-def _local_model_folder(lakehouse: Lakehouse, uri: str) -> Path:
-    """A checkpoint URI as a local folder (fetched into a cache when it is on S3)."""
-    if not uri.startswith("s3://"):
-        return Path(uri.removeprefix("file://"))
-    import hashlib
-    import os
-    import tempfile
-
-    from catalog import key_from_uri
-
-    prefix = key_from_uri(uri).rstrip("/") + "/"
-    cache = Path(os.environ.get("CORPUS_CACHE") or Path.home() / ".cache" / "corpus")
-    dest = cache / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent))  # same filesystem: rename is atomic
-        for key in lakehouse.store.list(prefix):
-            lakehouse.store.get_file(key, tmp / key[len(prefix):])
-        tmp.rename(dest)
-    return dest
+    run = find_run(lakehouse, run_id)
+    return str(fetch_model(lakehouse, run["checkpoint_uri"])), run_seq_len(run)

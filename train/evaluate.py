@@ -10,8 +10,9 @@ Pure pieces, each testable on a handful of numbers:
   noisy or OCR twin (what the model does to raw scans);
 * :func:`write_report` — ``report.json``, ``report.md`` and PNG plots in one folder.
 
-The driver that loads a run and predicts lives beside the trainer; this module never
-touches the lakehouse.
+:func:`run_eval` is the driver of ``corpus eval``: it scores a run's held-out books on every
+text variant, writes ``predictions`` (lineage: the run, its pinned shards, texts and scores)
+and the report.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import functools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from catalog import ConfigError
+from catalog import ConfigError, Lakehouse, Lineage, TableNotFoundError
 
 # textstat formulas used as baselines: name -> function name in textstat.
 FORMULAS: dict[str, str] = {
@@ -314,3 +318,222 @@ def _markdown(report: Mapping[str, Any]) -> str:
                      f"{w['truth']:.3f} | {w['error']:+.3f} |")
     lines += ["", *[f"![{p}]({p})" for p in report["plots"]], ""]
     return "\n".join(lines)
+
+
+# ---- the driver: a run's held-out books, every variant, predictions and a report ----------
+
+def find_run(lakehouse: Lakehouse, run_id: str | None) -> dict[str, Any]:
+    """The ``runs`` row of ``run_id``, or of the newest finished run with a checkpoint.
+
+    Raises:
+        ConfigError: no such run, or no finished run with a checkpoint.
+    """
+    try:
+        runs = lakehouse.read("runs").to_pylist()
+    except TableNotFoundError:
+        runs = []
+    if run_id is not None:
+        runs = [r for r in runs if r["run_id"] == run_id]
+        if not runs:
+            raise ConfigError(f"no run {run_id!r} in the runs table; list them with "
+                              "corpus sql \"SELECT run_id, status FROM runs\".")
+    runs = [r for r in runs if r.get("checkpoint_uri")]
+    if not runs:
+        raise ConfigError("no trained model: train one (corpus train ...) first, or pass a "
+                          "saved model folder.")
+    return max(runs, key=lambda r: (r.get("finished_at") is not None,
+                                    r.get("finished_at") or r.get("started_at")))
+
+
+def fetch_model(lakehouse: Lakehouse, uri: str) -> Path:
+    """A checkpoint URI as a local folder: as is on a local root, fetched once into a cache
+    (``CORPUS_CACHE`` or ``~/.cache/corpus``) from S3."""
+    if not uri.startswith("s3://"):
+        return Path(uri.removeprefix("file://"))
+    import hashlib
+    import os
+    import tempfile
+
+    from catalog import key_from_uri
+
+    prefix = key_from_uri(uri).rstrip("/") + "/"
+    cache = Path(os.environ.get("CORPUS_CACHE") or Path.home() / ".cache" / "corpus")
+    dest = cache / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent))  # same filesystem: rename is atomic
+        for key in lakehouse.store.list(prefix):
+            lakehouse.store.get_file(key, tmp / key[len(prefix):])
+        tmp.rename(dest)
+    return dest
+
+
+def run_seq_len(run: Mapping[str, Any]) -> int | None:
+    """The window length a run was trained on (from its resolved config)."""
+    cfg = json.loads(run.get("config") or "{}")
+    return int(cfg["seq_len"]) if cfg.get("seq_len") else None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of ``corpus eval``.
+
+    Attributes:
+        variants: Text variants to score the held-out books on (``edited``, ``ocr``,
+            ``noisy/*``: shell patterns); every variant present when empty.
+        max_formula_train: At most this many training texts fit the formula baselines
+            (a fixed, seeded sample: the formulas are cheap but not free).
+        batch_size: Windows per forward pass.
+        out: Report folder (default ``reports/<run_id>``).
+    """
+
+    variants: tuple[str, ...] = ()
+    max_formula_train: int = 4000
+    batch_size: int = 16
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_formula_train < 2 or self.batch_size < 1:
+            raise ConfigError("max_formula_train must be >= 2 and batch_size >= 1.")
+        object.__setattr__(self, "variants", tuple(v.strip() for v in self.variants
+                                                   if v and v.strip()))
+
+
+@dataclass
+class EvalResult:
+    """What ``corpus eval`` wrote."""
+
+    run_id: str
+    report_dir: Path
+    summary: dict[str, Any]
+    n_predictions: int
+    predictions_version: int
+
+
+def _split_books(lakehouse: Lakehouse, dataset: str, version: int) -> dict[str, set[str]]:
+    """Book ids of each split of a pinned dataset (read from its shard files)."""
+    import pyarrow.parquet as pq
+
+    from catalog import key_from_uri
+
+    rows = lakehouse.read("shards", version=version).to_pylist()
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        if r["dataset"] != dataset:
+            continue
+        data = lakehouse.store.get_bytes(key_from_uri(r["shard_uri"]))
+        t = pq.read_table(pa.BufferReader(data), columns=["book_id"])
+        out.setdefault(r["split"], set()).update(t.column("book_id").to_pylist())
+    if not out:
+        raise ConfigError(f"dataset {dataset!r} has no shards at shards@{version}.")
+    return out
+
+
+def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
+             config: EvalConfig = EvalConfig()) -> EvalResult:
+    """Score a run's held-out books on every variant; write ``predictions`` and a report.
+
+    The held-out books are the validation split of the run's pinned shards; their truth is
+    the current score of the dataset's target at the scores version the shards were built
+    from. Formula baselines are fit on the training split's edited texts.
+    """
+    import fnmatch
+
+    from train.backbones import load_tokenizer
+    from train.model import load_model, predict
+
+    run = find_run(lakehouse, run_id)
+    run_id = run["run_id"]
+    manifest = [r for r in lakehouse.read("shards", version=run["shards_version"]).to_pylist()
+                if r["dataset"] == run["dataset"]]
+    if not manifest:
+        raise ConfigError(f"run {run_id}: dataset {run['dataset']!r} has no shards at "
+                          f"shards@{run['shards_version']}.")
+    target = manifest[0]["target"]
+    scores_version = manifest[0].get("scores_version")
+    splits = _split_books(lakehouse, run["dataset"], run["shards_version"])
+    held_out, train_books = splits.get("validation", set()), splits.get("train", set())
+    if not held_out:
+        raise ConfigError(f"run {run_id}: its dataset has no validation books to evaluate on; "
+                          "build the shards with --val-frac > 0.")
+    pins = lakehouse.pin("texts", "scores")
+    if scores_version is not None:
+        pins["scores"] = int(scores_version)
+    scores = lakehouse.read("scores", version=pins["scores"]).to_pylist()
+    latest: dict[str, tuple] = {}
+    for s in scores:
+        if s["metric"] == target:
+            key = (s["scored_at"], s["source_file"], s["source_row"])
+            if s["book_id"] not in latest or key > latest[s["book_id"]][0]:
+                latest[s["book_id"]] = (key, s["value"])
+    truth = {b: v for b, (_, v) in latest.items() if v is not None}
+    texts = lakehouse.read("texts", version=pins["texts"],
+                           columns=["book_id", "variant", "text"]).to_pylist()
+    wanted = config.variants
+    held = [t for t in texts if t["book_id"] in held_out and t["book_id"] in truth
+            and (not wanted or any(fnmatch.fnmatchcase(t["variant"], p) for p in wanted))]
+    held.sort(key=lambda t: (t["variant"], t["book_id"]))
+    if not held:
+        raise ConfigError(f"run {run_id}: no held-out text matches variants "
+                          f"{', '.join(wanted) or '(any)'}.")
+    model_dir = fetch_model(lakehouse, run["checkpoint_uri"])
+    model = load_model(model_dir)
+    tok = load_tokenizer(model.cfg.backbone)
+    seq_len = run_seq_len(run) or 512
+    preds = predict([t["text"] for t in held], model=model, tokenizer=tok, seq_len=seq_len,
+                    batch_size=config.batch_size)
+    now = datetime.now(UTC)
+    rows = [{"run_id": run_id, "book_id": t["book_id"], "variant": t["variant"],
+             "target": target, "prediction": float(p), "truth": float(truth[t["book_id"]]),
+             "split": "validation", "created_at": now} for t, p in zip(held, preds, strict=True)]
+
+    # formula baselines: fit on (a seeded sample of) the training books' edited texts
+    import random
+
+    train_texts = [t for t in texts if t["variant"] == "edited" and t["book_id"] in train_books
+                   and t["book_id"] in truth]
+    train_texts.sort(key=lambda t: t["book_id"])
+    if len(train_texts) > config.max_formula_train:
+        train_texts = random.Random(0).sample(train_texts, config.max_formula_train)
+    baselines: dict[str, dict[str, list[float]]] = {}
+    if len(train_texts) >= 2:
+        fits = fit_formula_baselines([t["text"] for t in train_texts],
+                                     [truth[t["book_id"]] for t in train_texts])
+        fams: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            fams.setdefault(_variant_family(r["variant"]), []).append(i)
+        for fam, idx in fams.items():
+            preds_f = apply_formula_baselines(fits, [held[i]["text"] for i in idx])
+            baselines[fam] = {k: [float(x) for x in v] for k, v in preds_f.items()}
+    summary = summarise(rows, baselines)
+    summary.update({"run_id": run_id, "dataset": run["dataset"],
+                    "shards_version": run["shards_version"], "target": target,
+                    "texts_version": pins["texts"], "scores_version": pins["scores"],
+                    "formula_fit_texts": len(train_texts)})
+    history = _history(run)
+    out = Path(config.out or Path("reports") / run_id)
+    write_report(out, rows=rows, summary=summary, history=history,
+                 title=f"run {run_id} on {run['dataset']}")
+    lineage = Lineage(operation="eval", inputs={"runs": lakehouse.version("runs"),
+                                                "shards": int(run["shards_version"]), **pins},
+                      config={"run_id": run_id, "variants": list(wanted),
+                              "report": str(out.resolve())})
+    if lakehouse.exists("predictions"):
+        lakehouse.merge("predictions", rows, lineage=lineage)  # a re-eval replaces its rows
+    else:
+        lakehouse.append("predictions", rows, lineage=lineage)
+    return EvalResult(run_id=run_id, report_dir=out, summary=summary, n_predictions=len(rows),
+                      predictions_version=lakehouse.version("predictions"))
+
+
+def _history(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Training (and validation) loss per step from the run folder's metrics, if at hand."""
+    metrics = json.loads(run.get("metrics") or "{}")
+    folder = metrics.get("run_dir")
+    hist: list[dict[str, Any]] = []
+    if folder and (Path(folder) / "metrics.jsonl").exists():
+        for line in (Path(folder) / "metrics.jsonl").read_text().splitlines():
+            m = json.loads(line)
+            hist.append({"step": m.get("step"), "train_loss": m.get("loss"),
+                         "val_loss": m.get("val_loss")})
+    return hist
