@@ -366,12 +366,17 @@ def noisy_variants(tasks: Sequence[BookTask], *, model: NoiseModel, cer_scale: f
     out: dict[int, NoisyText] = {}
     batch = []  # (index, chunk, page starts, chapter starts, level, rng)
     for i, t in enumerate(tasks):
+        if len(t.text) >= chunk_chars // 2:  # a long book: chunk by chunk, on its own
+            out[i] = noisy_variant(t.text, model=model, meta=t.meta, seed=t.seed,
+                                   chapter_offsets=t.chapter_offsets, cer_scale=cer_scale,
+                                   chunk_chars=chunk_chars)
+            continue
         rng = book_rng(t.seed, t.meta.book_id)
         level = model.draw_level(rng, scale=cer_scale)
         chunks = iter(typeset(t.text, layout=model.layout, meta=t.meta, rng=rng,
                               chapter_offsets=t.chapter_offsets, chunk_chars=chunk_chars))
         first = next(chunks)
-        if next(chunks, None) is not None:  # several chunks: the generator is half-used
+        if next(chunks, None) is not None:  # several chunks after all: start it over alone
             out[i] = noisy_variant(t.text, model=model, meta=t.meta, seed=t.seed,
                                    chapter_offsets=t.chapter_offsets, cer_scale=cer_scale,
                                    chunk_chars=chunk_chars)

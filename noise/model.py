@@ -309,17 +309,21 @@ class CharNoise:
         # (and no edited form holds a newline, so nothing spans two texts)
         starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
         cands = self.candidates(_codes("\n".join(texts))) if self._tables else []
+        ends = starts + np.array([len(t) + 1 for t in texts])
+        # where each text's candidates begin and end, in every candidate list at once
+        bounds = [(np.searchsorted(pos, starts).tolist(), np.searchsorted(pos, ends).tolist())
+                  for _, pos, _, _ in cands]
         out = []
         for i, (text, rate, rng) in enumerate(zip(texts, rates, rngs, strict=True)):
             n = len(text)
             if n == 0 or rate <= 0 or not self._tables:
                 out.append(_no_events())
                 continue
-            lo, hi = int(starts[i]), int(starts[i]) + n + 1
+            lo = int(starts[i])
             mine = []
-            for length, pos, p, gids in cands:
-                a, b = np.searchsorted(pos, [lo, hi])
-                mine.append((length, pos[a:b] - lo, p[a:b], gids[a:b]))
+            for (length, pos, p, gids), (a, b) in zip(cands, bounds, strict=True):
+                if a[i] < b[i]:
+                    mine.append((length, pos[a[i]:b[i]] - lo, p[a[i]:b[i]], gids[a[i]:b[i]]))
             out.append(self._choose(mine, n, rate=rate, rng=rng))
         return out
 
@@ -331,6 +335,8 @@ class CharNoise:
         scale = rate * n / total
         pos_l, len_l, gid_l, v_l = [], [], [], []
         for length, pos, p, gids in cands:
+            if not len(pos):  # draws nothing: skipping it leaves the random stream as is
+                continue
             q = np.minimum(p * scale, MAX_PROBABILITY)
             u = rng.random(len(pos))
             hit = u < q
@@ -338,6 +344,8 @@ class CharNoise:
             len_l.append(np.full(int(hit.sum()), length, dtype=np.int64))
             gid_l.append(gids[hit])
             v_l.append(u[hit] / q[hit])  # uniform in [0, 1) given the hit: picks the outcome
+        if not pos_l:
+            return _no_events()
         pos = np.concatenate(pos_l)
         length = np.concatenate(len_l)
         gid = np.concatenate(gid_l)

@@ -337,3 +337,20 @@ def test_cli_noise_and_errors(mined, tmp_path):
     empty = tmp_path / "empty"
     res = CliRunner().invoke(cli, ["--root", str(empty), "noise"], obj={})
     assert res.exit_code == 2 and "corpus mine" in res.output
+
+
+def test_batched_variants_equal_one_by_one():
+    """A book's variant does not depend on the batch it is generated in."""
+    from noise.generate import BookTask, noisy_variants
+
+    model = _model()
+    long_text, long_chapters = _book(60)
+    tasks = [BookTask(_book(n, seed=n)[0], BookMeta(f"97800000000{n:02d}", "T", "A"), 5)
+             for n in (1, 3, 8)]
+    tasks.insert(1, BookTask(long_text, META, 5, long_chapters))
+    alone = [noisy_variant(t.text, model=model, meta=t.meta, seed=t.seed,
+                           chapter_offsets=t.chapter_offsets, chunk_chars=20_000)
+             for t in tasks]
+    together = noisy_variants(tasks, model=model, chunk_chars=20_000)
+    assert together == alone
+    assert noisy_variants(tasks[2:], model=model, chunk_chars=20_000) == alone[2:]
