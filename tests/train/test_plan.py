@@ -1,8 +1,8 @@
 """The memory/time/cost planner: from config.json only, checked against measured peak memory.
 
 The measurement runs real training steps (MiniLM + LoRA, AdamW) in a fresh subprocess and
-takes its peak RSS minus its RSS just before the model is built. glibc's malloc would
-otherwise keep freed activation buffers in its heap (RSS then measures the allocator's
+takes its peak RSS (VmHWM, reset just before the model is built) minus its RSS then. glibc's
+malloc would otherwise keep freed activation buffers in its heap (RSS then measures the allocator's
 retention, not live tensors), so the subprocess sets ``MALLOC_MMAP_THRESHOLD_``: large blocks
 are mapped and unmapped, as a GPU allocator's ``max_memory_allocated`` would count them.
 """
@@ -28,14 +28,20 @@ from train.plan import (
 )
 
 MEASURE = r"""
-import json, os, resource, sys
+import json, os, sys
 import torch, transformers, peft
 torch.set_num_threads(1)
 from train.model import ModelConfig, build_model
 a = json.loads(sys.argv[1])
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-base = rss()  # not ru_maxrss: the imports' own peak varies with the machine's state
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+# The imports' own peak varies with the machine's state: reset the high-water mark (VmHWM)
+# to the current RSS, so only what happens from here on counts.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = status("VmRSS")
 m = build_model(ModelConfig(a["backbone"], lora_r=a["lora_r"],
                             gradient_checkpointing=a["ckpt"]), seed=0)
 m.train()
@@ -45,7 +51,7 @@ for _ in range(2):
     opt.zero_grad(set_to_none=True)
     m.loss(m(ids, torch.ones_like(ids)), torch.zeros(a["batch"])).backward()
     opt.step()
-print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base}))
+print(json.dumps({"peak": status("VmHWM") - base}))
 """
 
 # Llama-2-7B's config.json (public numbers), for planning without any weights
@@ -130,7 +136,7 @@ def test_corpus_train_plan_command(tmp_path):
     assert report["config"]["dtype"] == "float32"
     assert 0.2 < report["memory_gib"]["peak"] < 0.5 and report["fits"] is False
     assert report["cost"]["tokens"] == 4096 * 1000
-    text = CliRunner().invoke(cli, args[:-2] + ["--device-mem", "16"], obj={})
+    text = CliRunner().invoke(cli, [*args[:-2], "--device-mem", "16"], obj={})
     assert "fits in 16 GiB" in text.output and "GPU-h" in text.output
     missing = CliRunner().invoke(cli, ["--root", str(tmp_path / "lh"), "train"], obj={})
     assert missing.exit_code == 2 and "needs --shards" in missing.output
