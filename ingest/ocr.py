@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 TEXT_LAYER_MIN_CHARS = 40   # fewer characters than this on a page is not a real text layer
 MAX_DPI = 600               # never render above this, whatever a PDF claims
 DEFAULT_DPI = 300           # for a page without an embedded image to take the resolution from
+FOOT_FRACTION = 0.1         # the bottom strip of a page read again for a dropped page number
+FOOT_MAX_CHARS = 12         # a foot line longer than this is body text, not a page number
+FOOT_MIN_CONFIDENCE = 40    # words Tesseract is less sure of are specks, not page numbers
 
 
 class OcrError(CorpusError):
@@ -211,10 +214,61 @@ def recognise_page(data: bytes, pdf_page: int | None, *, lang: str, page_no: int
     except pytesseract.TesseractError as e:
         return {"error": f"page {page_no}: tesseract failed: {e}"}
     page_text, words = words_to_text(data)
+    try:
+        page_text, words = _with_page_foot(img, dpi, lang, page_text, words)
+    except (pytesseract.TesseractError, OSError) as e:  # the foot is a bonus, never fatal
+        log.debug("page %d: foot line not read: %s", page_no, e)
     confs = [w[1] for w in words if w[1] >= 0]
     return {"text": page_text, "words": json.dumps(words),
             "mean_confidence": statistics.fmean(confs) if confs else 0.0, "dpi": dpi,
             "engine": tesseract_version(), "seconds": time.perf_counter() - t0}
+
+
+def _with_page_foot(img, dpi: int | None, lang: str, page_text: str,
+                    words: list[list]) -> tuple[str, list[list]]:
+    """The page's text with its foot line (a page number) when full-page layout analysis
+    dropped it.
+
+    Tesseract's page segmentation (``--psm 3``) discards a lone small line far below the
+    text block as noise, so printed page numbers vanish from the OCR text although they are
+    on the page (and in every real OCR output an alignment must explain). The bottom strip
+    of the page is read again as one uniform block (``--psm 6``); a short line found there
+    that the page text does not already end with is appended, words and boxes included.
+    """
+    import io
+
+    import pytesseract
+    from PIL import Image
+
+    if isinstance(img, tuple):
+        img = Image.open(io.BytesIO(img[0]))
+        img.load()
+        img = img.convert("L")
+    width, height = img.size
+    top = int(height * (1 - FOOT_FRACTION))
+    strip = img.crop((0, top, width, height))
+    strip.format = "PPM"
+    data = pytesseract.image_to_data(
+        strip, lang=lang, config="--psm 6" + (f" --dpi {dpi}" if dpi else ""),
+        output_type=pytesseract.Output.DICT)
+    lines: dict[tuple[int, int, int], list[list]] = {}
+    for i, w in enumerate(data["text"]):
+        if w and w.strip() and float(data["conf"][i]) >= FOOT_MIN_CONFIDENCE:
+            key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
+            lines.setdefault(key, []).append(
+                [w, round(float(data["conf"][i]), 1), data["left"][i], data["top"][i] + top,
+                 data["width"][i], data["height"][i]])
+    if not lines:
+        return page_text, words
+    # the lowest line of the strip: the strip also catches the body's last line above it
+    foot = max(lines.values(), key=lambda ws: min(w[3] for w in ws))
+    line = " ".join(w[0] for w in foot)
+    compact = "".join(line.split())
+    if not compact or len(compact) > FOOT_MAX_CHARS:
+        return page_text, words  # not a page-number line (or nothing there)
+    if any("".join(ln.split()) == compact for ln in page_text.splitlines()):
+        return page_text, words  # layout analysis kept it
+    return (f"{page_text}\n\n{line}" if page_text else line), words + foot
 
 
 def ocr_document(data: bytes, *, name: str, lang: str = "eng") -> tuple[str, list[int]]:

@@ -227,7 +227,8 @@ def test_mining_needs_pairs(tmp_path):
 @pytest.mark.slow
 def test_mine_the_sample_share(small_pairs):
     """The bundled share's 4 scan/edited pairs: title/copyright pages, running headers,
-    headings and hyphenated line ends come out as structure; lineage names the texts."""
+    page numbers, headings and hyphenated line ends come out as structure; lineage names
+    the texts."""
     report = run_mine(small_pairs, config=MineConfig())
     assert report.books == 4 and report.inputs["texts"] == small_pairs.version("texts")
     al = [r for r in small_pairs.read("alignments").to_pylist() if r["raw_variant"] == "ocr"]
@@ -243,6 +244,9 @@ def test_mine_the_sample_share(small_pairs):
     assert front[0]["count"] >= 2 and front[0]["probability"] >= 0.5
     headers = _rows(ar, "running_header")
     assert headers[0]["raw"] == "{author}" and headers[0]["count"] == 4
+    numbers = _rows(ar, "page_number")  # at the foot of each body page, one less than its no.
+    assert numbers and numbers[0]["raw"] == "{n}" and numbers[0]["count"] >= 3
+    assert numbers[0]["value"] == -1.0 and numbers[0]["context"] == "bottom"
     assert _rows(ar, "heading") and sum(r["count"] for r in _rows(ar, "heading")) == 4
     hyph = _rows(ar, "hyphenation")
     assert hyph and hyph[0]["raw"] == "-\n" and hyph[0]["count"] >= 4
@@ -275,7 +279,9 @@ def test_mine_multi_page_scans(dev_pairs):
     body_pages = sum(r["n_pages"] for r in al.values()) - len(al)  # a title page each
     assert sum(r["count"] for r in headers.values()) == body_pages >= 15
     numbers = _rows(ar, "page_number")
-    assert any(r["raw"] == "{n}" and r["value"] == -1.0 for r in numbers)
+    pn = next(r for r in numbers if r["raw"] == "{n}" and r["value"] == -1.0)
+    # the foot line is read even where layout analysis drops it; OCR garbles a few ("3 2")
+    assert pn["count"] >= 0.6 * body_pages
     assert sum(r["count"] for r in _rows(ar, "hyphenation")) >= 10
     assert any(r["context"] == "page_break" for r in _rows(ar, "line_break"))
     assert all(r["body_cer"] < r["cer"] for r in al.values())
