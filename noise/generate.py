@@ -596,13 +596,15 @@ def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
                              edited_texts=edited)
 
 
-def _edited_ids(lakehouse: Lakehouse, version: int) -> list[str]:
-    ids = []
+def _edited_ids(lakehouse: Lakehouse, version: int) -> tuple[list[str], set[str]]:
+    """Books with an edited text, and every variant name the table holds."""
+    ids, variants = [], set()
     for b in lakehouse.dataset("texts", version).to_batches(columns=["book_id", "variant"]):
-        ids += [i for i, v in zip(b.column("book_id").to_pylist(),
-                                  b.column("variant").to_pylist(), strict=True)
+        vs = b.column("variant").to_pylist()
+        variants.update(vs)
+        ids += [i for i, v in zip(b.column("book_id").to_pylist(), vs, strict=True)
                 if v == "edited"]
-    return ids
+    return ids, variants
 
 
 def _edited_rows(lakehouse: Lakehouse, version: int, wanted: set[str] | None,
@@ -640,7 +642,7 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
                            columns=["book_id", "title", "author"]).to_pylist()
     metas = {b["book_id"]: BookMeta(b["book_id"], b["title"] or "", b["author"] or "")
              for b in books}
-    ids = _edited_ids(lakehouse, pins["texts"])
+    ids, present = _edited_ids(lakehouse, pins["texts"])
     wanted = set(config.books) if config.books else None
     if wanted:
         missing = sorted(wanted - set(ids))
@@ -663,6 +665,8 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
     edited_version = pins["texts"]
     batch: list[dict] = []
     now = datetime.now(UTC)
+    # new variants are appended (cheap); a rerun replaces its rows by merging on the keys
+    write = lakehouse.merge if present & set(names.values()) else lakehouse.append
 
     def counted(rows: Iterator[dict]) -> Iterator[dict]:
         for r in rows:
@@ -680,11 +684,11 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
                       "created_at": now})
         report.chars_out += len(out.text)
         if len(batch) >= config.batch_books * config.per_book:
-            lakehouse.merge("texts", batch, lineage=lineage)
+            write("texts", batch, lineage=lineage)
             report.rows += len(batch)
             batch = []
     if batch:
-        lakehouse.merge("texts", batch, lineage=lineage)
+        write("texts", batch, lineage=lineage)
         report.rows += len(batch)
     report.seconds = time.perf_counter() - t0
     return report

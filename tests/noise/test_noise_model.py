@@ -318,6 +318,10 @@ def test_run_noise_writes_variants_with_lineage_and_is_deterministic(mined):
         "texts", filter=pc.field("variant") == f"noisy/mined-v{av}/3").to_pylist()}
     assert all(again[b].encode() == noisy[(b, f"noisy/mined-v{av}/3")]["text"].encode()
                for b in one)
+    # the rerun replaced its rows (merge on the keys), it did not add copies
+    assert mined.read("texts", filter=pc.field("variant") == f"noisy/mined-v{av}/3"
+                      ).num_rows == len(edited)
+    assert mined.history("texts", limit=1)[0].operation == "noise"
     assert mined.version("texts") > v
 
 
