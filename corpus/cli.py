@@ -694,9 +694,9 @@ def noise(ctx: click.Context, recipe: str, seed: int, book_ids: tuple[str, ...],
     if fmt == "json":
         click.echo(json.dumps(r.__dict__, indent=2, default=str))
         return
-    mb = r.chars_out / 1e6
     console.print(f"{r.rows} variant(s) of {r.books} book(s) in {r.seconds:.1f} s "
-                  f"({mb:.1f} M characters out): " + ", ".join(r.variants))
+                  f"({r.chars_in:,} characters in, {r.chars_out:,} out): "
+                  + ", ".join(r.variants))
 
 
 @cli.command("eval")
