@@ -125,6 +125,7 @@ class _Typesetter:
     size: int = 0          # characters in buf
     pages: list[int] = field(default_factory=list)  # page starts in the current chunk
     filled: dict[str, str] = field(default_factory=dict)  # templates without a number
+    title_page: bool = False  # the current page is the title/copyright page
 
     def emit(self, s: str) -> None:
         self.buf.append(s)
@@ -156,16 +157,17 @@ class _Typesetter:
         if not options:
             return
         got = _pick([(t, off, p) for _, t, p, off in options], self.draw())
-        if got:
+        if got and self.page + got[1] >= 1:  # no number on pages before page 1
             line = self._fill(got[0], n=self.page + got[1])
             self.emit(line + "\n\n" if position == "top" else "\n\n" + line)
 
     def new_page(self) -> None:
         lay = self.layout
         if self.page:
-            if self.lines:
+            if self.lines and not self.title_page:  # a title page carries no number
                 self._number("bottom")
             self.emit("\n\n")
+        self.title_page = False
         self.page += 1
         self.lines = 0
         self.pages.append(self.size)
@@ -189,6 +191,7 @@ class _Typesetter:
                 self.emit("\n" if self.draw() < lay.paragraph_joined else "\n\n")
             self.emit(ln)
         self.lines = lay.lines_per_page  # the body starts on a new page
+        self.title_page = True
 
     def line(self, s: str, sep: str) -> int:
         """Put one printed line on the page after separator ``sep``; returns its offset."""

@@ -358,3 +358,14 @@ def test_batched_variants_equal_one_by_one():
     together = noisy_variants(tasks, model=model, chunk_chars=20_000)
     assert together == alone
     assert noisy_variants(tasks[2:], model=model, chunk_chars=20_000) == alone[2:]
+
+
+def test_no_page_number_on_the_title_page():
+    # a number printed as page - 1 (the title page not counted): the first body page is 1
+    model = _model(levels=(0.0,), page_numbers=(("bottom", "- {n} -", 1.0, -1),),
+                   lines_per_page=5)
+    text, chapters = _book(6)
+    out = noisy_variant(text, model=model, meta=META, seed=1, chapter_offsets=chapters)
+    pages = [out.text[a:b] for a, b in itertools.pairwise([*out.page_offsets, len(out.text)])]
+    assert "- 0 -" not in out.text and "- " not in pages[0]
+    assert pages[1].rstrip().endswith("- 1 -") and pages[2].rstrip().endswith("- 2 -")
