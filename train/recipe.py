@@ -175,6 +175,7 @@ class State:
     epoch: int = 0
     resumed_from: str | None = None
     suspects: set[str] = field(default_factory=set)
+    saved_step: int = -1
 
 
 def _lr_lambda(total: int, warmup: int):
@@ -223,8 +224,12 @@ def setup(run_dir: Path) -> State:
         # LoRA leaves most parameters frozen; DDP only reduces the trainable ones.
         # No buffer broadcast: the backbone's buffers (position ids) never change, and a
         # collective in forward would make a rank waiting for a hung peer look hung itself.
+        import inspect
+
+        sync_kw = ("forward_sync_buffers" if "forward_sync_buffers" in
+                   inspect.signature(DDP.__init__).parameters else "broadcast_buffers")
         ddp = DDP(model, device_ids=[info.local_rank] if info.device.startswith("cuda")
-                  else None, broadcast_buffers=False)
+                  else None, **{sync_kw: False})
     state = State(cfg=cfg, run_dir=run_dir, info=info, model=model, ddp=ddp,
                   optimizer=optimizer, scheduler=scheduler, stream=stream, inflight=inflight,
                   total_steps=total)
@@ -245,6 +250,7 @@ def setup(run_dir: Path) -> State:
         if len(rngs) == info.world_size:  # same world: every rank continues its own stream
             set_rng_state(rngs[info.rank])
         state.step, state.epoch = int(ts["step"]), int(ts["epoch"])
+        state.saved_step = state.step
         state.resumed_from = ckpt.name
         dist.print0(f"resumed from {ckpt.name}: step {state.step}, epoch {state.epoch}, "
                     f"{stream.consumed()} samples of the epoch consumed")
@@ -270,6 +276,7 @@ def save_checkpoint(state: State) -> None:
         tdist.all_gather_object(rngs, rng)
     else:
         rngs = [rng]
+    state.saved_step = state.step
     if dist.is_main():
         checkpoint.save_checkpoint(
             state.run_dir, step=state.step, model=state.model, keep=state.cfg.keep_ckpts,
@@ -477,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         inflight = state.inflight
         train(state)
         result = evaluate(state)
-        save_checkpoint(state)
+        if state.saved_step != state.step:  # the same decision on every rank
+            save_checkpoint(state)
         from train import dist
 
         if dist.is_main():
