@@ -30,6 +30,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/loader.py
 	$(BIN)/python bench/align_book.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/noise_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) lakehouse .pytest_cache
