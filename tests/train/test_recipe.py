@@ -17,13 +17,18 @@ import pytest
 
 from catalog import Lakehouse
 from tests.train.conftest import import_sample, small_config
-from train.checkpoint import latest_checkpoint
+from train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_train_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from train.launch import LaunchConfig, TrainingFailed, run_training
-from train.model import ModelConfig
+from train.model import ModelConfig, build_model
 from train.recipe import FAULT_ENV, TrainConfig
 from train.shards import build_shards
-
-pytestmark = pytest.mark.slow
 
 NPROC = 2
 
@@ -73,6 +78,7 @@ def reference(lakehouse, tmp_path_factory):
     return res
 
 
+@pytest.mark.slow
 def test_two_ranks_converge_and_the_run_is_recorded(lakehouse, reference):
     run_dir = reference.run_dir
     assert reference.status == "finished" and reference.attempts == 1
@@ -106,6 +112,7 @@ def test_two_ranks_converge_and_the_run_is_recorded(lakehouse, reference):
     assert lakehouse.store.exists(f"runs/{reference.run_id}/final/head.safetensors")
 
 
+@pytest.mark.slow
 def test_killed_rank_resumes_at_the_exact_sample(lakehouse, reference, tmp_path):
     run_dir = tmp_path / "killed"
     res = run_training(lakehouse, _cfg(lakehouse, epochs=3, max_steps=10),
@@ -125,6 +132,7 @@ def test_killed_rank_resumes_at_the_exact_sample(lakehouse, reference, tmp_path)
     assert latest_checkpoint(run_dir).name == "step-000000010"
 
 
+@pytest.mark.slow
 def test_poison_sample_is_skipped_after_two_crashes(lakehouse, reference, tmp_path, caplog):
     ref = _steps(reference.run_dir)
     poison = ref[6][1][3]
@@ -147,6 +155,7 @@ def test_poison_sample_is_skipped_after_two_crashes(lakehouse, reference, tmp_pa
     assert json.loads(row["metrics"])["skipped"] == [poison]
 
 
+@pytest.mark.slow
 def test_a_job_that_keeps_crashing_fails_with_a_clear_error(lakehouse, tmp_path):
     with pytest.raises(TrainingFailed, match="failed 1 time"):
         run_training(lakehouse, _cfg(lakehouse, max_steps=3), LaunchConfig(nproc=1,
@@ -156,6 +165,7 @@ def test_a_job_that_keeps_crashing_fails_with_a_clear_error(lakehouse, tmp_path)
     assert row["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_hung_rank_is_treated_as_crashed_and_the_job_resumes(lakehouse, reference, tmp_path):
     run_dir = tmp_path / "hung"
     res = run_training(lakehouse, _cfg(lakehouse, max_steps=6),
@@ -167,3 +177,53 @@ def test_hung_rank_is_treated_as_crashed_and_the_job_resumes(lakehouse, referenc
     assert set(json.loads((run_dir / "crashes.json").read_text())) == set(ref[3][1])
     got = _steps(run_dir)
     assert [got[k] for k in range(1, 7)] == [ref[k] for k in range(1, 7)]
+
+
+def test_checkpoints_are_atomic_pruned_and_found(tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    model = build_model(ModelConfig("all-minilm-l6-v2", lora_r=2, head="dense"), seed=0)
+    state = {"step": 1, "loader": {"consumed": 8}, "rng": [rng_state()]}
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step=step, model=model, train_state={**state, "step": step},
+                        keep=2)
+    # a crash while saving leaves a temporary folder: never taken for a checkpoint
+    (tmp_path / "checkpoints" / ".step-000000004.abc").mkdir()
+    (tmp_path / "checkpoints" / "step-000000005").mkdir()  # no meta.json: incomplete
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000002", "step-000000003"]
+    newest = latest_checkpoint(tmp_path)
+    assert newest.name == "step-000000003"
+    saved = load_train_state(newest)
+    assert saved["step"] == 3 and saved["loader"] == {"consumed": 8}
+    # saving the same step again (a resumed run) replaces it
+    save_checkpoint(tmp_path, step=3, model=model, train_state={**state, "step": 3, "x": 1})
+    assert load_train_state(latest_checkpoint(tmp_path))["x"] == 1
+    # RNG states round-trip: the same random numbers after restoring
+    set_rng_state(saved["rng"][0])
+    a = (torch.rand(3), random.random(), np.random.rand())
+    set_rng_state(saved["rng"][0])
+    b = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+@pytest.mark.slow
+def test_corpus_train_command(lakehouse, tmp_path):
+    from click.testing import CliRunner
+
+    from corpus.cli import cli
+
+    res = CliRunner().invoke(cli, [
+        "--root", lakehouse.root, "train", "--shards", f"clear@{lakehouse.version('shards')}",
+        "--backbone", "all-minilm-l6-v2", "--head", "dense", "--lora-r", "4", "--batch", "4",
+        "--grad-accum", "2", "--max-steps", "3", "--nproc", "1", "--max-restarts", "0",
+        "--run-dir", str(tmp_path / "cli-run")], obj={})
+    assert res.exit_code == 0, res.output
+    assert "finished after 1 attempt(s), 3 steps" in res.output
+    cfg = json.loads((tmp_path / "cli-run" / "config.json").read_text())
+    assert cfg["grad_accum"] == 2 and cfg["model"]["lora_r"] == 4 and cfg["seq_len"] == 64
+    # each step trained batch x grad_accum samples
+    steps = _steps(tmp_path / "cli-run")
+    assert [len(steps[k][0]) for k in (1, 2, 3)] == [8, 8, 8]
