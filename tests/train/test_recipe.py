@@ -227,3 +227,46 @@ def test_corpus_train_command(lakehouse, tmp_path):
     # each step trained batch x grad_accum samples
     steps = _steps(tmp_path / "cli-run")
     assert [len(steps[k][0]) for k in (1, 2, 3)] == [8, 8, 8]
+
+
+def test_launch_config_and_torchrun_command(tmp_path):
+    from catalog.errors import ConfigError
+    from train.launch import torchrun_command
+
+    with pytest.raises(ConfigError, match="--rdzv"):
+        LaunchConfig(nnodes=2)
+    with pytest.raises(ConfigError):
+        LaunchConfig(nproc=0)
+    one = torchrun_command(tmp_path, LaunchConfig(nproc=2), attempt=1)
+    assert "--standalone" in one and "--nproc-per-node=2" in one and "--max-restarts=0" in one
+    assert f"--log-dir={tmp_path / 'logs' / 'attempt-1'}" in one
+    assert one[-3:] == ["-m", "train.recipe", str(tmp_path)]
+    multi = torchrun_command(tmp_path, LaunchConfig(nproc=4, nnodes=2, rdzv="10.0.0.1:29400",
+                                                    node_rank=1), attempt=0)
+    assert "--standalone" not in multi
+    assert {"--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=10.0.0.1:29400",
+            "--node-rank=1", f"--rdzv-id={tmp_path.name}"} <= set(multi)
+
+
+def test_crash_bookkeeping_skips_only_repeat_offenders(tmp_path, caplog):
+    from train.launch import _suspects, record_crash
+
+    inflight = tmp_path / "inflight"
+    inflight.mkdir()
+
+    def write(rank: int, state: str, ids: list[str]) -> None:
+        (inflight / f"rank-{rank}.json").write_text(json.dumps(
+            {"rank": rank, "state": state, "sample_ids": ids}))
+
+    write(0, "peer_failure", ["a", "b"])  # a victim of rank 1
+    write(1, "running", ["c", "d"])
+    assert _suspects(tmp_path) == ["c", "d"]
+    assert record_crash(tmp_path, ["c", "d"]) == []
+    write(1, "running", ["d"])  # the next attempt isolated the suspects: d alone crashed
+    with caplog.at_level(logging.WARNING, logger="train.launch"):
+        assert record_crash(tmp_path, _suspects(tmp_path)) == ["d"]
+    assert any("sample d" in r.getMessage() for r in caplog.records)
+    assert json.loads((tmp_path / "skip.json").read_text()) == ["d"]
+    write(0, "sync", ["a"])  # only ranks waiting for peers: they are the suspects then
+    write(1, "terminated", ["c"])
+    assert _suspects(tmp_path) == ["a"]
