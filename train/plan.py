@@ -19,7 +19,26 @@ Memory model (bytes, per device):
 * **framework overhead**: CUDA context and workspaces on a GPU (none counted on CPU).
 
 The per-token coefficients were counted from the layers' saved tensors and checked against
-measured peak RSS on CPU (tests/train/test_plan.py, within 15%).
+measured peak RSS on CPU (live tensors: glibc told to unmap large freed blocks; see
+tests/train/test_plan.py, which asserts two of these within 15%). LoRA r=8, fp32, MiB:
+
+================  =====  ===  ====  ========  =====  ==========
+backbone          batch  seq  ckpt  measured   plan  plan/meas.
+================  =====  ===  ====  ========  =====  ==========
+all-MiniLM-L6-v2      8  128  no         315    341        1.08
+all-MiniLM-L6-v2      4  256  no         423    455        1.07
+all-MiniLM-L6-v2      8  256  no         758    857        1.13
+all-MiniLM-L6-v2      8  128  yes        152    144        0.95
+all-MiniLM-L6-v2      2  256  yes        130    114        0.87
+all-MiniLM-L6-v2      8  256  yes        248    296        1.19
+SmolLM2-135M          2  128  no         711    676        0.95
+SmolLM2-135M          4  128  no         949    912        0.96
+SmolLM2-135M          2  256  yes        539    505        0.94
+SmolLM2-135M          4  256  yes        599    570        0.95
+================  =====  ===  ====  ========  =====  ==========
+
+Not checked on a GPU (none here): the CUDA overhead is a fixed 1 GiB guess, and a caching
+allocator's fragmentation comes on top (``fits`` keeps 10% headroom for it).
 """
 
 from __future__ import annotations
