@@ -281,19 +281,22 @@ def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool, f
               help="Only these scans (repeatable; also retries a failed scan).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
 @click.option("--lang", default="eng", show_default=True, help="Tesseract language(s).")
+@click.option("--page-foot/--no-page-foot", default=True, show_default=True,
+              help="Read each page's bottom strip again for a page number that layout "
+                   "analysis dropped (~20% more Tesseract time).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="Process pool here, or a Ray cluster.")
 @click.option("--ray-address", default=None, help="Ray cluster address (default: local Ray).")
 @click.pass_context
 def ocr(ctx: click.Context, scan_ids: tuple[str, ...], workers: int | None, lang: str,
-        executor: str, ray_address: str | None) -> None:
+        page_foot: bool, executor: str, ray_address: str | None) -> None:
     """OCR every registered scan not yet done (resumable: reruns do only what is missing)."""
     import os
 
     from ingest.ocr import OcrConfig, run_ocr
 
-    config = OcrConfig(lang=lang, workers=workers or os.cpu_count() or 1, executor=executor,
-                       ray_address=ray_address)
+    config = OcrConfig(lang=lang, page_foot=page_foot, workers=workers or os.cpu_count() or 1,
+                       executor=executor, ray_address=ray_address)
     r = run_ocr(_lakehouse(ctx), config=config, scan_ids=scan_ids or None)
     console.print(f"{r.pages_done} page(s) recognised ({r.pages_skipped} already done) in "
                   f"{r.seconds:.1f} s; {r.scans_done} scan(s) done, "
