@@ -113,6 +113,27 @@ def test_two_ranks_converge_and_the_run_is_recorded(lakehouse, reference):
 
 
 @pytest.mark.slow
+def test_trained_head_and_adapter_survive_the_checkpoint(lakehouse, reference):
+    """The final checkpoint, reloaded, scores the validation windows as the run did."""
+    import torch
+
+    from train.data import ShardStream
+    from train.model import load_model
+
+    model = load_model(reference.metrics["checkpoint"]).eval()
+    val = ShardStream(lakehouse, "clear", version=lakehouse.version("shards"),
+                      split="validation", shuffle=False)
+    sq, n = 0.0, 0
+    with torch.no_grad():
+        for b in val.loader(8):
+            pred = model(b["input_ids"], b["attention_mask"])
+            sq += float(((pred - b["targets"]) ** 2).sum())
+            n += len(b["sample_ids"])
+    assert n == reference.metrics["val_windows"]
+    assert sq / n == pytest.approx(reference.metrics["val_window_mse"], rel=1e-4)
+
+
+@pytest.mark.slow
 def test_killed_rank_resumes_at_the_exact_sample(lakehouse, reference, tmp_path):
     run_dir = tmp_path / "killed"
     res = run_training(lakehouse, _cfg(lakehouse, epochs=3, max_steps=10),
