@@ -864,10 +864,17 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
     if manifest is None:
         raise ConfigError("corpus train needs --shards DATASET[@VERSION] (build them with "
                           "corpus shards build), or --plan.")
+    from train.backbones import resolve_backbone
     from train.launch import LaunchConfig, run_training
     from train.model import ModelConfig
     from train.recipe import TrainConfig
 
+    shard_tok = str(manifest.column("tokenizer")[0].as_py())
+    if resolve_backbone(shard_tok) != resolve_backbone(backbone):
+        raise ConfigError(
+            f"shards {dataset}@{version} were tokenised with {shard_tok!r}, but the backbone "
+            f"is {backbone!r}: token ids would mean nothing to it. Train with --backbone "
+            f"{shard_tok}, or build shards with --tokenizer {backbone}.")
     mcfg = ModelConfig(backbone, head=head, quant=quant, lora_r=lora_r,
                        gradient_checkpointing=grad_ckpt)
     cfg = TrainConfig(root=lh.root, dataset=dataset, shards_version=version,

@@ -248,6 +248,10 @@ def test_corpus_train_command(lakehouse, tmp_path):
     # each step trained batch x grad_accum samples
     steps = _steps(tmp_path / "cli-run")
     assert [len(steps[k][0]) for k in (1, 2, 3)] == [8, 8, 8]
+    # shards tokenised for another backbone are refused before anything starts
+    bad = CliRunner().invoke(cli, ["--root", lakehouse.root, "train", "--shards", "clear",
+                                   "--backbone", "smollm2-135m"], obj={})
+    assert bad.exit_code == 2 and "were tokenised with" in bad.output
 
 
 def test_launch_config_and_torchrun_command(tmp_path):
