@@ -409,6 +409,8 @@ def shards() -> None:
 @click.option("--val-frac", type=float, default=0.1, show_default=True,
               help="Fraction of books held out for validation.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the book split.")
+@click.option("--books", "book_patterns", default="", metavar="PATTERN,...",
+              help="Only books whose id matches (shell patterns, e.g. clear-*).")
 @click.option("--split-by", type=click.Choice(["book", "work"]), default="book",
               show_default=True, help="work: books with the same author and title (passages "
               "of one source volume) share a split.")
@@ -419,7 +421,7 @@ def shards() -> None:
 @click.pass_context
 def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int, window: str,
                  stride: int | None, target: str, variants: str, val_frac: float, seed: int,
-                 split_by: str, workers: int | None, shard_mb: float,
+                 book_patterns: str, split_by: str, workers: int | None, shard_mb: float,
                  shard_samples: int | None) -> None:
     """Tokenise pinned texts into shard files and a new `shards` table version."""
     import os
@@ -429,7 +431,8 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
     config = ShardsConfig(
         dataset=dataset, tokenizer=tokenizer, seq_len=seq_len, window=window, stride=stride,
         target=target, variants=tuple(variants.split(",")), val_frac=val_frac, seed=seed,
-        split_by=split_by, workers=workers or os.cpu_count() or 1, shard_mb=shard_mb,
+        split_by=split_by, books=tuple(book_patterns.split(",")),
+        workers=workers or os.cpu_count() or 1, shard_mb=shard_mb,
         shard_samples=shard_samples,
     )
     r = build_shards(_lakehouse(ctx), config=config)

@@ -90,6 +90,8 @@ class ShardsConfig:
         variants: Text variants to include; shell-style patterns (``noisy/*``) allowed.
         val_frac: Fraction of books (not samples) held out for validation.
         seed: Seed of the book split.
+        books: Only books whose id matches one of these shell patterns (``clear-*``);
+            every book when empty.
         split_by: ``book`` (each book on its own) or ``work`` (books with the same author
             and title in ``books`` share a split: passages cut from one source volume never
             straddle training and validation).
@@ -109,6 +111,7 @@ class ShardsConfig:
     val_frac: float = 0.1
     seed: int = 0
     split_by: str = "book"
+    books: tuple[str, ...] = ()
     workers: int = 1
     shard_mb: float = 32.0
     shard_samples: int | None = None
@@ -146,6 +149,8 @@ class ShardsConfig:
             raise ConfigError("shards: --target must name a score metric, e.g. bt_easiness.")
         if not 0.0 <= float(self.val_frac) < 1.0:
             raise ConfigError(f"shards: val_frac must be in [0, 1), got {self.val_frac!r}.")
+        books = (self.books,) if isinstance(self.books, str) else self.books
+        object.__setattr__(self, "books", tuple(b.strip() for b in books if b and b.strip()))
         if self.split_by not in SPLIT_BY:
             raise ConfigError(f"shards: split_by must be one of {', '.join(SPLIT_BY)}, got "
                               f"{self.split_by!r}.")
@@ -514,6 +519,14 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
         batch = pa.Table.from_batches([batch]).cast(schema)
         kept.append(batch.filter(pc.is_in(batch.column("variant"), value_set=want)))
     texts = pa.concat_tables(kept) if kept else schema.empty_table()
+    if config.books:
+        ids = pc.unique(texts.column("book_id")).to_pylist()
+        chosen = [b for b in ids if any(fnmatch.fnmatchcase(b, p) for p in config.books)]
+        if not chosen:
+            raise CorpusError(f"shards: no book id matches {', '.join(config.books)} in "
+                              f"texts@{pins['texts']}.")
+        texts = texts.filter(pc.is_in(texts.column("book_id"),
+                                      value_set=pa.array(chosen, pa.string())))
     # A fixed order: the same inputs give the same shard files (and content keys).
     texts = texts.sort_by([("book_id", "ascending"), ("variant", "ascending")])
     book_col = texts.column("book_id")

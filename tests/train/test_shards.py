@@ -113,6 +113,17 @@ def test_split_by_work_keeps_a_source_volume_together(sample_lakehouse, tmp_path
         small_config(split_by="title")
 
 
+def test_books_pattern_selects_books(sample_lakehouse):
+    lh = sample_lakehouse
+    report = build_shards(lh, config=small_config("some", books=("clear-1*", "clear-2*")))
+    manifest, _ = read_manifest(lh, "some")
+    books = set(_shard_rows(lh, manifest).column("book_id").to_pylist())
+    assert books and all(b.startswith(("clear-1", "clear-2")) for b in books)
+    assert sum(report.books.values()) == len(books)
+    with pytest.raises(CorpusError, match="no book id matches"):
+        build_shards(lh, config=small_config("none", books=("isbn-*",)))
+
+
 def test_current_score_is_the_latest_per_book():
     t = pa.table({
         "book_id": ["a", "a", "b", "b", "c"],
