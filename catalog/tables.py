@@ -381,12 +381,18 @@ class Lakehouse:
         lineage: Lineage,
         on: Iterable[str] | None = None,
         delete_missing: bool = False,
+        columns: Iterable[str] | None = None,
+        insert: bool = True,
     ) -> dict[str, Any]:
         """Upsert rows by the table's keys (or ``on``): update matches, insert the rest.
 
         Source rows must be unique on the key. With ``delete_missing`` target rows whose key
-        is absent from the source are deleted (a full sync). Returns delta-rs merge metrics
-        plus the new ``version``.
+        is absent from the source are deleted (a full sync). With ``columns``, a matched row
+        gets only those columns from the source and keeps the rest as the table has them at
+        commit time: a writer that owns a few columns (OCR progress, an editor's flag) never
+        reverts columns another writer changed meanwhile, even when the commit is retried.
+        With ``insert=False`` source rows without a match are dropped (update only).
+        Returns delta-rs merge metrics plus the new ``version``.
         """
         s = spec(name)
         table = conform(s, data)
@@ -402,13 +408,24 @@ class Lakehouse:
             )
         self.create(name)
         predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+        owned = list(columns) if columns is not None else None
+        unknown = sorted(set(owned or ()) - set(s.schema.names))
+        if unknown:
+            raise SchemaError(f"merge into {name!r}: no column(s) {unknown} in its schema.")
 
         def run() -> dict[str, Any]:
             dt = self.open(name)
             merger = dt.merge(
                 table, predicate=predicate, source_alias="s", target_alias="t",
                 commit_properties=self._props(lineage),
-            ).when_matched_update_all().when_not_matched_insert_all()
+            )
+            if owned is None:
+                merger = merger.when_matched_update_all()
+            else:
+                merger = merger.when_matched_update(
+                    {_quote(c): f"s.{_quote(c)}" for c in owned})
+            if insert:
+                merger = merger.when_not_matched_insert_all()
             if delete_missing:
                 merger = merger.when_not_matched_by_source_delete()
             return merger.execute()
