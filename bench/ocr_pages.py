@@ -31,10 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from catalog import Lakehouse, key_from_uri
+from catalog import Lakehouse
 from corpus.demo import sample_share_tarball
 from ingest.driver import run_ingest
-from ingest.ocr import OcrConfig, plan_pages, render_page, run_ocr
+from ingest.ocr import OcrConfig, page_counts, plan_pages, render_page, run_ocr
 
 OUT = Path(__file__).resolve().parent / "out" / "ocr_pages.json"
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,22 +45,16 @@ GOAL = 1.8
 def ready_images(lh: Lakehouse, dest: Path, scan_ids: list[str]) -> list[Path]:
     """Render every page of the scans once, the way ours does, and save it as PNG."""
     import pyarrow.compute as pc
-    import pymupdf
 
     scans = lh.read("scans", filter=pc.field("scan_id").isin(scan_ids))
-    counts = {}
-    for s in scans.to_pylist():
-        if s["source"].endswith(".pdf"):
-            blob = next(f["blob_uri"] for f in lh.read("files").to_pylist()
-                        if f["path"] == s["source"])
-            with pymupdf.open(stream=lh.store.get_bytes(key_from_uri(blob))) as pdf:
-                counts[s["scan_id"]] = pdf.page_count
-    tasks, _ = plan_pages(scans, lh.read("files"), set(), counts)
+    files = lh.read("files")
+    counts = page_counts(lh.store, scans, files)
+    tasks, _ = plan_pages(scans, files, set(), counts)
     paths = []
     from PIL import Image
 
     for t in tasks:
-        img, dpi, _ = render_page(lh.store.get_bytes(t.blob_key), t.pdf_page)
+        img, dpi, _ = render_page(lh.store.get_bytes(t.blob_key), t.pdf_page, t.frame)
         if isinstance(img, tuple):  # the scanner's encoded image itself
             img = Image.open(io.BytesIO(img[0])).convert("L")
         p = dest / f"{t.scan_id}-{t.page_no:04d}.png"

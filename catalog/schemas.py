@@ -47,7 +47,7 @@ _SPECS = [
             _f("format", pa.string()),
             _f("encoding", pa.string()),
             _f("book_id", pa.string()),
-            _f("status", pa.string(), False),  # ok|duplicate|superseded|quarantined
+            _f("status", pa.string(), False),  # ok|duplicate|superseded|quarantined|removed
             _f("reason", pa.string()),
             _f("blob_uri", pa.string()),
             _f("ingested_at", TS, False),
@@ -105,13 +105,16 @@ _SPECS = [
             _f("scan_id", pa.string(), False),
             _f("book_id", pa.string()),
             _f("source", pa.string()),
-            _f("n_pages", pa.int32()),
+            _f("n_pages", pa.int32()),  # pages: PDF pages, or frames of its image files
             _f("pages_done", pa.int32()),
             _f("status", pa.string(), False),  # new|ocr_done|flagged|accepted|failed
             _f("reason", pa.string()),
             _f("ocr_engine", pa.string()),
             _f("mean_confidence", pa.float64()),
             _f("updated_at", TS),
+            # the scan's content: sha256 of its PDF or image file, or of the names and
+            # sha256s of its page images; a rescan over the same path changes it
+            _f("sha256", pa.string()),
         ]),
         ("scan_id",),
         "raw scans registered from the share and their OCR state",
@@ -127,6 +130,9 @@ _SPECS = [
             _f("dpi", pa.int32()),
             _f("engine", pa.string()),
             _f("seconds", pa.float64()),
+            # the scan content (scans.sha256) this page was read from: pages of an older
+            # content stay as history and are never mixed into the current OCR text
+            _f("scan_sha256", pa.string()),
         ]),
         ("scan_id", "page_no"),
         "OCR output per scanned page, with word confidences",

@@ -156,6 +156,9 @@ def scan_dataset(name: str, dt: DeltaTable) -> pads.Dataset:
     return dt.to_pyarrow_dataset(schema=_scan_schema(spec(name).schema))
 
 
+_OP = "__corpus_op"  # the per-row operation column of a sync's merge source
+
+
 def _quote(col: str) -> str:
     return '"' + col.replace('"', '""') + '"'
 
@@ -214,6 +217,33 @@ class Lakehouse:
                 # Another process may have created it between our check and our commit.
                 if not self.exists(name):
                     raise CorpusError(f"Cannot create table {name!r} at {uri}: {e}") from e
+        dt = self.open(name)
+        return self._add_new_columns(name, dt)
+
+    def _add_new_columns(self, name: str, dt: DeltaTable) -> DeltaTable:
+        """Add the columns declared in catalog/schemas.py since the table was created (a
+        lakehouse written by an older version keeps working: old rows read them as null)."""
+        have = {f.name for f in dt.schema().fields}
+        new = [f for f in spec(name).schema if f.name not in have]
+        if not new:
+            return dt
+        if any(not f.nullable for f in new):
+            raise SchemaError(f"Table {name!r} lacks required column(s) "
+                              f"{[f.name for f in new if not f.nullable]}; new columns of an "
+                              "existing table must be nullable.")
+        from deltalake import Field
+
+        fields = [Field.from_arrow(f) for f in new]
+        try:
+            dt.alter.add_columns(fields, commit_properties=CommitProperties(
+                custom_metadata=Lineage(operation="add_columns",
+                                        config={"columns": [f.name for f in new]}
+                                        ).to_metadata()))
+        except (CommitFailedError, DeltaError) as e:  # another process added them first
+            dt = self.open(name)
+            if not {f.name for f in new} <= {f.name for f in dt.schema().fields}:
+                raise CorpusError(f"Cannot add columns to table {name!r}: {e}") from e
+        self._handles.pop(name, None)
         return self.open(name)
 
     def init(self) -> list[str]:
@@ -432,6 +462,61 @@ class Lakehouse:
 
         metrics = self._retrying(name, "merge", run)
         self._handles.pop(name, None)  # the append handle's snapshot is stale now
+        metrics["version"] = self.version(name)
+        return metrics
+
+    def sync(
+        self, name: str, upserts: Any, *, lineage: Lineage, delete_keys: Any = None,
+    ) -> dict[str, Any]:
+        """Upsert ``upserts`` by the table's keys and delete the rows whose keys are in
+        ``delete_keys``, in ONE commit (one table version; a reader never sees half of it).
+
+        This is how a driver that owns a subset of a table's rows (ingest owns the books of
+        its share, not the passages ``corpus import`` added) brings that subset to a new
+        state: rows it still produces are upserted, rows it no longer produces are deleted,
+        and rows it does not own are untouched. Nothing is written when both are empty.
+        Returns delta-rs merge metrics plus the new ``version`` (``None`` when idle).
+        """
+        s = spec(name)
+        empty = upserts is None or (isinstance(upserts, list) and not upserts)
+        table = s.schema.empty_table() if empty else conform(s, upserts)
+        keys = list(s.keys)
+        if delete_keys is None:
+            delete_keys = pa.table({k: pa.array([], s.schema.field(k).type) for k in keys})
+        elif isinstance(delete_keys, list):
+            delete_keys = pa.Table.from_pylist(delete_keys) if delete_keys else pa.table(
+                {k: pa.array([], s.schema.field(k).type) for k in keys})
+        if not table.num_rows and not delete_keys.num_rows:
+            return {"version": None}
+        loose = pa.schema([f.with_nullable(True) for f in s.schema])
+        gone = pa.Table.from_arrays(
+            [delete_keys.column(f.name).cast(f.type) if f.name in keys
+             else pa.nulls(delete_keys.num_rows, f.type) for f in loose], schema=loose)
+        source = pa.concat_tables([table.cast(loose), gone])
+        ops = ["u"] * table.num_rows + ["d"] * gone.num_rows
+        source = source.append_column(_OP, pa.array(ops, pa.string()))
+        dup = (source.group_by(keys).aggregate([([], "count_all")])
+               .filter(pc.greater(pc.field("count_all"), 1)))
+        if dup.num_rows:
+            raise SchemaError(
+                f"sync of {name!r}: {dup.num_rows} key(s) {tuple(keys)} occur more than once "
+                f"among the upserts and deletions, e.g. {dup.slice(0, 1).to_pylist()[0]}.")
+        self.create(name)
+        predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+
+        def run() -> dict[str, Any]:
+            return (
+                self.open(name).merge(
+                    source, predicate=predicate, source_alias="s", target_alias="t",
+                    commit_properties=self._props(lineage))
+                .when_matched_update_all(predicate=f"s.{_OP} = 'u'", except_cols=[_OP])
+                .when_matched_delete(predicate=f"s.{_OP} = 'd'")
+                .when_not_matched_insert_all(predicate=f"s.{_OP} = 'u'", except_cols=[_OP])
+                .execute()
+            )
+
+        metrics = self._retrying(name, "sync", run)
+        self._handles.pop(name, None)
         metrics["version"] = self.version(name)
         return metrics
 

@@ -3,12 +3,22 @@
 Pure: :func:`assemble` takes the :class:`~ingest.share.FileRecord` list of one share and
 returns the rows of ``files``, ``books``, ``texts``, ``scans`` and ``scores``. Rules:
 
-* identical bytes are stored once; a further copy filed for the same book is a
-  ``duplicate`` of the first;
-* a book's *versions* are its whole files, its chapter folder (``00_title.txt``,
-  ``ch1.txt`` ... in natural order) and its part set (``_part1``, ``-2``, `` (3)``);
-  the most recently modified version is current, the others ``superseded``;
+* a book's *versions* are its whole files, its chapter folders (``00_title.txt``,
+  ``ch1.txt`` ... in natural order) and its part sets (``_part1``, ``-2``, `` (3)``);
+* versions are compared as wholes: a version with the same bytes, file for file, as
+  another version of the same book (``Backup/Copy of ...``) is a ``duplicate`` of it, and
+  so is a second path with the same bytes inside one version; a chapter that two
+  *different* versions share (the unchanged chapters of a new edition) is no duplicate;
+* of the distinct versions, the most recently modified is current and keeps all its
+  files; the others are ``superseded``;
+* a scan (a PDF, an image named for its book, or a folder of page images) with the same
+  bytes as another scan of the same book is a ``duplicate``; identical pages inside one
+  scan (two blank pages) are both kept; a score sheet with the same bytes as another is a
+  ``duplicate``;
 * a file that cannot be used is ``quarantined`` with its reason, never dropped.
+
+Only the books named in ``dirty`` (all when None) get ``books``/``texts`` rows: a re-run
+assembles just the books whose files changed, and needs the text of only those files.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from pathlib import PurePosixPath
 import pyarrow as pa
 
 from catalog import TABLES
-from ingest.share import EDITED, JUNK, METADATA, SCAN, SCORES, FileRecord
+from ingest.share import EDITED, JUNK, METADATA, SCAN, SCORES, FileRecord, scan_key
 
 OK, DUPLICATE, SUPERSEDED, QUARANTINED = "ok", "duplicate", "superseded", "quarantined"
 _PART = re.compile(r"^(?P<stem>.*?)(?:[ _-]?part[ _-]?|-| ?\()(?P<n>\d{1,3})\)?$", re.I)
@@ -95,7 +105,11 @@ def chapter_offsets(text: str) -> list[int]:
 
 @dataclass(frozen=True)
 class Assembled:
-    """The rows one share gives each table, plus the rejected score rows."""
+    """The rows one share gives each table, plus the rejected score rows.
+
+    ``books``/``texts`` hold the assembled books only (the ``dirty`` ones);
+    ``book_ids`` is every book the share has an edited version of.
+    """
 
     files: pa.Table
     books: pa.Table
@@ -103,49 +117,74 @@ class Assembled:
     scans: pa.Table
     scores: pa.Table
     score_rejects: list
+    book_ids: frozenset[str] = frozenset()
+
+
+def _signature(v: Version) -> tuple[str, ...]:
+    return tuple(r.sha256 for r in v.records)
+
+
+def book_versions(records: list[FileRecord], status: dict[str, tuple[str, str | None]]
+                  ) -> dict[str, list[Version]]:
+    """Each book's distinct versions, newest first; copies are marked in ``status``.
+
+    A readable edited file belongs to one version (see :func:`_version_key`). A second path
+    with the same bytes inside a version, and a whole version with the same bytes as another
+    version of the book, are ``duplicate``s of the original (not in a copy-looking place,
+    then oldest, then shortest path).
+    """
+    groups: dict[tuple[str, str], list[FileRecord]] = defaultdict(list)
+    for r in records:
+        if r.kind == EDITED and r.reason is None and r.path not in status and r.book_id:
+            layout, key = _version_key(r)
+            groups[(r.book_id, f"{layout}:{key}")].append(r)
+    by_book: dict[str, list[Version]] = defaultdict(list)
+    for (book_id, lk), recs in groups.items():
+        layout, key = lk.split(":", 1)
+        kept: dict[str, FileRecord] = {}
+        for r in _canonical_first(recs):
+            if r.sha256 in kept:
+                status[r.path] = (DUPLICATE, f"same bytes as {kept[r.sha256].path}")
+            else:
+                kept[r.sha256] = r
+        ordered = sorted(kept.values(), key=_reading_order)
+        by_book[book_id].append(Version(book_id, key, layout, tuple(ordered)))
+    out: dict[str, list[Version]] = {}
+    for book_id, vs in by_book.items():
+        distinct: dict[tuple[str, ...], Version] = {}
+        for v in sorted(vs, key=lambda v: (bool(_COPY_HINT.search(v.key)), v.mtime,
+                                           len(v.key), v.key)):
+            first = distinct.get(_signature(v))
+            if first is None:
+                distinct[_signature(v)] = v
+                continue
+            for r, orig in zip(v.records, first.records, strict=True):
+                status[r.path] = (DUPLICATE, f"same bytes as {orig.path}")
+        out[book_id] = sorted(distinct.values(), key=lambda v: (v.mtime, v.key), reverse=True)
+    return out
 
 
 def assemble(records: list[FileRecord], *, ingested_at: datetime,
-             blob_uri=lambda key: key) -> Assembled:
+             blob_uri=lambda key: key, dirty: set[str] | None = None) -> Assembled:
     """Turn a share's file records into table rows (see the module docstring for the rules).
 
     Args:
-        records: One record per file of the share.
+        records: One record per file of the share. Edited files of the ``dirty`` books
+            need their ``text``; the others need only their metadata.
         ingested_at: Timestamp recorded on every ``files`` row of this run.
         blob_uri: Maps a blob key to the URI stored in ``files.blob_uri``.
+        dirty: The books to assemble (``books``/``texts`` rows); all when None.
     """
     status: dict[str, tuple[str, str | None]] = {}
-    # Copies are the same bytes filed for the same book; the same chapter filed in two
-    # different books (an excerpt in two volumes) is needed by both and is no duplicate.
-    by_sha: dict[tuple[str, str | None], list[FileRecord]] = defaultdict(list)
     for r in records:
-        if r.symlink_to is None:
-            by_sha[(r.sha256, r.book_id)].append(r)
-    for copies in by_sha.values():
-        first, *rest = _canonical_first(copies)
-        for r in rest:
-            status[r.path] = (DUPLICATE, f"same bytes as {first.path}")
-
-    versions: dict[tuple[str, str], list[FileRecord]] = defaultdict(list)
-    for r in records:
-        if r.path in status:
-            continue
         if r.kind == JUNK or (r.reason and r.kind in (EDITED, SCORES, SCAN)):
             status[r.path] = (QUARANTINED, r.reason)
         elif r.kind == METADATA:
             status[r.path] = (OK, r.reason)
-        elif r.kind == EDITED:
-            layout, key = _version_key(r)
-            versions[(r.book_id, f"{layout}:{key}")].append(r)
 
     books, texts = [], []
-    by_book: dict[str, list[Version]] = defaultdict(list)
-    for (book_id, lk), recs in versions.items():
-        layout, key = lk.split(":", 1)
-        ordered = sorted(recs, key=_reading_order)
-        by_book[book_id].append(Version(book_id, key, layout, tuple(ordered)))
-    for book_id, vs in sorted(by_book.items()):
-        vs.sort(key=lambda v: (v.mtime, v.key), reverse=True)
+    versions = book_versions(records, status)
+    for book_id, vs in sorted(versions.items()):
         current, older = vs[0], vs[1:]
         for v in older:
             for r in v.records:
@@ -153,7 +192,12 @@ def assemble(records: list[FileRecord], *, ingested_at: datetime,
                                   f"{current.key} (modified {current.mtime:%Y-%m-%d %H:%M})")
         for r in current.records:
             status[r.path] = (OK, None)
-        text = "\n\n".join(r.text.strip() for r in current.records if r.text and r.text.strip())
+        if dirty is not None and book_id not in dirty:
+            continue
+        missing = [r.path for r in current.records if r.text is None]
+        if missing:
+            raise ValueError(f"assemble: no text for {missing[:3]} of dirty book {book_id}")
+        text = "\n\n".join(r.text.strip() for r in current.records if r.text.strip())
         title = next((r.title for v in vs for r in v.records if r.title), None)
         author = next((r.author for v in vs for r in v.records if r.author), None)
         offsets = chapter_offsets(text)
@@ -171,11 +215,17 @@ def assemble(records: list[FileRecord], *, ingested_at: datetime,
 
     scans = _scans(records, status, ingested_at)
     score_tables, rejects = [], []
-    for r in records:
-        if r.kind == SCORES and "scores" in r.extra and r.path not in status:
+    sheets: dict[str, FileRecord] = {}
+    for r in _canonical_first([r for r in records if r.kind == SCORES
+                               and r.path not in status]):
+        if r.sha256 in sheets:
+            status[r.path] = (DUPLICATE, f"same bytes as {sheets[r.sha256].path}")
+            continue
+        sheets[r.sha256] = r
+        status[r.path] = (OK, None)
+        if "scores" in r.extra:  # not when the sheet was not read (unchanged on a re-run)
             score_tables.append(r.extra["scores"])
             rejects.extend(r.extra["rejected"])
-            status[r.path] = (OK, None)
     files = []
     for r in records:
         st, reason = status.get(r.path, (OK, None))
@@ -193,26 +243,50 @@ def assemble(records: list[FileRecord], *, ingested_at: datetime,
     scores = (pa.concat_tables([t.cast(scores_schema) for t in score_tables])
               if score_tables else scores_schema.empty_table())
     return Assembled(table("files", files), table("books", books), table("texts", texts),
-                     scans, scores, rejects)
+                     scans, scores, rejects, frozenset(versions))
+
+
+def scan_sha256(records: list[FileRecord]) -> str:
+    """The content digest of a scan (``scans.sha256``): its file's sha256, or for a folder
+    of page images the digest of their names and sha256s in reading order."""
+    if len(records) == 1 and scan_key(records[0].path, records[0].format) == records[0].path:
+        return records[0].sha256
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{PurePosixPath(r.path).name}\t{r.sha256}\n".encode())
+    return h.hexdigest()
 
 
 def _scans(records: list[FileRecord], status: dict, ingested_at: datetime) -> pa.Table:
-    """One scan per image-only PDF, one per folder of page images."""
+    """One scan per PDF or book-named image, one per folder of page images; a scan with the
+    same content as another scan of the same book is a duplicate of it."""
     groups: dict[str, list[FileRecord]] = defaultdict(list)
     for r in records:
         if r.kind != SCAN or r.path in status:
             continue
-        key = r.path if r.format == "pdf" else PurePosixPath(r.path).parent.as_posix()
-        groups[key].append(r)
-    rows = []
-    for key, recs in sorted(groups.items()):
+        groups[scan_key(r.path, r.format)].append(r)
+    found = []
+    for key, recs in groups.items():
+        recs.sort(key=lambda r: natural_key(PurePosixPath(r.path).name))
+        book_id = next((r.book_id for r in recs if r.book_id), None)
+        found.append((key, recs, book_id, scan_sha256(recs)))
+    rows, seen = [], {}
+    order = sorted(found, key=lambda f: (bool(_COPY_HINT.search(f[0])),
+                                         min(r.mtime for r in f[1]), len(f[0]), f[0]))
+    for key, recs, book_id, digest in order:
+        first = seen.get((digest, book_id))
+        if first is not None:
+            for r in recs:
+                status[r.path] = (DUPLICATE, f"same scan as {first}")
+            continue
+        seen[(digest, book_id)] = key
         for r in recs:
             status[r.path] = (OK, None)
-        book_id = next((r.book_id for r in recs if r.book_id), None)
         rows.append({
             "scan_id": "scan-" + hashlib.sha256(key.encode()).hexdigest()[:12],
             "book_id": book_id, "source": key,
             "n_pages": sum(r.n_pages or 1 for r in recs), "pages_done": 0, "status": "new",
-            "updated_at": ingested_at,
+            "updated_at": ingested_at, "sha256": digest,
         })
+    rows.sort(key=lambda r: r["source"])
     return pa.Table.from_pylist(rows, schema=TABLES["scans"].schema)

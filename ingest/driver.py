@@ -1,19 +1,30 @@
-"""`corpus ingest SHARE`: migrate an editorial share into the lakehouse.
+"""`corpus ingest SHARE`: migrate an editorial share into the lakehouse, and follow it.
 
 The driver walks the share, fans the per-file work out over a process pool, assembles the
-books (pure, :mod:`ingest.assemble`) and writes only the rows that changed, each table in
-one commit whose lineage names the share. Re-running on an unchanged share writes nothing;
-a killed run is finished by the next one (blobs are content-addressed, table commits are
-atomic, and every table is rewritten from the whole share's state).
+books (pure, :mod:`ingest.assemble`) and brings each table to the share's state in one
+commit whose lineage names the share. The contract, for any sequence of edits to the share
+(add, change, delete, move, new edition, rescan, new score sheet): ingest(A) then ingest(B)
+leaves ``books``, the ``edited`` texts, ``scores`` and ``scans`` equal to a fresh
+ingest(B); ``files`` keeps every path ever seen (a path that left the share is
+``removed``, its bytes still stored) and older table versions keep the old state.
+
+A re-run reads only what changed. Per-file records (path, size, mtime, and what the readers
+found, but no text) are kept in the object store as Parquet, in buckets by path hash, keyed
+by share and reader-code version; no code is ever deserialised from storage. A file whose
+path, size and mtime (ns) match its record is not read; the books any new, changed or
+vanished file belongs to are *dirty*, and only their files are read and only their rows
+rewritten. When one score sheet changed, all sheets are read again (they are few and
+small, and the current scores depend on all of them). The records are saved after the
+tables commit, so a run killed anywhere is redone by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
-import pickle
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,19 +32,21 @@ from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from catalog import Lakehouse, LakehouseConfig, Lineage, TableNotFoundError, spec
 from catalog.log import progress
-from catalog.storage import cached_store
+from catalog.storage import ObjectStore, cached_store
 from ingest.assemble import Assembled, assemble
-from ingest.share import FileRecord, inspect_file, walk_share
+from ingest.share import EDITED, SCORES, FileRecord, inspect_file, walk_share
 
 log = logging.getLogger(__name__)
 
 # Columns that change on every run without the data changing: not compared.
 VOLATILE = {"ingested_at", "updated_at", "created_at"}
-# scans: OCR owns status/progress once a scan is registered; ingest only adds new scans.
-INSERT_ONLY = {"scans"}
+# scans: ingest owns identity and content; OCR and editors own the state columns, which
+# ingest resets only when the scan's content changed (a rescan).
+SCAN_OWNED = ("book_id", "source", "n_pages", "sha256")
 
 
 @dataclass
@@ -43,6 +56,7 @@ class IngestReport:
     share: str
     n_files: int = 0
     n_read: int = 0  # files read and hashed this run (the others were unchanged: reused)
+    n_dirty: int = 0  # books re-assembled this run (their files changed, or first run)
     by_status: dict[str, int] = field(default_factory=dict)
     by_kind: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)   # table -> rows inserted/updated
@@ -71,69 +85,109 @@ def _stat_key(p: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def record_cache_key(share: Path) -> str:
-    """Object-store key of the inventory cache of ``share`` (one per share path)."""
+# ---- the per-file record cache (Parquet, no pickle, no text) ---------------------------------
+
+N_BUCKETS = 16
+_CACHED = ("path", "size", "mtime", "sha256", "kind", "format", "encoding", "book_id",
+           "reason", "blob_key", "title", "author", "n_pages", "symlink_to")
+CACHE_SCHEMA = pa.schema([
+    ("path", pa.string()), ("stat_size", pa.int64()), ("stat_mtime_ns", pa.int64()),
+    ("size", pa.int64()), ("mtime", pa.timestamp("us", tz="UTC")), ("sha256", pa.string()),
+    ("kind", pa.string()), ("format", pa.string()), ("encoding", pa.string()),
+    ("book_id", pa.string()), ("reason", pa.string()), ("blob_key", pa.string()),
+    ("title", pa.string()), ("author", pa.string()), ("n_pages", pa.int64()),
+    ("symlink_to", pa.string()),
+])
+
+
+def _bucket(rel: str) -> int:
+    return int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % N_BUCKETS
+
+
+def record_cache_prefix(share: Path) -> str:
+    """Object-store prefix of the record cache of ``share`` (one per share path and reader
+    code version)."""
     where = hashlib.sha256(str(share.resolve()).encode()).hexdigest()[:16]
-    return f"cache/ingest/{where}/records-{readers_version()}.pkl"
+    return f"cache/ingest/{where}/records-{readers_version()}"
 
 
-def load_record_cache(store, key: str) -> dict[str, tuple[tuple[int, int], FileRecord]]:
-    """The records of the previous run (path -> ((size, mtime_ns), record)); empty when
-    there is none or it cannot be read (the cache is only an optimisation)."""
-    try:
-        if not store.exists(key):
-            return {}
-        cached = pickle.loads(store.get_bytes(key))
-        return cached if isinstance(cached, dict) else {}
-    except Exception as e:  # a damaged cache costs a full inventory, never a failed ingest
-        log.warning("ignoring the unreadable ingest cache %s: %s", key, e)
-        return {}
+Cached = dict[str, tuple[tuple[int, int], FileRecord]]
 
 
-def inventory(share: Path, *, config: LakehouseConfig | None, workers: int,
-              cached: dict[str, tuple[tuple[int, int], FileRecord]] | None = None,
-              stats: dict[str, tuple[int, int]] | None = None) -> list[FileRecord]:
-    """Inspect every file of the share (in parallel when ``workers`` > 1).
+def load_record_cache(store: ObjectStore, prefix: str, paths: list[str]) -> Cached:
+    """The records of the previous run for the buckets that ``paths`` fall in (path ->
+    ((size, mtime_ns), record without text)). Empty when there are none or they cannot be
+    read: the cache only saves work, a damaged one costs a full read, never a failed run."""
+    import pyarrow.parquet as pq
 
-    A file whose path, size and modification time (ns) equal those of a record in
-    ``cached`` is not read again: its record is reused (as make and rsync decide, a file
-    rewritten with the same size and mtime goes unnoticed; ``--full`` re-reads everything).
-    ``stats``, when given, receives every regular file's ``(size, mtime_ns)`` as seen
-    *before* it was read (so a file changed during the run is read again next time).
-    """
-    paths = [rel for rel, _ in walk_share(share)]
+    out: Cached = {}
+    for b in sorted({_bucket(p) for p in paths}):
+        key = f"{prefix}/{b:02d}.parquet"
+        try:
+            if not store.exists(key):
+                continue
+            table = pq.read_table(pa.BufferReader(store.get_bytes(key)))
+            if not table.schema.equals(CACHE_SCHEMA):
+                raise ValueError("unexpected columns")
+        except Exception as e:
+            log.warning("ignoring the unreadable ingest cache object %s: %s", key, e)
+            continue
+        for row in table.to_pylist():
+            rec = FileRecord(**{k: row[k] for k in _CACHED})
+            out[row["path"]] = ((row["stat_size"], row["stat_mtime_ns"]), rec)
+    return out
+
+
+def save_record_cache(store: ObjectStore, prefix: str, old: Cached, new: Cached) -> int:
+    """Write the buckets whose records changed (score sheets are not kept: always read).
+    Returns how many objects were written."""
+    import pyarrow.parquet as pq
+
+    def rows(c: Cached, b: int) -> list[dict]:
+        return sorted(({"path": p, "stat_size": k[0], "stat_mtime_ns": k[1],
+                        **{f: getattr(r, f) for f in _CACHED[1:]}}
+                       for p, (k, r) in c.items() if _bucket(p) == b),
+                      key=lambda r: r["path"])
+
+    written = 0
+    for b in sorted({_bucket(p) for p in (*old, *new)}):
+        now = rows(new, b)
+        if now == rows(old, b):
+            continue
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(now, schema=CACHE_SCHEMA), sink)
+        store.put_bytes(f"{prefix}/{b:02d}.parquet", sink.getvalue().to_pybytes())
+        written += 1
+    return written
+
+
+def inventory(share: Path, paths: list[str], *, config: LakehouseConfig | None,
+              workers: int) -> dict[str, FileRecord]:
+    """Inspect the given files of the share (in parallel when ``workers`` > 1)."""
     root = str(share.resolve())
-    seen = {rel: _stat_key(share / rel) for rel in paths if not (share / rel).is_symlink()}
-    if stats is not None:
-        stats.update(seen)
-    got: dict[str, FileRecord] = {}
-    for rel in paths if cached else ():
-        hit = cached.get(rel)
-        if hit is not None and rel in seen and hit[0] == seen[rel]:
-            got[rel] = hit[1]
-    todo = [rel for rel in paths if rel not in got]
-    if got:
-        log.info("%d of %d files unchanged since the last ingest: not read again",
-                 len(got), len(paths))
-    if workers <= 1 or len(todo) <= 1:
-        it = ((rel, _inspect(root, config, rel)) for rel in todo)
-        got.update(progress(it, desc="files", total=len(todo), unit="file"))
-        return [got[rel] for rel in paths]
+    if workers <= 1 or len(paths) <= 1:
+        it = ((rel, _inspect(root, config, rel)) for rel in paths)
+        return dict(progress(it, desc="files", total=len(paths), unit="file"))
     # Import the readers before the pool starts: forked workers then share them instead of
     # each paying ~0.5 s of imports (PyMuPDF, python-docx, lxml, ebooklib...).
     import ingest.readers
     import ingest.scoresheets  # noqa: F401
 
+    def size(rel: str) -> int:
+        try:
+            return (share / rel).lstat().st_size
+        except OSError:
+            return 0
+
     # Heaviest first (sorted by size) keeps both cores busy until the end.
-    order = sorted(todo, key=lambda rel: -(share / rel).lstat().st_size)
+    order = sorted(paths, key=lambda rel: -size(rel))
     # A forked worker must not reuse the parent's S3 client (its connections are not
     # fork-safe): each worker starts with an empty client cache.
     with ProcessPoolExecutor(workers, initializer=cached_store.cache_clear) as pool:
-        got.update(zip(order, progress(pool.map(partial(_inspect, root, config), order,
-                                                chunksize=4),
-                                       desc="files", total=len(order), unit="file"),
-                       strict=True))
-    return [got[rel] for rel in paths]
+        return dict(zip(order, progress(pool.map(partial(_inspect, root, config), order,
+                                                 chunksize=4),
+                                        desc="files", total=len(order), unit="file"),
+                        strict=True))
 
 
 def _fingerprint(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, str]:
@@ -152,21 +206,64 @@ def _fingerprint(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, str]:
     return out
 
 
-def changed_rows(lakehouse: Lakehouse, name: str, new: pa.Table) -> pa.Table:
-    """Rows of ``new`` that are absent from table ``name`` or differ from it (volatile
-    timestamps ignored); insert-only tables keep their existing rows untouched."""
-    keys = spec(name).keys
-    try:
-        old = lakehouse.read(name)
-    except TableNotFoundError:
-        return new
+def changed_rows(old: pa.Table, new: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """Rows of ``new`` that are absent from ``old`` or differ from it (volatile timestamps
+    ignored)."""
     old_fp = _fingerprint(old, keys)
-    if name in INSERT_ONLY:
-        mask = [tuple(r[k] for k in keys) not in old_fp for r in new.select(keys).to_pylist()]
-    else:
-        new_fp = _fingerprint(new, keys)
-        mask = [old_fp.get(k) != fp for k, fp in new_fp.items()]
+    new_fp = _fingerprint(new, keys)
+    mask = [old_fp.get(k) != fp for k, fp in new_fp.items()]
     return new.filter(pa.array(mask, pa.bool_()))
+
+
+def _read(lakehouse: Lakehouse, name: str, filter=None) -> pa.Table:
+    try:
+        return lakehouse.read(name, filter=filter)
+    except TableNotFoundError:
+        return spec(name).schema.empty_table()
+
+
+def _keys(table: pa.Table, keys: tuple[str, ...]) -> set[tuple]:
+    return {tuple(r[k] for k in keys) for r in table.select(list(keys)).to_pylist()}
+
+
+def _sync_owned(lakehouse: Lakehouse, name: str, new: pa.Table, old: pa.Table,
+                lineage: Lineage) -> int:
+    """Bring the rows ingest owns (``old``) to ``new``: changed and new rows upserted,
+    rows no longer produced deleted, in one commit. Returns the rows written."""
+    keys = spec(name).keys
+    todo = changed_rows(old, new, keys)
+    gone = _keys(old, keys) - _keys(new, keys)
+    delete = [dict(zip(keys, k, strict=True)) for k in sorted(gone, key=repr)]
+    if todo.num_rows and not delete and not lakehouse.exists(name):
+        lakehouse.append(name, todo, lineage=lineage)  # first run: no merge plan
+    elif todo.num_rows or delete:
+        lakehouse.sync(name, todo, delete_keys=delete, lineage=lineage)
+    return todo.num_rows + len(delete)
+
+
+def _sync_scans(lakehouse: Lakehouse, new: pa.Table, lineage: Lineage) -> int:
+    """Scans found now vs registered: new ones inserted, vanished ones deleted, a changed
+    content (a rescan) resets the OCR state (status new, pages recounted), and a changed
+    book or page count of the same content updates only those columns."""
+    old = {r["scan_id"]: r for r in _read(lakehouse, "scans").to_pylist()}
+    now = {r["scan_id"]: r for r in new.to_pylist()}
+    reset, owned = [], []
+    for sid, r in now.items():
+        o = old.get(sid)
+        if o is None:
+            reset.append(r)
+        elif o["sha256"] is not None and o["sha256"] != r["sha256"]:
+            reset.append(r)  # a rescan: OCR state back to new, old pages kept as history
+        elif any(o[c] != r[c] for c in SCAN_OWNED):
+            owned.append(r)
+    gone = [{"scan_id": sid} for sid in sorted(set(old) - set(now))]
+    if reset and not gone and not lakehouse.exists("scans"):
+        lakehouse.append("scans", reset, lineage=lineage)
+    elif reset or gone:
+        lakehouse.sync("scans", reset, delete_keys=gone, lineage=lineage)
+    if owned:  # OCR state untouched: only the columns ingest owns
+        lakehouse.merge("scans", owned, lineage=lineage, columns=SCAN_OWNED, insert=False)
+    return len(reset) + len(gone) + len(owned)
 
 
 def _removed(lakehouse: Lakehouse, files: pa.Table, now: datetime) -> pa.Table:
@@ -185,72 +282,143 @@ def _removed(lakehouse: Lakehouse, files: pa.Table, now: datetime) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=files.schema)
 
 
+def _dirty_books(lakehouse: Lakehouse, records: list[FileRecord], fresh: set[str],
+                 cached: Cached, *, full: bool) -> set[str]:
+    """Books whose ``books``/``texts`` rows must be rebuilt: those of every file read this
+    run (new or changed), of every cached path that left the share, and every book the
+    share has that the tables lack (a run killed before its commits)."""
+    present = {r.path for r in records}
+    dirty = {r.book_id for r in records if r.path in fresh and r.book_id}
+    dirty |= {rec.book_id for p, (_, rec) in cached.items()
+              if rec.book_id and (p in fresh or p not in present)}
+    if full or not cached:
+        dirty |= {r.book_id for r in records if r.book_id}
+        dirty |= set(_read(lakehouse, "files").column("book_id").drop_null().to_pylist())
+    expected = {r.book_id for r in records
+                if r.kind == EDITED and r.reason is None and r.book_id}
+    have_books = set(_read(lakehouse, "books").column("book_id").to_pylist())
+    edited = _read(lakehouse, "texts").select(["book_id", "variant"])
+    have_texts = {b for b, v in zip(edited.column("book_id").to_pylist(),
+                                    edited.column("variant").to_pylist(), strict=True)
+                  if v == "edited"}
+    return dirty | (expected - have_books) | (expected - have_texts)
+
+
 def run_ingest(
     lakehouse: Lakehouse, share: str | Path, *, workers: int | None = None,
     dry_run: bool = False, full: bool = False,
 ) -> IngestReport:
     """Ingest ``share`` into the lakehouse (see the module docstring).
 
-    Files unchanged since the previous ingest of the same share (path, size, mtime) are not
-    read again: their records come from a cache in the object store, so a re-run costs about
-    a walk of the share, and a share with a few new or modified files reads only those.
-
     Args:
         lakehouse: Where to write.
         share: The share's root folder.
         workers: Processes for the per-file work (default: all cores).
         dry_run: Inspect and assemble, store nothing, write nothing.
-        full: Read and hash every file again, ignoring the cache of the previous run.
+        full: Read and hash every file again, ignoring the records of the previous run.
     """
     t0 = datetime.now(UTC)
     share = Path(share).resolve()
     workers = workers or os.cpu_count() or 1
-    cache_key = record_cache_key(share)
-    cached = {} if dry_run or full else load_record_cache(lakehouse.store, cache_key)
+    config = None if dry_run else lakehouse.config
+    paths = [rel for rel, _ in walk_share(share)]
+    # (size, mtime_ns) as seen *before* reading: a file changed during the run is read again
+    # next time. lstat: never follows a link, never opens a FIFO.
     stats: dict[str, tuple[int, int]] = {}
-    records = inventory(share, config=None if dry_run else lakehouse.config, workers=workers,
-                        cached=cached, stats=stats)
-    if not dry_run:
-        fresh = {r.path: (stats[r.path], r) for r in records if r.path in stats}
-        if fresh.keys() != cached.keys() or any(
-                cached[p][0] != v[0] or cached[p][1] is not v[1] for p, v in fresh.items()):
-            lakehouse.store.put_bytes(cache_key, pickle.dumps(fresh, protocol=5))
+    for rel in paths:
+        with contextlib.suppress(OSError):
+            stats[rel] = _stat_key(share / rel)
+    prefix = record_cache_prefix(share)
+    cached: Cached = ({} if dry_run or full
+                      else load_record_cache(lakehouse.store, prefix, paths))
+    records_by_path: dict[str, FileRecord] = {}
+    for rel in paths:
+        hit = cached.get(rel)
+        if hit is not None and rel in stats and hit[0] == stats[rel]:
+            records_by_path[rel] = hit[1]
+    todo = [rel for rel in paths if rel not in records_by_path]
+    if records_by_path:
+        log.info("%d of %d files unchanged since the last ingest: not read again",
+                 len(records_by_path), len(paths))
+    records_by_path.update(inventory(share, todo, config=config, workers=workers))
+    fresh = set(todo)
+    records = [records_by_path[rel] for rel in paths]
+    dirty = (None if dry_run else
+             _dirty_books(lakehouse, records, fresh, cached, full=full))
+    # the dirty books' unchanged files are read too: their text is not cached
+    need = [r.path for r in records if r.kind == EDITED and r.text is None and r.reason is None
+            and r.book_id and (dirty is None or r.book_id in dirty)]
+    # score sheets: all read again when one is new, changed or gone (the current scores
+    # depend on every sheet), none when none changed
+    present = set(paths)
+    if any(r.kind == SCORES and r.path in fresh for r in records) or any(
+            rec.kind == SCORES and p not in present for p, (_, rec) in cached.items()):
+        need += [r.path for r in records if r.kind == SCORES and r.path not in fresh]
+    if need:
+        records_by_path.update(inventory(share, need, config=config, workers=workers))
+        fresh |= set(need)
+        records = [records_by_path[rel] for rel in paths]
     store = None if dry_run else lakehouse.store
-    out: Assembled = assemble(records, ingested_at=t0,
+    out: Assembled = assemble(records, ingested_at=t0, dirty=dirty,
                               blob_uri=(store.uri if store else (lambda k: k)))
-    report = IngestReport(share=str(share), n_files=len(records),
-                          n_read=sum(1 for r in records if cached.get(r.path, (0, None))[1]
-                                     is not r))
+    report = IngestReport(share=str(share), n_files=len(records), n_read=len(fresh),
+                          n_dirty=len(out.books))
     for r in out.files.to_pylist():
         report.by_status[r["status"]] = report.by_status.get(r["status"], 0) + 1
         report.by_kind[r["kind"]] = report.by_kind.get(r["kind"], 0) + 1
         if r["status"] == "quarantined":
             report.quarantined.append((r["path"], r["reason"]))
     report.score_rejects = list(out.score_rejects)
+    if dry_run:
+        report.seconds = (datetime.now(UTC) - t0).total_seconds()
+        return report
     files = out.files
-    if not dry_run and lakehouse.exists("files"):
+    if lakehouse.exists("files"):
         files = pa.concat_tables([files, _removed(lakehouse, files, t0)])
-        report.by_status["removed"] = files.num_rows - out.files.num_rows
-        if not report.by_status["removed"]:
-            del report.by_status["removed"]
-    if not dry_run:
-        digest = hashlib.sha256("\n".join(
-            f"{r.path}\t{r.sha256}" for r in records).encode()).hexdigest()
-        lineage = Lineage(
-            operation="ingest", sources=[f"{share} ({len(records)} files, manifest "
-                                         f"sha256:{digest})"],
-            config={"share": str(share), "workers": workers},
-        )
-        # files last: a run killed before it is visibly unfinished and simply redone.
-        for name, table in (("books", out.books), ("texts", out.texts),
-                            ("scans", out.scans), ("scores", out.scores),
-                            ("files", files)):
-            todo = changed_rows(lakehouse, name, table)
-            report.written[name] = todo.num_rows
-            if todo.num_rows and not lakehouse.exists(name):
-                lakehouse.append(name, todo, lineage=lineage)  # first run: no merge plan
-            elif todo.num_rows:
-                lakehouse.merge(name, todo, lineage=lineage)
-            report.versions[name] = lakehouse.create(name).version()
+        n_removed = files.num_rows - out.files.num_rows
+        if n_removed:
+            report.by_status["removed"] = n_removed
+    digest = hashlib.sha256("\n".join(
+        f"{r.path}\t{r.sha256}" for r in records).encode()).hexdigest()
+    lineage = Lineage(
+        operation="ingest", sources=[f"{share} ({len(records)} files, manifest "
+                                     f"sha256:{digest})"],
+        config={"share": str(share), "workers": workers},
+    )
+    share_paths = set(files.column("path").to_pylist())
+    dirty_ids = pa.array(sorted(dirty), pa.string())
+    old_books = _read(lakehouse, "books", pc.field("book_id").isin(dirty_ids))
+    old_texts = _read(lakehouse, "texts", pc.field("book_id").isin(dirty_ids)
+                      & (pc.field("variant") == "edited"))
+    old_scores = _read(lakehouse, "scores", pc.field("source_file").isin(
+        pa.array(sorted(share_paths), pa.string())))
+    # files last: a run killed before it is visibly unfinished and simply redone.
+    report.written["books"] = _sync_owned(lakehouse, "books", out.books, old_books, lineage)
+    report.written["texts"] = _sync_owned(lakehouse, "texts", out.texts, old_texts, lineage)
+    report.written["scans"] = _sync_scans(lakehouse, out.scans, lineage)
+    if all(r.path in fresh for r in records if r.kind == SCORES):
+        report.written["scores"] = _sync_owned(lakehouse, "scores", out.scores, old_scores,
+                                               lineage)
+    else:  # no sheet changed: the scores stay as they are
+        report.written["scores"] = 0
+    old_files = _read(lakehouse, "files")
+    todo_files = changed_rows(old_files, files, spec("files").keys)
+    report.written["files"] = todo_files.num_rows
+    if todo_files.num_rows and not lakehouse.exists("files"):
+        lakehouse.append("files", todo_files, lineage=lineage)
+    elif todo_files.num_rows:
+        lakehouse.merge("files", todo_files, lineage=lineage)
+    for name in ("books", "texts", "scans", "scores", "files"):
+        report.versions[name] = lakehouse.create(name).version()
+    # the records last: a run killed before here is redone by the next one
+    new_cache = {r.path: (stats[r.path], _without_text(r)) for r in records
+                 if r.path in stats}
+    save_record_cache(lakehouse.store, prefix, cached, new_cache)
     report.seconds = (datetime.now(UTC) - t0).total_seconds()
     return report
+
+
+def _without_text(r: FileRecord) -> FileRecord:
+    from dataclasses import replace
+
+    return replace(r, text=None, extra={})

@@ -7,6 +7,11 @@ read, not OCR'd; a page image is recognised as it is. Pages fan out over a proce
 with ``OMP_THREAD_LIMIT=1`` (Tesseract's own threads fight a pool). Each finished page is
 one ``ocr_pages`` commit, so a killed run loses only the pages in flight and a rerun does
 only what is missing. A scan that cannot be read is marked ``failed`` with the reason.
+
+Scans are versioned by content (``scans.sha256``, set by ingest): every page row records
+the content it was read from (``ocr_pages.scan_sha256``). A rescan saved over the old one
+goes back to ``new``; its old pages stay as history but only pages of the current content
+count as done and make its text. Every frame of a multi-page TIFF is a page.
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ class PageTask:
     page_no: int          # 1-based, in reading order
     blob_key: str         # the PDF or the page image in the object store
     pdf_page: int | None  # 0-based page of the PDF, None for an image file
+    frame: int = 0        # 0-based frame of an image file (pages of a multi-page TIFF)
+    scan_sha256: str | None = None  # the scan content the page belongs to
 
 
 # ---- the per-page work (runs in worker processes) --------------------------------------
@@ -109,8 +116,11 @@ def tesseract_version() -> str:
     return f"tesseract {pytesseract.get_tesseract_version()}"
 
 
-def render_page(data: bytes, pdf_page: int | None):
+def render_page(data: bytes, pdf_page: int | None, frame: int = 0):
     """The page image for Tesseract and its dpi, or the page's text when it has a text layer.
+
+    ``pdf_page`` is the 0-based page of a PDF; for an image file (None) ``frame`` is the
+    0-based frame (page of a multi-page TIFF).
 
     Returns ``(image, dpi, text)``: ``image`` is a grayscale PIL image, or the encoded bytes
     and file extension ``(bytes, ext)`` of a scanner's image that *is* the page (one JPEG or
@@ -124,6 +134,8 @@ def render_page(data: bytes, pdf_page: int | None):
 
     if pdf_page is None:
         img = Image.open(io.BytesIO(data))
+        if frame:
+            img.seek(frame)
         img.load()
         dpi = img.info.get("dpi", (0, 0))[0] or 0
         return img.convert("L"), round(dpi) or None, None
@@ -177,14 +189,17 @@ def words_to_text(data: dict) -> tuple[str, list[list]]:
 
 def ocr_page(config: LakehouseConfig, task: PageTask, lang: str, page_foot: bool = True) -> dict:
     """Recognise one page; returns its ``ocr_pages`` row (or an ``error`` key)."""
-    base = {"scan_id": task.scan_id, "page_no": task.page_no}
+    base = {"scan_id": task.scan_id, "page_no": task.page_no,
+            "scan_sha256": task.scan_sha256}
     return {**base, **recognise_page(_blob(config, task.blob_key), task.pdf_page, lang=lang,
-                                     page_no=task.page_no, page_foot=page_foot)}
+                                     page_no=task.page_no, page_foot=page_foot,
+                                     frame=task.frame)}
 
 
 def recognise_page(data: bytes, pdf_page: int | None, *, lang: str, page_no: int,
-                   page_foot: bool = True) -> dict:
-    """Text of one page of a PDF (``pdf_page``, 0-based) or of an image file (None).
+                   page_foot: bool = True, frame: int = 0) -> dict:
+    """Text of one page of a PDF (``pdf_page``, 0-based) or of an image file (None; its
+    ``frame``, 0-based, for a multi-page TIFF).
 
     Returns the page's ``text, words, mean_confidence, dpi, engine, seconds``, or an
     ``error`` key with the reason (never raises for a bad page).
@@ -194,7 +209,7 @@ def recognise_page(data: bytes, pdf_page: int | None, *, lang: str, page_no: int
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     t0 = time.perf_counter()
     try:
-        img, dpi, text = render_page(data, pdf_page)
+        img, dpi, text = render_page(data, pdf_page, frame)
     except Exception as e:  # PIL/PyMuPDF raise many types for broken images
         return {"error": f"page {page_no}: cannot read the image ({e})"}
     if text is not None:
@@ -295,12 +310,18 @@ def ocr_document(data: bytes, *, name: str, lang: str = "eng") -> tuple[str, lis
                 n = pdf.page_count
         except Exception as e:
             raise OcrError(f"{name}: not a readable PDF ({e}).") from None
-        pages = [(i + 1, i) for i in range(n)]
+        pages = [(i + 1, i, 0) for i in range(n)]
     else:
-        pages = [(1, None)]
+        from ingest.share import image_frames
+
+        try:
+            n = image_frames(data)
+        except OSError as e:
+            raise OcrError(f"{name}: not a readable image ({e}).") from None
+        pages = [(i + 1, None, i) for i in range(n)]
     rows = []
-    for page_no, idx in pages:
-        row = recognise_page(data, idx, lang=lang, page_no=page_no)
+    for page_no, idx, frame in pages:
+        row = recognise_page(data, idx, lang=lang, page_no=page_no, frame=frame)
         if "error" in row:
             raise OcrError(f"{name}: {row['error']}")
         rows.append({"page_no": page_no, "text": row["text"]})
@@ -309,6 +330,21 @@ def ocr_document(data: bytes, *, name: str, lang: str = "eng") -> tuple[str, lis
 
 # ---- planning (pure) ---------------------------------------------------------------------
 
+def scan_page_files(source: str, files: list[dict]) -> list[dict]:
+    """The ``files`` rows that hold the pages of the scan ``source``, in reading order.
+
+    One rule for OCR and the review page: a PDF or a book-named image is its own scan;
+    page images belong to their folder's scan (see :func:`ingest.share.scan_key`), in
+    natural name order; only files ingest kept (kind ``scan``, status ``ok``) count.
+    """
+    from ingest.assemble import natural_key
+    from ingest.share import scan_key
+
+    rows = [f for f in files if f["kind"] == "scan" and f["status"] == "ok"
+            and scan_key(f["path"], f["format"]) == source]
+    return sorted(rows, key=lambda f: natural_key(PurePosixPath(f["path"]).name))
+
+
 def plan_pages(scans: pa.Table, files: pa.Table, done: set[tuple[str, int]],
                page_counts: dict[str, int]) -> tuple[list[PageTask], dict[str, str]]:
     """Pages still to recognise, and scans that cannot be planned (``{scan_id: reason}``).
@@ -316,27 +352,24 @@ def plan_pages(scans: pa.Table, files: pa.Table, done: set[tuple[str, int]],
     Args:
         scans: ``scans`` rows to OCR.
         files: ``files`` rows (for each scan's blobs).
-        done: ``(scan_id, page_no)`` already in ``ocr_pages``.
-        page_counts: pages of each scan's PDF, by scan id.
+        done: ``(scan_id, page_no)`` already in ``ocr_pages`` for the scan's current content.
+        page_counts: pages (PDF) or frames (TIFF) of each blob, by blob key; a blob not
+            in it has one page.
     """
-    by_path = {f["path"]: f for f in files.to_pylist()}
+    rows = files.to_pylist()
     tasks, failed = [], {}
     for s in scans.to_pylist():
         sid, source = s["scan_id"], s["source"]
-        if source in by_path:  # one PDF
-            blob = by_path[source]["blob_uri"]
-            pages = [(i + 1, blob, i) for i in range(page_counts.get(sid, s["n_pages"] or 0))]
-        else:  # a folder of page images, in natural order
-            from ingest.assemble import natural_key
-
-            imgs = sorted((p for p, f in by_path.items()
-                           if PurePosixPath(p).parent.as_posix() == source
-                           and f["kind"] == "scan" and f["status"] == "ok"), key=natural_key)
-            pages = [(i + 1, by_path[p]["blob_uri"], None) for i, p in enumerate(imgs)]
+        pages = []
+        for f in scan_page_files(source, rows):
+            blob = key_from_uri(f["blob_uri"])
+            for i in range(page_counts.get(blob, 1)):
+                pages.append((blob, i, 0) if f["format"] == "pdf" else (blob, None, i))
         if not pages:
             failed[sid] = f"no pages found for {source} in the files table"
             continue
-        tasks.extend(PageTask(sid, no, key_from_uri(blob), idx) for no, blob, idx in pages
+        tasks.extend(PageTask(sid, no, blob, idx, frame, s.get("sha256"))
+                     for no, (blob, idx, frame) in enumerate(pages, start=1)
                      if (sid, no) not in done)
     return tasks, failed
 
@@ -386,8 +419,8 @@ def run_ocr(lakehouse: Lakehouse, *, config: OcrConfig,
     todo_scans = pa.Table.from_pylist(rows, schema=TABLES["scans"].schema)
     pins = lakehouse.pin("scans", "files")
     files = lakehouse.read("files", version=pins["files"])
-    done_rows = _done_pages(lakehouse, {s["scan_id"] for s in rows})
-    counts = _pdf_page_counts(lakehouse.store, todo_scans, files)
+    done_rows = _done_pages(lakehouse, rows)
+    counts = page_counts(lakehouse.store, todo_scans, files)
     tasks, failed = plan_pages(todo_scans, files, set(done_rows), counts)
     # Heaviest pages first (stored bytes per page): the last pages to finish are then the
     # light ones, and neither worker idles long at the end.
@@ -413,29 +446,41 @@ def run_ocr(lakehouse: Lakehouse, *, config: OcrConfig,
     return report
 
 
-def _done_pages(lakehouse: Lakehouse, scan_ids: set[str]) -> dict[tuple[str, int], dict]:
+def _done_pages(lakehouse: Lakehouse, scans: list[dict]) -> dict[tuple[str, int], dict]:
+    """Pages already read from each scan's *current* content (pages of an earlier content
+    of a rescanned scan are history: never counted, never mixed in)."""
     try:
         pages = lakehouse.read("ocr_pages")
     except TableNotFoundError:
         return {}
+    current = {s["scan_id"]: s.get("sha256") for s in scans}
     return {(p["scan_id"], p["page_no"]): p for p in pages.to_pylist()
-            if p["scan_id"] in scan_ids}
+            if p["scan_id"] in current and p["scan_sha256"] == current[p["scan_id"]]}
 
 
-def _pdf_page_counts(store: ObjectStore, scans: pa.Table, files: pa.Table) -> dict[str, int]:
+def page_counts(store: ObjectStore, scans: pa.Table, files: pa.Table) -> dict[str, int]:
+    """Pages of every PDF and frames of every TIFF the scans are made of, by blob key
+    (read from the stored bytes: what OCR will read)."""
     import pymupdf
 
-    by_path = {f["path"]: f for f in files.to_pylist()}
+    from ingest.share import image_frames
+
+    rows = files.to_pylist()
     out = {}
     for s in scans.to_pylist():
-        f = by_path.get(s["source"])
-        if f and f["format"] == "pdf":
+        for f in scan_page_files(s["source"], rows):
+            if f["format"] not in ("pdf", "tiff"):
+                continue
+            key = key_from_uri(f["blob_uri"])
             try:
-                with pymupdf.open(stream=store.get_bytes(key_from_uri(f["blob_uri"])),
-                                  filetype="pdf") as pdf:
-                    out[s["scan_id"]] = pdf.page_count
-            except Exception:  # the page tasks report the error per page
-                out[s["scan_id"]] = s["n_pages"] or 0
+                data = store.get_bytes(key)
+                if f["format"] == "pdf":
+                    with pymupdf.open(stream=data, filetype="pdf") as pdf:
+                        out[key] = pdf.page_count
+                else:
+                    out[key] = image_frames(data)
+            except Exception:
+                out[key] = 1
     return out
 
 
@@ -490,7 +535,7 @@ def _recognise_ray(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfi
 def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str],
                   lineage: Lineage) -> int:
     """Write the ``ocr`` texts of completed scans and update every scan's state."""
-    pages = _done_pages(lakehouse, {r["scan_id"] for r in rows})
+    pages = _done_pages(lakehouse, rows)
     by_scan: dict[str, list[dict]] = {}
     for (sid, _), p in pages.items():
         by_scan.setdefault(sid, []).append(p)

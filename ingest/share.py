@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,6 +102,69 @@ def walk_share(root: Path) -> Iterator[tuple[str, Path]]:
             yield p.relative_to(root).as_posix(), p
 
 
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def not_regular(st: os.stat_result) -> str | None:
+    """What a non-regular, non-symlink entry is (``"a named pipe (FIFO)"``...), else None.
+
+    Such entries are never opened: reading a FIFO blocks until a writer comes, a device may
+    never end.
+    """
+    for test, what in _NOT_REGULAR:
+        if test(st.st_mode):
+            return what
+    return None
+
+
+def check_readable_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a regular file (one sentence), or None when it can.
+
+    Checks the entry type without opening it, then opens it (non-blocking, so even a FIFO
+    created between the two checks cannot hang the caller).
+    """
+    try:
+        st = path.stat()
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    what = not_regular(st)
+    if what:
+        return f"{what}, not a regular file: never opened"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    os.close(fd)
+    return None
+
+
+def _unusable_record(rel: str, st: os.stat_result, reason: str) -> FileRecord:
+    """A quarantined record for an entry whose bytes cannot (or must not) be read."""
+    return FileRecord(
+        path=rel, size=st.st_size if stat.S_ISREG(st.st_mode) else 0,
+        mtime=datetime.fromtimestamp(st.st_mtime, UTC),
+        # no content: the sha256 names the situation, so the row is stable across runs
+        sha256=hashlib.sha256(f"unreadable:{reason}".encode()).hexdigest(),
+        kind=JUNK, reason=reason,
+    )
+
+
+def _read_regular(p: Path) -> bytes:
+    """The bytes of a regular file, opened without blocking (a FIFO swapped in after the
+    type check fails instead of waiting for a writer)."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        return f.read()
+
+
 def _symlink_record(root: Path, rel: str, p: Path) -> FileRecord:
     target = os.readlink(p)
     resolved = (p.parent / target).resolve()
@@ -129,7 +193,11 @@ def classify(rel: str, size: int) -> tuple[str, str | None, str | None]:
     if size == 0:
         return JUNK, None, "empty file"
     if suffix in IMAGE_FORMATS:
-        return SCAN, IMAGE_FORMATS[suffix], None
+        if any("scan" in p for p in parts) or "scan" in lower:
+            return SCAN, IMAGE_FORMATS[suffix], None
+        return METADATA, IMAGE_FORMATS[suffix], (
+            "an image outside the scans folders (a cover or figure?): kept as share metadata; "
+            "put it in a folder named Scans (or name it *_scan.*) to OCR it")
     if suffix in SHEET_FORMATS:
         return SCORES, SHEET_FORMATS[suffix], None
     if suffix == ".pdf" and any("scan" in p for p in parts):
@@ -148,10 +216,22 @@ def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
 
     share = Path(root)
     p = share / rel
-    if p.is_symlink():
+    try:
+        st = p.lstat()
+    except OSError as e:  # vanished or unreachable since the walk
+        return _unusable_record(rel, os.stat_result((0,) * 10), f"cannot be read: "
+                                f"{e.strerror or e}")
+    if stat.S_ISLNK(st.st_mode):
         return _symlink_record(share, rel, p)
-    data = p.read_bytes()
-    st = p.stat()
+    what = not_regular(st)
+    if what:
+        return _unusable_record(rel, st, f"{what}, not a regular file: never opened")
+    try:
+        data = _read_regular(p)
+    except OSError as e:
+        log.warning("%s: cannot be read (%s): quarantined", rel, e.strerror or e)
+        return _unusable_record(rel, st, f"cannot be read: {e.strerror or e} (check the "
+                                "file's permissions, then ingest again)")
     digest = hashlib.sha256(data).hexdigest()
     key = content_key(digest)
     if store is not None and not store.exists(key):
@@ -171,7 +251,7 @@ def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
         except ScoreSheetError as e:
             return FileRecord(kind=kind, reason=str(e), **base)
         except Exception as e:  # a reader bug must quarantine one file, not stop the ingest
-            log.exception("reading score sheet %s failed", rel)
+            _log_reader_bug(rel, e)
             return FileRecord(kind=kind, reason=f"could not be read ({type(e).__name__}: {e})"
                               "; please report it", **base)
         return FileRecord(kind=kind, extra={"scores": sheet.scores, "rejected": sheet.rejected,
@@ -184,7 +264,7 @@ def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
             return _inspect_scan(data, base)
         return FileRecord(kind=EDITED, reason=str(e), **base)
     except Exception as e:  # a reader bug must quarantine one file, not stop the ingest
-        log.exception("reading %s failed", rel)
+        _log_reader_bug(rel, e)
         return FileRecord(kind=EDITED, reason=f"could not be read ({type(e).__name__}: {e}); "
                           "please report it", **base)
     if base["book_id"] is None:
@@ -195,9 +275,54 @@ def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
                       text=doc.text, n_pages=doc.n_pages, **base)
 
 
+def _log_reader_bug(rel: str, e: Exception) -> None:
+    # one line at default verbosity; the traceback only at -vv (debug)
+    log.warning("%s: quarantined, the reader failed (%s: %s)", rel, type(e).__name__, e)
+    log.debug("reader traceback for %s", rel, exc_info=True)
+
+
+def image_frames(data: bytes) -> int:
+    """Frames (pages) of an image file: 1 for JPEG/PNG, every page of a multi-page TIFF.
+
+    Raises:
+        OSError: not a readable image.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return max(1, int(getattr(img, "n_frames", 1) or 1))
+    except (UnidentifiedImageError, ValueError, SyntaxError, EOFError) as e:
+        raise OSError(str(e)) from None
+
+
+def scan_key(path: str, fmt: str | None) -> str:
+    """The scan a scan file belongs to (``scans.source``).
+
+    A PDF is a scan of its own, and so is an image named for its book (an ISBN or "scan" in
+    its name, ``Scans/incoming/9781234567897_scan.tiff``) in a folder that is not named for
+    a book. Other images (``Scans/batch/9781234567897/page_0001.jpg``) are pages of their
+    folder's scan, in natural name order.
+    """
+    p = PurePosixPath(path)
+    if fmt == "pdf":
+        return path
+    named = "scan" in p.stem.lower() or _ISBN_CANDIDATE.search(p.stem)
+    if named and not _ISBN_CANDIDATE.search(p.parent.name):
+        return path
+    return p.parent.as_posix()
+
+
 def _inspect_scan(data: bytes, base: dict) -> FileRecord:
     if base["format"] != "pdf":
-        return FileRecord(kind=SCAN, n_pages=1, **{**base})
+        try:
+            frames = image_frames(data)
+        except OSError as e:
+            return FileRecord(kind=JUNK, reason=f"not a readable image ({e}); a truncated or "
+                              "corrupt upload: re-scan or re-upload it", **base)
+        return FileRecord(kind=SCAN, n_pages=frames, **base)
     import pymupdf
 
     try:

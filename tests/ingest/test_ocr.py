@@ -136,9 +136,13 @@ def test_corrupt_scan_fails_alone_and_text_layer_pages_are_read(small_share, tmp
 
     share = tmp_path / "share"
     shutil.copytree(small_share, share, symlinks=True)
+    real = next((share / "Scans" / "batch_2021").rglob("page_0001.jpg")).read_bytes()
     bad = share / "Scans" / "batch_2021" / "9780306406157"
     bad.mkdir(parents=True)
+    # not an image at all: quarantined by ingest, never becomes a scan
     (bad / "page_0001.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    # a real page image cut short: its header reads, its pixels do not (OCR must fail it)
+    (bad / "page_0002.jpg").write_bytes(real[: len(real) // 3])
     with pymupdf.open() as pdf:  # a "scan" that is really a PDF with a text layer
         page = pdf.new_page()
         page.insert_text((72, 72), "This scanned page came with a real text layer, "
@@ -148,6 +152,9 @@ def test_corrupt_scan_fails_alone_and_text_layer_pages_are_read(small_share, tmp
     run_ingest(lh, share, workers=1)
     # only the two new scans, to keep the test short
     ids = {s["book_id"]: s["scan_id"] for s in lh.read("scans").to_pylist()}
+    files = {f["path"]: f for f in lh.read("files").to_pylist()}
+    junk = files["Scans/batch_2021/9780306406157/page_0001.jpg"]
+    assert junk["status"] == "quarantined" and "not a readable image" in junk["reason"]
     report = run_ocr(lh, config=OcrConfig(workers=1),
                      scan_ids=[ids["9780306406157"], ids["9780131103627"]])
     assert set(report.scans_failed) == {ids["9780306406157"]}
