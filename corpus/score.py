@@ -46,7 +46,9 @@ def expand(inputs: Iterable[str]) -> Iterator[str]:
         p = Path(raw)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in DOCUMENTS | IMAGES:
+                # not only regular files: a pipe or a dangling link named like a book
+                # becomes an error row instead of vanishing from the output
+                if not f.is_dir() and f.suffix.lower() in DOCUMENTS | IMAGES:
                     yield str(f)
         else:
             yield raw
@@ -57,10 +59,15 @@ def read_file(path: Path, *, lang: str = "eng") -> Item:
     from ingest.ocr import OcrError, ocr_document
     from ingest.readers import NoTextLayerError, ReaderError, read_document
 
+    from ingest.share import check_readable_file, read_regular_file
+
     name = str(path)
     suffix = path.suffix.lower()
+    problem = check_readable_file(path)  # a FIFO or device is never opened: it could block
+    if problem:
+        return Item(name, "file", error=f"{name}: {problem}")
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except OSError as e:
         return Item(name, "file", error=f"{name}: cannot be read: {e.strerror or e}")
     try:

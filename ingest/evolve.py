@@ -108,7 +108,7 @@ class Evolution:
         seven chapters (the old edition a new edition is made from)."""
         if any(len(list(d.glob("ch*.txt"))) >= 3 for d in self._chapter_folders()):
             return []
-        src = self._text_files()[0]
+        src = max(self._text_files(), key=lambda p: (p.stat().st_size, p.name))
         paras = _paragraphs(src.read_text(encoding="utf-8", errors="replace"))
         while len(paras) < 7:
             paras = paras + [f"Paragraph {len(paras) + 1} of a longer book, added to make "
@@ -119,12 +119,14 @@ class Evolution:
         _write(folder / "00_title.txt", "Seven Chapters\nby A. Tester\n", when)
         per = max(1, len(paras) // 7)
         chapters = []
+        paras = paras[2:] if len(paras) > 9 else paras  # past a title/byline header
         for i in range(7):
             chunk = paras[i * per:(i + 1) * per] if i < 6 else paras[6 * per:]
-            body = f"Chapter {i + 1}\n\n" + "\n\n".join(chunk) + "\n"
+            marker = f"The last words of chapter {i + 1} of {isbn}."
+            body = f"Chapter {i + 1}\n\n" + "\n\n".join([*chunk, marker]) + "\n"
             _write(folder / f"ch{i + 1:02d}.txt", body, when)
-            chapters.append(body)
-        return [Expect("prepare", text_contains={isbn: chapters[6].split("\n\n")[1][:60]})]
+            chapters.append(marker)
+        return [Expect("prepare", text_has_all={isbn: chapters})]
 
     # ---- the edits ---------------------------------------------------------------------
     def add(self) -> Expect:
@@ -175,6 +177,8 @@ class Evolution:
         before = [p.relative_to(self.share).as_posix() for p in d.rglob("*") if p.is_file()]
         target = d.with_name(f"{d.name} (archive)")
         d.rename(target)
+        self.last_move = (d.relative_to(self.share).as_posix(),
+                          target.relative_to(self.share).as_posix())
         return Expect("move", status={rel: "removed" for rel in before})
 
     def new_edition(self) -> Expect:
@@ -288,7 +292,8 @@ class Evolution:
     def score_sheet(self, books: list[str]) -> Expect:
         """A new export: other column order, ``;`` separator, later dates, revised values
         for ``books`` (ISBN-13s known to the share)."""
-        year = 2030 + self.rng.randrange(10)
+        self.sheet_year = getattr(self, "sheet_year", 2029) + 1  # each export later
+        year = self.sheet_year
         rows = ["BT Easiness;Date;ISBN-13"]
         exp = Expect("score_sheet")
         for i, b in enumerate(books):
@@ -306,17 +311,16 @@ class Evolution:
         edits = [self.add, self.change, self.delete, self.new_edition, self.rescan,
                  self.tiff, self.image, lambda: self.score_sheet(books)]
         self.rng.shuffle(edits)
+        before = {p.relative_to(self.share).as_posix() for p in self._files("*")}
         done = [e() for e in edits]
         moved = self.move()
-        # paths the earlier edits named that the move renamed now live under the new name
-        renamed = {rel for rel, st in moved.status.items() if st == "removed"}
-        for exp in done:
-            for rel in [r for r in exp.status if r in renamed]:
-                st = exp.status.pop(rel)
-                if st != "removed":
-                    parts = rel.split("/")
-                    parts[2] = f"{parts[2]} (archive)"
-                    exp.status["/".join(parts)] = st
+        # a path made in this round and moved away was never ingested: no row to expect
+        moved.status = {rel: st for rel, st in moved.status.items() if rel in before}
+        old, new = self.last_move
+        for exp in done:  # what the edits expect of a moved path, it now shows at the new one
+            for rel in [r for r, st in exp.status.items()
+                        if r.startswith(old + "/") and st != "removed"]:
+                exp.status[new + rel[len(old):]] = exp.status.pop(rel)
         return [*done, moved]
 
 

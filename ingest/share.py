@@ -155,7 +155,7 @@ def _unusable_record(rel: str, st: os.stat_result, reason: str) -> FileRecord:
     )
 
 
-def _read_regular(p: Path) -> bytes:
+def read_regular_file(p: Path) -> bytes:
     """The bytes of a regular file, opened without blocking (a FIFO swapped in after the
     type check fails instead of waiting for a writer)."""
     fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
@@ -227,7 +227,7 @@ def inspect_file(root: str, rel: str, store: ObjectStore | None) -> FileRecord:
     if what:
         return _unusable_record(rel, st, f"{what}, not a regular file: never opened")
     try:
-        data = _read_regular(p)
+        data = read_regular_file(p)
     except OSError as e:
         log.warning("%s: cannot be read (%s): quarantined", rel, e.strerror or e)
         return _unusable_record(rel, st, f"cannot be read: {e.strerror or e} (check the "
