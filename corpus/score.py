@@ -58,7 +58,6 @@ def read_file(path: Path, *, lang: str = "eng") -> Item:
     """Text of one file: its format's reader, or OCR for a scan (never raises)."""
     from ingest.ocr import OcrError, ocr_document
     from ingest.readers import NoTextLayerError, ReaderError, read_document
-
     from ingest.share import check_readable_file, read_regular_file
 
     name = str(path)
