@@ -350,5 +350,47 @@ def add_hostile_entries(share: Path) -> dict[str, str]:
     half.parent.mkdir(parents=True, exist_ok=True)
     half.write_bytes(b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n")
     out[half.relative_to(share).as_posix()] = "PDF"
+    bomb = share / "Editorial" / "Finished" / "2024" / "9780262033848.docx"
+    _write(bomb, _zip_bomb(), 1.7e9)
+    out[bomb.relative_to(share).as_posix()] = "zip bomb"
+    bad_xml = share / "Editorial" / "Finished" / "2024" / "9780201633610.docx"
+    _write(bad_xml, _malformed_docx(), 1.7e9)
+    out[bad_xml.relative_to(share).as_posix()] = "malformed"
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and stat.S_ISSOCK(sock.lstat().st_mode)
     return out
+
+
+def _zip_bomb(megabytes: int = 24) -> bytes:
+    """A .docx-looking zip whose one member inflates ~1000:1 (written in chunks: the test
+    never holds the inflated bytes)."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        with z.open("word/document.xml", "w") as f:
+            chunk = b"\0" * 2**20
+            for _ in range(megabytes):
+                f.write(chunk)
+    return buf.getvalue()
+
+
+def _malformed_docx() -> bytes:
+    """A Word package whose document part parses as XML but is not WordprocessingML."""
+    import zipfile
+
+    import docx
+
+    d = docx.Document()
+    d.add_paragraph("A paragraph.")
+    src = io.BytesIO()
+    d.save(src)
+    out = io.BytesIO()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w") as z:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "word/document.xml":
+                data = (b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.'
+                        b'openxmlformats.org/wordprocessingml/2006/main"/>')
+            z.writestr(info, data)
+    return out.getvalue()

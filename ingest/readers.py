@@ -60,6 +60,45 @@ class ReaderError(CorpusError):
     """A file that cannot be read as its format (corrupt, truncated, random bytes, empty)."""
 
 
+# Zip packages (DOCX, EPUB) are checked before any parser inflates them. A book's package,
+# images included, inflates to tens of MiB; its XML compresses about 5-20:1. A zip bomb
+# claims gigabytes at ratios of 1000:1 and more.
+MAX_INFLATED = 512 * 2**20   # bytes all members may inflate to
+MAX_RATIO = 100              # inflated : stored, over the whole package
+MAX_MEMBERS = 20_000         # entries in one package
+
+
+def check_zip_package(data: bytes, *, name: str, kind: str) -> None:
+    """Refuse a DOCX/EPUB zip package before parsing it when it would inflate too much.
+
+    Sizes come from the zip's central directory, which a parser's inflater trusts as well;
+    a member that inflates beyond its declared size is cut off by :mod:`zipfile` itself.
+
+    Raises:
+        ReaderError: not a zip, or over :data:`MAX_INFLATED`, :data:`MAX_RATIO` or
+            :data:`MAX_MEMBERS` (the reason names the limit).
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ReaderError(f"{name}: not a readable {kind} (a zip package): {e}") from None
+    total = sum(i.file_size for i in infos)
+    if len(infos) > MAX_MEMBERS:
+        raise ReaderError(f"{name}: refused before parsing: {len(infos)} entries in its zip "
+                          f"package, over the limit of {MAX_MEMBERS}.")
+    if total > MAX_INFLATED:
+        raise ReaderError(
+            f"{name}: refused before parsing: its zip package would inflate to "
+            f"{total / 2**20:,.0f} MiB, over the limit of {MAX_INFLATED // 2**20} MiB "
+            "(ingest.readers.MAX_INFLATED).")
+    ratio = total / max(1, len(data))
+    if ratio > MAX_RATIO:
+        raise ReaderError(
+            f"{name}: refused before parsing: its zip package inflates {ratio:,.0f}:1, over "
+            f"the limit of {MAX_RATIO}:1 (ingest.readers.MAX_RATIO), as a zip bomb does.")
+
+
 class NoTextLayerError(ReaderError):
     """A PDF that is a valid file but holds only page images (a scan): it needs OCR."""
 
@@ -519,6 +558,7 @@ def read_docx(data: bytes, *, name: str) -> Document:
             f"{name}: an Office lock file (~$...), written while someone had the document "
             f"open; it holds no document."
         )
+    check_zip_package(data, name=name, kind=".docx")
     try:
         document = docx.Document(io.BytesIO(data))
         blocks = list(_docx_blocks(document))
@@ -527,6 +567,14 @@ def read_docx(data: bytes, *, name: str) -> Document:
     except (OpcError, zipfile.BadZipFile, KeyError, ValueError, LxmlError, OSError) as e:
         raise ReaderError(
             f"{name}: not a readable .docx (a Word zip package): {type(e).__name__}: {e}"
+        ) from None
+    except (AttributeError, TypeError, IndexError):
+        # python-docx walks the package XML by element names: XML that parses but is not
+        # the WordprocessingML it expects surfaces as a missing attribute
+        raise ReaderError(
+            f"{name}: not a readable .docx: its package XML is malformed (the document, "
+            "content types or relationships part is not what Word writes). Open and save "
+            "it again in Word or LibreOffice, then ingest again."
         ) from None
 
     title = _clean_meta(meta_title)
@@ -777,6 +825,7 @@ def read_epub(data: bytes, *, name: str) -> Document:
     """
     if not data:
         raise ReaderError(f"{name}: the file is empty (0 bytes).")
+    check_zip_package(data, name=name, kind="EPUB")
     try:
         book = epub.read_epub(io.BytesIO(data), {"ignore_ncx": True})
     except (

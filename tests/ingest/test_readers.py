@@ -449,3 +449,25 @@ def test_junk_is_rejected_with_the_file_name(tmp_path, name, make, reason):
 def test_unreadable_path(tmp_path):
     with pytest.raises(ReaderError, match="cannot be read"):
         read_document(tmp_path / "gone.pdf")
+
+
+def test_zip_packages_are_refused_before_parsing_when_they_inflate_too_much(monkeypatch):
+    from ingest import readers
+    from ingest.evolve import _zip_bomb
+
+    bomb = _zip_bomb(8)
+    for read in (readers.read_docx, readers.read_epub):
+        with pytest.raises(readers.ReaderError, match=r"over the limit of 100:1"):
+            read(bomb, name="bomb")
+    monkeypatch.setattr(readers, "MAX_INFLATED", 4 * 2**20)
+    monkeypatch.setattr(readers, "MAX_RATIO", 10**6)
+    with pytest.raises(readers.ReaderError, match=r"inflate to 8 MiB, over the limit of 4 MiB"):
+        readers.read_docx(bomb, name="bomb")
+
+
+def test_malformed_docx_xml_gets_a_plain_reason():
+    from ingest.evolve import _malformed_docx
+    from ingest.readers import ReaderError, read_docx
+
+    with pytest.raises(ReaderError, match="package XML is malformed"):
+        read_docx(_malformed_docx(), name="x.docx")
