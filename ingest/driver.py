@@ -25,6 +25,7 @@ import functools
 import hashlib
 import logging
 import os
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,11 @@ def _inspect(root: str, config: LakehouseConfig | None, rel: str) -> FileRecord:
     return inspect_file(root, rel, cached_store(config) if config is not None else None)
 
 
+@functools.lru_cache(maxsize=1 << 20)
+def _bucket(rel: str) -> int:
+    return int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % N_BUCKETS
+
+
 @functools.cache
 def readers_version() -> str:
     """A digest of the code that turns a file into a :class:`FileRecord`: a cached record is
@@ -88,6 +94,7 @@ def _stat_key(p: Path) -> tuple[int, int]:
 # ---- the per-file record cache (Parquet, no pickle, no text) ---------------------------------
 
 N_BUCKETS = 16
+SMALL_BATCH = 24  # fewer files than this are read in this process, without a pool
 _CACHED = ("path", "size", "mtime", "sha256", "kind", "format", "encoding", "book_id",
            "reason", "blob_key", "title", "author", "n_pages", "symlink_to")
 CACHE_SCHEMA = pa.schema([
@@ -98,10 +105,6 @@ CACHE_SCHEMA = pa.schema([
     ("title", pa.string()), ("author", pa.string()), ("n_pages", pa.int64()),
     ("symlink_to", pa.string()),
 ])
-
-
-def _bucket(rel: str) -> int:
-    return int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % N_BUCKETS
 
 
 def record_cache_prefix(share: Path) -> str:
@@ -139,33 +142,32 @@ def load_record_cache(store: ObjectStore, prefix: str, paths: list[str]) -> Cach
 
 
 def save_record_cache(store: ObjectStore, prefix: str, old: Cached, new: Cached) -> int:
-    """Write the buckets whose records changed (score sheets are not kept: always read).
-    Returns how many objects were written."""
+    """Write the buckets whose records changed (a record is kept without its text and
+    without the parsed scores of a sheet). Returns how many objects were written."""
     import pyarrow.parquet as pq
 
-    def rows(c: Cached, b: int) -> list[dict]:
-        return sorted(({"path": p, "stat_size": k[0], "stat_mtime_ns": k[1],
-                        **{f: getattr(r, f) for f in _CACHED[1:]}}
-                       for p, (k, r) in c.items() if _bucket(p) == b),
-                      key=lambda r: r["path"])
-
-    written = 0
-    for b in sorted({_bucket(p) for p in (*old, *new)}):
-        now = rows(new, b)
-        if now == rows(old, b):
-            continue
+    changed = {_bucket(p) for p in old.keys() ^ new.keys()}
+    changed |= {_bucket(p) for p, v in new.items() if p in old and old[p] != v}
+    by_bucket: dict[int, list[dict]] = defaultdict(list)
+    for p, ((size, mtime_ns), r) in new.items():
+        b = _bucket(p)
+        if b in changed:
+            by_bucket[b].append({"path": p, "stat_size": size, "stat_mtime_ns": mtime_ns,
+                                 **{f: getattr(r, f) for f in _CACHED[1:]}})
+    for b in sorted(changed):
         sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(now, schema=CACHE_SCHEMA), sink)
+        rows = sorted(by_bucket.get(b, []), key=lambda r: r["path"])
+        pq.write_table(pa.Table.from_pylist(rows, schema=CACHE_SCHEMA), sink)
         store.put_bytes(f"{prefix}/{b:02d}.parquet", sink.getvalue().to_pybytes())
-        written += 1
-    return written
+    return len(changed)
 
 
 def inventory(share: Path, paths: list[str], *, config: LakehouseConfig | None,
               workers: int) -> dict[str, FileRecord]:
     """Inspect the given files of the share (in parallel when ``workers`` > 1)."""
     root = str(share.resolve())
-    if workers <= 1 or len(paths) <= 1:
+    # a pool costs more to start than a few files cost to read (a typical re-run)
+    if workers <= 1 or len(paths) < SMALL_BATCH:
         it = ((rel, _inspect(root, config, rel)) for rel in paths)
         return dict(progress(it, desc="files", total=len(paths), unit="file"))
     # Import the readers before the pool starts: forked workers then share them instead of
@@ -215,11 +217,12 @@ def changed_rows(old: pa.Table, new: pa.Table, keys: tuple[str, ...]) -> pa.Tabl
     return new.filter(pa.array(mask, pa.bool_()))
 
 
-def _read(lakehouse: Lakehouse, name: str, filter=None) -> pa.Table:
+def _read(lakehouse: Lakehouse, name: str, filter=None, columns=None) -> pa.Table:
     try:
-        return lakehouse.read(name, filter=filter)
+        return lakehouse.read(name, filter=filter, columns=columns)
     except TableNotFoundError:
-        return spec(name).schema.empty_table()
+        t = spec(name).schema.empty_table()
+        return t.select(columns) if columns else t
 
 
 def _keys(table: pa.Table, keys: tuple[str, ...]) -> set[tuple]:
@@ -266,10 +269,9 @@ def _sync_scans(lakehouse: Lakehouse, new: pa.Table, lineage: Lineage) -> int:
     return len(reset) + len(gone) + len(owned)
 
 
-def _removed(lakehouse: Lakehouse, files: pa.Table, now: datetime) -> pa.Table:
-    """Rows of files that an earlier run saw and the share no longer holds: kept, marked
-    ``removed`` (their bytes stay in the object store)."""
-    old = lakehouse.read("files")
+def _removed(old: pa.Table, files: pa.Table, now: datetime) -> pa.Table:
+    """Rows of files that an earlier run saw (``old``) and the share no longer holds:
+    kept, marked ``removed`` (their bytes stay in the object store)."""
     present = set(files.column("path").to_pylist())
     rows = []
     for r in old.to_pylist():
@@ -283,7 +285,7 @@ def _removed(lakehouse: Lakehouse, files: pa.Table, now: datetime) -> pa.Table:
 
 
 def _dirty_books(lakehouse: Lakehouse, records: list[FileRecord], fresh: set[str],
-                 cached: Cached, *, full: bool) -> set[str]:
+                 cached: Cached, old_files: pa.Table, *, full: bool) -> set[str]:
     """Books whose ``books``/``texts`` rows must be rebuilt: those of every file read this
     run (new or changed), of every cached path that left the share, and every book the
     share has that the tables lack (a run killed before its commits)."""
@@ -293,11 +295,11 @@ def _dirty_books(lakehouse: Lakehouse, records: list[FileRecord], fresh: set[str
               if rec.book_id and (p in fresh or p not in present)}
     if full or not cached:
         dirty |= {r.book_id for r in records if r.book_id}
-        dirty |= set(_read(lakehouse, "files").column("book_id").drop_null().to_pylist())
+        dirty |= set(old_files.column("book_id").drop_null().to_pylist())
     expected = {r.book_id for r in records
                 if r.kind == EDITED and r.reason is None and r.book_id}
-    have_books = set(_read(lakehouse, "books").column("book_id").to_pylist())
-    edited = _read(lakehouse, "texts").select(["book_id", "variant"])
+    have_books = set(_read(lakehouse, "books", columns=["book_id"]).column(0).to_pylist())
+    edited = _read(lakehouse, "texts", columns=["book_id", "variant"])
     have_texts = {b for b, v in zip(edited.column("book_id").to_pylist(),
                                     edited.column("variant").to_pylist(), strict=True)
                   if v == "edited"}
@@ -343,8 +345,9 @@ def run_ingest(
     records_by_path.update(inventory(share, todo, config=config, workers=workers))
     fresh = set(todo)
     records = [records_by_path[rel] for rel in paths]
+    old_files = None if dry_run else _read(lakehouse, "files")
     dirty = (None if dry_run else
-             _dirty_books(lakehouse, records, fresh, cached, full=full))
+             _dirty_books(lakehouse, records, fresh, cached, old_files, full=full))
     # the dirty books' unchanged files are read too: their text is not cached
     need = [r.path for r in records if r.kind == EDITED and r.text is None and r.reason is None
             and r.book_id and (dirty is None or r.book_id in dirty)]
@@ -373,8 +376,8 @@ def run_ingest(
         report.seconds = (datetime.now(UTC) - t0).total_seconds()
         return report
     files = out.files
-    if lakehouse.exists("files"):
-        files = pa.concat_tables([files, _removed(lakehouse, files, t0)])
+    if old_files.num_rows:
+        files = pa.concat_tables([files, _removed(old_files, files, t0)])
         n_removed = files.num_rows - out.files.num_rows
         if n_removed:
             report.by_status["removed"] = n_removed
@@ -388,8 +391,9 @@ def run_ingest(
     share_paths = set(files.column("path").to_pylist())
     dirty_ids = pa.array(sorted(dirty), pa.string())
     old_books = _read(lakehouse, "books", pc.field("book_id").isin(dirty_ids))
-    old_texts = _read(lakehouse, "texts", pc.field("book_id").isin(dirty_ids)
-                      & (pc.field("variant") == "edited"))
+    old_texts = (_read(lakehouse, "texts", pc.field("book_id").isin(dirty_ids)
+                       & (pc.field("variant") == "edited")) if dirty
+                 else spec("texts").schema.empty_table())
     old_scores = _read(lakehouse, "scores", pc.field("source_file").isin(
         pa.array(sorted(share_paths), pa.string())))
     # files last: a run killed before it is visibly unfinished and simply redone.
@@ -401,7 +405,6 @@ def run_ingest(
                                                lineage)
     else:  # no sheet changed: the scores stay as they are
         report.written["scores"] = 0
-    old_files = _read(lakehouse, "files")
     todo_files = changed_rows(old_files, files, spec("files").keys)
     report.written["files"] = todo_files.num_rows
     if todo_files.num_rows and not lakehouse.exists("files"):
@@ -409,16 +412,12 @@ def run_ingest(
     elif todo_files.num_rows:
         lakehouse.merge("files", todo_files, lineage=lineage)
     for name in ("books", "texts", "scans", "scores", "files"):
-        report.versions[name] = lakehouse.create(name).version()
+        if lakehouse.exists(name):
+            report.versions[name] = lakehouse.version(name)
     # the records last: a run killed before here is redone by the next one
-    new_cache = {r.path: (stats[r.path], _without_text(r)) for r in records
-                 if r.path in stats}
+    new_cache = {r.path: (stats[r.path], r) for r in records if r.path in stats}
     save_record_cache(lakehouse.store, prefix, cached, new_cache)
     report.seconds = (datetime.now(UTC) - t0).total_seconds()
     return report
 
 
-def _without_text(r: FileRecord) -> FileRecord:
-    from dataclasses import replace
-
-    return replace(r, text=None, extra={})
