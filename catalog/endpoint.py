@@ -61,12 +61,19 @@ def s3_failure(config: LakehouseConfig, error: BaseException) -> StorageError | 
     text = _ANSI.sub("", str(error))
     if not config.is_s3 or not any(mark in text for mark in _S3_MARKS):
         return None
-    lines = [ln.strip().lstrip("↳").strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln]
+    # The causes are lines marked '↳', innermost last; a response body (HTML, XML) may follow.
+    chain = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("↳"):
+            cause = line.lstrip("↳").strip()
+            if cause.startswith("<"):
+                break
+            chain.append(cause)
     if "169.254.169.254" in text:
         cause = ("no credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set and no "
                  "instance profile answered")
     else:
-        cause = lines[-1][:200] if lines else type(error).__name__
+        cause = chain[-1][:200] if chain else text.splitlines()[0][:200]
     return StorageError(f"S3 request for the lakehouse {config.root} at {endpoint_url(config)} "
                         f"failed ({cause}). {_CHECK}")
