@@ -28,6 +28,9 @@ _S3_ENV = {
     "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
     "AWS_REGION": "AWS_REGION",
 }
+# Bounded retries and timeouts for deltalake's S3 client: an unreachable endpoint fails in
+# seconds, not after object_store's default 10 retries over up to 3 minutes.
+S3_CLIENT_DEFAULTS = {"connect_timeout": "5s", "max_retries": "4", "retry_timeout": "30s"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ class LakehouseConfig:
 
 def s3_options_from_env(env: Mapping[str, str]) -> dict[str, str]:
     """Collect deltalake/boto3 S3 options from the standard AWS environment variables."""
-    opts = {opt: env[var] for var, opt in _S3_ENV.items() if env.get(var)}
+    opts = dict(S3_CLIENT_DEFAULTS)
+    opts.update({opt: env[var] for var, opt in _S3_ENV.items() if env.get(var)})
     if "AWS_REGION" not in opts:
         opts["AWS_REGION"] = env.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint = opts.get("AWS_ENDPOINT_URL", "")

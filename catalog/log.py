@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import IO, TypeVar
 
 T = TypeVar("T")
+
+# The width of tables written to a file or a pager: wide enough that no row is folded (the
+# writers cut a cell at 200 characters), where rich would fold every value at 80 columns.
+PIPED_WIDTH = 10_000
+
+
+def output_width(stream: IO[str] | None = None) -> int | None:
+    """The ``width`` for a rich Console writing to ``stream`` (default stdout).
+
+    None (rich measures the terminal) on a terminal or when ``COLUMNS`` is set; otherwise
+    :data:`PIPED_WIDTH`, so that a table piped to a file or to ``less`` keeps each value whole.
+    """
+    stream = sys.stdout if stream is None else stream
+    if os.environ.get("COLUMNS"):
+        return None
+    try:
+        return None if stream.isatty() else PIPED_WIDTH
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return PIPED_WIDTH
 
 
 def setup_logging(verbosity: int = 0) -> None:

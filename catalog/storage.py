@@ -207,7 +207,9 @@ class S3Store:
             aws_access_key_id=opts.get("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=opts.get("AWS_SECRET_ACCESS_KEY"),
             aws_session_token=opts.get("AWS_SESSION_TOKEN"),
-            config=Config(retries={"max_attempts": 8, "mode": "standard"}),
+            # a bounded wait for an endpoint that does not answer (botocore's default is 60 s
+            # per attempt)
+            config=Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=5),
         )
 
     def _key(self, key: str) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -12,25 +14,122 @@ from rich.table import Table
 from rich.tree import Tree
 
 from catalog import CorpusError, Lakehouse, LakehouseConfig, parse_table_ref
-from catalog.log import setup_logging
+from catalog.log import output_width, setup_logging
 from catalog.version import code_version
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+console = Console(soft_wrap=True, width=output_width(sys.stdout))
+err_console = Console(stderr=True, soft_wrap=True, width=output_width(sys.stderr))
+
+# Ranges of numeric options: click refuses a value outside them before any work starts.
+WORKERS = click.IntRange(min=1)
+AT_LEAST_1 = click.IntRange(min=1)
+AT_LEAST_0 = click.IntRange(min=0)
+PORT = click.IntRange(0, 65535)
+FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE = click.FloatRange(min=0)
 
 
-class CorpusGroup(click.Group):
-    """Turns every :class:`CorpusError` (a user mistake) into a one-line message, exit 2."""
+class OutFile(click.Path):
+    """A file the command writes: not a folder, and its folder must exist."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        folder = Path(path).parent
+        if not folder.is_dir():
+            self.fail(f"the folder {folder} does not exist; create it first or write "
+                      "somewhere else.", param, ctx)
+        return path
+
+
+def _fail(message: str, status: int = 2) -> None:
+    """Print one `error:` line (the message's own line breaks aside) and exit."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(status)
+
+
+def _usage_line(e: click.ClickException) -> str:
+    """click's error message on one line, with the hint how to get help."""
+    message = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return message
+
+
+class _KnowsItsCommand:
+    """click raises some parse errors (an option without its value) without a context; give
+    them the command's, so that the error line can say whose --help to read."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            e.ctx = e.ctx or ctx
+            raise
+
+
+class CorpusCommand(_KnowsItsCommand, click.Command):
+    """A `corpus` subcommand."""
+
+
+class CorpusGroup(_KnowsItsCommand, click.Group):
+    """The `corpus` group: whatever a user gets wrong ends as one `error:` line, exit 2.
+
+    click's usage errors (missing option, bad value, unknown option, a folder given for a
+    file), :class:`CorpusError` (what stages raise on purpose) and OS errors (a path, an S3
+    endpoint that does not answer) are printed as one line without a traceback. Anything else is
+    a bug: one line too, exit 1, and ``-vv`` shows the traceback.
+    """
+
+    command_class = CorpusCommand
+    group_class = type  # subgroups (flags, shards) are CorpusGroups too
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (CorpusError, click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            # deltalake reports an S3 failure as a page of nested causes: one line instead.
+            from catalog.endpoint import s3_failure
+
+            lh = (ctx.obj or {}).get("lakehouse")
+            failure = s3_failure(lh.config, e) if lh is not None else None
+            if failure is None:
+                raise
+            raise failure from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # `corpus` alone: its help, as click
+            e.show()
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            _fail(_usage_line(e))
         except CorpusError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-            sys.exit(2)
-        except KeyboardInterrupt:
+            _fail(str(e))
+        except (click.Abort, KeyboardInterrupt):
             err_console.print("interrupted")
             sys.exit(130)
+        except OSError as e:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            _fail(f"{e.strerror or e}{where}")
+        except Exception as e:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            _fail(f"unexpected {type(e).__name__}: {' '.join(str(e).split())} (a bug: please "
+                  "report it; run again with -vv to see where it happened)", status=1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def _print_version(ctx: click.Context) -> None:
@@ -41,10 +140,18 @@ def _print_version(ctx: click.Context) -> None:
 
 
 def _lakehouse(ctx: click.Context) -> Lakehouse:
-    return ctx.obj["lakehouse"]
+    lh = ctx.obj["lakehouse"]
+    if lh.config.is_s3 and not ctx.obj.get("reachable"):
+        # A quick TCP check first: an endpoint that does not answer is one line in seconds,
+        # not a page of retries and credential probes from deltalake.
+        from catalog.endpoint import check_reachable
+
+        check_reachable(lh.config)
+        ctx.obj["reachable"] = True
+    return lh
 
 
-@click.group(cls=CorpusGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("corpus", cls=CorpusGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="CORPUS_ROOT", default=None, metavar="PATH|s3://BUCKET/PREFIX",
               help="Lakehouse root (default ./lakehouse; env CORPUS_ROOT).")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
@@ -93,7 +200,7 @@ def tables(ctx: click.Context, fmt: str) -> None:
 
 @cli.command()
 @click.argument("table")
-@click.option("--limit", type=int, default=None, help="Only the newest N commits.")
+@click.option("--limit", type=AT_LEAST_1, default=None, help="Only the newest N commits.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 def history(ctx: click.Context, table: str, limit: int | None, fmt: str) -> None:
@@ -153,19 +260,21 @@ def lineage(ctx: click.Context, ref: str, fmt: str) -> None:
               help="Pin a table to a version or ISO timestamp (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
               default="table", help="Output format (parquet needs --out).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=OutFile(), default=None,
               help="Write the result to this file instead of stdout.")
 @click.option("--allow-files", is_flag=True,
-              help="Let queries read/write local files (read_csv, COPY ... TO).")
-@click.option("--max-rows", type=int, default=1000, show_default=True,
+              help="Let queries read local files (read_csv) and COPY ... TO a file outside "
+                   "the lakehouse.")
+@click.option("--max-rows", type=AT_LEAST_0, default=1000, show_default=True,
               help="Rows shown by --format table.")
 @click.pass_context
 def sql(ctx: click.Context, query: str | None, as_of: tuple[str, ...], fmt: str,
         out: str | None, allow_files: bool, max_rows: int) -> None:
     """Query every catalog table with DuckDB SQL (no QUERY: an interactive shell).
 
-    Read-only: queries cannot change lakehouse tables or touch local files unless
-    --allow-files is given. The view corpus_commits lists every commit with its lineage.
+    Read-only: queries cannot change lakehouse tables, nor touch local files unless
+    --allow-files is given (reads, and COPY ... TO a file outside the lakehouse). The view
+    corpus_commits lists every commit with its lineage.
     """
     from sql import SqlSession, parse_as_of
     from sql.output import write_result
@@ -195,7 +304,7 @@ def optimize(ctx: click.Context, table: str) -> None:
 
 @cli.command()
 @click.argument("table")
-@click.option("--retention-hours", type=int, default=168, show_default=True)
+@click.option("--retention-hours", type=AT_LEAST_0, default=168, show_default=True)
 @click.option("--apply", is_flag=True, help="Delete the files (default: list them only).")
 @click.pass_context
 def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) -> None:
@@ -242,12 +351,13 @@ def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col
 
 @cli.command()
 @click.argument("share", type=click.Path(file_okay=False))
-@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--workers", type=WORKERS, default=None,
+              help="Worker processes (default: all cores).")
 @click.option("--dry-run", is_flag=True, help="Inspect and report; store and write nothing.")
 @click.option("--full", is_flag=True,
               help="Read and hash every file again, even those unchanged (path, size, mtime) "
                    "since the last ingest.")
-@click.option("--show", type=int, default=20, show_default=True,
+@click.option("--show", type=AT_LEAST_0, default=20, show_default=True,
               help="How many quarantined files and rejected score rows to list.")
 @click.pass_context
 def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool, full: bool,
@@ -279,7 +389,8 @@ def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool, f
 @cli.command()
 @click.option("--scan", "scan_ids", multiple=True, metavar="ID",
               help="Only these scans (repeatable; also retries a failed scan).")
-@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--workers", type=WORKERS, default=None,
+              help="Worker processes (default: all cores).")
 @click.option("--lang", default="eng", show_default=True, help="Tesseract language(s).")
 @click.option("--page-foot/--no-page-foot", default=True, show_default=True,
               help="Read each page's bottom strip again for a page number that layout "
@@ -369,14 +480,15 @@ def flags_resolve(ctx: click.Context, flag_id: str) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (keep the default unless a proxy guards the page).")
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--port", type=PORT, default=8765, show_default=True)
 @click.pass_context
 def review(ctx: click.Context, host: str, port: int) -> None:
     """Serve the editors' review page: the scan queue, pages beside OCR text, flags."""
     from ingest.review import make_server
 
+    lh = _lakehouse(ctx)
     try:
-        server = make_server(_lakehouse(ctx), host, port)
+        server = make_server(lh, host, port)
     except OSError as e:
         from catalog import ConfigError
 
@@ -398,26 +510,27 @@ def shards() -> None:
 @click.option("--name", "dataset", required=True, help="Dataset name (a rebuild = new version).")
 @click.option("--tokenizer", required=True, metavar="NAME_OR_PATH",
               help="Tokenizer alias (e.g. all-minilm-l6-v2) or local folder.")
-@click.option("--seq-len", type=int, default=512, show_default=True,
+@click.option("--seq-len", type=click.IntRange(min=8), default=512, show_default=True,
               help="Max tokens per sample, special tokens included.")
 @click.option("--window", type=click.Choice(["first", "chunks", "overlap"]), default="first",
               show_default=True, help="First window, consecutive chunks, or overlapping.")
-@click.option("--stride", type=int, default=None, help="Window step for --window overlap.")
+@click.option("--stride", type=AT_LEAST_1, default=None, help="Window step for --window overlap.")
 @click.option("--target", default="bt_easiness", show_default=True, help="Score metric.")
 @click.option("--variants", default="edited", show_default=True,
               help="Comma-separated text variants; globs allowed (edited,ocr,noisy/*).")
-@click.option("--val-frac", type=float, default=0.1, show_default=True,
-              help="Fraction of books held out for validation.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the book split.")
+@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Fraction of books held out for validation.")
+@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True,
+              help="Seed of the book split.")
 @click.option("--books", "book_patterns", default="", metavar="PATTERN,...",
               help="Only books whose id matches (shell patterns, e.g. clear-*).")
 @click.option("--split-by", type=click.Choice(["book", "work"]), default="book",
               show_default=True, help="work: books with the same author and title (passages "
               "of one source volume) share a split.")
-@click.option("--workers", type=int, default=None, help="Tokenizer processes (default: cores).")
-@click.option("--shard-mb", type=float, default=32.0, show_default=True,
+@click.option("--workers", type=WORKERS, default=None, help="Tokenizer processes (default: cores).")
+@click.option("--shard-mb", type=POSITIVE, default=32.0, show_default=True,
               help="Target shard size (MiB, before compression).")
-@click.option("--shard-samples", type=int, default=None, help="Cap on samples per shard.")
+@click.option("--shard-samples", type=AT_LEAST_1, default=None, help="Cap on samples per shard.")
 @click.pass_context
 def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int, window: str,
                  stride: int | None, target: str, variants: str, val_frac: float, seed: int,
@@ -451,7 +564,7 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
 
 
 @shards.command("list")
-@click.option("--version", "version", type=int, default=None, help="shards table version.")
+@click.option("--version", "version", type=AT_LEAST_0, default=None, help="shards table version.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.pass_context
 def shards_list(ctx: click.Context, version: int | None, fmt: str) -> None:
@@ -534,11 +647,11 @@ def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tup
 @click.argument("reference", metavar="REFERENCE")
 @click.argument("hypothesis", metavar="HYPOTHESIS")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
+@click.option("--html", "html_out", type=OutFile(), default=None,
               metavar="OUT.html", help="Also write a side-by-side diff page.")
-@click.option("--texts-version", type=int, default=None, metavar="N",
+@click.option("--texts-version", type=AT_LEAST_0, default=None, metavar="N",
               help="Read BOOK_ID:VARIANT arguments from this texts version (default latest).")
-@click.option("--top", type=int, default=10, show_default=True,
+@click.option("--top", type=AT_LEAST_0, default=10, show_default=True,
               help="How many of the most frequent edits to list.")
 @click.option("--normalize", "norms", multiple=True,
               type=click.Choice(["nfc", "whitespace", "case"]),
@@ -610,9 +723,9 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
 @cli.command()
 @click.option("--variant", default="ocr", show_default=True,
               help="The raw variant to mine against each book's edited text.")
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--workers", type=WORKERS, default=1, show_default=True,
               help="Processes aligning books in parallel.")
-@click.option("--show", type=int, default=10, show_default=True,
+@click.option("--show", type=AT_LEAST_0, default=10, show_default=True,
               help="How many of the most frequent confusions to list.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
@@ -656,18 +769,19 @@ def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) ->
 @click.option("--recipe", type=click.Choice(["mined", "uniform"]), default="mined",
               show_default=True, help="mined: the patterns of `corpus mine`; uniform: a "
               "baseline of uniform random character noise at the real mean CER.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True,
               help="Same seed and inputs give byte-identical variants.")
 @click.option("--books", "book_ids", multiple=True, metavar="ID",
               help="Only these books (repeatable; default every edited book).")
-@click.option("--per-book", type=int, default=1, show_default=True,
+@click.option("--per-book", type=AT_LEAST_1, default=1, show_default=True,
               help="Variants per book (seeds SEED .. SEED+K-1).")
-@click.option("--cer-scale", type=float, default=1.0, show_default=True,
+@click.option("--cer-scale", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Multiply every book's drawn character error level.")
-@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores).")
+@click.option("--workers", type=WORKERS, default=None,
+              help="Worker processes (default: all cores).")
 @click.option("--evaluate", is_flag=True,
               help="Instead: compare synthetic variants with real OCR on held-out books.")
-@click.option("--holdout", type=float, default=0.3, show_default=True,
+@click.option("--holdout", type=FRACTION, default=0.3, show_default=True,
               help="With --evaluate: share of the scanned books held out from mining.")
 @click.option("--nlpaug-python", default=None, metavar="PATH",
               help="With --evaluate: a Python with nlpaug for its OCR baseline "
@@ -750,11 +864,11 @@ def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None
               help="A saved model folder (train.model.save_model or a checkpoint).")
 @click.option("--run", "run_id", default=None,
               help="A training run from the runs table (default: the newest finished run).")
-@click.option("--seq-len", type=int, default=None,
+@click.option("--seq-len", type=click.IntRange(min=8), default=None,
               help="Window length in tokens (default: the run's; 256 with --model).")
-@click.option("--stride", type=int, default=0, show_default=True,
+@click.option("--stride", type=AT_LEAST_0, default=0, show_default=True,
               help="Tokens shared by consecutive windows of a long text.")
-@click.option("--batch", type=int, default=16, show_default=True,
+@click.option("--batch", type=AT_LEAST_1, default=16, show_default=True,
               help="Texts read and predicted together (memory holds one batch).")
 @click.option("--lang", default="eng", show_default=True, help="Tesseract language for scans.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
@@ -796,40 +910,43 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
 @click.option("--head", type=click.Choice(["attention", "dense"]), default="attention",
               show_default=True)
 @click.option("--quant", type=click.Choice(["none", "4bit"]), default="none", show_default=True)
-@click.option("--lora-r", type=int, default=8, show_default=True, help="LoRA rank (0: head only).")
-@click.option("--epochs", type=int, default=1, show_default=True)
-@click.option("--batch", type=int, default=8, show_default=True, help="Windows per rank per step.")
-@click.option("--grad-accum", type=int, default=1, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--max-steps", type=int, default=0, help="Stop after N optimizer steps.")
+@click.option("--lora-r", type=AT_LEAST_0, default=8, show_default=True,
+              help="LoRA rank (0: head only).")
+@click.option("--epochs", type=AT_LEAST_1, default=1, show_default=True)
+@click.option("--batch", type=AT_LEAST_1, default=8, show_default=True,
+              help="Windows per rank per step.")
+@click.option("--grad-accum", type=AT_LEAST_1, default=1, show_default=True)
+@click.option("--lr", type=POSITIVE, default=2e-4, show_default=True)
+@click.option("--max-steps", type=AT_LEAST_0, default=0, help="Stop after N optimizer steps.")
 @click.option("--grad-ckpt", is_flag=True, help="Gradient checkpointing (less memory).")
-@click.option("--ckpt-every", type=int, default=50, show_default=True,
+@click.option("--ckpt-every", type=AT_LEAST_1, default=50, show_default=True,
               help="Checkpoint every N steps.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--nproc", type=int, default=1, show_default=True, help="Ranks per node.")
-@click.option("--nnodes", type=int, default=1, show_default=True)
+@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True)
+@click.option("--nproc", type=AT_LEAST_1, default=1, show_default=True, help="Ranks per node.")
+@click.option("--nnodes", type=AT_LEAST_1, default=1, show_default=True)
 @click.option("--rdzv", default=None, metavar="HOST:PORT", help="Rendezvous of a multi-node job.")
-@click.option("--node-rank", type=int, default=0, show_default=True)
-@click.option("--max-restarts", type=int, default=3, show_default=True)
-@click.option("--hang-timeout", type=float, default=300.0, show_default=True,
+@click.option("--node-rank", type=AT_LEAST_0, default=0, show_default=True)
+@click.option("--max-restarts", type=AT_LEAST_0, default=3, show_default=True)
+@click.option("--hang-timeout", type=POSITIVE, default=300.0, show_default=True,
               help="Seconds without progress before a rank counts as hung.")
 @click.option("--run-dir", default=None, help="Run folder (default ./runs/<run id>); an "
               "existing one resumes from its newest checkpoint.")
 @click.option("--plan", is_flag=True, help="Print expected memory, time and cost; train nothing.")
-@click.option("--seq-len", type=int, default=None, help="Plan: window length (default: shards').")
+@click.option("--seq-len", type=AT_LEAST_1, default=None,
+              help="Plan: window length (default: shards').")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
               help="Plan: the device to plan for.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
               help="Plan: compute dtype (default bfloat16 on cuda, float32 on cpu).")
-@click.option("--device-mem", type=float, default=None, metavar="GIB",
+@click.option("--device-mem", type=POSITIVE, default=None, metavar="GIB",
               help="Plan: memory of one device, to say whether it fits.")
-@click.option("--books", type=int, default=None, help="Plan: books (default: the shards').")
-@click.option("--tokens-per-book", type=int, default=None,
+@click.option("--books", type=AT_LEAST_1, default=None, help="Plan: books (default: the shards').")
+@click.option("--tokens-per-book", type=AT_LEAST_1, default=None,
               help="Plan: tokens per book (default: the shards' mean, else seq-len).")
-@click.option("--gpus", type=int, default=1, show_default=True, help="Plan: devices.")
-@click.option("--price", type=float, default=0.0, show_default=True,
+@click.option("--gpus", type=AT_LEAST_1, default=1, show_default=True, help="Plan: devices.")
+@click.option("--price", type=NON_NEGATIVE, default=0.0, show_default=True,
               help="Plan: price per GPU-hour.")
-@click.option("--tokens-per-s", type=float, default=None,
+@click.option("--tokens-per-s", type=POSITIVE, default=None,
               help="Plan: measured throughput of one device (tokens/s).")
 @click.option("--from-run", default=None, metavar="RUN_ID",
               help="Plan: take tokens/s per device from a recorded run.")
@@ -969,7 +1086,7 @@ def demo(ctx: click.Context) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    cli(obj={})
+    cli(obj={}, prog_name="corpus")
 
 
 if __name__ == "__main__":

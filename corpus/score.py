@@ -230,6 +230,8 @@ def write_rows(rows: Iterable[dict], *, fmt: str, stream) -> tuple[int, int]:
         from rich.console import Console
         from rich.table import Table
 
+        from catalog.log import output_width
+
         t = Table()
         for c in cols:
             t.add_column(c, justify="right" if c in ("n_chars", "prediction") else "left")
@@ -237,7 +239,7 @@ def write_rows(rows: Iterable[dict], *, fmt: str, stream) -> tuple[int, int]:
             t.add_row(r["name"], r["source"], "" if r["n_chars"] is None else f"{r['n_chars']:,}",
                       "" if r["prediction"] is None else f"{r['prediction']:.3f}",
                       r["error"] or "")
-        Console(file=stream, soft_wrap=True).print(t)
+        Console(file=stream, soft_wrap=True, width=output_width(stream)).print(t)
     return scored, failed
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from catalog import CorpusError
+from catalog.log import output_width
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -46,9 +48,11 @@ def write_result(
     if fmt not in FORMATS:
         raise CorpusError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     stream = stream or sys.stdout
+    if fmt == "parquet" and not out:
+        raise CorpusError("--format parquet writes a file: give it with --out PATH.")
+    if out:
+        _check_out(out)
     if fmt == "parquet":
-        if not out:
-            raise CorpusError("--format parquet writes a file: give it with --out PATH.")
         n = 0
         with pq.ParquetWriter(out, reader.schema) as w:
             for batch in reader:
@@ -59,13 +63,14 @@ def write_result(
         with open(out, "w", encoding="utf-8", newline="") as f:
             return write_result(reader, fmt=fmt, stream=f, max_rows=max_rows)
     if fmt == "csv":
-        # The header by the csv module (pyarrow always quotes header names), rows by pyarrow.
+        # The header by the csv module (pyarrow always quotes header names), rows by pyarrow;
+        # nested values (lists, structs, maps), which CSV has no form for, as JSON text.
         csv.writer(stream, lineterminator="\n").writerow(reader.schema.names)
         opts = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         n = 0
         for batch in reader:
             buf = pa.BufferOutputStream()
-            pacsv.write_csv(pa.Table.from_batches([batch], reader.schema), buf, opts)
+            pacsv.write_csv(_flat(pa.Table.from_batches([batch], reader.schema)), buf, opts)
             stream.write(buf.getvalue().to_pybytes().decode("utf-8"))
             n += batch.num_rows
         return n
@@ -81,6 +86,26 @@ def write_result(
     return _print_table(reader, stream=stream, max_rows=max_rows)
 
 
+def _check_out(out: str) -> None:
+    path = Path(out)
+    if path.is_dir():
+        raise CorpusError(f"--out {out}: that is a folder; give a file path inside it.")
+    if not path.parent.is_dir():
+        raise CorpusError(f"--out {out}: the folder {path.parent} does not exist; create it "
+                          "first or write somewhere else.")
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    """``table`` with every nested column as JSON text (one cell per value, NULL stays NULL)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            cells = [None if v is None else json.dumps(v, default=_jsonable, ensure_ascii=False)
+                     for v in table.column(i).to_pylist()]
+            table = table.set_column(i, pa.field(field.name, pa.string()),
+                                     pa.array(cells, pa.string()))
+    return table
+
+
 def _print_table(reader: pa.RecordBatchReader, *, stream: IO[str], max_rows: int) -> int:
     table = Table(show_header=True, header_style="bold", show_lines=False)
     for name in reader.schema.names:
@@ -93,7 +118,7 @@ def _print_table(reader: pa.RecordBatchReader, *, stream: IO[str], max_rows: int
         for row in batch.slice(0, max_rows - shown).to_pylist():
             table.add_row(*[_cell(v) for v in row.values()])
             shown += 1
-    console = Console(file=stream, soft_wrap=False)
+    console = Console(file=stream, soft_wrap=False, width=output_width(stream))
     console.print(table)
     more = f" (showing {shown})" if shown < total else ""
     console.print(f"{total} row{'s' if total != 1 else ''}{more}", style="dim")

@@ -7,17 +7,21 @@ offline, it scans the Arrow dataset deltalake provides (filters are pushed into 
 Tables are registered when a statement first names them, so a query over one table does not
 pay for opening the other eleven.
 
-Read-only by default: only SELECT/EXPLAIN/PRAGMA statements run, DuckDB's external access is
-limited to the lakehouse's table folder and its configuration locked, so a query can neither
-change a lakehouse table nor read or write other local files. ``allow_files`` lifts the file
-restriction (and the statement check) for ``read_csv``/``COPY ... TO`` work.
+Read-only, always: :mod:`sql.guard` lets only SELECT, EXPLAIN of a SELECT and read-only
+PRAGMAs run; DuckDB's external access is limited to the lakehouse's table folder, extensions are
+never installed or auto-loaded and the configuration is locked, so a query can neither change a
+lakehouse table nor read or write other local files. ``allow_files`` opens local files for
+reading (``read_csv``) and allows one more statement, ``COPY ... TO`` a file outside the
+lakehouse; the statement checks stay on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import tempfile
 from collections.abc import Mapping
 
 import duckdb
@@ -32,16 +36,12 @@ from catalog import (
     spec,
 )
 from catalog.tables import TABLES_DIR, VersionRef, scan_dataset
+from sql import guard
 
 log = logging.getLogger(__name__)
 
 COMMITS_VIEW = "corpus_commits"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
-
-
-def _statement_type(stmt) -> str:
-    return str(stmt.type).rsplit(".", 1)[-1].upper()
 
 
 class SqlSession:
@@ -51,7 +51,8 @@ class SqlSession:
         lakehouse: The lakehouse whose tables become views.
         as_of: Pin tables to a version or timestamp, ``{"texts": 3}``; others are latest
             (as of the first statement that names them).
-        allow_files: Allow queries to read and write local files (``read_csv``, ``COPY``).
+        allow_files: Allow queries to read local files (``read_csv``) and to
+            ``COPY ... TO`` a file outside the lakehouse.
         threads: DuckDB worker threads (default: DuckDB's choice, all cores).
     """
 
@@ -74,6 +75,14 @@ class SqlSession:
         self.versions: dict[str, int] = {}
         self._commits_registered = False
         self._local = not lakehouse.config.is_s3
+        # Extensions could add functions that write; none is installed or loaded behind a
+        # query's back (this also keeps DuckDB off the network).
+        self.con.execute("SET autoinstall_known_extensions = false")
+        self.con.execute("SET autoload_known_extensions = false")
+        if self._local and _under(os.getcwd(), lakehouse.root):
+            # DuckDB spills to ./.tmp by default: not inside the lakehouse.
+            spill = os.path.join(tempfile.gettempdir(), f"corpus-duckdb-{os.getpid()}-{id(self)}")
+            self.con.execute("SET temp_directory = $1", [spill])
         if not allow_files:
             if self._local:
                 # DuckDB's reader may open the table folders' Parquet files, nothing else.
@@ -141,21 +150,13 @@ class SqlSession:
         self._commits_registered = True
 
     def _check(self, sql: str) -> list:
-        try:
-            statements = self.con.extract_statements(sql)
-        except duckdb.Error as e:
-            raise QueryError(f"Bad SQL: {_clean(e)}") from None
+        statements = guard.split(sql)
         if not statements:
             raise QueryError("The query is empty.")
-        if not self.allow_files:
-            for stmt in statements:
-                kind = _statement_type(stmt)
-                if kind not in _READ_ONLY_TYPES:
-                    raise QueryError(
-                        f"{kind} statements are not allowed: `corpus sql` is read-only. "
-                        "Lakehouse tables change only through pipeline stages; to read or "
-                        "write local files pass --allow-files."
-                    )
+        # Every statement is checked before the first one runs.
+        for stmt in statements:
+            guard.check(stmt, allow_files=self.allow_files,
+                        root=self.lakehouse.root if self._local else None)
         # Register the catalog tables the SQL names (a name inside a string literal only
         # costs an unneeded registration).
         words = {w.lower() for w in _WORD.findall(sql)}
@@ -194,8 +195,8 @@ class SqlSession:
         msg = _clean(e)
         if isinstance(e, duckdb.PermissionException):
             return QueryError(
-                f"{msg}\n`corpus sql` is read-only and cannot touch local files; "
-                "pass --allow-files to allow read_csv/COPY and friends."
+                f"{msg}\n`corpus sql` is read-only and cannot touch local files; pass "
+                "--allow-files to read them or COPY a result to one outside the lakehouse."
             )
         if isinstance(e, duckdb.CatalogException):
             return QueryError(
@@ -226,6 +227,11 @@ def _plain_parquet(dt) -> bool:
     features = set(p.reader_features or []) | set(p.writer_features or [])
     mapping = dt.metadata().configuration.get("delta.columnMapping.mode", "none")
     return not ({"deletionVectors", "columnMapping"} & features) and mapping == "none"
+
+
+def _under(path: str, root: str) -> bool:
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _clean(e: Exception) -> str:
