@@ -7,6 +7,8 @@ read, not OCR'd; a page image is recognised as it is. Pages fan out over a proce
 with ``OMP_THREAD_LIMIT=1`` (Tesseract's own threads fight a pool). Each finished page is
 one ``ocr_pages`` commit, so a killed run loses only the pages in flight and a rerun does
 only what is missing. A scan that cannot be read is marked ``failed`` with the reason.
+A finished run updates only the ``scans`` columns OCR owns; its ``status`` follows the rule
+of :mod:`ingest.scan_status`, so an editor's flag set meanwhile is never reverted.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from catalog import (
 )
 from catalog.log import progress
 from catalog.storage import ObjectStore, cached_store
+from ingest.scan_status import status_sql
 
 log = logging.getLogger(__name__)
 
@@ -489,7 +492,12 @@ def _recognise_ray(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfi
 
 def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str],
                   lineage: Lineage) -> int:
-    """Write the ``ocr`` texts of completed scans and update every scan's state."""
+    """Write the ``ocr`` texts of completed scans and update every scan's OCR columns.
+
+    Only the columns OCR owns are written (``pages_done, reason, ocr_engine,
+    mean_confidence``), plus ``status`` by the rule of :mod:`ingest.scan_status`, decided
+    at commit time: an editor's flag set while the pages were recognised is kept.
+    """
     pages = _done_pages(lakehouse, {r["scan_id"] for r in rows})
     by_scan: dict[str, list[dict]] = {}
     for (sid, _), p in pages.items():
@@ -499,14 +507,16 @@ def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str]
     for r in rows:
         sid = r["scan_id"]
         got = by_scan.get(sid, [])
-        update = {**r, "pages_done": len(got), "updated_at": now}
+        update = {"scan_id": sid, "status": r["status"], "pages_done": len(got),
+                  "reason": None, "ocr_engine": r["ocr_engine"],
+                  "mean_confidence": r["mean_confidence"], "updated_at": now}
         if sid in failed:
-            update.update(status="failed", reason=failed[sid])
+            update.update(reason=failed[sid])
         elif len(got) >= (r["n_pages"] or 0) and got:
             text, offsets = assemble_ocr_text(got)
             confs = [p["mean_confidence"] for p in got if p["mean_confidence"] is not None]
             engines = sorted({p["engine"] for p in got})
-            update.update(status="ocr_done", reason=None, ocr_engine=", ".join(engines),
+            update.update(ocr_engine=", ".join(engines),
                           mean_confidence=statistics.fmean(confs) if confs else None)
             texts.append({"book_id": r["book_id"] or sid, "variant": "ocr", "text": text,
                           "n_chars": len(text), "page_offsets": offsets,
@@ -516,5 +526,8 @@ def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str]
     if texts:
         lakehouse.merge("texts", texts, lineage=lineage)
     if scan_updates:
-        lakehouse.merge("scans", scan_updates, lineage=lineage)
+        owned = ("pages_done", "reason", "ocr_engine", "mean_confidence", "updated_at")
+        lakehouse.merge("scans", scan_updates, lineage=lineage, insert=False, columns={
+            **{c: f"s.{c}" for c in owned},
+            "status": status_sql(flag_from="t", ocr_from="s")})
     return done
