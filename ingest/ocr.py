@@ -330,11 +330,7 @@ def plan_pages(scans: pa.Table, files: pa.Table, done: set[tuple[str, int]],
             blob = by_path[source]["blob_uri"]
             pages = [(i + 1, blob, i) for i in range(page_counts.get(sid, s["n_pages"] or 0))]
         else:  # a folder of page images, in natural order
-            from ingest.assemble import natural_key
-
-            imgs = sorted((p for p, f in by_path.items()
-                           if PurePosixPath(p).parent.as_posix() == source
-                           and f["kind"] == "scan" and f["status"] == "ok"), key=natural_key)
+            imgs = [f["path"] for f in scan_page_images(by_path.values(), source)]
             pages = [(i + 1, by_path[p]["blob_uri"], None) for i, p in enumerate(imgs)]
         if not pages:
             failed[sid] = f"no pages found for {source} in the files table"
@@ -353,6 +349,21 @@ def assemble_ocr_text(pages: Sequence[dict]) -> tuple[str, list[int]]:
         offsets.append(len(text))
         text += (p["text"] or "").strip()
     return text, offsets
+
+
+def scan_page_images(files: Iterable[dict], source: str) -> list[dict]:
+    """The page images of a folder scan, in reading order: the ``files`` rows directly in
+    folder ``source`` with kind ``scan`` and status ``ok``, in natural name order.
+
+    The one rule for what the pages of a folder scan are: OCR recognises these and the
+    review page shows these, so a page image and its text never come from different files
+    (a backup copy or a superseded image in the folder is neither shown nor read).
+    """
+    from ingest.assemble import natural_key
+
+    return sorted((f for f in files if f["kind"] == "scan" and f["status"] == "ok"
+                   and PurePosixPath(f["path"]).parent.as_posix() == source),
+                  key=lambda f: natural_key(f["path"]))
 
 
 # ---- the driver ----------------------------------------------------------------------------
