@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import pickle
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -25,6 +24,7 @@ import pyarrow as pa
 from catalog import Lakehouse, LakehouseConfig, Lineage, TableNotFoundError, spec
 from catalog.log import progress
 from catalog.storage import cached_store
+from catalog.workers import process_pool
 from ingest.assemble import Assembled, assemble
 from ingest.share import FileRecord, inspect_file, walk_share
 
@@ -128,7 +128,7 @@ def inventory(share: Path, *, config: LakehouseConfig | None, workers: int,
     order = sorted(todo, key=lambda rel: -(share / rel).lstat().st_size)
     # A forked worker must not reuse the parent's S3 client (its connections are not
     # fork-safe): each worker starts with an empty client cache.
-    with ProcessPoolExecutor(workers, initializer=cached_store.cache_clear) as pool:
+    with process_pool(workers, initializer=cached_store.cache_clear) as pool:
         got.update(zip(order, progress(pool.map(partial(_inspect, root, config), order,
                                                 chunksize=4),
                                        desc="files", total=len(order), unit="file"),

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -41,6 +41,7 @@ from catalog import (
 )
 from catalog.log import progress
 from catalog.storage import ObjectStore, cached_store
+from catalog.workers import process_pool
 from ingest.scan_status import status_sql
 
 log = logging.getLogger(__name__)
@@ -465,7 +466,7 @@ def _recognise(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
         for t in progress(tasks, desc="pages", unit="page"):
             yield ocr_page(config, t, ocr.lang, ocr.page_foot)
         return
-    with ProcessPoolExecutor(ocr.workers, initializer=_fresh_worker) as pool:
+    with process_pool(ocr.workers, initializer=_fresh_worker) as pool:
         pending: set[Future] = set()
         queue = list(reversed(tasks))
         bar = progress(range(len(tasks)), desc="pages", unit="page")
