@@ -22,10 +22,14 @@ other:
   editors flagging at once end on the latest flag.
 
 Hence the invariant: ``status`` is ``flagged``/``accepted`` exactly when the scan has an open
-flag, and otherwise what its OCR columns say.
+flag, and otherwise what its OCR columns say. A writer that resets a scan's OCR columns (a
+rescan registered by ingest) keeps it by writing ``status`` as OCR does,
+``status_sql(flag_from="t", ocr_from="s")``.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import pyarrow.compute as pc
 
@@ -72,7 +76,8 @@ def latest_open_flag(lakehouse: Lakehouse, scan_id: str) -> tuple[str, str] | No
     return latest["flag_id"], latest["flag"]
 
 
-def sync_status(lakehouse: Lakehouse, scan_id: str, *, lineage: Lineage, now) -> str:
+def sync_status(lakehouse: Lakehouse, scan_id: str, *, lineage: Lineage, now: datetime
+                ) -> str | None:
     """Set the scan's status from its flags (see the module docstring); returns it."""
     latest = latest_open_flag(lakehouse, scan_id)
     for _ in range(SYNC_ATTEMPTS):
