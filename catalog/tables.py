@@ -10,7 +10,7 @@ the server must honour; no lock table is used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -411,7 +411,7 @@ class Lakehouse:
         lineage: Lineage,
         on: Iterable[str] | None = None,
         delete_missing: bool = False,
-        columns: Iterable[str] | None = None,
+        columns: Iterable[str] | Mapping[str, str] | None = None,
         insert: bool = True,
     ) -> dict[str, Any]:
         """Upsert rows by the table's keys (or ``on``): update matches, insert the rest.
@@ -421,6 +421,10 @@ class Lakehouse:
         gets only those columns from the source and keeps the rest as the table has them at
         commit time: a writer that owns a few columns (OCR progress, an editor's flag) never
         reverts columns another writer changed meanwhile, even when the commit is retried.
+        ``columns`` may also map each column to an SQL expression over the target row ``t``
+        and the source row ``s`` (e.g. ``CASE WHEN t.status = 'x' THEN t.status ELSE
+        s.status END``), evaluated on the snapshot the commit lands on: a value decided by
+        what the table holds at commit time, not by what the writer read earlier.
         With ``insert=False`` source rows without a match are dropped (update only).
         Returns delta-rs merge metrics plus the new ``version``.
         """
@@ -438,8 +442,10 @@ class Lakehouse:
             )
         self.create(name)
         predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
-        owned = list(columns) if columns is not None else None
-        unknown = sorted(set(owned or ()) - set(s.schema.names))
+        if columns is not None and not isinstance(columns, Mapping):
+            columns = {c: f"s.{_quote(c)}" for c in columns}
+        owned = None if columns is None else {_quote(c): e for c, e in columns.items()}
+        unknown = sorted(set(columns or ()) - set(s.schema.names))
         if unknown:
             raise SchemaError(f"merge into {name!r}: no column(s) {unknown} in its schema.")
 
@@ -452,8 +458,7 @@ class Lakehouse:
             if owned is None:
                 merger = merger.when_matched_update_all()
             else:
-                merger = merger.when_matched_update(
-                    {_quote(c): f"s.{_quote(c)}" for c in owned})
+                merger = merger.when_matched_update(owned)
             if insert:
                 merger = merger.when_not_matched_insert_all()
             if delete_missing:

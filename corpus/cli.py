@@ -479,7 +479,8 @@ def flags_resolve(ctx: click.Context, flag_id: str) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind (keep the default unless a proxy guards the page).")
+              help="Address to bind (keep the default unless a proxy guards the page); "
+                   "requests must name it or localhost, with the port, in their Host header.")
 @click.option("--port", type=PORT, default=8765, show_default=True)
 @click.pass_context
 def review(ctx: click.Context, host: str, port: int) -> None:

@@ -12,8 +12,9 @@ returns the rows of ``files``, ``books``, ``texts``, ``scans`` and ``scores``. R
 * of the distinct versions, the most recently modified is current and keeps all its
   files; the others are ``superseded``;
 * a scan (a PDF, an image named for its book, or a folder of page images) with the same
-  bytes as another scan of the same book is a ``duplicate``; identical pages inside one
-  scan (two blank pages) are both kept; a score sheet with the same bytes as another is a
+  bytes as another scan of the same book is a ``duplicate``, and so is a copy-named page
+  (``Copy of page_0001.jpg``) with the bytes of another page of its scan; identical pages
+  with page names (two blank pages) are both kept; a score sheet with the same bytes as another is a
   ``duplicate``;
 * a file that cannot be used is ``quarantined`` with its reason, never dropped.
 
@@ -267,6 +268,15 @@ def _scans(records: list[FileRecord], status: dict, ingested_at: datetime) -> pa
         groups[scan_key(r.path, r.format)].append(r)
     found = []
     for key, recs in groups.items():
+        # a copy-named page with the bytes of another page ("Copy of page_0001.jpg") is a
+        # duplicate; identical pages with page names (two blank pages) are both pages
+        first: dict[str, FileRecord] = {}
+        for r in _canonical_first(recs):
+            if r.sha256 in first and _COPY_HINT.search(PurePosixPath(r.path).name):
+                status[r.path] = (DUPLICATE, f"same bytes as {first[r.sha256].path}")
+            else:
+                first.setdefault(r.sha256, r)
+        recs = [r for r in recs if r.path not in status]
         recs.sort(key=lambda r: natural_key(PurePosixPath(r.path).name))
         book_id = next((r.book_id for r in recs if r.book_id), None)
         found.append((key, recs, book_id, scan_sha256(recs)))

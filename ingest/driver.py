@@ -26,7 +26,6 @@ import hashlib
 import logging
 import os
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -38,7 +37,9 @@ import pyarrow.compute as pc
 from catalog import Lakehouse, LakehouseConfig, Lineage, TableNotFoundError, spec
 from catalog.log import progress
 from catalog.storage import ObjectStore, cached_store
+from catalog.workers import process_pool
 from ingest.assemble import Assembled, assemble
+from ingest.scan_status import FLAG_STATUSES
 from ingest.share import EDITED, SCORES, FileRecord, inspect_file, walk_share
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def inventory(share: Path, paths: list[str], *, config: LakehouseConfig | None,
     order = sorted(paths, key=lambda rel: -size(rel))
     # A forked worker must not reuse the parent's S3 client (its connections are not
     # fork-safe): each worker starts with an empty client cache.
-    with ProcessPoolExecutor(workers, initializer=cached_store.cache_clear) as pool:
+    with process_pool(workers, initializer=cached_store.cache_clear) as pool:
         return dict(zip(order, progress(pool.map(partial(_inspect, root, config), order,
                                                  chunksize=4),
                                         desc="files", total=len(order), unit="file"),
@@ -256,7 +257,10 @@ def _sync_scans(lakehouse: Lakehouse, new: pa.Table, lineage: Lineage) -> int:
         if o is None:
             reset.append(r)
         elif o["sha256"] is not None and o["sha256"] != r["sha256"]:
-            reset.append(r)  # a rescan: OCR state back to new, old pages kept as history
+            # a rescan: OCR state back to new, old pages kept as history; an open flag
+            # keeps its status (the rule of ingest.scan_status)
+            keep = o["status"] if o["status"] in FLAG_STATUSES else "new"
+            reset.append({**r, "status": keep})
         elif any(o[c] != r[c] for c in SCAN_OWNED):
             owned.append(r)
     gone = [{"scan_id": sid} for sid in sorted(set(old) - set(now))]
@@ -412,7 +416,7 @@ def run_ingest(
     elif todo_files.num_rows:
         lakehouse.merge("files", todo_files, lineage=lineage)
     for name in ("books", "texts", "scans", "scores", "files"):
-        if lakehouse.exists(name):
+        with contextlib.suppress(TableNotFoundError):
             report.versions[name] = lakehouse.version(name)
     # the records last: a run killed before here is redone by the next one
     new_cache = {r.path: (stats[r.path], r) for r in records if r.path in stats}

@@ -1,7 +1,11 @@
 """Editors' flags on scans: what is wrong with a scan (or that it is fine).
 
 Flags are appended (concurrent editors never overwrite each other's flags; Delta retries
-an append that races another); a scan's status follows its latest open flag.
+an append that races another). Adding or resolving a flag then recomputes the scan's
+``status`` by the rule of :mod:`ingest.scan_status`: the latest open flag (``ok`` →
+``accepted``, others → ``flagged``), else the scan's OCR state. Only ``status`` and
+``updated_at`` of the scan are written, decided at commit time, so an OCR run finishing at
+the same moment keeps its pages and progress and a flag is never lost to it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from catalog import ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
+from ingest.scan_status import sync_status
 
 FLAGS = ("rescan", "wrong_book", "needs_edit", "ok")
 
@@ -36,7 +41,8 @@ def add_flag(lakehouse: Lakehouse, scan_id: str, *, flag: str, editor: str,
              note: str | None = None) -> str:
     """Record an editor's flag on a scan; returns the new flag id.
 
-    ``ok`` accepts the scan; any other flag marks it ``flagged``.
+    ``ok`` accepts the scan; any other flag marks it ``flagged`` (see
+    :mod:`ingest.scan_status`).
     """
     if flag not in FLAGS:
         raise ConfigError(f"Unknown flag {flag!r}: use one of {', '.join(FLAGS)}.")
@@ -46,13 +52,13 @@ def add_flag(lakehouse: Lakehouse, scan_id: str, *, flag: str, editor: str,
     flag_id = uuid.uuid4().hex[:16]
     now = datetime.now(UTC)
     lineage = Lineage(operation="flag", inputs=lakehouse.pin("scans"),
-                      config={"flag": flag, "editor": editor.strip()})
+                      config={"flag": flag, "editor": editor.strip(), "scan_id": scan_id})
     lakehouse.append("flags", [{
         "flag_id": flag_id, "scan_id": scan_id, "book_id": scan["book_id"], "flag": flag,
         "note": (note or "").strip() or None, "editor": editor.strip(), "created_at": now,
     }], lineage=lineage)
-    status = "accepted" if flag == "ok" else "flagged"
-    lakehouse.merge("scans", [{**scan, "status": status, "updated_at": now}], lineage=lineage)
+    sync_status(lakehouse, scan_id, now=now, lineage=Lineage(
+        operation="flag", inputs=lakehouse.pin("flags", "scans"), config=lineage.config))
     return flag_id
 
 
@@ -70,7 +76,8 @@ def list_flags(lakehouse: Lakehouse, *, open_only: bool = False) -> pa.Table:
 
 
 def resolve_flag(lakehouse: Lakehouse, flag_id: str) -> None:
-    """Mark a flag resolved (the scan was re-scanned, re-filed or edited)."""
+    """Mark a flag resolved (the scan was re-scanned, re-filed or edited) and recompute the
+    scan's status: the next open flag's, or the OCR state when none is left."""
     import pyarrow.compute as pc
 
     try:
@@ -81,5 +88,13 @@ def resolve_flag(lakehouse: Lakehouse, flag_id: str) -> None:
         raise FlagError(f"No flag {flag_id!r}. List flags with `corpus flags`.")
     if rows[0]["resolved_at"] is not None:
         raise FlagError(f"Flag {flag_id} was already resolved at {rows[0]['resolved_at']}.")
-    lakehouse.merge("flags", [{**rows[0], "resolved_at": datetime.now(UTC)}],
-                    lineage=Lineage(operation="resolve_flag", inputs=lakehouse.pin("flags")))
+    now = datetime.now(UTC)
+    flag = rows[0]
+    # the first resolution's time stays when two editors resolve the same flag at once
+    lakehouse.merge("flags", [{**flag, "resolved_at": now}], insert=False,
+                    columns={"resolved_at": "COALESCE(t.resolved_at, s.resolved_at)"},
+                    lineage=Lineage(operation="resolve_flag", inputs=lakehouse.pin("flags"),
+                                    config={"flag_id": flag_id}))
+    sync_status(lakehouse, flag["scan_id"], now=now, lineage=Lineage(
+        operation="resolve_flag", inputs=lakehouse.pin("flags", "scans"),
+        config={"flag_id": flag_id, "scan_id": flag["scan_id"]}))

@@ -12,6 +12,9 @@ Scans are versioned by content (``scans.sha256``, set by ingest): every page row
 the content it was read from (``ocr_pages.scan_sha256``). A rescan saved over the old one
 goes back to ``new``; its old pages stay as history but only pages of the current content
 count as done and make its text. Every frame of a multi-page TIFF is a page.
+
+A finished run updates only the ``scans`` columns OCR owns; its ``status`` follows the rule
+of :mod:`ingest.scan_status`, so an editor's flag set meanwhile is never reverted.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -44,6 +47,8 @@ from catalog import (
 )
 from catalog.log import progress
 from catalog.storage import ObjectStore, cached_store
+from catalog.workers import process_pool
+from ingest.scan_status import ocr_state, status_sql
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +350,19 @@ def scan_page_files(source: str, files: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda f: natural_key(PurePosixPath(f["path"]).name))
 
 
+def scan_pages(page_files: list[dict], counts: dict[str, int]
+               ) -> list[tuple[str, int | None, int]]:
+    """Every page of a scan as ``(blob key, pdf page or None, frame)``, in reading order:
+    each page of a PDF, each frame of a (multi-page) image. ``counts`` gives the pages or
+    frames of each blob (:func:`blob_page_counts`); a blob not in it has one."""
+    pages: list[tuple[str, int | None, int]] = []
+    for f in page_files:
+        blob = key_from_uri(f["blob_uri"])
+        for i in range(counts.get(blob, 1)):
+            pages.append((blob, i, 0) if f["format"] == "pdf" else (blob, None, i))
+    return pages
+
+
 def plan_pages(scans: pa.Table, files: pa.Table, done: set[tuple[str, int]],
                page_counts: dict[str, int]) -> tuple[list[PageTask], dict[str, str]]:
     """Pages still to recognise, and scans that cannot be planned (``{scan_id: reason}``).
@@ -360,11 +378,7 @@ def plan_pages(scans: pa.Table, files: pa.Table, done: set[tuple[str, int]],
     tasks, failed = [], {}
     for s in scans.to_pylist():
         sid, source = s["scan_id"], s["source"]
-        pages = []
-        for f in scan_page_files(source, rows):
-            blob = key_from_uri(f["blob_uri"])
-            for i in range(page_counts.get(blob, 1)):
-                pages.append((blob, i, 0) if f["format"] == "pdf" else (blob, None, i))
+        pages = scan_pages(scan_page_files(source, rows), page_counts)
         if not pages:
             failed[sid] = f"no pages found for {source} in the files table"
             continue
@@ -411,9 +425,10 @@ def run_ocr(lakehouse: Lakehouse, *, config: OcrConfig,
     if unknown:
         raise CorpusError(f"Unknown scan id(s): {sorted(unknown)}. List them with "
                           "`corpus scans`.")
-    # By default every scan not yet done; a failed scan is retried only when named.
+    # By default every scan whose OCR is not done (whatever editors flagged: a scan flagged
+    # for a rescan that came in is read again); a failed scan is retried only when named.
     rows = [s for s in scans.to_pylist()
-            if (s["scan_id"] in wanted if wanted else s["status"] == "new")]
+            if (s["scan_id"] in wanted if wanted else ocr_state(s) == "new")]
     if not rows:
         return OcrReport(scans_failed={}, seconds=time.perf_counter() - t0)
     todo_scans = pa.Table.from_pylist(rows, schema=TABLES["scans"].schema)
@@ -458,30 +473,36 @@ def _done_pages(lakehouse: Lakehouse, scans: list[dict]) -> dict[tuple[str, int]
             if p["scan_id"] in current and p["scan_sha256"] == current[p["scan_id"]]}
 
 
-def page_counts(store: ObjectStore, scans: pa.Table, files: pa.Table) -> dict[str, int]:
-    """Pages of every PDF and frames of every TIFF the scans are made of, by blob key
-    (read from the stored bytes: what OCR will read)."""
+def blob_page_counts(store: ObjectStore, page_files: Iterable[dict]) -> dict[str, int]:
+    """Pages of every PDF and frames of every TIFF among ``page_files``, by blob key, read
+    from the stored bytes (what OCR will read); 1 for a file that cannot be read (its page
+    task then reports why)."""
     import pymupdf
 
     from ingest.share import image_frames
 
-    rows = files.to_pylist()
     out = {}
-    for s in scans.to_pylist():
-        for f in scan_page_files(s["source"], rows):
-            if f["format"] not in ("pdf", "tiff"):
-                continue
-            key = key_from_uri(f["blob_uri"])
-            try:
-                data = store.get_bytes(key)
-                if f["format"] == "pdf":
-                    with pymupdf.open(stream=data, filetype="pdf") as pdf:
-                        out[key] = pdf.page_count
-                else:
-                    out[key] = image_frames(data)
-            except Exception:
-                out[key] = 1
+    for f in page_files:
+        if f["format"] not in ("pdf", "tiff") or not f["blob_uri"]:
+            continue
+        key = key_from_uri(f["blob_uri"])
+        try:
+            data = store.get_bytes(key)
+            if f["format"] == "pdf":
+                with pymupdf.open(stream=data, filetype="pdf") as pdf:
+                    out[key] = pdf.page_count
+            else:
+                out[key] = image_frames(data)
+        except Exception:  # the page tasks report the error per page
+            out[key] = 1
     return out
+
+
+def page_counts(store: ObjectStore, scans: pa.Table, files: pa.Table) -> dict[str, int]:
+    """:func:`blob_page_counts` of every file of the given scans."""
+    rows = files.to_pylist()
+    return blob_page_counts(store, [f for s in scans.to_pylist()
+                                    for f in scan_page_files(s["source"], rows)])
 
 
 def _recognise(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
@@ -496,7 +517,7 @@ def _recognise(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
         for t in progress(tasks, desc="pages", unit="page"):
             yield ocr_page(config, t, ocr.lang, ocr.page_foot)
         return
-    with ProcessPoolExecutor(ocr.workers, initializer=_fresh_worker) as pool:
+    with process_pool(ocr.workers, initializer=_fresh_worker) as pool:
         pending: set[Future] = set()
         queue = list(reversed(tasks))
         bar = progress(range(len(tasks)), desc="pages", unit="page")
@@ -534,7 +555,12 @@ def _recognise_ray(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfi
 
 def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str],
                   lineage: Lineage) -> int:
-    """Write the ``ocr`` texts of completed scans and update every scan's state."""
+    """Write the ``ocr`` texts of completed scans and update every scan's OCR columns.
+
+    Only the columns OCR owns are written (``pages_done, reason, ocr_engine,
+    mean_confidence``), plus ``status`` by the rule of :mod:`ingest.scan_status`, decided
+    at commit time: an editor's flag set while the pages were recognised is kept.
+    """
     pages = _done_pages(lakehouse, rows)
     by_scan: dict[str, list[dict]] = {}
     for (sid, _), p in pages.items():
@@ -544,14 +570,16 @@ def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str]
     for r in rows:
         sid = r["scan_id"]
         got = by_scan.get(sid, [])
-        update = {**r, "pages_done": len(got), "updated_at": now}
+        update = {"scan_id": sid, "status": r["status"], "pages_done": len(got),
+                  "reason": None, "ocr_engine": r["ocr_engine"],
+                  "mean_confidence": r["mean_confidence"], "updated_at": now}
         if sid in failed:
-            update.update(status="failed", reason=failed[sid])
+            update.update(reason=failed[sid])
         elif len(got) >= (r["n_pages"] or 0) and got:
             text, offsets = assemble_ocr_text(got)
             confs = [p["mean_confidence"] for p in got if p["mean_confidence"] is not None]
             engines = sorted({p["engine"] for p in got})
-            update.update(status="ocr_done", reason=None, ocr_engine=", ".join(engines),
+            update.update(ocr_engine=", ".join(engines),
                           mean_confidence=statistics.fmean(confs) if confs else None)
             texts.append({"book_id": r["book_id"] or sid, "variant": "ocr", "text": text,
                           "n_chars": len(text), "page_offsets": offsets,
@@ -561,5 +589,8 @@ def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str]
     if texts:
         lakehouse.merge("texts", texts, lineage=lineage)
     if scan_updates:
-        lakehouse.merge("scans", scan_updates, lineage=lineage)
+        owned = ("pages_done", "reason", "ocr_engine", "mean_confidence", "updated_at")
+        lakehouse.merge("scans", scan_updates, lineage=lineage, insert=False, columns={
+            **{c: f"s.{c}" for c in owned},
+            "status": status_sql(flag_from="t", ocr_from="s")})
     return done

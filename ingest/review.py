@@ -4,8 +4,15 @@ A small web application on the standard library's threading HTTP server: a queue
 (new first, lowest OCR confidence first) and, for one scan, its page images beside the OCR
 text with low-confidence words marked, and buttons to flag it. It binds to 127.0.0.1 by
 default. Page images are looked up by scan id and page number in the catalog and rendered
-from the stored bytes: nothing in a request names a file. Flags are appended to the
-``flags`` table, so editors flagging at once never lose a flag.
+from the stored bytes: nothing in a request names a file. The pages of a folder scan are
+the images OCR reads (:func:`ingest.ocr.scan_page_files`), so an image and the text beside
+it come from the same file. Flags are appended to the ``flags`` table, so editors flagging
+at once never lose a flag.
+
+Every request must name this server in its ``Host`` header (``localhost``, ``127.0.0.1``,
+``[::1]`` or the configured host, with the port), else it is refused with 403: a page on
+another site whose name an attacker re-points at 127.0.0.1 (DNS rebinding) can neither read
+the queue nor flag. A flag posted from a browser must also come from this very origin.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ from urllib.parse import urlsplit
 
 import pyarrow.compute as pc
 
-from catalog import CorpusError, Lakehouse, TableNotFoundError, key_from_uri
+from catalog import CorpusError, Lakehouse, TableNotFoundError
 from ingest.flags import FLAGS, add_flag
+from ingest.ocr import blob_page_counts, scan_page_files, scan_pages
+from ingest.scan_status import current_status
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,8 @@ class ReviewData:
                 "ocr_pages", filter=pc.field("scan_id") == scan_id).to_pylist()
         except TableNotFoundError:
             pages = []
+        # only pages of the scan's current content (a rescan's old pages are history)
+        pages = [p for p in pages if p["scan_sha256"] == scan["sha256"]]
         scan["pages"] = sorted(pages, key=lambda p: p["page_no"])
         scan["flags"] = sorted((f for f in self._flags() if f["scan_id"] == scan_id),
                                key=lambda f: f["created_at"], reverse=True)
@@ -93,33 +104,36 @@ class ReviewData:
         scan = self.scan(scan_id)
         if scan is None or not 1 <= page_no <= (scan["n_pages"] or 0):
             return None
-        files = self.lakehouse.read("files").to_pylist()
-        return _render_preview(self.lakehouse, scan["source"], page_no,
-                               tuple(sorted((f["path"], f["blob_uri"], f["kind"])
-                                            for f in files if f["blob_uri"])))
+        page_files = scan_page_files(scan["source"], self.lakehouse.read("files").to_pylist())
+        pages = scan_pages(page_files, blob_page_counts(self.lakehouse.store, page_files))
+        if page_no > len(pages):
+            return None
+        key, pdf_page, frame = pages[page_no - 1]
+        return _cached_preview(self.lakehouse, key, pdf_page, frame)
 
 
 @functools.lru_cache(maxsize=64)
-def _render_preview(lakehouse: Lakehouse, source: str, page_no: int,
-                    files: tuple[tuple[str, str, str], ...]) -> bytes | None:
+def _cached_preview(lakehouse: Lakehouse, key: str, pdf_page: int | None,
+                    frame: int = 0) -> bytes | None:
+    # blobs are content-addressed: a key always holds the same bytes
+    return preview_png(lakehouse.store.get_bytes(key), pdf_page, frame)
+
+
+def preview_png(data: bytes, pdf_page: int | None, frame: int = 0) -> bytes | None:
+    """A page for the screen as PNG: page ``pdf_page`` (0-based) of a PDF, or frame
+    ``frame`` of an image file (None); None when there is no such page."""
     import pymupdf
     from PIL import Image
 
-    from ingest.assemble import natural_key
-
-    blobs = {p: uri for p, uri, _ in files}
-    if source in blobs:  # a PDF
-        with pymupdf.open(stream=lakehouse.store.get_bytes(key_from_uri(blobs[source])),
-                          filetype="pdf") as pdf:
-            if page_no > pdf.page_count:
+    if pdf_page is not None:
+        with pymupdf.open(stream=data, filetype="pdf") as pdf:
+            if pdf_page >= pdf.page_count:
                 return None
-            return pdf[page_no - 1].get_pixmap(dpi=PREVIEW_DPI).tobytes("png")
-    images = sorted((p for p, _, kind in files
-                     if kind == "scan" and p.rsplit("/", 1)[0] == source), key=natural_key)
-    if page_no > len(images):
-        return None
-    data = lakehouse.store.get_bytes(key_from_uri(blobs[images[page_no - 1]]))
+            return pdf[pdf_page].get_pixmap(dpi=PREVIEW_DPI).tobytes("png")
     img = Image.open(io.BytesIO(data))
+    if frame >= getattr(img, "n_frames", 1):
+        return None
+    img.seek(frame)
     img.thumbnail((1000, 1400))
     out = io.BytesIO()
     img.convert("L").save(out, format="PNG")
@@ -228,6 +242,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
     """Routes: ``/``, ``/scan/<id>``, ``/scans/<id>/pages/<n>.png``, ``POST /api/flags``."""
 
     data: ReviewData  # set on the subclass made by make_server
+    allowed_hosts: frozenset[str] = frozenset()  # Host header values served (make_server)
 
     def log_message(self, fmt: str, *args) -> None:
         log.info("%s %s", self.address_string(), fmt % args)
@@ -244,7 +259,17 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj: dict) -> None:
         self._send(status, json.dumps(obj, default=str).encode(), "application/json")
 
+    def _host_refused(self) -> bool:
+        """Refuse (403) a request whose Host header does not name this server."""
+        if self.headers.get("Host", "").lower() in self.allowed_hosts:
+            return False
+        self._json(HTTPStatus.FORBIDDEN, {"error": "unknown host: this page answers only "
+                                                   "to its own address"})
+        return True
+
     def do_GET(self) -> None:
+        if self._host_refused():
+            return None
         path = urlsplit(self.path).path
         try:
             if path == "/":
@@ -267,13 +292,15 @@ class ReviewHandler(BaseHTTPRequestHandler):
             return self._json(400, {"error": str(e)})
 
     def do_POST(self) -> None:
+        if self._host_refused():
+            return None
         if urlsplit(self.path).path != "/api/flags":
             return self._send(404, b"not found", "text/plain")
         # Only this page may post: a JSON body (a cross-site form cannot send one without a
         # preflight) and, when the browser says where it comes from, this very host.
         origin = self.headers.get("Origin")
         host = self.headers.get("Host", "")
-        if origin and urlsplit(origin).netloc != host:
+        if origin and urlsplit(origin).netloc.lower() != host.lower():
             return self._json(HTTPStatus.FORBIDDEN, {"error": "cross-site request refused"})
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             return self._json(415, {"error": "send JSON"})
@@ -290,7 +317,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
             log.exception("flag request failed")
             return self._json(500, {"error": "the flag was not recorded (server error); "
                                              "try again"})
-        status = "accepted" if body.get("flag") == "ok" else "flagged"
+        status = current_status(self.data.lakehouse, str(body.get("scan_id", "")))
         return self._json(201, {"flag_id": flag_id, "status": status})
 
 
@@ -300,7 +327,17 @@ def make_server(lakehouse: Lakehouse, host: str = "127.0.0.1", port: int = 8765
     handler = type("BoundReviewHandler", (ReviewHandler,), {"data": ReviewData(lakehouse)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    handler.allowed_hosts = allowed_hosts(host, server.server_address[1])
     return server
+
+
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` header values the server answers: the loopback names and the configured
+    host, each with the port (a browser leaves out port 80)."""
+    names = {"localhost", "127.0.0.1", "[::1]",
+             f"[{host.strip('[]')}]" if ":" in host else host}
+    out = {f"{n.lower()}:{port}" for n in names}
+    return frozenset(out | ({n.lower() for n in names} if port == 80 else set()))
 
 
 def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:

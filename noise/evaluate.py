@@ -32,12 +32,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from catalog import ConfigError, CorpusError, Lakehouse
+from catalog.workers import process_pool
 from noise.align import align
 from noise.generate import BookMeta, book_rng, noisy_variant, uniform_noise
 from noise.model import NoiseModel, model_from_tables
@@ -299,7 +299,7 @@ def _stats_task(args: tuple[str, str]) -> TextStats:
 def _stats(pairs: list[tuple[str, str]], workers: int) -> list[TextStats]:
     if workers <= 1 or len(pairs) < 4:
         return [text_stats(r, h) for r, h in pairs]
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         return list(pool.map(_stats_task, pairs, chunksize=2))
 
 

@@ -22,7 +22,6 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from catalog import ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
 from catalog.log import progress
+from catalog.workers import process_pool
 from noise.model import NoiseModel, PageLayout, fill, isbn_hyphenated
 
 log = logging.getLogger(__name__)
@@ -544,8 +544,8 @@ def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseMo
         for b in batches:
             yield from make_batch(b, model=model, config=config, uniform_cer=uniform_cer)
         return
-    with ProcessPoolExecutor(config.workers, initializer=_init_worker,
-                             initargs=(model, config, uniform_cer)) as pool:
+    with process_pool(config.workers, initializer=_init_worker,
+                      initargs=(model, config, uniform_cer)) as pool:
         # a few batches in flight per worker: the texts are streamed, never all in memory
         pending: deque = deque()
         for b in batches:

@@ -106,13 +106,13 @@ import unicodedata
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
 from catalog import TABLES, ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
 from catalog.log import progress
+from catalog.workers import process_pool
 from noise.align import Alignment, Block, align, cleanup
 
 log = logging.getLogger(__name__)
@@ -671,7 +671,7 @@ def mine(pairs: Iterable[Pair] | Mapping[str, tuple[str, str]], *,
     """
     todo = _as_pairs(pairs)
     if config.workers > 1 and len(todo) >= 4:
-        with ProcessPoolExecutor(config.workers) as pool:
+        with process_pool(config.workers) as pool:
             books = list(progress(pool.map(_mine_one, [(p, config) for p in todo],
                                            chunksize=1), total=len(todo), desc="mine",
                                   unit="book"))

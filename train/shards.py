@@ -43,7 +43,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +55,7 @@ import pyarrow.parquet as pq
 
 from catalog import ConfigError, CorpusError, Lakehouse, Lineage, sha256_file
 from catalog.log import progress
+from catalog.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -570,8 +570,8 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
     # A pool costs ~1-2 s to start (a tokenizer per worker); below a few batches per worker
     # one process (the tokenizer's own threads) is faster. Output is the same either way.
     if config.workers > 1 and n_tasks >= 4 * config.workers:
-        pool = ProcessPoolExecutor(config.workers, initializer=_init_worker,
-                                   initargs=(config.tokenizer, True))
+        pool = process_pool(config.workers, initializer=_init_worker,
+                            initargs=(config.tokenizer, True))
     else:
         _init_worker(config.tokenizer, False)
     try:

@@ -109,6 +109,23 @@ def test_merge_upserts_by_key(lakehouse):
     assert set(rows(lakehouse, "flags")) == {"3"}
 
 
+def test_merge_of_owned_columns_keeps_the_others(lakehouse):
+    lakehouse.append("flags", flags([1, 2], flag="ok"), lineage=LIN)
+    src = flags([1, 2, 3], flag="rescan", editor="bob")
+    m = lakehouse.merge("flags", src, lineage=LIN, columns=["editor"], insert=False)
+    assert m["num_target_rows_updated"] == 2 and m["num_target_rows_inserted"] == 0
+    got = rows(lakehouse, "flags")
+    assert {k: (r["flag"], r["editor"]) for k, r in got.items()} == {
+        "1": ("ok", "bob"), "2": ("ok", "bob")}
+    # an SQL expression over the table's row (t) and the source row (s)
+    lakehouse.merge("flags", flags([1, 2], flag="rescan"), lineage=LIN, columns={
+        "flag": "CASE WHEN t.flag_id = '1' THEN t.flag ELSE s.flag END"})
+    assert {k: r["flag"] for k, r in rows(lakehouse, "flags").items()} == {
+        "1": "ok", "2": "rescan"}
+    with pytest.raises(SchemaError, match="no column"):
+        lakehouse.merge("flags", flags([1]), lineage=LIN, columns=["nope"])
+
+
 def test_merge_on_composite_key(lakehouse):
     def texts(variant, text):
         return {"book_id": ["b1"], "variant": [variant], "text": [text]}

@@ -6,10 +6,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from rapidfuzz.distance import Levenshtein
@@ -18,6 +16,7 @@ from catalog import ConfigError, Lakehouse, key_from_uri
 from ingest.driver import run_ingest
 from ingest.flags import FlagError, add_flag, list_flags, resolve_flag
 from ingest.ocr import OcrConfig, OcrError, ocr_document, run_ocr
+from tests.proctree import assert_no_orphans, kill_when
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +110,11 @@ def test_kill_and_rerun_loses_nothing_and_duplicates_nothing(small_share, tmp_pa
     total = sum(s["n_pages"] for s in lh.read("scans").to_pylist())
     env = {**os.environ, "CORPUS_ROOT": str(root)}
     cmd = [sys.executable, "-m", "corpus.cli", "ocr", "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     log = root / "tables" / "ocr_pages" / "_delta_log"
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:  # kill after 2 pages landed
-        if log.exists() and len(list(log.glob("*.json"))) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # kill -9 after 2 pages landed, the pool's 2 workers busy: neither may outlive it
+    killed = kill_when(cmd, env, ready=lambda: log.exists() and len(list(log.glob("*.json")))
+                       >= 3, min_children=2, log=tmp_path / "ocr.log")
+    assert_no_orphans(killed)
     done_before = lh.read("ocr_pages").num_rows
     assert 0 < done_before < total, "the kill did not land mid-run"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -121,3 +121,94 @@ def test_editor_flags_a_scan_in_a_real_browser(served):
     assert [(f["flag"], f["editor"], f["note"]) for f in rows] == [
         ("rescan", "Ana", "page 2 is cut off")]
     assert {s["scan_id"]: s["status"] for s in lh.read("scans").to_pylist()}[sid] == "flagged"
+
+
+def _get(base: str, path: str, host: str | None, method: str = "GET",
+         headers: dict | None = None) -> int:
+    """Status of a request sent with a forged ``Host`` header (None: no Host at all); a
+    POST carries a flag on an unknown scan (400 when it gets through)."""
+    import http.client
+
+    port = int(base.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    body = b""
+    headers = dict(headers or {})
+    if method == "POST":
+        body = json.dumps({"scan_id": "nope", "flag": "ok", "editor": "x"}).encode()
+        headers.update({"Content-Type": "application/json", "Content-Length": str(len(body))})
+    conn.putrequest(method, path, skip_host=True)
+    if host is not None:
+        conn.putheader("Host", host)
+    for k, v in headers.items():
+        conn.putheader(k, v)
+    conn.endheaders(body or None)
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_requests_must_name_this_server_in_host(served):
+    base = served[1]
+    port = base.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}",
+                 f"[::1]:{port}"):
+        assert _get(base, "/", host) == 200, host
+        assert _get(base, "/api/flags", host, "POST") == 400, host  # reached: no such scan
+    # DNS rebinding: another site's name pointed at 127.0.0.1, a wrong port, no Host
+    for host in (f"evil.example:{port}", "evil.example", "127.0.0.1", "127.0.0.1:1",
+                 f"localhost.evil.example:{port}", None):
+        assert _get(base, "/", host) == 403, host
+        assert _get(base, "/api/scans", host) == 403, host
+        assert _get(base, "/api/flags", host, "POST") == 403, host
+    # the Host is ours but the page posting is not
+    assert _get(base, "/api/flags", f"127.0.0.1:{port}", "POST",
+                {"Origin": f"http://localhost:{port}"}) == 403
+    assert _get(base, "/api/flags", f"localhost:{port}", "POST",
+                {"Origin": f"http://localhost:{port}"}) == 400
+    # the configured host is served too
+    from ingest.review import allowed_hosts
+
+    assert allowed_hosts("review.internal", 8765) >= {"review.internal:8765", "[::1]:8765"}
+    assert "[::1]:80" in allowed_hosts("::1", 80) and "localhost" in allowed_hosts("x", 80)
+
+
+def test_page_images_are_the_pages_ocr_reads(small_share, tmp_path):
+    """A backup copy of a page image in a folder scan is a duplicate: neither OCR'd nor
+    shown, and page n on the review page is the image OCR read as page n."""
+    import pyarrow as pa
+
+    from catalog import TABLES
+    from ingest.ocr import plan_pages
+    from ingest.review import preview_png
+
+    share = tmp_path / "share"
+    shutil.copytree(small_share, share, symlinks=True)
+    folder = next(p for p in (share / "Scans").rglob("*") if p.is_dir()
+                  and any(p.glob("page_*.jpg")))
+    first = sorted(folder.glob("page_*.jpg"))[0]
+    shutil.copy2(first, folder / f"Copy of {first.name}")  # sorts before every page
+    lh = Lakehouse(str(tmp_path / "lakehouse"))
+    run_ingest(lh, share, workers=1)
+    source = folder.relative_to(share).as_posix()
+    scan = next(s for s in lh.read("scans").to_pylist() if s["source"] == source)
+    files = lh.read("files")
+    assert sum(f["status"] != "ok" for f in files.to_pylist()
+               if f["path"].startswith(source + "/")) == 1
+    tasks, _ = plan_pages(pa.Table.from_pylist([scan], schema=TABLES["scans"].schema),
+                          files, set(), {})
+    assert [t.page_no for t in tasks] == list(range(1, scan["n_pages"] + 1)) and \
+        len(tasks) >= 2
+    server = make_server(lh, "127.0.0.1", 0)
+    serve_in_thread(server)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        shown = []
+        for t in tasks:
+            with urllib.request.urlopen(f"{base}/scans/{scan['scan_id']}/pages/{t.page_no}.png",
+                                        timeout=60) as r:
+                shown.append(r.read())
+            assert shown[-1] == preview_png(lh.store.get_bytes(t.blob_key), None), t.page_no
+        assert len(set(shown)) == len(shown)  # every page its own image
+    finally:
+        server.shutdown()
+        server.server_close()
