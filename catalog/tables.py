@@ -172,6 +172,7 @@ class Lakehouse:
         self.config = config
         self._store: ObjectStore | None = None
         self._handles: dict[str, DeltaTable] = {}
+        self._ensured: set[str] = set()  # tables created and schema-checked by this object
 
     # ---- locations -------------------------------------------------------------------
     @property
@@ -245,6 +246,13 @@ class Lakehouse:
                 raise CorpusError(f"Cannot add columns to table {name!r}: {e}") from e
         self._handles.pop(name, None)
         return self.open(name)
+
+    def _ensure(self, name: str) -> None:
+        """:meth:`create` once per Lakehouse object: a writer that commits often (ingest,
+        OCR) need not re-check the table's existence and columns before every commit."""
+        if name not in self._ensured:
+            self.create(name)
+            self._ensured.add(name)
 
     def init(self) -> list[str]:
         """Create every declared table that does not exist yet; returns the names created."""
@@ -440,7 +448,7 @@ class Lakehouse:
                 f"merge into {name!r}: {dup.num_rows} key(s) {keys} occur more than once in "
                 f"the source, e.g. {dup.slice(0, 1).to_pylist()[0]}; deduplicate first."
             )
-        self.create(name)
+        self._ensure(name)
         predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
         if columns is not None and not isinstance(columns, Mapping):
             columns = {c: f"s.{_quote(c)}" for c in columns}
@@ -451,6 +459,7 @@ class Lakehouse:
 
         def run() -> dict[str, Any]:
             dt = self.open(name)
+            done.append(dt)
             merger = dt.merge(
                 table, predicate=predicate, source_alias="s", target_alias="t",
                 commit_properties=self._props(lineage),
@@ -465,9 +474,10 @@ class Lakehouse:
                 merger = merger.when_not_matched_by_source_delete()
             return merger.execute()
 
+        done: list[DeltaTable] = []
         metrics = self._retrying(name, "merge", run)
         self._handles.pop(name, None)  # the append handle's snapshot is stale now
-        metrics["version"] = self.version(name)
+        metrics["version"] = done[-1].version()  # the merge moved this handle to its commit
         return metrics
 
     def sync(
@@ -506,12 +516,14 @@ class Lakehouse:
             raise SchemaError(
                 f"sync of {name!r}: {dup.num_rows} key(s) {tuple(keys)} occur more than once "
                 f"among the upserts and deletions, e.g. {dup.slice(0, 1).to_pylist()[0]}.")
-        self.create(name)
+        self._ensure(name)
         predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+        done: list[DeltaTable] = []
 
         def run() -> dict[str, Any]:
+            done.append(self.open(name))
             return (
-                self.open(name).merge(
+                done[-1].merge(
                     source, predicate=predicate, source_alias="s", target_alias="t",
                     commit_properties=self._props(lineage))
                 .when_matched_update_all(predicate=f"s.{_OP} = 'u'", except_cols=[_OP])
@@ -522,7 +534,7 @@ class Lakehouse:
 
         metrics = self._retrying(name, "sync", run)
         self._handles.pop(name, None)
-        metrics["version"] = self.version(name)
+        metrics["version"] = done[-1].version()  # the merge moved this handle to its commit
         return metrics
 
     def delete(self, name: str, predicate: str, *, lineage: Lineage) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from catalog.storage import ObjectStore, cached_store
 from catalog.workers import process_pool
 from ingest.assemble import Assembled, assemble
 from ingest.scan_status import FLAG_STATUSES
-from ingest.share import EDITED, SCORES, FileRecord, inspect_file, walk_share
+from ingest.share import EDITED, SCORES, FileRecord, inspect_file, walk_paths
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +122,29 @@ def load_record_cache(store: ObjectStore, prefix: str, paths: list[str]) -> Cach
     """The records of the previous run for the buckets that ``paths`` fall in (path ->
     ((size, mtime_ns), record without text)). Empty when there are none or they cannot be
     read: the cache only saves work, a damaged one costs a full read, never a failed run."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow.parquet as pq
 
-    out: Cached = {}
-    for b in sorted({_bucket(p) for p in paths}):
+    def load(b: int) -> pa.Table | None:
         key = f"{prefix}/{b:02d}.parquet"
         try:
             if not store.exists(key):
-                continue
+                return None
             table = pq.read_table(pa.BufferReader(store.get_bytes(key)))
             if not table.schema.equals(CACHE_SCHEMA):
                 raise ValueError("unexpected columns")
-        except Exception as e:
+            return table
+        except Exception as e:  # any damage means: read those files again
             log.warning("ignoring the unreadable ingest cache object %s: %s", key, e)
+            return None
+
+    out: Cached = {}
+    # fetched concurrently: on S3 each object is a round trip
+    with ThreadPoolExecutor(8) as pool:
+        tables = list(pool.map(load, sorted({_bucket(p) for p in paths})))
+    for table in tables:
+        if table is None:
             continue
         for row in table.to_pylist():
             rec = FileRecord(**{k: row[k] for k in _CACHED})
@@ -193,28 +203,21 @@ def inventory(share: Path, paths: list[str], *, config: LakehouseConfig | None,
                         strict=True))
 
 
-def _fingerprint(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, str]:
-    cols = [c for c in table.column_names if c not in VOLATILE]
-    out = {}
-    cols.sort()
-    for row in table.select(cols).to_pylist():
-        key = tuple(row[k] for k in keys)
-        h = hashlib.sha256()
-        for c in cols:
-            v = row[c]
-            # strings hashed as bytes: repr() of a whole book's text costs ~10x more
-            h.update(v.encode() if isinstance(v, str) else repr(v).encode())
-            h.update(b"\x1f" if isinstance(v, str) else b"\x1e")
-        out[key] = h.hexdigest()
-    return out
+def _row_values(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, tuple]:
+    """Each row's non-volatile values, by key (compared as tuples: a string compares by
+    memcmp, far cheaper than hashing or printing a book's text)."""
+    cols = sorted(c for c in table.column_names if c not in VOLATILE)
+    data = [table.column(c).to_pylist() for c in cols]
+    key_cols = [table.column(k).to_pylist() for k in keys]
+    return {tuple(k[i] for k in key_cols): tuple(d[i] for d in data)
+            for i in range(table.num_rows)}
 
 
 def changed_rows(old: pa.Table, new: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     """Rows of ``new`` that are absent from ``old`` or differ from it (volatile timestamps
     ignored)."""
-    old_fp = _fingerprint(old, keys)
-    new_fp = _fingerprint(new, keys)
-    mask = [old_fp.get(k) != fp for k, fp in new_fp.items()]
+    old_rows = _row_values(old, keys)
+    mask = [old_rows.get(k) != v for k, v in _row_values(new, keys).items()]
     return new.filter(pa.array(mask, pa.bool_()))
 
 
@@ -327,13 +330,15 @@ def run_ingest(
     share = Path(share).resolve()
     workers = workers or os.cpu_count() or 1
     config = None if dry_run else lakehouse.config
-    paths = [rel for rel, _ in walk_share(share)]
+    paths = walk_paths(share)
     # (size, mtime_ns) as seen *before* reading: a file changed during the run is read again
     # next time. lstat: never follows a link, never opens a FIFO.
     stats: dict[str, tuple[int, int]] = {}
+    root = str(share)
     for rel in paths:
         with contextlib.suppress(OSError):
-            stats[rel] = _stat_key(share / rel)
+            st = os.lstat(f"{root}/{rel}")
+            stats[rel] = st.st_size, st.st_mtime_ns
     prefix = record_cache_prefix(share)
     cached: Cached = ({} if dry_run or full
                       else load_record_cache(lakehouse.store, prefix, paths))

@@ -88,18 +88,26 @@ def walk_share(root: Path) -> Iterator[tuple[str, Path]]:
     Symlinks are yielded as files (the caller records where they point) and never
     descended into, so a link cannot lead the walk out of the share.
     """
+    return ((rel, root.resolve() / rel) for rel in walk_paths(root))
+
+
+def walk_paths(root: Path) -> list[str]:
+    """The relative posix paths of :func:`walk_share`, as plain strings (no ``Path``
+    object per file: a re-run of a 250k-file share walks in a fraction of the time)."""
     root = root.resolve()
     if not root.is_dir():
         raise ShareError(f"{root}: not a folder. Pass the path of the share to ingest.")
+    out = []
+    base = len(str(root)) + 1
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
         dirnames.sort()
         # a symlinked folder is a file-like entry: recorded, not walked
-        links = [d for d in dirnames if (here / d).is_symlink()]
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
         dirnames[:] = [d for d in dirnames if d not in links]
+        prefix = dirpath[base:].replace(os.sep, "/")
         for name in sorted([*filenames, *links]):
-            p = here / name
-            yield p.relative_to(root).as_posix(), p
+            out.append(f"{prefix}/{name}" if prefix else name)
+    return out
 
 
 _NOT_REGULAR = (
