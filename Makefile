@@ -1,11 +1,14 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# `make test` needs nothing beside the checkout; `make acceptance` needs the development data
+# (CORPUS_SHARED_DATA, default ../shared/data) and fails, naming the path, when it is missing.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ROOT   ?= ./lakehouse
+PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-.PHONY: install demo test lint bench bench-clear clean
+.PHONY: install demo test test-fast acceptance lint bench bench-clear clean
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh "$(PYTHON)" "$(VENV)"
@@ -18,7 +21,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	$(PYTEST) -m "not acceptance"
+
+# the edit-test loop: no slow tests, no S3 server
+test-fast: $(STAMP)
+	$(PYTEST) -m "not acceptance and not slow and not s3"
+
+# only the tests on the whole development share
+acceptance: $(STAMP)
+	$(PYTEST) -m acceptance
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

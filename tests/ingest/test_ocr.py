@@ -33,7 +33,7 @@ def _cer(ours: str, truth: str) -> float:
     return Levenshtein.distance(a, b) / max(1, len(b))
 
 
-def test_ocr_of_sample_scans_against_the_truth(ocred, share_truth, tmp_path_factory):
+def test_ocr_of_sample_scans_against_the_truth(ocred, small_truth, tmp_path_factory):
     lh, report = ocred
     scans = lh.read("scans").to_pylist()
     assert report.scans_failed == {} and report.scans_done == len(scans) == 5
@@ -45,7 +45,7 @@ def test_ocr_of_sample_scans_against_the_truth(ocred, share_truth, tmp_path_fact
         assert s["ocr_engine"].startswith("tesseract 5") and s["mean_confidence"] > 60
         t = texts[s["book_id"]]
         assert len(t["page_offsets"]) == s["n_pages"] and t["derived_from"].endswith(s["scan_id"])
-        cers[s["book_id"]] = round(_cer(t["text"], share_truth["books"][s["book_id"]]
+        cers[s["book_id"]] = round(_cer(t["text"], small_truth["books"][s["book_id"]]
                                         ["clean_text"]), 4)
     # Reported, not tuned: the title/copyright page, running headers and page numbers of
     # the scans are in the OCR text and count as errors against the edited text.

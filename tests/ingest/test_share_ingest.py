@@ -1,4 +1,6 @@
-"""Ingest of the real sample share, checked against its answer key."""
+"""Ingest of a real share, checked against its answer key: the bundled sample share (with
+tests/fixtures/sample_share.truth.json) and, in `make acceptance`, the whole development
+share."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from rapidfuzz.distance import Levenshtein
@@ -26,16 +30,31 @@ def fidelity(ours: str, truth: str) -> float:
     return 1 - Levenshtein.distance(a, b) / max(1, len(b))
 
 
+class Share(NamedTuple):
+    path: Path
+    truth: dict
+
+
+@pytest.fixture(scope="module",
+                params=["sample", pytest.param("dev", marks=pytest.mark.acceptance)])
+def share(request) -> Share:
+    """The bundled sample share and its key; in `make acceptance`, the development share."""
+    if request.param == "sample":
+        return Share(request.getfixturevalue("small_share"),
+                     request.getfixturevalue("small_truth"))
+    return Share(request.getfixturevalue("dev_share"), request.getfixturevalue("dev_truth"))
+
+
 @pytest.fixture(scope="module")
-def ingested(sample_share, tmp_path_factory):
+def ingested(share, tmp_path_factory):
     lh = Lakehouse(str(tmp_path_factory.mktemp("lake") / "lakehouse"))
-    report = run_ingest(lh, sample_share, workers=2)
+    report = run_ingest(lh, share.path, workers=2)
     return lh, report
 
 
-def test_every_file_is_accounted_for(ingested, sample_share):
+def test_every_file_is_accounted_for(ingested, share):
     lh, report = ingested
-    on_disk = sum(len(files) for _, _, files in os.walk(sample_share))
+    on_disk = sum(len(files) for _, _, files in os.walk(share.path))
     with SqlSession(lh) as s:
         n = s.query("SELECT count(*) AS n FROM files").column("n")[0].as_py()
         unexplained = s.query("SELECT path FROM files WHERE status <> 'ok' AND reason IS NULL")
@@ -45,8 +64,9 @@ def test_every_file_is_accounted_for(ingested, sample_share):
     assert len(list(lh.store.list("raw/"))) == blobs  # every byte kept, each once
 
 
-def test_books_match_the_truth(ingested, share_truth):
+def test_books_match_the_truth(ingested, share):
     lh, _ = ingested
+    share_truth = share.truth
     books = {b["book_id"]: b for b in lh.read("books").to_pylist()}
     texts = {t["book_id"]: t["text"] for t in lh.read("texts").to_pylist()}
     edited = {k: v for k, v in share_truth["books"].items() if v["has_edited"]}
@@ -72,8 +92,9 @@ def test_books_match_the_truth(ingested, share_truth):
     assert not bad, f"{len(bad)} mismatches, e.g. {bad[:5]}"
 
 
-def test_scans_registered(ingested, share_truth):
+def test_scans_registered(ingested, share):
     lh, _ = ingested
+    share_truth = share.truth
     scanned = {s["book_id"]: s for s in lh.read("scans").to_pylist()}
     want = {k: v for k, v in share_truth["books"].items() if v["has_scan"]}
     assert set(want) <= set(scanned)
@@ -82,8 +103,9 @@ def test_scans_registered(ingested, share_truth):
         assert scanned[isbn]["status"] == "new"
 
 
-def test_current_scores_equal_the_truth(ingested, share_truth):
+def test_current_scores_equal_the_truth(ingested, share):
     lh, _ = ingested
+    share_truth = share.truth
     with SqlSession(lh) as s:
         cur = s.query("SELECT book_id, metric, "
                       "arg_max(value, (scored_at, source_file, source_row)) AS v "
@@ -104,8 +126,9 @@ def test_current_scores_equal_the_truth(ingested, share_truth):
     assert not bad, bad[:5]
 
 
-def test_duplicates_junk_superseded_corrections(ingested, share_truth):
+def test_duplicates_junk_superseded_corrections(ingested, share):
     lh, _ = ingested
+    share_truth = share.truth
     files = {f["path"]: f for f in lh.read("files").to_pylist()}
     for a, b in share_truth["duplicates"]:
         assert {files[a]["status"], files[b]["status"]} == {"ok", "duplicate"}, (a, b)
@@ -119,14 +142,14 @@ def test_duplicates_junk_superseded_corrections(ingested, share_truth):
             assert books[isbn]["sources"] == [t["corrected_by"]], isbn
 
 
-def test_rerun_is_idempotent(ingested, sample_share):
+def test_rerun_is_idempotent(ingested, share):
     lh, _ = ingested
     before = {n: lh.version(n) for n in ("files", "books", "texts", "scans", "scores")}
-    report = run_ingest(lh, sample_share, workers=2)
+    report = run_ingest(lh, share.path, workers=2)
     assert set(report.written.values()) == {0}
     assert report.n_read == 0  # nothing changed: no file read or hashed again
     assert {n: lh.version(n) for n in before} == before
-    full = run_ingest(lh, sample_share, workers=2, full=True)
+    full = run_ingest(lh, share.path, workers=2, full=True)
     assert full.n_read == full.n_files and set(full.written.values()) == {0}
 
 
@@ -139,9 +162,9 @@ def _stable(lh: Lakehouse, name: str):
 
 
 @pytest.mark.slow
-def test_incremental_and_kill_and_rerun(sample_share, tmp_path):
-    share = tmp_path / "share"
-    shutil.copytree(sample_share, share, symlinks=True)  # copy2: keeps modification times
+def test_incremental_and_kill_and_rerun(share, tmp_path):
+    src, share = share.path, tmp_path / "share"
+    shutil.copytree(src, share, symlinks=True)  # copy2: keeps modification times
     root = tmp_path / "lakehouse"
     env = {**os.environ, "CORPUS_ROOT": str(root)}
     cmd = [sys.executable, "-m", "corpus.cli", "ingest", str(share), "--workers", "2"]
@@ -162,8 +185,14 @@ def test_incremental_and_kill_and_rerun(sample_share, tmp_path):
     for name in ("files", "books", "texts", "scans", "scores"):
         assert _stable(lh, name).equals(_stable(clean, name)), name
 
-    # incremental: one edited chapter and one new book change only their rows
-    folder = next(p for p in (share / "Editorial" / "Finished").rglob("ch01.txt"))
+    # incremental: one edited chapter changes only its rows. A book with no other edited
+    # version: editing it would make it newer than a correction, which changes that row too.
+    def alone(ch: Path) -> bool:
+        isbn = re.search(r"\d{13}", ch.parent.name).group(0)
+        return [ch.parent] == [p for p in (share / "Editorial").rglob(f"*{isbn}*")]
+
+    folder = next(p for p in sorted((share / "Editorial" / "Finished").rglob("ch01.txt"))
+                  if alone(p))
     folder.write_text(folder.read_text() + "\n\nA new closing paragraph.\n")
     isbn = re.search(r"\d{13}", folder.parent.name).group(0)
     before = {b["book_id"]: b for b in lh.read("books").to_pylist()}

@@ -1,6 +1,6 @@
 """Fixtures of the noise tests: real edited/OCR pairs (the share ingested, scans OCR'd by
-Tesseract). The share fixtures themselves (``sample_share``, ``small_share``,
-``share_truth``) live in tests/conftest.py.
+Tesseract). The share fixtures themselves (``small_share``, ``small_truth``, ``dev_share``,
+``dev_truth``) and the recorded ``ocr_pairs`` live in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ def small_pairs(small_share, tmp_path_factory) -> Lakehouse:
 
 
 @pytest.fixture(scope="session")
-def dev_pairs(sample_share, tmp_path_factory) -> Lakehouse:
+def dev_pairs(dev_share, tmp_path_factory) -> Lakehouse:
     """The development share ingested, and the three longest scans of edited books OCR'd
     (21 pages: running headers alternating author/title on every page, chapters running
-    across pages, a page number Tesseract read). About 30 s on 2 workers."""
+    across pages, a page number Tesseract read). About 30 s on 2 workers. Acceptance tests
+    only; tests/fixtures/ocr_pairs.json.gz (the ``ocr_pairs`` fixture) holds these pairs as
+    recorded by scripts/make_test_fixtures.py."""
     from ingest.driver import run_ingest
     from ingest.ocr import OcrConfig, run_ocr
 
     lh = Lakehouse(str(tmp_path_factory.mktemp("noise_dev") / "lakehouse"))
-    run_ingest(lh, sample_share, workers=2)
+    run_ingest(lh, dev_share, workers=2)
     texts = lh.read("texts", columns=["book_id", "variant"]).to_pylist()
     edited = {t["book_id"] for t in texts if t["variant"] == "edited"}
     scans = sorted((s for s in lh.read("scans").to_pylist() if s["book_id"] in edited),

@@ -162,11 +162,11 @@ def _ocr_noise(text: str, rng: random.Random, rate: float) -> str:
 
 
 @pytest.mark.slow
-def test_long_real_text_is_exact(share_truth):
-    """~100,000 characters of the share's edited books (real prose) against an OCR-like
-    damaged copy: the default path (sparse probes, windows) gives the exact values."""
-    ref = "\n\n".join(b["clean_text"] for b in share_truth["books"].values()
-                      if b.get("clean_text"))[:100_000]
+def test_long_real_text_is_exact(prose_books):
+    """~100,000 characters of the development share's edited books (real prose, from
+    tests/fixtures) against an OCR-like damaged copy: the default path (sparse probes,
+    windows) gives the exact values."""
+    ref = "\n\n".join(prose_books["first"])[:100_000]
     assert len(ref) == 100_000
     hyp = _ocr_noise(ref, random.Random(5), rate=0.06)
     a = align(ref, hyp)
@@ -202,21 +202,30 @@ def test_html_diff_escapes_and_marks():
     assert "CER" in page and "WER" in page
 
 
+@pytest.fixture(params=["recorded", pytest.param("dev", marks=pytest.mark.acceptance)])
+def multi_page_ocr(request) -> list[tuple[str, str]]:
+    """(edited, OCR) of three development-share books with multi-page scans: recorded in
+    tests/fixtures; in `make acceptance`, OCR'd live from the development share."""
+    if request.param == "recorded":
+        return [(p["edited"], p["raw"]) for p in request.getfixturevalue("ocr_pairs")]
+    return _pairs(request.getfixturevalue("dev_pairs"))
+
+
+def _pairs(lh) -> list[tuple[str, str]]:
+    by: dict[str, dict[str, str]] = {}
+    for t in lh.read("texts").to_pylist():
+        by.setdefault(t["book_id"], {})[t["variant"]] = t["text"]
+    return [(v["edited"], v["ocr"]) for v in by.values() if {"edited", "ocr"} <= v.keys()]
+
+
 @pytest.mark.slow
-def test_real_ocr_of_several_books_joined_is_exact(small_pairs, dev_pairs):
+def test_real_ocr_of_several_books_joined_is_exact(small_pairs, multi_page_ocr):
     """Real Tesseract output of 7 books joined into one document (title pages, running
     headers and page numbers between the texts, as whole articles of a newspaper issue):
     long enough for the sparse-probe path, exact against rapidfuzz on the whole."""
-    refs, hyps = [], []
-    for lh in (small_pairs, dev_pairs):
-        by: dict[str, dict[str, str]] = {}
-        for t in lh.read("texts").to_pylist():
-            by.setdefault(t["book_id"], {})[t["variant"]] = t["text"]
-        for v in by.values():
-            if {"edited", "ocr"} <= v.keys():
-                refs.append(v["edited"])
-                hyps.append(v["ocr"])
-    assert len(refs) == 7
+    pairs = _pairs(small_pairs) + multi_page_ocr
+    assert len(pairs) == 7
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
     ref, hyp = "\n\n".join(refs), "\n\n".join(hyps)
     assert len(ref) > 30_000 and len(ref) * len(hyp) > 100 * 4_000_000
     for dc in (4_000_000, 0):
@@ -226,12 +235,11 @@ def test_real_ocr_of_several_books_joined_is_exact(small_pairs, dev_pairs):
         assert apply_ops(ref, hyp, a.ops) == hyp
 
 
-def test_unrelated_texts_fall_back_to_exact(share_truth):
+def test_unrelated_texts_fall_back_to_exact(prose_books):
     """Two different books: any anchors are chance matches. The anchored result would cost
     more than replacing everything, so the window is aligned exactly instead."""
-    books = [b["clean_text"] for b in share_truth["books"].values() if b.get("clean_text")]
-    ref = "\n\n".join(books[:40])[:20_000]
-    hyp = "\n\n".join(books[40:80])[:20_000]
+    ref = "\n\n".join(prose_books["first"])[:20_000]
+    hyp = "\n\n".join(prose_books["second"])[:20_000]
     assert len(ref) == len(hyp) == 20_000
     a = align(ref, hyp, direct_cells=10_000)
     assert a.distance == Levenshtein.distance(ref, hyp) < 20_000

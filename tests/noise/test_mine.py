@@ -11,7 +11,16 @@ import pytest
 
 from catalog import ConfigError, CorpusError, Lakehouse
 from noise.align import align
-from noise.mine import MineConfig, Pair, cleanup, mine, mine_book, run_mine, template
+from noise.mine import (
+    MineConfig,
+    Pair,
+    cleanup,
+    mine,
+    mine_book,
+    run_mine,
+    template,
+    top_confusions,
+)
 
 TITLE, AUTHOR = "The Lighthouse Keeper", "Ada Merriweather"
 WORDS = ("morning", "harbour", "lantern", "keeper", "modern", "turning", "corner", "stormy",
@@ -263,19 +272,34 @@ def test_mine_the_sample_share(small_pairs):
 
 
 @pytest.mark.slow
+@pytest.mark.acceptance
 def test_mine_multi_page_scans(dev_pairs):
-    """Multi-page scans of the development share: alternating running headers recognised
-    as two patterns (not as hundreds of insertions), a page number with its offset, the
-    most frequent confusions with probabilities."""
+    """Multi-page scans of the development share, OCR'd live (acceptance)."""
     report = run_mine(dev_pairs, config=MineConfig(workers=2))
     assert report.books == 3
-    ar = dev_pairs.read("artifacts")
+    _check_multi_page(dev_pairs.read("artifacts"), dev_pairs.read("alignments"), report.top)
+
+
+def test_mine_recorded_multi_page_scans(ocr_pairs):
+    """The same three books from their recorded Tesseract output
+    (tests/fixtures/ocr_pairs.json.gz), mined by the pure core."""
+    pairs = [Pair(**{**p, "page_offsets": tuple(p["page_offsets"]),
+                     "chapter_offsets": tuple(p["chapter_offsets"])}) for p in ocr_pairs]
+    assert len(pairs) == 3 and all(len(p.page_offsets) >= 6 for p in pairs)
+    al, ar = mine(pairs, config=MineConfig(workers=2))
+    assert al.num_rows == 3
+    _check_multi_page(ar, al, top_confusions(ar.to_pylist(), [p.edited for p in pairs]))
+
+
+def _check_multi_page(ar, alignments, top):
+    """Alternating running headers recognised as two patterns (not as hundreds of
+    insertions), a page number with its offset, the most frequent confusions with
+    probabilities."""
     ar = ar.filter(pc.equal(ar["raw_variant"], "ocr"))
     headers = {(r["raw"], r["context"]): r for r in _rows(ar, "running_header")}
     assert headers[("{author}", "top:even")]["probability"] >= 0.8
     assert headers[("{TITLE}", "top:odd")]["probability"] >= 0.8
-    al = {r["book_id"]: r for r in dev_pairs.read("alignments").to_pylist()
-          if r["raw_variant"] == "ocr"}
+    al = {r["book_id"]: r for r in alignments.to_pylist() if r["raw_variant"] == "ocr"}
     body_pages = sum(r["n_pages"] for r in al.values()) - len(al)  # a title page each
     assert sum(r["count"] for r in headers.values()) == body_pages >= 15
     numbers = _rows(ar, "page_number")
@@ -285,7 +309,6 @@ def test_mine_multi_page_scans(dev_pairs):
     assert sum(r["count"] for r in _rows(ar, "hyphenation")) >= 10
     assert any(r["context"] == "page_break" for r in _rows(ar, "line_break"))
     assert all(r["body_cer"] < r["cer"] for r in al.values())
-    top = report.top
     assert top[0]["count"] >= 10 and 0 < top[0]["probability"] < 1
     assert any(t["kind"] == "punctuation" for t in top)
 

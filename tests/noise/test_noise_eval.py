@@ -68,15 +68,15 @@ def test_evaluate_command_on_the_bundled_sample(small_pairs):
 
 
 @pytest.fixture(scope="module")
-def scanned_pairs(sample_share, tmp_path_factory):
+def scanned_pairs(dev_share, tmp_path_factory):
     """The development share ingested and every scan of an edited book OCR'd: 50 real
-    edited/OCR pairs, 121 pages (about 1.5 min on 2 workers)."""
+    edited/OCR pairs, 121 pages (about 1.5 min on 2 workers). Acceptance tests only."""
     from catalog import Lakehouse
     from ingest.driver import run_ingest
     from ingest.ocr import OcrConfig, run_ocr
 
     lh = Lakehouse(str(tmp_path_factory.mktemp("noise_eval") / "lakehouse"))
-    run_ingest(lh, sample_share, workers=2)
+    run_ingest(lh, dev_share, workers=2)
     edited = {t["book_id"] for t in lh.read("texts", columns=["book_id", "variant"]).to_pylist()
               if t["variant"] == "edited"}
     scans = [s["scan_id"] for s in lh.read("scans").to_pylist() if s["book_id"] in edited]
@@ -85,6 +85,7 @@ def scanned_pairs(sample_share, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.acceptance
 def test_mined_noise_is_closer_to_real_ocr_than_the_baselines(scanned_pairs, tmp_path_factory):
     """Held-out books: the mined recipe beats uniform noise and nlpaug's OCR augmenter (a
     dev dependency; NLPAUG_PYTHON may name another interpreter with it) on all three
