@@ -25,6 +25,7 @@ assembles just the books whose files changed, and needs the text of only those f
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -61,25 +62,33 @@ def natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
+def _split(path: str) -> tuple[str, str, str]:
+    """``(folder, name, stem)`` of a share path: posixpath string work, as PurePosixPath
+    would give (this runs for every file of a 250k-file share on every re-run)."""
+    folder, name = posixpath.split(path)
+    stem, _ = posixpath.splitext(name)
+    return folder or ".", name, stem
+
+
 def _version_key(rec: FileRecord) -> tuple[str, str]:
     """(layout, key) of the version a readable edited file belongs to."""
-    p = PurePosixPath(rec.path)
-    in_name = rec.book_id and rec.book_id in _digits(p.name)
+    folder, name, stem = _split(rec.path)
+    in_name = rec.book_id and rec.book_id in _digits(name)
     if not in_name:
-        return "folder", p.parent.as_posix()
-    m = _PART.match(p.stem)
+        return "folder", folder
+    m = _PART.match(stem)
     if m and rec.book_id in _digits(m.group("stem")) and len(_digits(m.group("stem"))) <= 13:
-        return "parts", f"{p.parent.as_posix()}/{m.group('stem').strip()}"
+        return "parts", f"{folder}/{m.group('stem').strip()}"
     return "file", rec.path
 
 
 def _reading_order(rec: FileRecord) -> list:
     """Part number for part files (``-3`` after `` (2)``), natural name order otherwise."""
-    stem = PurePosixPath(rec.path).stem
+    _, name, stem = _split(rec.path)
     m = _PART.match(stem)
     if m and rec.book_id in _digits(m.group("stem")):
         return [int(m.group("n"))]
-    return natural_key(PurePosixPath(rec.path).name)
+    return natural_key(name)
 
 
 def _digits(s: str) -> str:
@@ -108,8 +117,7 @@ def chapter_offsets(text: str) -> list[int]:
 class Assembled:
     """The rows one share gives each table, plus the rejected score rows.
 
-    ``books``/``texts`` hold the assembled books only (the ``dirty`` ones);
-    ``book_ids`` is every book the share has an edited version of.
+    ``books``/``texts`` hold the assembled books only (the ``dirty`` ones).
     """
 
     files: pa.Table
@@ -118,7 +126,6 @@ class Assembled:
     scans: pa.Table
     scores: pa.Table
     score_rejects: list
-    book_ids: frozenset[str] = frozenset()
 
 
 def _signature(v: Version) -> tuple[str, ...]:
@@ -165,8 +172,17 @@ def book_versions(records: list[FileRecord], status: dict[str, tuple[str, str | 
     return out
 
 
+def current_version_paths(records: list[FileRecord]) -> set[str]:
+    """Paths of the files that make the current version of each book among ``records``
+    (the records of some books, e.g. the dirty ones): the only files whose text assembly
+    needs. Decided from metadata alone (paths, bytes' sha256, modification times)."""
+    status: dict[str, tuple[str, str | None]] = {}
+    return {r.path for vs in book_versions(records, status).values() for r in vs[0].records}
+
+
 def assemble(records: list[FileRecord], *, ingested_at: datetime,
-             blob_uri=lambda key: key, dirty: set[str] | None = None) -> Assembled:
+             blob_uri=lambda key: key, dirty: set[str] | None = None,
+             known: dict[str, tuple[str, str | None]] | None = None) -> Assembled:
     """Turn a share's file records into table rows (see the module docstring for the rules).
 
     Args:
@@ -175,6 +191,9 @@ def assemble(records: list[FileRecord], *, ingested_at: datetime,
         ingested_at: Timestamp recorded on every ``files`` row of this run.
         blob_uri: Maps a blob key to the URI stored in ``files.blob_uri``.
         dirty: The books to assemble (``books``/``texts`` rows); all when None.
+        known: ``path -> (status, reason)`` of the last run, used for the edited files of
+            books not in ``dirty`` (none of their files changed, so neither did their
+            statuses: a re-run of a big share skips working out their versions).
     """
     status: dict[str, tuple[str, str | None]] = {}
     for r in records:
@@ -183,6 +202,12 @@ def assemble(records: list[FileRecord], *, ingested_at: datetime,
         elif r.kind == METADATA:
             status[r.path] = (OK, r.reason)
 
+    if dirty is not None and known:
+        for r in records:
+            if r.kind == EDITED and r.book_id not in dirty and r.path not in status:
+                was = known.get(r.path)
+                if was is not None:
+                    status[r.path] = was
     books, texts = [], []
     versions = book_versions(records, status)
     for book_id, vs in sorted(versions.items()):
@@ -227,15 +252,17 @@ def assemble(records: list[FileRecord], *, ingested_at: datetime,
         if "scores" in r.extra:  # not when the sheet was not read (unchanged on a re-run)
             score_tables.append(r.extra["scores"])
             rejects.extend(r.extra["rejected"])
-    files = []
-    for r in records:
-        st, reason = status.get(r.path, (OK, None))
-        files.append({
-            "path": r.path, "size": r.size, "mtime": r.mtime, "sha256": r.sha256,
-            "kind": r.kind, "format": r.format, "encoding": r.encoding, "book_id": r.book_id,
-            "status": st, "reason": reason, "ingested_at": ingested_at,
-            "blob_uri": blob_uri(r.blob_key) if r.blob_key else None,
-        })
+    # built column by column: one dict per file costs more than the rest of a re-run
+    fields = ("path", "size", "mtime", "sha256", "kind", "format", "encoding", "book_id")
+    cols = {f: [getattr(r, f) for r in records] for f in fields}
+    states = [status.get(r.path, (OK, None)) for r in records]
+    cols["status"] = [st for st, _ in states]
+    cols["reason"] = [why for _, why in states]
+    cols["blob_uri"] = [blob_uri(r.blob_key) if r.blob_key else None for r in records]
+    files_schema = TABLES["files"].schema
+    cols["ingested_at"] = [ingested_at] * len(records)
+    files_table = pa.table({f.name: pa.array(cols[f.name], f.type) for f in files_schema},
+                           schema=files_schema)
 
     def table(name: str, rows: list[dict]) -> pa.Table:
         return pa.Table.from_pylist(rows, schema=TABLES[name].schema)
@@ -243,8 +270,8 @@ def assemble(records: list[FileRecord], *, ingested_at: datetime,
     scores_schema = TABLES["scores"].schema
     scores = (pa.concat_tables([t.cast(scores_schema) for t in score_tables])
               if score_tables else scores_schema.empty_table())
-    return Assembled(table("files", files), table("books", books), table("texts", texts),
-                     scans, scores, rejects, frozenset(versions))
+    return Assembled(files_table, table("books", books), table("texts", texts),
+                     scans, scores, rejects)
 
 
 def scan_sha256(records: list[FileRecord]) -> str:
