@@ -19,7 +19,7 @@ All read from the page cache (a warm-up pass of each runs first). Goal: ours <= 
 
 Run from the repository root::
 
-    .venv/bin/python bench/ingest_share.py [--runs 3] [--workers 2] [--share DIR]
+    .venv/bin/python bench/ingest_share.py [--runs 3] [--workers 2] [--share DIR] [--times 10]
 """
 
 from __future__ import annotations
@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--share", type=Path, help="an unpacked share (default: the sample)")
+    ap.add_argument("--times", type=int, default=1,
+                    help="multiply the share this many times with fresh ISBNs "
+                         "(bench/make_tenfold_share.py), e.g. 10")
     args = ap.parse_args()
     tmp = None
     share = args.share
@@ -105,6 +108,14 @@ def main() -> None:
         with tarfile.open(TARBALL) as tar:
             tar.extractall(tmp, filter="tar")
         share = Path(tmp) / "legacy_share"
+    if args.times > 1:
+        from make_tenfold_share import multiply
+
+        tmp2 = tempfile.mkdtemp(prefix="corpus-bench-times-")
+        multiply(share, Path(tmp2) / "share", args.times)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp, share = tmp2, Path(tmp2) / "share"
     kept = tempfile.mkdtemp(prefix="corpus-bench-kept-")
     moving = Path(tempfile.mkdtemp(prefix="corpus-bench-moving-")) / "share"
     edited_root = tempfile.mkdtemp(prefix="corpus-bench-edited-")

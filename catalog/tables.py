@@ -273,6 +273,9 @@ class Lakehouse:
                 f"writes it, or `corpus init` to create empty tables."
             ) from None
         if version is None:
+            if name not in self._ensured:  # once per object: columns added since created
+                dt = self._add_new_columns(name, dt)
+                self._ensured.add(name)
             return dt
         if isinstance(version, str):
             version = int(version) if version.isdigit() else parse_timestamp(version)

@@ -333,7 +333,7 @@ def _removed(old: pa.Table, files: pa.Table, now: datetime) -> pa.Table:
 
 
 def _dirty_books(lakehouse: Lakehouse, records: list[FileRecord], fresh: set[str],
-                 cached: Cached, old_files: pa.Table, *, full: bool
+                 cached: Cached, old_files: pa.Table, old_books: pa.Table, *, full: bool
                  ) -> tuple[set[str], set[str]]:
     """Books whose ``books``/``texts`` rows must be rebuilt: those of every file read this
     run (new or changed), of every cached path that left the share, and every book the
@@ -348,7 +348,7 @@ def _dirty_books(lakehouse: Lakehouse, records: list[FileRecord], fresh: set[str
         dirty |= set(old_files.column("book_id").drop_null().to_pylist())
     expected = {r.book_id for r in records
                 if r.kind == EDITED and r.reason is None and r.book_id}
-    have_books = set(_read(lakehouse, "books", columns=["book_id"]).column(0).to_pylist())
+    have_books = set(old_books.column("book_id").to_pylist())
     edited = _read(lakehouse, "texts", columns=["book_id", "variant"])
     have_texts = {b for b, v in zip(edited.column("book_id").to_pylist(),
                                     edited.column("variant").to_pylist(), strict=True)
@@ -421,8 +421,10 @@ def _ingest(
     fresh = set(todo)
     records = [records_by_path[rel] for rel in paths]
     old_files = None if dry_run else _read(lakehouse, "files")
+    all_books = None if dry_run else _read(lakehouse, "books")
     dirty, have_texts = ((None, set()) if dry_run else
-                         _dirty_books(lakehouse, records, fresh, cached, old_files, full=full))
+                         _dirty_books(lakehouse, records, fresh, cached, old_files, all_books,
+                                      full=full))
     # the unchanged files of the dirty books' current versions are read too: their text is
     # not cached (and the text of an older version is not needed)
     if dirty is None:
@@ -479,7 +481,7 @@ def _ingest(
     )
     share_paths = set(files.column("path").to_pylist())
     dirty_ids = pa.array(sorted(dirty), pa.string())
-    old_books = _read(lakehouse, "books", pc.field("book_id").isin(dirty_ids))
+    old_books = all_books.filter(pc.is_in(all_books.column("book_id"), value_set=dirty_ids))
     old_scores = _read(lakehouse, "scores", pc.field("source_file").isin(
         pa.array(sorted(share_paths), pa.string())))
     # files last: a run killed before it is visibly unfinished and simply redone.
