@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import statistics
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -41,9 +40,6 @@ from ingest.evolve import Evolution
 
 GOAL = 2.0
 EDIT_GOAL = 0.10  # re-ingest after editing ~1% of the files, as a share of the first ingest
-ROOT = Path(__file__).resolve().parent.parent
-TARBALL = Path(os.environ.get("CORPUS_SHARED_DATA") or ROOT.parent / "shared" / "data"
-               ) / "legacy_share.tar.gz"
 OUT = Path(__file__).resolve().parent / "out" / "ingest_share.json"
 
 
@@ -101,21 +97,10 @@ def main() -> None:
                     help="multiply the share this many times with fresh ISBNs "
                          "(bench/make_tenfold_share.py), e.g. 10")
     args = ap.parse_args()
-    tmp = None
-    share = args.share
-    if share is None:
-        tmp = tempfile.mkdtemp(prefix="corpus-bench-share-")
-        with tarfile.open(TARBALL) as tar:
-            tar.extractall(tmp, filter="tar")
-        share = Path(tmp) / "legacy_share"
-    if args.times > 1:
-        from make_tenfold_share import multiply
+    from make_tenfold_share import bench_share
 
-        tmp2 = tempfile.mkdtemp(prefix="corpus-bench-times-")
-        multiply(share, Path(tmp2) / "share", args.times)
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-        tmp, share = tmp2, Path(tmp2) / "share"
+    tmp = tempfile.mkdtemp(prefix="corpus-bench-share-")
+    share = bench_share(args.share, args.times, Path(tmp))
     kept = tempfile.mkdtemp(prefix="corpus-bench-kept-")
     moving = Path(tempfile.mkdtemp(prefix="corpus-bench-moving-")) / "share"
     edited_root = tempfile.mkdtemp(prefix="corpus-bench-edited-")
@@ -171,8 +156,7 @@ def main() -> None:
         shutil.rmtree(kept, ignore_errors=True)
         shutil.rmtree(moving.parent, ignore_errors=True)
         shutil.rmtree(edited_root, ignore_errors=True)
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,8 @@ def _rewrite_sheet(path: Path, k: int) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def multiply(share: Path, dest: Path, times: int) -> int:
-    """Write the multiplied share to ``dest``; returns its number of files."""
+def multiply(share: Path, dest: Path, times: int) -> None:
+    """Write the multiplied share to ``dest``."""
     shutil.copytree(share, dest, symlinks=True)
     for k in range(1, times):
         part = dest / f"copy_{k:02d}"
@@ -91,7 +91,19 @@ def multiply(share: Path, dest: Path, times: int) -> int:
             shutil.copy2(src, target)
             if src.suffix.lower() in (".csv", ".xlsx", ".tsv") and "Scores" in src.parts:
                 _rewrite_sheet(target, k)
-    return sum(1 for p in dest.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
+def bench_share(share: Path | None, times: int, dest: Path) -> Path:
+    """The share a benchmark runs on, under ``dest``: ``share`` (default: the development
+    share, unpacked with its modification times) multiplied ``times`` times."""
+    if share is None:
+        with tarfile.open(TARBALL) as tar:
+            tar.extractall(dest / "src", filter="tar")
+        share = dest / "src" / "legacy_share"
+    if times <= 1:
+        return share
+    multiply(share, dest / "share", times)
+    return dest / "share"
 
 
 def main() -> None:
@@ -100,19 +112,14 @@ def main() -> None:
     ap.add_argument("--times", type=int, default=10)
     ap.add_argument("--share", type=Path, help="an unpacked share (default: the dev share)")
     args = ap.parse_args()
-    tmp = None
-    share = args.share
-    if share is None:
-        tmp = tempfile.mkdtemp(prefix="corpus-tenfold-")
-        with tarfile.open(TARBALL) as tar:
-            tar.extractall(tmp, filter="tar")
-        share = Path(tmp) / "legacy_share"
+    tmp = Path(tempfile.mkdtemp(prefix="corpus-tenfold-"))
     try:
-        n = multiply(share, args.dest, args.times)
-        print(f"{args.dest}: {n} files ({args.times} x {share})")
+        built = bench_share(args.share, args.times, tmp)
+        shutil.move(built, args.dest)
+        n = sum(1 for p in args.dest.rglob("*") if not p.is_dir() or p.is_symlink())
+        print(f"{args.dest}: {n} files ({args.times} x the share)")
     finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
