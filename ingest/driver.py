@@ -80,10 +80,12 @@ def _bucket(rel: str) -> int:
 
 @functools.cache
 def readers_version() -> str:
-    """A digest of the code that turns a file into a :class:`FileRecord`: a cached record is
-    reused only when this code is unchanged (a reader fix re-reads every file)."""
+    """A digest of the code that turns a file into a :class:`FileRecord` and records into
+    rows: a cached record is reused only when this code is unchanged (a reader fix, or a
+    new assembly rule, re-reads every file and rebuilds every book: clean books keep their
+    rows and statuses only while the rules that made them are the same)."""
     h = hashlib.sha256()
-    for mod in ("share", "readers", "scoresheets"):
+    for mod in ("share", "readers", "scoresheets", "assemble", "driver"):
         h.update((Path(__file__).parent / f"{mod}.py").read_bytes())
     return h.hexdigest()[:16]
 
