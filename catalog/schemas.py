@@ -148,6 +148,7 @@ _SPECS = [
             _f("editor", pa.string(), False),
             _f("created_at", TS, False),
             _f("resolved_at", TS),
+            _f("resolved_by", pa.string()),  # the editor who resolved it
         ]),
         ("flag_id",),
         "editors' flags on scans",

@@ -468,12 +468,13 @@ def flags(ctx: click.Context, open_only: bool, fmt: str) -> None:
 
 @flags.command("resolve")
 @click.argument("flag_id")
+@click.option("--by", "editor", default=None, metavar="NAME", help="Who resolved it.")
 @click.pass_context
-def flags_resolve(ctx: click.Context, flag_id: str) -> None:
+def flags_resolve(ctx: click.Context, flag_id: str, editor: str | None) -> None:
     """Mark flag FLAG_ID resolved."""
     from ingest.flags import resolve_flag
 
-    resolve_flag(_lakehouse(ctx), flag_id)
+    resolve_flag(_lakehouse(ctx), flag_id, editor=editor)
     console.print(f"flag {flag_id} resolved")
 
 

@@ -75,9 +75,19 @@ def list_flags(lakehouse: Lakehouse, *, open_only: bool = False) -> pa.Table:
     return flags.sort_by([("created_at", "descending")])
 
 
-def resolve_flag(lakehouse: Lakehouse, flag_id: str) -> None:
+def resolve_flag(lakehouse: Lakehouse, flag_id: str, *, editor: str | None = None
+                 ) -> str | None:
     """Mark a flag resolved (the scan was re-scanned, re-filed or edited) and recompute the
-    scan's status: the next open flag's, or the OCR state when none is left."""
+    scan's status: the next open flag's, or the OCR state when none is left.
+
+    Args:
+        lakehouse: The catalog.
+        flag_id: The flag to resolve.
+        editor: Who resolved it (kept in ``resolved_by``).
+
+    Returns:
+        The scan's status afterwards.
+    """
     import pyarrow.compute as pc
 
     try:
@@ -90,11 +100,15 @@ def resolve_flag(lakehouse: Lakehouse, flag_id: str) -> None:
         raise FlagError(f"Flag {flag_id} was already resolved at {rows[0]['resolved_at']}.")
     now = datetime.now(UTC)
     flag = rows[0]
-    # the first resolution's time stays when two editors resolve the same flag at once
-    lakehouse.merge("flags", [{**flag, "resolved_at": now}], insert=False,
-                    columns={"resolved_at": "COALESCE(t.resolved_at, s.resolved_at)"},
+    who = (editor or "").strip() or None
+    config = {"flag_id": flag_id, **({"editor": who} if who else {})}
+    # the first resolution's time (and resolver) stays when two editors resolve it at once
+    lakehouse.merge("flags", [{**flag, "resolved_at": now, "resolved_by": who}], insert=False,
+                    columns={"resolved_at": "COALESCE(t.resolved_at, s.resolved_at)",
+                             "resolved_by": "CASE WHEN t.resolved_at IS NULL "
+                                            "THEN s.resolved_by ELSE t.resolved_by END"},
                     lineage=Lineage(operation="resolve_flag", inputs=lakehouse.pin("flags"),
-                                    config={"flag_id": flag_id}))
-    sync_status(lakehouse, flag["scan_id"], now=now, lineage=Lineage(
+                                    config=config))
+    return sync_status(lakehouse, flag["scan_id"], now=now, lineage=Lineage(
         operation="resolve_flag", inputs=lakehouse.pin("flags", "scans"),
-        config={"flag_id": flag_id, "scan_id": flag["scan_id"]}))
+        config={**config, "scan_id": flag["scan_id"]}))
