@@ -1,0 +1,338 @@
+"""The editors' queue of scans as one SQL query: filters, sorting and pagination in DuckDB.
+
+The catalog tables the queue needs (``scans``, ``books``, ``ocr_pages``, ``flags``, ``runs``,
+``predictions``) are registered in an in-memory DuckDB as Arrow datasets (nothing is copied;
+filters and projections are pushed into the scans), and one query filters, sorts and cuts a
+page with ``LIMIT``/``OFFSET``. Whatever the editor typed reaches the query only as a bound
+parameter; sort columns come from a fixed list. A table that does not exist yet (no flags,
+no trained run) reads as empty.
+
+Each row carries the scan's title and author (from ``books``, else the first non-empty lines
+of its first OCR page, marked as from the title page), its open flags and the predicted
+reading level of its raw OCR text by the newest finished training run, with the prediction
+on the edited text and the difference where the run scored that too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import duckdb
+
+from catalog import TABLES, ConfigError, Lakehouse, TableNotFoundError
+from ingest.flags import FLAGS
+
+STATUSES = ("new", "ocr_done", "failed", "flagged", "accepted")
+FLAG_FILTERS = ("any", "none", *FLAGS)  # any / no open flag, or an open flag of this kind
+# sort key -> SQL over the query's columns (a fixed list: user input never becomes SQL)
+SORTS = {
+    "source": "source", "scan": "scan_id", "title": "lower(title)", "author": "lower(author)",
+    "book": "book_id", "status": "status", "pages": "n_pages", "confidence": "mean_confidence",
+    "flags": "open_flags", "level": "pred_ocr",
+}
+DEFAULT_SORT = "source"  # registration order of the share: a scan keeps its place when flagged
+PER_PAGE = 50
+MAX_PER_PAGE = 500
+METRIC_LABELS = {
+    "bt_easiness": "BT easiness, higher = easier",
+    "lexile": "Lexile, higher = harder",
+    "grade": "grade level, higher = harder",
+}
+_TABLES = ("scans", "books", "ocr_pages", "flags", "runs", "predictions")
+
+
+def metric_label(target: str | None) -> str:
+    """The metric's name for editors, with which way is easier when known."""
+    if not target:
+        return "reading level"
+    return METRIC_LABELS.get(target, target.replace("_", " "))
+
+
+@dataclass(frozen=True)
+class QueueQuery:
+    """What the editor asked the queue for (the page's URL parameters).
+
+    Attributes:
+        status: Only scans with this status (one of :data:`STATUSES`).
+        flag: ``any`` (has an open flag), ``none`` (no open flag) or a flag kind (an open
+            flag of that kind).
+        min_conf: Lowest mean OCR confidence (0..100); scans without OCR are left out.
+        max_conf: Highest mean OCR confidence (0..100).
+        q: Text searched in title, author, ISBN (hyphens ignored), scan id and source.
+        sort: A key of :data:`SORTS`.
+        dir: ``asc`` or ``desc``.
+        page: 1-based page number.
+        per_page: Scans per page.
+    """
+
+    status: str | None = None
+    flag: str | None = None
+    min_conf: float | None = None
+    max_conf: float | None = None
+    q: str | None = None
+    sort: str = DEFAULT_SORT
+    dir: str = "asc"
+    page: int = 1
+    per_page: int = PER_PAGE
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in STATUSES:
+            raise ConfigError(f"status: expected one of {', '.join(STATUSES)}; "
+                              f"got {self.status!r}.")
+        if self.flag is not None and self.flag not in FLAG_FILTERS:
+            raise ConfigError(f"flag: expected one of {', '.join(FLAG_FILTERS)}; "
+                              f"got {self.flag!r}.")
+        for name in ("min_conf", "max_conf"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
+                raise ConfigError(f"{name}: expected a confidence from 0 to 100; got {v!r}.")
+        if (self.min_conf is not None and self.max_conf is not None
+                and self.min_conf > self.max_conf):
+            raise ConfigError(f"min_conf ({self.min_conf:g}) is above max_conf "
+                              f"({self.max_conf:g}): swap them.")
+        if self.q is not None and len(self.q) > 200:
+            raise ConfigError(f"q: search text is limited to 200 characters; got {len(self.q)}.")
+        if self.sort not in SORTS:
+            raise ConfigError(f"sort: expected one of {', '.join(SORTS)}; got {self.sort!r}.")
+        if self.dir not in ("asc", "desc"):
+            raise ConfigError(f"dir: expected asc or desc; got {self.dir!r}.")
+        if not 1 <= self.page <= 1_000_000:
+            raise ConfigError(f"page: expected a page number from 1; got {self.page!r}.")
+        if not 1 <= self.per_page <= MAX_PER_PAGE:
+            raise ConfigError(f"per_page: expected 1 to {MAX_PER_PAGE}; got {self.per_page!r}.")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, list[str]]) -> QueueQuery:
+        """Build from parsed URL parameters (``urllib.parse.parse_qs(..., keep_blank_values=
+        True)``); an empty value means "not set". Raises ConfigError on a bad value."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}: use "
+                              f"{', '.join(sorted(known))}.")
+        values: dict[str, Any] = {}
+        for name, vals in params.items():
+            if len(vals) > 1:
+                raise ConfigError(f"{name}: give it once; got {len(vals)} values.")
+            v = vals[0].strip()
+            if not v:
+                continue
+            if name in ("min_conf", "max_conf"):
+                try:
+                    values[name] = float(v)
+                except ValueError:
+                    raise ConfigError(f"{name}: expected a number from 0 to 100; "
+                                      f"got {v!r}.") from None
+            elif name in ("page", "per_page"):
+                if not v.isdigit() or len(v) > 9:
+                    raise ConfigError(f"{name}: expected a whole number from 1; "
+                                      f"got {v!r}.") from None
+                values[name] = int(v)
+            else:
+                values[name] = v
+        return cls(**values)
+
+    def url(self, **changes: Any) -> str:
+        """The queue's URL for this query with ``changes`` (defaults left out)."""
+        q = {**asdict(self), **changes}
+        default = asdict(QueueQuery())
+        pairs = {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in q.items()
+                 if v is not None and v != default[k]}
+        return "/?" + urlencode(pairs) if pairs else "/"
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    """One page of the queue.
+
+    Attributes:
+        rows: The scans of the page (dicts; ``open_flag_list`` holds each open flag).
+        total: Scans matching the filters (all pages).
+        counts: Scans per status, over the whole queue.
+        run_id: The newest finished training run, or None.
+        target: The metric its predictions are of, or None.
+        level_note: Why the reading-level column is empty, when it is for every scan.
+        query: The query answered.
+    """
+
+    rows: list[dict]
+    total: int
+    counts: dict[str, int]
+    run_id: str | None
+    target: str | None
+    level_note: str | None
+    query: QueueQuery = field(default_factory=QueueQuery)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.query.per_page))
+
+    def to_json(self) -> dict:
+        return {"total": self.total, "page": self.query.page, "pages": self.pages,
+                "per_page": self.query.per_page, "counts": self.counts, "run_id": self.run_id,
+                "target": self.target, "metric": metric_label(self.target),
+                "level_note": self.level_note, "scans": self.rows}
+
+
+def _connect(lakehouse: Lakehouse) -> tuple[duckdb.DuckDBPyConnection, set[str]]:
+    """DuckDB with the queue's tables registered (empty when absent); returns the names
+    that exist."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    present = set()
+    for name in _TABLES:
+        try:
+            con.register(name, lakehouse.dataset(name))
+            present.add(name)
+        except TableNotFoundError:
+            con.register(name, TABLES[name].schema.empty_table())
+    return con, present
+
+
+_QUEUE_SQL = """
+WITH fl AS (
+    SELECT scan_id, count(*) AS open_flags
+    FROM flags WHERE resolved_at IS NULL GROUP BY scan_id
+), tp AS (
+    SELECT p.scan_id, array_to_string(list_slice(list_filter(list_transform(
+               string_split(CAST(p.text AS VARCHAR), chr(10)),
+               lambda x: trim(x, ' ' || chr(9) || chr(13))), lambda x: x <> ''), 1, 2),
+               ' / ') AS lines
+    FROM ocr_pages p JOIN scans s
+      ON p.scan_id = s.scan_id AND p.scan_sha256 IS NOT DISTINCT FROM s.sha256
+    WHERE p.page_no = 1
+), pr AS (
+    SELECT book_id,
+           avg(prediction) FILTER (WHERE variant = 'ocr') AS pred_ocr,
+           avg(prediction) FILTER (WHERE variant = 'edited') AS pred_edited
+    FROM predictions WHERE run_id = $run_id AND target = $target GROUP BY book_id
+), q AS (
+    SELECT s.scan_id, s.book_id, s.source, s.n_pages, s.pages_done, s.status,
+           s.mean_confidence,
+           CASE WHEN b.title IS NOT NULL THEN b.title ELSE left(tp.lines, 160) END AS title,
+           b.author AS author,
+           b.title IS NULL AND tp.lines IS NOT NULL AS title_from_page,
+           COALESCE(fl.open_flags, 0) AS open_flags,
+           pr.pred_ocr, pr.pred_edited, pr.pred_edited - pr.pred_ocr AS pred_diff
+    FROM scans s
+    LEFT JOIN books b ON b.book_id = s.book_id
+    LEFT JOIN tp ON tp.scan_id = s.scan_id
+    LEFT JOIN fl ON fl.scan_id = s.scan_id
+    LEFT JOIN pr ON pr.book_id = s.book_id
+)
+"""
+
+
+def _where(query: QueueQuery) -> tuple[str, dict[str, Any]]:
+    clauses, params = [], {}
+    if query.status:
+        clauses.append("status = $status")
+        params["status"] = query.status
+    if query.flag == "any":
+        clauses.append("open_flags > 0")
+    elif query.flag == "none":
+        clauses.append("open_flags = 0")
+    elif query.flag:
+        clauses.append("scan_id IN (SELECT scan_id FROM flags "
+                       "WHERE resolved_at IS NULL AND flag = $flag)")
+        params["flag"] = query.flag
+    if query.min_conf is not None:
+        clauses.append("mean_confidence >= $min_conf")
+        params["min_conf"] = query.min_conf
+    if query.max_conf is not None:
+        clauses.append("mean_confidence <= $max_conf")
+        params["max_conf"] = query.max_conf
+    if query.q:
+        like = "%" + re.sub(r"([\\%_])", r"\\\1", query.q) + "%"
+        isbn = re.sub(r"[\s-]", "", query.q)
+        clauses.append(
+            "(title ILIKE $q ESCAPE '\\' OR author ILIKE $q ESCAPE '\\' "
+            "OR scan_id ILIKE $q ESCAPE '\\' OR source ILIKE $q ESCAPE '\\' "
+            "OR replace(book_id, '-', '') ILIKE $isbn ESCAPE '\\')")
+        params["q"] = like
+        params["isbn"] = "%" + re.sub(r"([\\%_])", r"\\\1", isbn or query.q) + "%"
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def newest_run(con: duckdb.DuckDBPyConnection) -> tuple[str | None, str | None]:
+    """``(run_id, target)`` of the newest finished run and the metric of its predictions."""
+    got = con.execute("SELECT run_id FROM runs WHERE status = 'finished' AND finished_at IS "
+                      "NOT NULL ORDER BY finished_at DESC, run_id DESC LIMIT 1").fetchone()
+    if got is None:
+        return None, None
+    target = con.execute(
+        "SELECT target FROM predictions WHERE run_id = $r AND target IS NOT NULL "
+        "GROUP BY target ORDER BY (target = 'bt_easiness') DESC, count(*) DESC, target "
+        "LIMIT 1", {"r": got[0]}).fetchone()
+    return got[0], (target[0] if target else None)
+
+
+def query_queue(lakehouse: Lakehouse, query: QueueQuery | None = None) -> QueueResult:
+    """One page of the review queue, filtered, sorted and paginated in SQL.
+
+    Args:
+        lakehouse: The catalog (read at its latest versions).
+        query: Filters, sort and page; the default is the first page in share order.
+
+    Returns:
+        The page's scans with the total, the counts per status and the run predictions
+        come from.
+    """
+    query = query or QueueQuery()
+    con, present = _connect(lakehouse)
+    try:
+        counts = dict(con.execute("SELECT status, count(*) FROM scans GROUP BY status "
+                                  "ORDER BY status").fetchall())
+        run_id, target = newest_run(con)
+        if run_id is None:
+            note = ("no trained run yet" if "runs" in present else
+                    "no trained run yet (no runs table)")
+        elif target is None:
+            note = f"run {run_id} has no predictions yet: run `corpus eval` on it"
+        else:
+            note = None
+        where, params = _where(query)
+        base = {"run_id": run_id, "target": target}
+        total = con.execute(f"{_QUEUE_SQL} SELECT count(*) FROM q{where}",
+                            {**base, **params}).fetchone()[0]
+        order = (f"{SORTS[query.sort]} {query.dir.upper()} NULLS LAST, source ASC NULLS LAST, "
+                 "scan_id ASC")
+        cur = con.execute(
+            f"{_QUEUE_SQL} SELECT * FROM q{where} ORDER BY {order} LIMIT $limit OFFSET $offset",
+            {**base, **params, "limit": query.per_page,
+             "offset": (query.page - 1) * query.per_page})
+        rows = _rows(cur)
+        open_flags: dict[str, list[dict]] = {}
+        if rows:
+            cur = con.execute(
+                "SELECT flag_id, scan_id, flag, note, editor, created_at FROM flags "
+                "WHERE resolved_at IS NULL AND list_contains($ids, scan_id) "
+                "ORDER BY created_at, flag_id", {"ids": [r["scan_id"] for r in rows]})
+            for f in _rows(cur):
+                open_flags.setdefault(f["scan_id"], []).append(f)
+    finally:
+        con.close()
+    for r in rows:
+        r["open_flag_list"] = open_flags.get(r["scan_id"], [])
+        if r["pred_ocr"] is not None:
+            r["level_note"] = None
+        elif note:
+            r["level_note"] = note
+        elif not r["book_id"]:
+            r["level_note"] = "no book id for this scan"
+        else:
+            r["level_note"] = f"run {run_id} did not score this book's OCR text"
+    return QueueResult(rows=rows, total=total, counts=counts, run_id=run_id, target=target,
+                       level_note=note, query=query)
