@@ -1,13 +1,17 @@
 """`corpus review`: the editors' review page for new scans.
 
 A small web application on the standard library's threading HTTP server: a queue of scans
-(new first, lowest OCR confidence first) and, for one scan, its page images beside the OCR
-text with low-confidence words marked, and buttons to flag it. It binds to 127.0.0.1 by
+(title, author, pages, OCR confidence, status, open flags, predicted reading level), filtered,
+sorted and paginated in SQL by :mod:`ingest.review_queue` from the page's URL parameters, and,
+for one scan, its page images beside the OCR text with low-confidence words marked. Editors
+flag and resolve flags from both pages; the page updates in place and a scan keeps its place
+in the queue (the default order is the share's, not the status). It binds to 127.0.0.1 by
 default. Page images are looked up by scan id and page number in the catalog and rendered
 from the stored bytes: nothing in a request names a file. The pages of a folder scan are
 the images OCR reads (:func:`ingest.ocr.scan_page_files`), so an image and the text beside
 it come from the same file. Flags are appended to the ``flags`` table, so editors flagging
-at once never lose a flag.
+at once never lose a flag; resolving records who resolved it and recomputes the status
+(:func:`ingest.flags.resolve_flag`).
 
 Every request must name this server in its ``Host`` header (``localhost``, ``127.0.0.1``,
 ``[::1]`` or the configured host, with the port), else it is refused with 403: a page on
@@ -26,13 +30,22 @@ import re
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.compute as pc
 
 from catalog import CorpusError, Lakehouse, TableNotFoundError
-from ingest.flags import FLAGS, add_flag
+from ingest.flags import FLAGS, add_flag, resolve_flag
 from ingest.ocr import blob_page_counts, scan_page_files, scan_pages
+from ingest.review_queue import (
+    FLAG_FILTERS,
+    SORTS,
+    STATUSES,
+    QueueQuery,
+    QueueResult,
+    metric_label,
+    query_queue,
+)
 from ingest.scan_status import current_status
 
 log = logging.getLogger(__name__)
@@ -53,6 +66,13 @@ td,th{padding:.35em .7em;border-bottom:1px solid #ddd;text-align:left}
 mark.low{background:#ffd27f}.flagbar{position:sticky;top:0;background:#eef;padding:.6em;
 border:1px solid #ccd;margin-bottom:1em}button{margin-right:.4em;padding:.35em .8em}
 .status{font-weight:600}#result{margin-left:1em}
+#counts a{margin-right:.8em}#counts a.on{font-weight:700}#filters{margin:.6em 0}
+#filters label{margin-right:.6em}.chip{display:inline-block;background:#fde2b8;
+border-radius:.8em;padding:0 .5em;margin:.1em .2em .1em 0;font-size:.9em}
+.chip button{margin:0 0 0 .3em;padding:0 .35em;font-size:.85em}.from{color:#666;font-size:.85em}
+.muted{color:#777;font-style:italic}.author{color:#555}th a{color:inherit}
+#pager a,#pager span{margin-right:.8em}td.act select{margin-right:.3em}
+td.act,td.conf{white-space:nowrap}
 """
 
 
@@ -62,19 +82,9 @@ class ReviewData:
     def __init__(self, lakehouse: Lakehouse):
         self.lakehouse = lakehouse
 
-    def queue(self) -> list[dict]:
-        try:
-            scans = self.lakehouse.read("scans").to_pylist()
-        except TableNotFoundError:
-            return []
-        flags = self._flags()
-        for s in scans:
-            s["open_flags"] = sum(1 for f in flags
-                                  if f["scan_id"] == s["scan_id"] and f["resolved_at"] is None)
-        order = {"new": 0, "ocr_done": 1, "flagged": 2, "failed": 3, "accepted": 4}
-        return sorted(scans, key=lambda s: (order.get(s["status"], 9),
-                                            s["mean_confidence"] if s["mean_confidence"]
-                                            is not None else -1, s["scan_id"]))
+    def queue(self, query: QueueQuery | None = None) -> QueueResult:
+        """One page of the queue (filtered, sorted and paginated in SQL)."""
+        return query_queue(self.lakehouse, query)
 
     def _flags(self) -> list[dict]:
         try:
@@ -97,6 +107,13 @@ class ReviewData:
         scan["pages"] = sorted(pages, key=lambda p: p["page_no"])
         scan["flags"] = sorted((f for f in self._flags() if f["scan_id"] == scan_id),
                                key=lambda f: f["created_at"], reverse=True)
+        book = []
+        if scan["book_id"] and self.lakehouse.exists("books"):
+            book = self.lakehouse.read("books", columns=["book_id", "title", "author"],
+                                       filter=pc.field("book_id") == scan["book_id"]
+                                       ).to_pylist()
+        scan["title"] = book[0]["title"] if book else None
+        scan["author"] = book[0]["author"] if book else None
         return scan
 
     def page_png(self, scan_id: str, page_no: int) -> bytes | None:
@@ -168,48 +185,211 @@ def _page(title: str, body: str) -> bytes:
             f"<main>{body}</main></html>").encode()
 
 
-def _conf(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f}"
+def _conf(value: float | None, reason: str | None = None) -> str:
+    if value is None:
+        return "OCR failed" if reason else "not OCR'd yet"
+    return f"{value:.1f}"
 
 
-def render_queue(scans: list[dict]) -> bytes:
-    """The queue page."""
-    rows = "".join(
-        f"<tr><td><a href='/scan/{html.escape(s['scan_id'])}'>{html.escape(s['scan_id'])}</a>"
-        f"</td><td>{html.escape(s['book_id'] or '')}</td>"
-        f"<td class=status>{html.escape(s['status'])}</td><td>{s['n_pages'] or 0}</td>"
-        f"<td>{_conf(s['mean_confidence'])}</td><td>{s['open_flags']}</td></tr>"
-        for s in scans)
-    return _page("Scans", "<h1>Scans to review</h1><p>New scans first, then the lowest OCR "
-                 "confidence.</p><table id=queue><tr><th>scan</th><th>book</th><th>status"
-                 "</th><th>pages</th><th>confidence</th><th>open flags</th></tr>"
-                 f"{rows}</table>")
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value))
 
 
-FLAG_SCRIPT = """
-const form = document.getElementById('flagbar');
+def _level(row: dict) -> str:
+    """The reading-level cell: the OCR text's prediction, and the edited text's with the
+    difference where the run scored it; else why there is none."""
+    if row["pred_ocr"] is None:
+        return f"<span class=muted>{_esc(row['level_note'])}</span>"
+    out = f"<span class=pred-ocr>{row['pred_ocr']:.2f}</span>"
+    if row["pred_edited"] is not None:
+        out += (f"<br><span class=from>edited {row['pred_edited']:.2f} "
+                f"(diff {row['pred_diff']:+.2f})</span>")
+    return out
+
+
+def _flag_chips(flags: list[dict]) -> str:
+    return "".join(
+        f"<span class=chip data-flag-id='{_esc(f['flag_id'])}' title='"
+        f"{_esc(f['editor'])}, {f['created_at']:%Y-%m-%d %H:%M}"
+        f"{': ' + _esc(f['note']) if f['note'] else ''}'>{_esc(f['flag'])} "
+        f"<button type=button data-resolve='{_esc(f['flag_id'])}' aria-label='resolve "
+        f"{_esc(f['flag'])}'>resolve</button></span>" for f in flags)
+
+
+def _queue_row(r: dict) -> str:
+    sid = _esc(r["scan_id"])
+    if r["title"] is None:
+        title = "<span class=muted>no title yet</span>"
+    else:
+        title = _esc(r["title"])
+        if r["title_from_page"]:
+            title += " <span class=from>(from the title page)</span>"
+    if r["author"]:
+        title += f"<br><span class=author>{_esc(r['author'])}</span>"
+    kinds = "".join(f"<option>{f}</option>" for f in FLAGS)
+    return (f"<tr id='row-{sid}' data-scan='{sid}'><td><a href='/scan/{sid}'>{sid}</a></td>"
+            f"<td>{title}</td><td>{_esc(r['book_id'])}</td>"
+            f"<td class=status>{_esc(r['status'])}</td><td>{r['n_pages'] or 0}</td>"
+            f"<td class=conf>{_conf(r['mean_confidence'], r['reason'])}</td>"
+            f"<td class=level>{_level(r)}</td>"
+            f"<td class=flags>{_flag_chips(r['open_flag_list'])}</td>"
+            f"<td class=act><select aria-label='flag kind'>{kinds}</select>"
+            f"<button type=button data-flag-row>flag</button></td></tr>")
+
+
+def _options(values: tuple[str, ...], chosen: str | None, blank: str) -> str:
+    opts = [f"<option value=''>{blank}</option>"] + [
+        f"<option{' selected' if v == chosen else ''}>{v}</option>" for v in values]
+    return "".join(opts)
+
+
+def render_queue(result: QueueResult) -> bytes:
+    """The queue page: counts per status, filters, one page of scans, the pager."""
+    q = result.query
+    total_all = sum(result.counts.values())
+    counts = [f"<a href='{_esc(q.url(status=None, page=1))}'"
+              f"{' class=on' if q.status is None else ''}>all {total_all}</a>"]
+    counts += [f"<a href='{_esc(q.url(status=st, page=1))}' data-status='{st}'"
+               f"{' class=on' if q.status == st else ''}>{st} {result.counts.get(st, 0)}</a>"
+               for st in STATUSES]
+    num = lambda v: "" if v is None else f"{v:g}"  # noqa: E731
+    filters = (
+        "<form id=filters method=get action='/'>"
+        f"<label>Status <select name=status>{_options(STATUSES, q.status, 'any')}</select>"
+        f"</label><label>Flags <select name=flag>{_options(FLAG_FILTERS, q.flag, 'all')}"
+        "</select></label><label>Confidence <input name=min_conf size=4 inputmode=decimal "
+        f"value='{num(q.min_conf)}' placeholder=min>–<input name=max_conf size=4 "
+        f"inputmode=decimal value='{num(q.max_conf)}' placeholder=max></label>"
+        f"<label>Search <input name=q size=24 value='{_esc(q.q)}' "
+        "placeholder='title, author, ISBN, scan'></label>"
+        f"<label>Sort <select name=sort>{_options(tuple(SORTS), q.sort, 'default')}</select>"
+        f"</label><select name=dir aria-label='direction'>"
+        f"{_options(('asc', 'desc'), q.dir, 'asc')}</select> "
+        "<button type=submit>Show</button> <a href='/'>clear</a></form>")
+    if result.run_id and result.target:
+        level_head = (f"reading level<br><span class=from>{_esc(metric_label(result.target))}"
+                      "</span>")
+        level_info = (f"Predicted reading level of the raw OCR text: "
+                      f"{_esc(metric_label(result.target))}, run {_esc(result.run_id)}.")
+    else:
+        level_head = "reading level"
+        level_info = f"Predicted reading level: {_esc(result.level_note)}."
+
+    def head(label: str, key: str | None) -> str:
+        if key is None:
+            return f"<th>{label}</th>"
+        desc = q.sort == key and q.dir == "asc"
+        mark = (" ▲" if q.dir == "asc" else " ▼") if q.sort == key else ""
+        return (f"<th><a href='{_esc(q.url(sort=key, dir='desc' if desc else 'asc', page=1))}'"
+                f">{label}</a>{mark}</th>")
+
+    heads = "".join([head("scan", "scan"), head("title / author", "title"), head("book", "book"),
+                     head("status", "status"), head("pages", "pages"),
+                     head("confidence", "confidence"), head(level_head, "level"),
+                     head("open flags", "flags"), head("flag", None)])
+    rows = "".join(_queue_row(r) for r in result.rows)
+    if not rows:
+        where = " on this page" if q.page > 1 else ""
+        rows = f"<tr><td colspan=9 class=muted>no scans match{where}</td></tr>"
+    first = (q.page - 1) * q.per_page + 1
+    last = min(q.page * q.per_page, result.total)
+    pager = [f"<span>{first}–{last} of {result.total}</span>" if result.total else
+             "<span>0 scans</span>"]
+    if q.page > 1:
+        pager.append(f"<a rel=prev href='{_esc(q.url(page=q.page - 1))}'>« previous</a>")
+    pager.append(f"<span>page {q.page} of {result.pages}</span>")
+    if q.page < result.pages:
+        pager.append(f"<a rel=next href='{_esc(q.url(page=q.page + 1))}'>next »</a>")
+    body = (f"<h1>Scans to review</h1><p id=counts>{''.join(counts)}</p>{filters}"
+            f"<p id=level-info>{level_info}</p><p class=flagbar>"
+            "<label>Your name <input id=editor size=14></label>"
+            "<span id=result role=status></span></p>"
+            f"<table id=queue><thead><tr>{heads}</tr></thead><tbody id=queue-body>{rows}"
+            f"</tbody></table><nav id=pager>{''.join(pager)}</nav>"
+            f"<script>{COMMON_SCRIPT}{QUEUE_SCRIPT}</script>")
+    return _page("Scans", body)
+
+
+# The editor's name lives in the browser (localStorage); every action posts JSON and then
+# re-reads this very page and swaps the parts that changed: no reload, and the server stays
+# the one place that renders.
+COMMON_SCRIPT = """
 const who = document.getElementById('editor');
+const result = document.getElementById('result');
 who.value = localStorage.getItem('corpus-editor') || '';
+who.addEventListener('change', () => localStorage.setItem('corpus-editor', who.value.trim()));
+function editorName() {
+  const name = who.value.trim();
+  if (!name) { result.textContent = 'Enter your name first.'; who.focus(); return null; }
+  localStorage.setItem('corpus-editor', name);
+  return name;
+}
+async function postJSON(url, payload) {
+  const res = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                body: JSON.stringify(payload)});
+  let body = {};
+  try { body = await res.json(); } catch (e) { body = {error: 'server error'}; }
+  return [res.ok, body];
+}
+async function refresh(ids) {
+  const res = await fetch(location.href, {cache: 'no-store'});
+  const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
+  for (const id of ids) {
+    const fresh = doc.getElementById(id), old = document.getElementById(id);
+    if (fresh && old) old.replaceWith(fresh);
+  }
+}
+"""
+
+QUEUE_SCRIPT = """
+document.getElementById('queue').addEventListener('click', async (ev) => {
+  const b = ev.target.closest('button');
+  if (!b) return;
+  const name = editorName();
+  if (!name) return;
+  const row = b.closest('tr');
+  let ok, body;
+  if (b.dataset.resolve) {
+    [ok, body] = await postJSON('/api/resolve', {flag_id: b.dataset.resolve, editor: name});
+    result.textContent = ok ? `Resolved; ${row.dataset.scan} is now ${body.status}.` : body.error;
+  } else if ('flagRow' in b.dataset) {
+    const flag = row.querySelector('select').value;
+    [ok, body] = await postJSON('/api/flags', {scan_id: row.dataset.scan, flag: flag,
+                                               editor: name});
+    result.textContent = ok ? `Flagged ${row.dataset.scan} as ${flag}.` : body.error;
+  } else return;
+  await refresh(['counts', 'queue-body', 'pager']);
+});
+"""
+
+SCAN_SCRIPT = """
+const form = document.getElementById('flagbar');
 form.addEventListener('click', async (ev) => {
   const flag = ev.target.dataset.flag;
   if (!flag) return;
   ev.preventDefault();
-  const result = document.getElementById('result');
-  if (!who.value.trim()) { result.textContent = 'Enter your name first.'; return; }
-  localStorage.setItem('corpus-editor', who.value.trim());
-  const res = await fetch('/api/flags', {method: 'POST',
-    headers: {'Content-Type': 'application/json'},
-    body: JSON.stringify({scan_id: form.dataset.scan, flag: flag,
-                          note: document.getElementById('note').value, editor: who.value})});
-  const body = await res.json();
-  result.textContent = res.ok ? `Flagged as ${flag} (flag ${body.flag_id}).` : body.error;
-  if (res.ok) document.getElementById('scan-status').textContent = body.status;
+  const name = editorName();
+  if (!name) return;
+  const [ok, body] = await postJSON('/api/flags', {scan_id: form.dataset.scan, flag: flag,
+      note: document.getElementById('note').value, editor: name});
+  result.textContent = ok ? `Flagged as ${flag} (flag ${body.flag_id}).` : body.error;
+  if (ok) await refresh(['scan-status', 'flags']);
+});
+document.getElementById('flags-box').addEventListener('click', async (ev) => {
+  const id = ev.target.dataset.resolve;
+  if (!id) return;
+  const name = editorName();
+  if (!name) return;
+  const [ok, body] = await postJSON('/api/resolve', {flag_id: id, editor: name});
+  result.textContent = ok ? `Resolved; the scan is now ${body.status}.` : body.error;
+  if (ok) await refresh(['scan-status', 'flags']);
 });
 """
 
 
 def render_scan(scan: dict) -> bytes:
-    """One scan: page images beside their OCR text, flag buttons, earlier flags."""
+    """One scan: page images beside their OCR text, flag buttons, its flags (open ones with
+    a resolve button)."""
     sid = html.escape(scan["scan_id"])
     texts = {p["page_no"]: p for p in scan["pages"]}
     pages = []
@@ -221,25 +401,45 @@ def render_scan(scan: dict) -> bytes:
         pages.append(f"<section class=pages><div class=page><img alt='page {n}' "
                      f"src='/scans/{sid}/pages/{n}.png' loading=lazy></div><div><h3>Page {n}"
                      f"{conf}</h3><div class=ocr>{text}</div></div></section>")
-    flags = "".join(
-        f"<li>{html.escape(f['flag'])} by {html.escape(f['editor'])}, "
-        f"{f['created_at']:%Y-%m-%d %H:%M}{': ' + html.escape(f['note']) if f['note'] else ''}"
-        f"{' (resolved)' if f['resolved_at'] else ''}</li>" for f in scan["flags"])
+
+    def flag_item(f: dict) -> str:
+        when = f"{f['created_at']:%Y-%m-%d %H:%M}"
+        note = ': ' + html.escape(f['note']) if f['note'] else ''
+        if f["resolved_at"]:
+            by = f" by {html.escape(f['resolved_by'])}" if f.get("resolved_by") else ""
+            state = f" (resolved{by}, {f['resolved_at']:%Y-%m-%d %H:%M})"
+        else:
+            state = (f" <button type=button data-resolve='{html.escape(f['flag_id'])}'>"
+                     "resolve</button>")
+        return (f"<li data-flag-id='{html.escape(f['flag_id'])}'>{html.escape(f['flag'])} by "
+                f"{html.escape(f['editor'])}, {when}{note}{state}</li>")
+
+    flags = "".join(flag_item(f) for f in scan["flags"])
     buttons = "".join(f"<button type=button data-flag='{f}'>{f.replace('_', ' ')}</button>"
                       for f in FLAGS)
-    body = (f"<h1>Scan {sid}</h1><p>Book {html.escape(scan['book_id'] or '?')} · "
+    conf = _conf(scan["mean_confidence"], scan["reason"])
+    if scan["mean_confidence"] is not None:
+        conf = f"mean confidence {conf}"
+    title = ""
+    if scan.get("title"):
+        title = f"<p class=book-title>{html.escape(scan['title'])}" + (
+            f" · {html.escape(scan['author'])}" if scan.get("author") else "") + "</p>"
+    body = (f"<p><a href='/'>« queue</a></p><h1>Scan {sid}</h1>{title}"
+            f"<p>Book {html.escape(scan['book_id'] or '?')} · "
             f"status <span id=scan-status class=status>{html.escape(scan['status'])}</span>"
-            f" · {scan['n_pages'] or 0} pages · mean confidence "
-            f"{_conf(scan['mean_confidence'])}</p>"
+            f" · {scan['n_pages'] or 0} pages · <span id=scan-conf>{conf}</span></p>"
             f"<form id=flagbar class=flagbar data-scan='{sid}'><label>Your name "
             f"<input id=editor name=editor size=12></label> <label>Note <input id=note "
             f"name=note size=40></label><br>{buttons}<span id=result role=status></span>"
-            f"</form><ul id=flags>{flags}</ul>{''.join(pages)}<script>{FLAG_SCRIPT}</script>")
+            f"</form><div id=flags-box><ul id=flags>{flags}</ul></div>{''.join(pages)}"
+            f"<script>{COMMON_SCRIPT}{SCAN_SCRIPT}</script>")
     return _page(f"Scan {scan['scan_id']}", body)
 
 
 class ReviewHandler(BaseHTTPRequestHandler):
-    """Routes: ``/``, ``/scan/<id>``, ``/scans/<id>/pages/<n>.png``, ``POST /api/flags``."""
+    """Routes: ``/`` (the queue; parameters in :class:`ingest.review_queue.QueueQuery`),
+    ``/api/scans`` (the same as JSON), ``/scan/<id>``, ``/scans/<id>/pages/<n>.png``,
+    ``POST /api/flags`` and ``POST /api/resolve``."""
 
     data: ReviewData  # set on the subclass made by make_server
     allowed_hosts: frozenset[str] = frozenset()  # Host header values served (make_server)
@@ -259,6 +459,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj: dict) -> None:
         self._send(status, json.dumps(obj, default=str).encode(), "application/json")
 
+    def _html(self, status: int, body: bytes) -> None:
+        self._send(status, body, "text/html; charset=utf-8")
+
     def _host_refused(self) -> bool:
         """Refuse (403) a request whose Host header does not name this server."""
         if self.headers.get("Host", "").lower() in self.allowed_hosts:
@@ -270,31 +473,44 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self._host_refused():
             return None
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path = url.path
         try:
-            if path == "/":
-                return self._send(200, render_queue(self.data.queue()), "text/html; charset=utf-8")
+            if path in ("/", "/api/scans"):
+                try:
+                    query = QueueQuery.from_params(parse_qs(url.query, keep_blank_values=True))
+                except CorpusError as e:
+                    if path == "/":
+                        return self._html(400, _page("Bad request", (
+                            f"<p class=error>error: {html.escape(str(e))}</p>"
+                            "<p><a href='/'>Back to the queue</a></p>")))
+                    return self._json(400, {"error": str(e)})
+                result = self.data.queue(query)
+                if path == "/":
+                    return self._html(200, render_queue(result))
+                return self._json(200, result.to_json())
             if m := _ROUTE_SCAN.match(path):
                 scan = self.data.scan(m.group(1))
                 if scan is None:
-                    return self._send(404, _page("Not found", "<p>No such scan.</p>"),
-                                      "text/html; charset=utf-8")
-                return self._send(200, render_scan(scan), "text/html; charset=utf-8")
+                    return self._html(404, _page("Not found", "<p>No such scan.</p>"))
+                return self._html(200, render_scan(scan))
             if m := _ROUTE_PAGE.match(path):
                 png = self.data.page_png(m.group(1), int(m.group(2)))
                 if png is None:
                     return self._send(404, b"no such page", "text/plain")
                 return self._send(200, png, "image/png")
-            if path == "/api/scans":
-                return self._json(200, {"scans": self.data.queue()})
             return self._send(404, b"not found", "text/plain")
         except CorpusError as e:
             return self._json(400, {"error": str(e)})
+        except Exception:  # a bug or a storage failure: say so without a traceback
+            log.exception("GET %s failed", path)
+            return self._send(500, b"server error (see the server log)", "text/plain")
 
     def do_POST(self) -> None:
         if self._host_refused():
             return None
-        if urlsplit(self.path).path != "/api/flags":
+        path = urlsplit(self.path).path
+        if path not in ("/api/flags", "/api/resolve"):
             return self._send(404, b"not found", "text/plain")
         # Only this page may post: a JSON body (a cross-site form cannot send one without a
         # preflight) and, when the browser says where it comes from, this very host.
@@ -307,18 +523,26 @@ class ReviewHandler(BaseHTTPRequestHandler):
         try:
             length = min(int(self.headers.get("Content-Length", 0)), 64 * 1024)
             body = json.loads(self.rfile.read(length) or b"{}")
-            flag_id = add_flag(self.data.lakehouse, str(body.get("scan_id", "")),
-                               flag=str(body.get("flag", "")),
-                               editor=str(body.get("editor", "")),
-                               note=str(body.get("note") or "") or None)
+            if not isinstance(body, dict):
+                raise ValueError("send a JSON object")
+            editor = str(body.get("editor") or "").strip()
+            if path == "/api/flags":
+                scan_id = str(body.get("scan_id", ""))
+                flag_id = add_flag(self.data.lakehouse, scan_id,
+                                   flag=str(body.get("flag", "")), editor=editor,
+                                   note=str(body.get("note") or "") or None)
+                status = current_status(self.data.lakehouse, scan_id)
+                return self._json(201, {"flag_id": flag_id, "status": status})
+            if not editor:
+                raise ValueError("Resolving a flag needs the editor's name.")
+            flag_id = str(body.get("flag_id", ""))
+            status = resolve_flag(self.data.lakehouse, flag_id, editor=editor)
+            return self._json(200, {"flag_id": flag_id, "status": status})
         except (ValueError, CorpusError) as e:
             return self._json(400, {"error": str(e)})
         except Exception:  # a bug or a storage failure: say so, never drop the request
-            log.exception("flag request failed")
-            return self._json(500, {"error": "the flag was not recorded (server error); "
-                                             "try again"})
-        status = current_status(self.data.lakehouse, str(body.get("scan_id", "")))
-        return self._json(201, {"flag_id": flag_id, "status": status})
+            log.exception("%s request failed", path)
+            return self._json(500, {"error": "not recorded (server error); try again"})
 
 
 def make_server(lakehouse: Lakehouse, host: str = "127.0.0.1", port: int = 8765

@@ -179,21 +179,18 @@ class QueueResult:
                 "level_note": self.level_note, "scans": self.rows}
 
 
-def _connect(lakehouse: Lakehouse) -> tuple[duckdb.DuckDBPyConnection, set[str]]:
-    """DuckDB with the queue's tables registered (empty when absent); returns the names
-    that exist."""
+def _connect(lakehouse: Lakehouse) -> duckdb.DuckDBPyConnection:
+    """DuckDB with the queue's tables registered (empty when absent)."""
     con = duckdb.connect(":memory:")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false")
-    present = set()
     for name in _TABLES:
         try:
             con.register(name, lakehouse.dataset(name))
-            present.add(name)
         except TableNotFoundError:
             con.register(name, TABLES[name].schema.empty_table())
-    return con, present
+    return con
 
 
 _QUEUE_SQL = """
@@ -215,7 +212,7 @@ WITH fl AS (
     FROM predictions WHERE run_id = $run_id AND target = $target GROUP BY book_id
 ), q AS (
     SELECT s.scan_id, s.book_id, s.source, s.n_pages, s.pages_done, s.status,
-           s.mean_confidence,
+           s.mean_confidence, s.reason,
            CASE WHEN b.title IS NOT NULL THEN b.title ELSE left(tp.lines, 160) END AS title,
            b.author AS author,
            b.title IS NULL AND tp.lines IS NOT NULL AS title_from_page,
@@ -291,14 +288,13 @@ def query_queue(lakehouse: Lakehouse, query: QueueQuery | None = None) -> QueueR
         come from.
     """
     query = query or QueueQuery()
-    con, present = _connect(lakehouse)
+    con = _connect(lakehouse)
     try:
         counts = dict(con.execute("SELECT status, count(*) FROM scans GROUP BY status "
                                   "ORDER BY status").fetchall())
         run_id, target = newest_run(con)
         if run_id is None:
-            note = ("no trained run yet" if "runs" in present else
-                    "no trained run yet (no runs table)")
+            note = "no trained run yet"
         elif target is None:
             note = f"run {run_id} has no predictions yet: run `corpus eval` on it"
         else:
@@ -332,7 +328,9 @@ def query_queue(lakehouse: Lakehouse, query: QueueQuery | None = None) -> QueueR
             r["level_note"] = note
         elif not r["book_id"]:
             r["level_note"] = "no book id for this scan"
+        elif not r["pages_done"]:
+            r["level_note"] = "no OCR text yet"
         else:
-            r["level_note"] = f"run {run_id} did not score this book's OCR text"
+            r["level_note"] = f"not scored by run {run_id}"
     return QueueResult(rows=rows, total=total, counts=counts, run_id=run_id, target=target,
                        level_note=note, query=query)
