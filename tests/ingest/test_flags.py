@@ -34,8 +34,10 @@ def test_resolving_a_flag_recomputes_the_status(small_share, tmp_path):
     assert _status(lh, done) == "accepted"  # the latest open flag wins
     resolve_flag(lh, ok)
     assert _status(lh, done) == "flagged"   # the rescan flag is still open
-    resolve_flag(lh, rescan)
+    assert resolve_flag(lh, rescan, editor=" dee ") == "ocr_done"
     assert _status(lh, done) == "ocr_done"  # no open flag: back to the OCR state
+    who = {f["flag_id"]: f["resolved_by"] for f in lh.read("flags").to_pylist()}
+    assert (who[rescan], who[ok]) == ("dee", None)  # who resolved it, when told
     scan = next(s for s in lh.read("scans").to_pylist() if s["scan_id"] == done)
     assert scan["pages_done"] == scan["n_pages"] and scan["mean_confidence"] > 0
 
