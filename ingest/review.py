@@ -72,7 +72,7 @@ border-radius:.8em;padding:0 .5em;margin:.1em .2em .1em 0;font-size:.9em}
 .chip button{margin:0 0 0 .3em;padding:0 .35em;font-size:.85em}.from{color:#666;font-size:.85em}
 .muted{color:#777;font-style:italic}.author{color:#555}th a{color:inherit}
 #pager a,#pager span{margin-right:.8em}td.act select{margin-right:.3em}
-td.act,td.conf{white-space:nowrap}
+td.act,td.conf,#queue td:first-child{white-space:nowrap}
 """
 
 
@@ -237,9 +237,14 @@ def _queue_row(r: dict) -> str:
             f"<button type=button data-flag-row>flag</button></td></tr>")
 
 
-def _options(values: tuple[str, ...], chosen: str | None, blank: str) -> str:
+FLAG_FILTER_LABELS = {"any": "any open flag", "none": "no open flag"}
+
+
+def _options(values: tuple[str, ...], chosen: str | None, blank: str,
+             labels: dict[str, str] | None = None) -> str:
     opts = [f"<option value=''>{blank}</option>"] + [
-        f"<option{' selected' if v == chosen else ''}>{v}</option>" for v in values]
+        f"<option value='{v}'{' selected' if v == chosen else ''}>"
+        f"{(labels or {}).get(v, v)}</option>" for v in values]
     return "".join(opts)
 
 
@@ -256,7 +261,8 @@ def render_queue(result: QueueResult) -> bytes:
     filters = (
         "<form id=filters method=get action='/'>"
         f"<label>Status <select name=status>{_options(STATUSES, q.status, 'any')}</select>"
-        f"</label><label>Flags <select name=flag>{_options(FLAG_FILTERS, q.flag, 'all')}"
+        f"</label><label>Flags <select name=flag>"
+        f"{_options(FLAG_FILTERS, q.flag, 'all', FLAG_FILTER_LABELS)}"
         "</select></label><label>Confidence <input name=min_conf size=4 inputmode=decimal "
         f"value='{num(q.min_conf)}' placeholder=min>–<input name=max_conf size=4 "
         f"inputmode=decimal value='{num(q.max_conf)}' placeholder=max></label>"
@@ -373,7 +379,7 @@ form.addEventListener('click', async (ev) => {
   const [ok, body] = await postJSON('/api/flags', {scan_id: form.dataset.scan, flag: flag,
       note: document.getElementById('note').value, editor: name});
   result.textContent = ok ? `Flagged as ${flag} (flag ${body.flag_id}).` : body.error;
-  if (ok) await refresh(['scan-status', 'flags']);
+  if (ok) { document.getElementById('note').value = ''; await refresh(['scan-status', 'flags']); }
 });
 document.getElementById('flags-box').addEventListener('click', async (ev) => {
   const id = ev.target.dataset.resolve;

@@ -128,6 +128,7 @@ def test_editor_flags_a_scan_in_a_real_browser(served, tmp_path):
         page.wait_for_selector("#result:has-text('Flagged as rescan')")
         assert page.locator("#scan-status").inner_text() == "flagged"
         # the flag is listed at once, with a button to resolve it
+        assert page.input_value("#note") == ""
         item = page.locator("#flags li", has_text="page 2 is cut off")
         assert "rescan by Ana" in item.inner_text()
         page.screenshot(path=str(tmp_path / "scan.png"))
@@ -484,6 +485,9 @@ def test_queue_filters_pages_and_flags_in_a_real_browser(synth_server, tmp_path)
         page.wait_for_selector("#row-scan00005 .chip:has-text('needs_edit')")
         assert page.locator("#row-scan00005 td.status").inner_text() == "flagged"
         assert "flagged 1" in page.locator("#counts").inner_text()
+        shot = tmp_path / "queue-flagged.png"
+        page.screenshot(path=str(shot))
+        assert _not_blank(shot, page.locator("#row-scan00005").bounding_box()) > 8
         assert page.locator("#queue-body tr").evaluate_all(
             "rs => rs.map(r => r.dataset.scan)") == order
         page.locator("#row-scan00005 button[data-resolve]").click()
