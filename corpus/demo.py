@@ -198,3 +198,6 @@ def run_demo(lakehouse: Lakehouse, console: Console, *, run_root: str | Path = "
     for src in last.sources:
         console.print(f"  {src}")
     console.print(f"\nTry: corpus --root {lakehouse.root} sql \"SELECT * FROM corpus_commits\"")
+    # the last line: where the editors' desk for these scans is
+    console.print(f"Review the scans: corpus --root {lakehouse.root} review   "
+                  "(then open http://127.0.0.1:8765/)")

@@ -42,6 +42,9 @@ def test_demo_end_to_end(tmp_path):
     report = re.search(r"report: (\S+report\.md)", p.stdout)
     assert report and (tmp_path / "reports").is_dir() and os.path.exists(report.group(1))
     assert re.search(r"_scan\.pdf \(scan\): -?\d+\.\d{3}", p.stdout), p.stdout[-2000:]
+    # it ends with the command that opens the editors' desk on this lakehouse
+    last = p.stdout.strip().splitlines()[-1]
+    assert re.search(rf"corpus --root {re.escape(str(root))}\S* review", last), last
     # running it again is safe: same data, no duplicates
     p = subprocess.run([sys.executable, "-m", "corpus.cli", "--root", str(root), "demo"],
                        env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
