@@ -427,6 +427,18 @@ def _ingest(
     dirty, have_texts = ((None, set()) if dry_run else
                          _dirty_books(lakehouse, records, fresh, cached, old_files, all_books,
                                       full=full))
+    known = None
+    if dirty is not None and old_files.num_rows:
+        live = old_files.filter(pc.and_(pc.equal(old_files.column("kind"), "edited"),
+                                        pc.not_equal(old_files.column("status"), "removed")))
+        known = dict(zip(live.column("path").to_pylist(),
+                         zip(live.column("status").to_pylist(),
+                             live.column("reason").to_pylist(), strict=True), strict=True))
+    if dirty is not None:
+        # a clean book whose files the files table does not know (it was rolled back or
+        # edited by hand) cannot keep its statuses: rebuild it
+        dirty |= {r.book_id for r in records if r.kind == EDITED and r.book_id
+                  and r.book_id not in dirty and r.path not in (known or {})}
     # the unchanged files of the dirty books' current versions are read too: their text is
     # not cached (and the text of an older version is not needed)
     if dirty is None:
@@ -447,13 +459,6 @@ def _ingest(
         fresh |= set(need)
         records = [records_by_path[rel] for rel in paths]
     store = None if dry_run else lakehouse.store
-    known = None
-    if dirty is not None and old_files.num_rows:
-        live = old_files.filter(pc.and_(pc.equal(old_files.column("kind"), "edited"),
-                                        pc.not_equal(old_files.column("status"), "removed")))
-        known = dict(zip(live.column("path").to_pylist(),
-                         zip(live.column("status").to_pylist(),
-                             live.column("reason").to_pylist(), strict=True), strict=True))
     out: Assembled = assemble(records, ingested_at=t0, dirty=dirty, known=known,
                               blob_uri=(store.uri if store else (lambda k: k)))
     report = IngestReport(share=str(share), n_files=len(records), n_read=len(fresh),
