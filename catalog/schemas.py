@@ -75,7 +75,7 @@ _SPECS = [
         "texts",
         pa.schema([
             _f("book_id", pa.string(), False),
-            _f("variant", pa.string(), False),  # edited | ocr | noisy/<recipe>/<seed>
+            _f("variant", pa.string(), False),  # edited | ocr | corrected | noisy/<recipe>/<seed>
             _f("text", pa.large_string(), False),
             _f("n_chars", pa.int64()),
             _f("chapter_offsets", pa.list_(pa.int64())),
@@ -84,7 +84,7 @@ _SPECS = [
             _f("created_at", TS),
         ]),
         ("book_id", "variant"),
-        "full text of every book variant (edited, ocr, noisy/...)",
+        "full text of every book variant (edited, ocr, corrected, noisy/...)",
     ),
     TableSpec(
         "scores",
@@ -154,6 +154,41 @@ _SPECS = [
         "editors' flags on scans",
     ),
     TableSpec(
+        "corrections",
+        pa.schema([
+            _f("correction_id", pa.string(), False),
+            _f("scan_id", pa.string(), False),
+            # the scan content (scans.sha256) the page was corrected for: after a rescan the
+            # corrections of the old content are history, like its ocr_pages
+            _f("scan_sha256", pa.string()),
+            _f("page_no", pa.int32(), False),
+            _f("book_id", pa.string()),
+            _f("text", pa.large_string(), False),  # the editor's text of the whole page
+            _f("editor", pa.string(), False),
+            _f("created_at", TS, False),
+            _f("ocr_sha256", pa.string()),  # sha256 of the OCR page text the editor corrected
+        ]),
+        ("correction_id",),
+        "editors' page corrections of OCR text (append-only; the newest per scan_id, "
+        "scan_sha256, page_no wins)",
+    ),
+    TableSpec(
+        "promotions",
+        pa.schema([
+            _f("promotion_id", pa.string(), False),
+            _f("scan_id", pa.string(), False),
+            _f("scan_sha256", pa.string()),
+            _f("book_id", pa.string(), False),
+            _f("editor", pa.string(), False),
+            _f("created_at", TS, False),
+            _f("n_pages", pa.int32()),
+            _f("text_sha256", pa.string()),  # of the edited text written
+            _f("correction_ids", pa.list_(pa.string())),  # the page corrections it is made of
+        ]),
+        ("promotion_id",),
+        "books promoted to edited from fully corrected scans: who, when, from what",
+    ),
+    TableSpec(
         "alignments",
         pa.schema([
             _f("book_id", pa.string(), False),
@@ -173,6 +208,7 @@ _SPECS = [
             _f("structure_chars", pa.int64()),  # raw chars of headers, page numbers, front matter
             _f("body_cer", pa.float64()),  # CER with that page structure left out of the raw text
             _f("texts_version", pa.int64()),
+            _f("reference", pa.string()),  # the clean variant aligned against (edited|corrected)
         ]),
         ("book_id", "raw_variant"),
         "per-book alignment of an edited text against a raw variant",

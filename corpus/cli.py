@@ -449,6 +449,19 @@ def flag(ctx: click.Context, scan_id: str, flag: str, note: str | None, editor: 
     console.print(f"flag {flag_id}: {scan_id} {flag} by {editor}")
 
 
+@cli.command()
+@click.argument("scan_id")
+@click.option("--by", "editor", required=True, metavar="NAME", help="Your name.")
+@click.pass_context
+def promote(ctx: click.Context, scan_id: str, editor: str) -> None:
+    """Make a fully corrected scan's text its book's edited text (recorded in promotions)."""
+    from ingest.corrections import promote as promote_scan
+
+    done = promote_scan(_lakehouse(ctx), scan_id, editor=editor)
+    console.print(f"promotion {done.promotion_id}: book {done.book_id} edited from scan "
+                  f"{scan_id} ({done.n_pages} corrected pages, {done.n_chars} chars) by {editor}")
+
+
 @cli.group(invoke_without_command=True)
 @click.option("--open", "open_only", is_flag=True, help="Only unresolved flags.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")

@@ -9,7 +9,11 @@ in the queue (the default order is the share's, not the status). It binds to 127
 default. Page images are looked up by scan id and page number in the catalog and rendered
 from the stored bytes: nothing in a request names a file. The pages of a folder scan are
 the images OCR reads (:func:`ingest.ocr.scan_page_files`), so an image and the text beside
-it come from the same file. Flags are appended to the ``flags`` table, so editors flagging
+it come from the same file. Below each page's OCR text the editor can correct the page and
+save it (``POST /api/correct``): the correction is a row of ``corrections``, the OCR text is
+never overwritten, and the book's ``corrected`` text is rewritten; once every page is
+corrected, ``POST /api/promote`` makes it the book's ``edited`` text (see
+:mod:`ingest.corrections`). Flags are appended to the ``flags`` table, so editors flagging
 at once never lose a flag; resolving records who resolved it and recomputes the status
 (:func:`ingest.flags.resolve_flag`).
 
@@ -35,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow.compute as pc
 
 from catalog import CorpusError, Lakehouse, TableNotFoundError
+from ingest.corrections import page_corrections, promote, save_correction
 from ingest.flags import FLAGS, add_flag, resolve_flag
 from ingest.ocr import blob_page_counts, scan_page_files, scan_pages
 from ingest.review_queue import (
@@ -63,7 +68,9 @@ td,th{padding:.35em .7em;border-bottom:1px solid #ddd;text-align:left}
 .pages{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em}
 .page img{width:100%;border:1px solid #ccc;background:#fff}
 .ocr{white-space:pre-wrap;background:#fff;border:1px solid #ccc;padding:.6em;font-family:serif}
-mark.low{background:#ffd27f}.flagbar{position:sticky;top:0;background:#eef;padding:.6em;
+mark.low{background:#ffd27f}textarea.fix{width:100%;box-sizing:border-box;min-height:12em;
+font-family:serif;font-size:14px;margin-top:.4em}.corr{margin-left:.5em;color:#264}
+.corr.none{color:#777}.flagbar{position:sticky;top:0;background:#eef;padding:.6em;
 border:1px solid #ccd;margin-bottom:1em}button{margin-right:.4em;padding:.35em .8em}
 .status{font-weight:600}#result{margin-left:1em}
 #counts a{margin-right:.8em}#counts a.on{font-weight:700}#filters{margin:.6em 0}
@@ -105,6 +112,7 @@ class ReviewData:
         # only pages of the scan's current content (a rescan's old pages are history)
         pages = [p for p in pages if p["scan_sha256"] == scan["sha256"]]
         scan["pages"] = sorted(pages, key=lambda p: p["page_no"])
+        scan["corrections"] = page_corrections(self.lakehouse, scan)
         scan["flags"] = sorted((f for f in self._flags() if f["scan_id"] == scan_id),
                                key=lambda f: f["created_at"], reverse=True)
         book = []
@@ -381,6 +389,26 @@ form.addEventListener('click', async (ev) => {
   result.textContent = ok ? `Flagged as ${flag} (flag ${body.flag_id}).` : body.error;
   if (ok) { document.getElementById('note').value = ''; await refresh(['scan-status', 'flags']); }
 });
+document.addEventListener('click', async (ev) => {
+  const b = ev.target.closest('button[data-save], button#promote');
+  if (!b) return;
+  const name = editorName();
+  if (!name) return;
+  if (b.id === 'promote') {
+    const [ok, body] = await postJSON('/api/promote', {scan_id: form.dataset.scan,
+                                                       editor: name});
+    result.textContent = ok ? `Promoted: book ${body.book_id} has the corrected text as its `
+        + `edited text (${body.n_pages} pages).` : body.error;
+    if (ok) await refresh(['promote-box']);
+    return;
+  }
+  const n = Number(b.dataset.save);
+  const [ok, body] = await postJSON('/api/correct', {scan_id: form.dataset.scan, page_no: n,
+      text: document.getElementById('fix-' + n).value, editor: name});
+  result.textContent = ok ? `Saved page ${n}.` + (body.note ? ` Note: ${body.note}.` : '')
+                          : body.error;
+  if (ok) await refresh(['corr-' + n, 'promote-box']);
+});
 document.getElementById('flags-box').addEventListener('click', async (ev) => {
   const id = ev.target.dataset.resolve;
   if (!id) return;
@@ -398,15 +426,23 @@ def render_scan(scan: dict) -> bytes:
     a resolve button)."""
     sid = html.escape(scan["scan_id"])
     texts = {p["page_no"]: p for p in scan["pages"]}
+    fixes = scan.get("corrections") or {}
+    n_pages = scan["n_pages"] or 0
     pages = []
-    for n in range(1, (scan["n_pages"] or 0) + 1):
+    for n in range(1, n_pages + 1):
         p = texts.get(n)
         text = (marked_text(p["text"], p["words"]) if p else
                 "<em>not OCR'd yet: run corpus ocr</em>")
         conf = f" · confidence {_conf(p['mean_confidence'])}" if p else ""
-        pages.append(f"<section class=pages><div class=page><img alt='page {n}' "
+        fix = fixes.get(n)
+        start = fix["text"] if fix else (p["text"] or "") if p else ""
+        pages.append(f"<section class=pages id=page-{n}><div class=page><img alt='page {n}' "
                      f"src='/scans/{sid}/pages/{n}.png' loading=lazy></div><div><h3>Page {n}"
-                     f"{conf}</h3><div class=ocr>{text}</div></div></section>")
+                     f"{conf}</h3><div class=ocr>{text}</div>"
+                     f"<textarea class=fix id=fix-{n} aria-label='corrected text of page {n}'"
+                     f" spellcheck=true>\n{html.escape(start)}</textarea>"
+                     f"<button type=button data-save={n}>Save page {n}</button>"
+                     f"{_corrected_note(n, fix)}</div></section>")
 
     def flag_item(f: dict) -> str:
         when = f"{f['created_at']:%Y-%m-%d %H:%M}"
@@ -421,6 +457,14 @@ def render_scan(scan: dict) -> bytes:
                 f"{html.escape(f['editor'])}, {when}{note}{state}</li>")
 
     flags = "".join(flag_item(f) for f in scan["flags"])
+    n_fixed = sum(1 for n in range(1, n_pages + 1) if n in fixes)
+    if n_pages and n_fixed == n_pages:
+        promote_box = ("<p id=promote-box>Every page is corrected. <button type=button "
+                       "id=promote>Promote to edited</button></p>")
+    else:
+        promote_box = (f"<p id=promote-box>{n_fixed} of {n_pages} pages corrected; the book "
+                       "can be promoted to edited once every page is. <button type=button "
+                       "id=promote disabled>Promote to edited</button></p>")
     buttons = "".join(f"<button type=button data-flag='{f}'>{f.replace('_', ' ')}</button>"
                       for f in FLAGS)
     conf = _conf(scan["mean_confidence"], scan["reason"])
@@ -437,15 +481,24 @@ def render_scan(scan: dict) -> bytes:
             f"<form id=flagbar class=flagbar data-scan='{sid}'><label>Your name "
             f"<input id=editor name=editor size=12></label> <label>Note <input id=note "
             f"name=note size=40></label><br>{buttons}<span id=result role=status></span>"
-            f"</form><div id=flags-box><ul id=flags>{flags}</ul></div>{''.join(pages)}"
+            f"</form><div id=flags-box><ul id=flags>{flags}</ul></div>{promote_box}"
+            f"{''.join(pages)}"
             f"<script>{COMMON_SCRIPT}{SCAN_SCRIPT}</script>")
     return _page(f"Scan {scan['scan_id']}", body)
+
+
+def _corrected_note(n: int, fix: dict | None) -> str:
+    if fix is None:
+        return f"<span class='corr none' id=corr-{n}>not corrected</span>"
+    return (f"<span class=corr id=corr-{n} data-corrected>corrected by "
+            f"{html.escape(fix['editor'])}, {fix['created_at']:%Y-%m-%d %H:%M:%S}</span>")
 
 
 class ReviewHandler(BaseHTTPRequestHandler):
     """Routes: ``/`` (the queue; parameters in :class:`ingest.review_queue.QueueQuery`),
     ``/api/scans`` (the same as JSON), ``/scan/<id>``, ``/scans/<id>/pages/<n>.png``,
-    ``POST /api/flags`` and ``POST /api/resolve``."""
+    ``POST /api/flags``, ``POST /api/resolve``, ``POST /api/correct`` (``{scan_id, page_no,
+    text, editor}``) and ``POST /api/promote`` (``{scan_id, editor}``)."""
 
     data: ReviewData  # set on the subclass made by make_server
     allowed_hosts: frozenset[str] = frozenset()  # Host header values served (make_server)
@@ -516,7 +569,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if self._host_refused():
             return None
         path = urlsplit(self.path).path
-        if path not in ("/api/flags", "/api/resolve"):
+        if path not in ("/api/flags", "/api/resolve", "/api/correct", "/api/promote"):
             return self._send(404, b"not found", "text/plain")
         # Only this page may post: a JSON body (a cross-site form cannot send one without a
         # preflight) and, when the browser says where it comes from, this very host.
@@ -527,7 +580,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             return self._json(415, {"error": "send JSON"})
         try:
-            length = min(int(self.headers.get("Content-Length", 0)), 64 * 1024)
+            limit = 1024 * 1024 if path == "/api/correct" else 64 * 1024  # a page of text
+            length = min(int(self.headers.get("Content-Length", 0)), limit)
             body = json.loads(self.rfile.read(length) or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("send a JSON object")
@@ -539,6 +593,19 @@ class ReviewHandler(BaseHTTPRequestHandler):
                                    note=str(body.get("note") or "") or None)
                 status = current_status(self.data.lakehouse, scan_id)
                 return self._json(201, {"flag_id": flag_id, "status": status})
+            if path == "/api/correct":
+                saved = save_correction(self.data.lakehouse, str(body.get("scan_id", "")),
+                                        body.get("page_no"), body.get("text"), editor=editor)
+                return self._json(201, {"correction_id": saved.correction_id,
+                                        "page_no": saved.page_no, "editor": saved.editor,
+                                        "created_at": saved.created_at.isoformat(),
+                                        "written": saved.written, "note": saved.note})
+            if path == "/api/promote":
+                done = promote(self.data.lakehouse, str(body.get("scan_id", "")),
+                               editor=editor)
+                return self._json(200, {"promotion_id": done.promotion_id,
+                                        "book_id": done.book_id, "n_pages": done.n_pages,
+                                        "n_chars": done.n_chars})
             if not editor:
                 raise ValueError("Resolving a flag needs the editor's name.")
             flag_id = str(body.get("flag_id", ""))

@@ -1,8 +1,11 @@
 """Artifact mining: what OCR and page layout did to each book, counted over all pairs.
 
-Every book with an ``edited`` text and a raw variant (``ocr`` by default) is aligned at book
-length (:func:`noise.align.align`). The raw text's pages (``page_offsets``) and lines are
-then read against the alignment: a raw line whose characters are mostly not matched to the
+Every book with an ``edited`` text and a raw variant (``ocr`` by default) is mined; a book
+without an ``edited`` text but with a ``corrected`` one (OCR pages an editor corrected in the
+review page) is mined against that, so every correction also teaches the noise model
+(``alignments.reference`` says which was used). Each pair is aligned at book length
+(:func:`noise.align.align`). The raw text's pages (``page_offsets``) and lines are then read
+against the alignment: a raw line whose characters are mostly not matched to the
 edited text is page furniture, not a string of unrelated insertions. What is left is counted
 character by character. :func:`mine` is the pure core (pairs in, two Arrow tables out);
 :func:`run_mine` pins the ``texts`` (and ``books``) versions it reads, overwrites
@@ -134,6 +137,8 @@ class MineConfig:
         variant: The raw variant mined against the edited text (``ocr``, or e.g. a noisy
             variant to check a noise model).
         reference: The clean variant (``edited``).
+        fallback: The clean variant of a book without a ``reference`` text (``corrected``:
+            OCR pages editors corrected); ``None`` uses ``reference`` only.
         max_pattern: Longest edited/raw form of a character pattern; longer edit runs are
             counted as their single-character edits.
         header_lines: At most this many unmatched lines at a page top are a running header.
@@ -145,6 +150,7 @@ class MineConfig:
 
     variant: str = "ocr"
     reference: str = "edited"
+    fallback: str | None = "corrected"
     max_pattern: int = 3
     header_lines: int = 3
     page_number_chars: int = 8
@@ -189,6 +195,7 @@ class Pair:
     chapter_offsets: Sequence[int] = ()
     title: str | None = None
     author: str | None = None
+    reference: str = "edited"
 
 
 # ---- per book ---------------------------------------------------------------------------------
@@ -679,8 +686,9 @@ def mine(pairs: Iterable[Pair] | Mapping[str, tuple[str, str]], *,
         books = [mine_book(p, config=config)
                  for p in progress(todo, desc="mine", unit="book")]
     rows = []
-    for bm in books:
-        rows.append({**bm.row, "raw_variant": config.variant, "texts_version": texts_version})
+    for p, bm in zip(todo, books, strict=True):
+        rows.append({**bm.row, "raw_variant": config.variant, "texts_version": texts_version,
+                     "reference": p.reference})
     alignments = pa.Table.from_pylist(rows, schema=TABLES["alignments"].schema)
     artifacts = _aggregate(todo, books, texts_version, config.variant)
     return alignments, artifacts
@@ -794,10 +802,13 @@ def read_pairs(lakehouse: Lakehouse, *, config: MineConfig,
     """The pairs to mine from pinned ``texts`` (and ``books``, for titles and authors)."""
     import pyarrow.dataset as pads
 
+    # the clean text of a book: its reference (edited) text, else the fallback (corrected)
+    refs = [config.reference] + ([config.fallback] if config.fallback and config.fallback
+                                 not in (config.reference, config.variant) else [])
     texts = lakehouse.read(
         "texts", version=versions["texts"],
         columns=["book_id", "variant", "text", "chapter_offsets", "page_offsets"],
-        filter=pads.field("variant").isin([config.reference, config.variant]))
+        filter=pads.field("variant").isin([*refs, config.variant]))
     meta = {}
     if "books" in versions:
         meta = {b["book_id"]: b for b in lakehouse.read(
@@ -805,19 +816,21 @@ def read_pairs(lakehouse: Lakehouse, *, config: MineConfig,
         ).to_pylist()}
     by: dict[str, dict[str, dict]] = defaultdict(dict)
     for t in texts.to_pylist():
-        if t["variant"] in (config.reference, config.variant):
+        if t["variant"] in (*refs, config.variant):
             by[t["book_id"]][t["variant"]] = t
     pairs = []
     for book_id in sorted(by):
         v = by[book_id]
-        if config.reference not in v or config.variant not in v:
+        reference = next((r for r in refs if r in v), None)
+        if reference is None or config.variant not in v:
             continue
-        ref, raw = v[config.reference], v[config.variant]
+        ref, raw = v[reference], v[config.variant]
         m = meta.get(book_id) or {}
         pairs.append(Pair(book_id=book_id, edited=ref["text"], raw=raw["text"],
                           page_offsets=raw.get("page_offsets") or (),
                           chapter_offsets=ref.get("chapter_offsets") or (),
-                          title=m.get("title"), author=m.get("author")))
+                          title=m.get("title"), author=m.get("author"),
+                          reference=reference))
     return pairs
 
 

@@ -347,3 +347,33 @@ def test_opportunity_counting_paths_agree():
         needle = left.replace("^", "\n") + e + right.replace("$", "\n")
         assert n == sum(len(re.findall(f"(?={re.escape(needle)})", f"\n{t}\n"))
                         for t in texts)
+
+
+def test_a_book_with_only_corrected_and_ocr_texts_is_mined(tmp_path):
+    """An editor-corrected OCR text is the reference of a book with no edited text, so every
+    correction teaches the noise model; an edited text is still preferred."""
+    from catalog import Lineage
+
+    lh = Lakehouse(str(tmp_path / "lh"))
+    rows = []
+    for i, (book, variants) in enumerate([("b-edited", ("edited",)),
+                                          ("b-corrected", ("corrected",)),
+                                          ("b-both", ("corrected", "edited")),
+                                          ("b-ocr-only", ())]):
+        edited, chapters = _edited(seed=i + 1, chapters=2)
+        raw, pages, _ = _typeset(edited)
+        rows.append({"book_id": book, "variant": "ocr", "text": raw, "page_offsets": pages})
+        for v in variants:
+            # the corrected text of b-both differs: it must not be the one aligned
+            text = edited if v == "edited" or book != "b-both" else edited.upper()
+            rows.append({"book_id": book, "variant": v, "text": text,
+                         "chapter_offsets": chapters})
+    lh.append("texts", rows, lineage=Lineage(operation="test"))
+    report = run_mine(lh, config=MineConfig())
+    assert report.books == 3
+    al = {r["book_id"]: r for r in lh.read("alignments").to_pylist()}
+    assert {b: r["reference"] for b, r in al.items()} == {
+        "b-edited": "edited", "b-corrected": "corrected", "b-both": "edited"}
+    assert al["b-corrected"]["raw_variant"] == "ocr"
+    assert al["b-corrected"]["body_cer"] < 0.1 and al["b-both"]["body_cer"] < 0.1
+    assert lh.read("artifacts").num_rows > 0
