@@ -18,13 +18,6 @@ from typing import TYPE_CHECKING, Any
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from catalog.config import LakehouseConfig
 from catalog.errors import (
@@ -38,8 +31,9 @@ from catalog.lineage import Commit, Lineage, LineageNode
 from catalog.schemas import TABLE_NAMES, check_name, spec
 from catalog.storage import ObjectStore, open_store
 
-# pyarrow is imported where it is used: `corpus sql` on a local root opens tables and reads
-# their Parquet files with DuckDB, and never pays for it (~60 ms; pyarrow.dataset ~0.2 s).
+# pyarrow (and tenacity) are imported where they are used: `corpus sql` on a local root opens
+# tables and reads their Parquet files with DuckDB, and never pays for them (pyarrow ~60 ms,
+# pyarrow.dataset ~0.2 s).
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.dataset as pads
@@ -365,6 +359,14 @@ class Lakehouse:
 
     def _retrying(self, name: str, op: str, fn) -> Any:
         """Run a conflicting-prone commit, retrying on a fresh snapshot when a writer won."""
+        from tenacity import (
+            RetryError,
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_random_exponential,
+        )
+
         try:
             for attempt in Retrying(
                 retry=retry_if_exception_type(CommitFailedError),

@@ -166,7 +166,7 @@ class SqlSession:
         self._commits_registered = True
 
     def _check(self, sql: str) -> list:
-        statements = guard.split(sql)
+        statements = guard.split(sql, self.con)
         if not statements:
             raise QueryError("The query is empty.")
         # Every statement is checked before the first one runs.
