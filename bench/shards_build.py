@@ -61,7 +61,10 @@ def main() -> None:
         texts = lh.read("texts", columns=["text"]).column("text").to_pylist()
         n_chars = sum(map(len, texts))
         tok = load_tokenizer(TOKENIZER)
-        # exactly what train.shards._encode_batch calls, on every text in one batch
+        # exactly what train.shards._encode_batch calls, on every text in one batch, with the
+        # backend set up as shards' workers set it up (no truncation, no padding)
+        tok.backend_tokenizer.no_truncation()
+        tok.backend_tokenizer.no_padding()
         encode = tok.backend_tokenizer.encode_batch_fast
         n_tokens = sum(len(e.ids) for e in encode(texts, add_special_tokens=False))  # warm-up
         build_shards(lh, config=ShardsConfig(dataset="warmup", tokenizer=TOKENIZER,
