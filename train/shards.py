@@ -601,16 +601,19 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
     else:
         _init_worker(config.tokenizer, False, tok)
     try:
-        for split in SPLITS:
-            table = parts[split]
-            tasks = list(_tasks(table, targets, config.batch_texts))
-            if pool is not None:
-                from functools import partial
+        tasks_of = {split: list(_tasks(parts[split], targets, config.batch_texts))
+                    for split in SPLITS}
+        if pool is not None:
+            from functools import partial
 
-                results = pool.map(partial(_tokenise_task, seq_len=args[0], window=args[1],
-                                           stride=args[2]), tasks)
-            else:
-                results = _tokenised_in_process(tasks, *args)
+            # Every split's batches are submitted now: the workers tokenise the next split
+            # while this process writes the shards of the one before.
+            task_fn = partial(_tokenise_task, seq_len=args[0], window=args[1], stride=args[2])
+            results_of = {split: pool.map(task_fn, tasks_of[split]) for split in SPLITS}
+        for split in SPLITS:
+            tasks = tasks_of[split]
+            results = (results_of[split] if pool is not None
+                       else _tokenised_in_process(tasks, *args))
             for task, rows in zip(tasks, progress(results, desc=f"tokenise {split}",
                                                   total=len(tasks), unit="batch"), strict=True):
                 n_texts += len(task.texts)
