@@ -3,19 +3,26 @@
 Both train the same ReadingLevelModel (all-MiniLM-L6-v2 + LoRA r=8 on query/key/value +
 attention-pooling head, fp32, CPU) with AdamW at the same learning rate, the same batch size
 and the same windows (the bundled CLEAR sample as token shards, 128-token chunks), for the
-same number of optimizer steps, in one process (world size 1). Runs alternate (ours, HF,
-ours, HF, ...) so both see the same machine noise.
+same number of optimizer steps, in one process (world size 1). Each round runs both, the
+order alternated (ours first in even rounds, the Trainer first in odd ones), so both see the
+same machine noise.
 
 * ours: ``train.recipe.setup`` + ``train.recipe.train`` on a run folder (the real code path:
   ShardStream, in-flight records, per-step metrics and sample logs; checkpoints only at the
   end, as the Trainer saves none).
-* baseline: ``transformers.Trainer`` over a map-style dataset holding the same samples (read
-  once from the same shards), a padding collator, ``save_strategy="no"``, no evaluation.
+* baseline: ``transformers.Trainer`` over a map-style dataset holding the training samples
+  read from the same shards in the order our stream yields them for the same seed
+  (``train_sampling_strategy="sequential"``), a padding collator, ``save_strategy="no"``,
+  no evaluation. Both sides therefore train on the same samples; their non-padding token
+  counts are asserted equal in every round.
 
-Tokens are the non-padding tokens trained on; time is the wall time of the training loop
-(model building excluded for both). Raw timings go to bench/out/train_throughput.json.
+Timing is the same on both sides: set-up included, i.e. everything from the run's config to
+the last optimizer step (ours: ``setup`` builds the model, the stream, the optimizer;
+baseline: reading the samples, building the model, the ``Trainer`` and ``train()``). The
+process-wide imports and one untimed warm-up run of each come first. Tokens are the
+non-padding tokens trained on. Raw timings go to bench/out/train_throughput.json.
 
-Usage: .venv/bin/python bench/train_throughput.py [--rounds 3] [--steps 20] [--batch 8]
+Usage: .venv/bin/python bench/train_throughput.py [--rounds 5] [--steps 15] [--batch 8]
 [--threads 1]
 """
 
@@ -62,8 +69,8 @@ def run_ours(lh, work: Path, *, steps: int, batch: int, lr: float, seed: int) ->
                              model=ModelConfig(BACKBONE).to_dict(), epochs=100, batch=batch,
                              lr=lr, max_steps=steps, ckpt_every=10**9, seed=seed)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
-    state = recipe.setup(run_dir)
     t0 = time.perf_counter()
+    state = recipe.setup(run_dir)
     recipe.train(state)
     seconds = time.perf_counter() - t0
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -81,7 +88,11 @@ def run_hf(lh, work: Path, *, steps: int, batch: int, lr: float, seed: int) -> d
     from train.data import ShardStream
     from train.model import ModelConfig, build_model
 
-    stream = ShardStream(lh, "clear", version=lh.version("shards"), shuffle=False)
+    t0 = time.perf_counter()
+    # The training split in the order the recipe's stream yields it for this seed (rank 0
+    # of 1, epoch 0): both sides then train on the same samples in the same order.
+    stream = ShardStream(lh, "clear", version=lh.version("shards"), split="train", rank=0,
+                         world_size=1, seed=seed, drop_last=True)
     samples = [{"input_ids": list(s["input_ids"]), "target": float(s["target"])}
                for s in stream]
     counted = {"tokens": 0}
@@ -93,7 +104,6 @@ def run_hf(lh, work: Path, *, steps: int, batch: int, lr: float, seed: int) -> d
         for i, x in enumerate(items):
             ids[i, :len(x["input_ids"])] = torch.tensor(x["input_ids"])
             mask[i, :len(x["input_ids"])] = 1
-        counted["tokens"] += int(mask.sum())
         return {"input_ids": ids, "attention_mask": mask,
                 "labels": torch.tensor([x["target"] for x in items])}
 
@@ -103,6 +113,9 @@ def run_hf(lh, work: Path, *, steps: int, batch: int, lr: float, seed: int) -> d
             self.model = model
 
         def forward(self, input_ids, attention_mask, labels=None):
+            # counted here, not in the collator: the Trainer's loader collates a batch ahead
+            if self.training:
+                counted["tokens"] += int(attention_mask.sum())
             pred = self.model(input_ids, attention_mask)
             out = {"logits": pred}
             if labels is not None:
@@ -115,9 +128,8 @@ def run_hf(lh, work: Path, *, steps: int, batch: int, lr: float, seed: int) -> d
         max_steps=steps, warmup_steps=1, lr_scheduler_type="linear", weight_decay=0.0,
         max_grad_norm=1.0, logging_strategy="no", save_strategy="no", eval_strategy="no",
         report_to=[], use_cpu=True, dataloader_num_workers=0, seed=seed,
-        remove_unused_columns=False, disable_tqdm=True)
+        remove_unused_columns=False, disable_tqdm=True, train_sampling_strategy="sequential")
     trainer = Trainer(model=model, args=args, train_dataset=samples, data_collator=collate)
-    t0 = time.perf_counter()
     out = trainer.train()
     seconds = time.perf_counter() - t0
     return {"tokens": counted["tokens"], "seconds": seconds, "steps": out.global_step,
@@ -126,8 +138,8 @@ def run_hf(lh, work: Path, *, steps: int, batch: int, lr: float, seed: int) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -148,13 +160,22 @@ def main() -> None:
         run_ours(lh, work, steps=3, batch=args.batch, lr=args.lr, seed=0)
         run_hf(lh, work, steps=3, batch=args.batch, lr=args.lr, seed=0)
         raw: dict[str, list[dict]] = {"ours": [], "hf_trainer": []}
+        if args.rounds < 5:
+            raise SystemExit("--rounds must be at least 5 (the project's benchmark rule)")
         for r in range(args.rounds):
-            for name, fn in (("ours", run_ours), ("hf_trainer", run_hf)):
+            sides = (("ours", run_ours), ("hf_trainer", run_hf))
+            for name, fn in (sides if r % 2 == 0 else sides[::-1]):
                 res = fn(lh, work, steps=args.steps, batch=args.batch, lr=args.lr, seed=r)
                 res["tokens_per_s"] = res["tokens"] / res["seconds"]
                 raw[name].append(res)
                 print(f"round {r} {name:10s} {res['steps']} steps {res['tokens']} tokens "
                       f"{res['seconds']:.2f} s {res['tokens_per_s']:.0f} tokens/s", flush=True)
+            if raw["ours"][-1]["tokens"] != raw["hf_trainer"][-1]["tokens"] or \
+                    raw["ours"][-1]["steps"] != raw["hf_trainer"][-1]["steps"]:
+                raise AssertionError(
+                    f"round {r}: unequal work: ours {raw['ours'][-1]['steps']} steps "
+                    f"{raw['ours'][-1]['tokens']} tokens, Trainer "
+                    f"{raw['hf_trainer'][-1]['steps']} steps {raw['hf_trainer'][-1]['tokens']}")
         med = {k: statistics.median(x["tokens_per_s"] for x in v) for k, v in raw.items()}
         ratio = med["ours"] / med["hf_trainer"]
         # paired: each round's two runs ran back to back under the same machine load

@@ -15,7 +15,7 @@ from catalog.errors import (
     VersionNotFoundError,
 )
 from catalog.lineage import Commit, Lineage, LineageNode
-from catalog.schemas import TABLES, TableSpec, spec
+from catalog.schemas import TABLE_NAMES, TableSpec, spec
 from catalog.storage import (
     ObjectStore,
     content_key,
@@ -27,6 +27,7 @@ from catalog.tables import Lakehouse, TableStats, parse_table_ref
 
 __all__ = [
     "TABLES",
+    "TABLE_NAMES",
     "Commit",
     "CommitConflictError",
     "ConfigError",
@@ -50,3 +51,12 @@ __all__ = [
     "sha256_file",
     "spec",
 ]
+
+
+def __getattr__(name: str):
+    # TABLES holds the Arrow schemas: built (and pyarrow imported) on first use only.
+    if name == "TABLES":
+        from catalog.schemas import TABLES
+
+        return TABLES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

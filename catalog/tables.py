@@ -15,18 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from catalog.config import LakehouseConfig
 from catalog.errors import (
@@ -37,11 +28,17 @@ from catalog.errors import (
     VersionNotFoundError,
 )
 from catalog.lineage import Commit, Lineage, LineageNode
-from catalog.schemas import TABLES, TableSpec, spec
+from catalog.schemas import TABLE_NAMES, check_name, spec
 from catalog.storage import ObjectStore, open_store
 
-if TYPE_CHECKING:  # pyarrow.dataset costs ~0.1 s to import; a local SQL query never needs it
+# pyarrow (and tenacity) are imported where they are used: `corpus sql` on a local root opens
+# tables and reads their Parquet files with DuckDB, and never pays for them (pyarrow ~60 ms,
+# pyarrow.dataset ~0.2 s).
+if TYPE_CHECKING:
+    import pyarrow as pa
     import pyarrow.dataset as pads
+
+    from catalog.schemas import TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +90,8 @@ def conform(table_spec: TableSpec, data: Any) -> pa.Table:
     Raises:
         SchemaError: naming unknown columns, missing required columns or failed casts.
     """
+    import pyarrow as pa
+
     if isinstance(data, list):
         data = pa.Table.from_pylist(data)
     elif not isinstance(data, pa.Table):
@@ -137,6 +136,8 @@ def conform(table_spec: TableSpec, data: Any) -> pa.Table:
 
 
 def _viewed(t: pa.DataType) -> pa.DataType:
+    import pyarrow as pa
+
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return pa.string_view()
     if pa.types.is_list(t) or pa.types.is_large_list(t):
@@ -147,6 +148,8 @@ def _viewed(t: pa.DataType) -> pa.DataType:
 
 def _scan_schema(schema: pa.Schema) -> pa.Schema:
     """The declared schema with string columns as ``string_view`` (see Lakehouse.dataset)."""
+    import pyarrow as pa
+
     return pa.schema([pa.field(f.name, _viewed(f.type), f.nullable) for f in schema])
 
 
@@ -193,7 +196,7 @@ class Lakehouse:
 
     def table_uri(self, name: str) -> str:
         """Where table ``name`` lives."""
-        spec(name)
+        check_name(name)
         return f"{self.root}/{TABLES_DIR}/{name}"
 
     # ---- open / create ---------------------------------------------------------------
@@ -256,14 +259,19 @@ class Lakehouse:
 
     def init(self) -> list[str]:
         """Create every declared table that does not exist yet; returns the names created."""
-        created = [n for n in TABLES if not self.exists(n)]
+        created = [n for n in TABLE_NAMES if not self.exists(n)]
         for name in created:
             self.create(name)
         return created
 
-    def open(self, name: str, version: VersionRef = None) -> DeltaTable:
-        """Open table ``name`` at its latest version, a version number or a timestamp."""
-        spec(name)
+    def open(self, name: str, version: VersionRef = None, *, read_only: bool = False
+             ) -> DeltaTable:
+        """Open table ``name`` at its latest version, a version number or a timestamp.
+
+        The latest version of a table created by an older version of Corpus gets the columns
+        declared since (a commit), once per Lakehouse object; ``read_only`` opens it as it is.
+        """
+        check_name(name)
         uri = self.table_uri(name)
         try:
             dt = DeltaTable(uri, storage_options=self._opts)
@@ -273,7 +281,8 @@ class Lakehouse:
                 f"writes it, or `corpus init` to create empty tables."
             ) from None
         if version is None:
-            if name not in self._ensured:  # once per object: columns added since created
+            # once per object: columns declared since the table was created
+            if name not in self._ensured and not read_only:
                 dt = self._add_new_columns(name, dt)
                 self._ensured.add(name)
             return dt
@@ -335,6 +344,8 @@ class Lakehouse:
         ``filter`` is applied after the scan (see :meth:`dataset` for why not pushed down);
         for selective reads of big tables, query through :mod:`sql` instead.
         """
+        import pyarrow as pa
+
         table = self.dataset(name, version).to_table(columns=columns)
         declared = spec(name).schema
         table = table.cast(pa.schema([declared.field(c) for c in table.column_names]))
@@ -348,6 +359,14 @@ class Lakehouse:
 
     def _retrying(self, name: str, op: str, fn) -> Any:
         """Run a conflicting-prone commit, retrying on a fresh snapshot when a writer won."""
+        from tenacity import (
+            RetryError,
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_random_exponential,
+        )
+
         try:
             for attempt in Retrying(
                 retry=retry_if_exception_type(CommitFailedError),
@@ -439,6 +458,8 @@ class Lakehouse:
         With ``insert=False`` source rows without a match are dropped (update only).
         Returns delta-rs merge metrics plus the new ``version``.
         """
+        import pyarrow.compute as pc
+
         s = spec(name)
         table = conform(s, data)
         keys = tuple(on or s.keys)
@@ -495,6 +516,9 @@ class Lakehouse:
         and rows it does not own are untouched. Nothing is written when both are empty.
         Returns delta-rs merge metrics plus the new ``version`` (``None`` when idle).
         """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         s = spec(name)
         empty = upserts is None or (isinstance(upserts, list) and not upserts)
         table = s.schema.empty_table() if empty else conform(s, upserts)
@@ -609,10 +633,13 @@ class Lakehouse:
 
     def list_tables(self) -> list[str]:
         """Names of the declared tables that exist under this root."""
-        return [n for n in TABLES if self.exists(n)]
+        return [n for n in TABLE_NAMES if self.exists(n)]
 
     def stats(self, name: str) -> TableStats:
         """Version, rows, data files and bytes of table ``name`` at its latest version."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         dt = self.open(name)
         actions = pa.table(dt.get_add_actions(flatten=True))
         rows = pc.sum(actions.column("num_records")).as_py() if actions.num_rows else 0

@@ -6,19 +6,38 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.tree import Tree
 
 from catalog import CorpusError, Lakehouse, LakehouseConfig, parse_table_ref
 from catalog.log import output_width, setup_logging
 from catalog.version import code_version
 
-console = Console(soft_wrap=True, width=output_width(sys.stdout))
-err_console = Console(stderr=True, soft_wrap=True, width=output_width(sys.stderr))
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _LazyConsole:
+    """A rich Console made on first use: commands that print through DuckDB or click alone
+    (`corpus sql --format csv`) skip rich's import (~20 ms)."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            self._console = Console(stderr=self._stderr, soft_wrap=True,
+                                    width=output_width(stream))
+        return getattr(self._console, name)
+
+
+console = _LazyConsole()
+err_console = _LazyConsole(stderr=True)
 
 # Ranges of numeric options: click refuses a value outside them before any work starts.
 WORKERS = click.IntRange(min=1)
@@ -47,6 +66,8 @@ class OutFile(click.Path):
 
 def _fail(message: str, status: int = 2) -> None:
     """Print one `error:` line (the message's own line breaks aside) and exit."""
+    from rich.markup import escape
+
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(status)
 
@@ -186,6 +207,8 @@ def tables(ctx: click.Context, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps([s.__dict__ for s in stats], indent=2))
         return
+    from rich.table import Table
+
     t = Table(title=f"tables in {lh.root}")
     for col in ("table", "version", "rows", "files", "bytes", "description"):
         t.add_column(col, justify="right" if col in ("version", "rows", "files", "bytes")
@@ -211,6 +234,8 @@ def history(ctx: click.Context, table: str, limit: int | None, fmt: str) -> None
     if fmt == "json":
         click.echo(json.dumps([c.__dict__ for c in commits], indent=2, default=str))
         return
+    from rich.table import Table
+
     t = Table(title=f"history of {table}")
     for col in ("version", "committed (UTC)", "operation", "inputs", "rows added", "code"):
         t.add_column(col)
@@ -234,6 +259,8 @@ def lineage(ctx: click.Context, ref: str, fmt: str) -> None:
         click.echo(json.dumps(root.to_dict(), indent=2))
         return
     seen: set[tuple[str, int]] = set()
+
+    from rich.tree import Tree
 
     def add(tree: Tree, node) -> None:
         ops = ", ".join(sorted({c.operation for c in node.commits if c.operation != "create"}))
@@ -277,17 +304,21 @@ def sql(ctx: click.Context, query: str | None, as_of: tuple[str, ...], fmt: str,
     corpus_commits lists every commit with its lineage.
     """
     from sql import SqlSession, parse_as_of
-    from sql.output import write_result
-    from sql.shell import run_shell
+    from sql.output import write_csv, write_result
 
     if query == "-":
         query = sys.stdin.read()
     with SqlSession(_lakehouse(ctx), as_of=parse_as_of(list(as_of)),
                     allow_files=allow_files) as session:
         if query is None:
+            from sql.shell import run_shell
+
             run_shell(session, fmt="table" if fmt == "parquet" else fmt)
             return
-        n = write_result(session.batches(query), fmt=fmt, out=out, max_rows=max_rows)
+        if fmt == "csv":  # DuckDB writes it: no Arrow conversion, no pyarrow import
+            n = write_csv(session, query, out=out)
+        else:
+            n = write_result(session.batches(query), fmt=fmt, out=out, max_rows=max_rows)
         if out:
             err_console.print(f"wrote {n} rows to {out}")
 
@@ -713,6 +744,9 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
                                "top_edits": top_edits, "html": html_out},
                               indent=2, ensure_ascii=False))
         return
+    from rich.markup import escape
+    from rich.table import Table
+
     t = Table(title=f"{escape(ref_label)} (reference) vs {escape(hyp_label)} (hypothesis)")
     t.add_column("measure")
     t.add_column("value", justify="right")
@@ -763,6 +797,8 @@ def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) ->
                   f"{inputs}: CER {r.cer:.2%} (text alone {r.body_cer:.2%}), WER {r.wer:.2%}; "
                   f"written alignments@{r.versions['alignments']}, "
                   f"artifacts@{r.versions['artifacts']}", highlight=False)
+    from rich.table import Table
+
     t = Table(title="artifacts by kind")
     t.add_column("kind")
     t.add_column("seen", justify="right")
@@ -858,6 +894,8 @@ def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None
         click.echo(json.dumps({"run_id": r.run_id, "report": str(r.report_dir),
                                **r.summary}, indent=2, default=float))
         return
+    from rich.table import Table
+
     t = Table(title=f"run {r.run_id}: held-out books ({r.summary['target']})")
     for col in ("variant", "predictor", "n", "RMSE", "MAE", "Spearman", "bias"):
         t.add_column(col, justify="left" if col in ("variant", "predictor") else "right")
@@ -1068,6 +1106,8 @@ def _print_plan(lh: Lakehouse, manifest, *, backbone: str, head: str, quant: str
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
         return
+    from rich.table import Table
+
     t = Table(title=f"plan: {backbone} ({arch.model_type}, {mem.params / 1e6:.0f}M params, "
                     f"{mem.trainable_params / 1e6:.2f}M trainable), seq {seq_len} x batch "
                     f"{batch}, {quant}, LoRA r={lora_r}"

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
-
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-from rich.console import Console
-from rich.table import Table
+from typing import IO, TYPE_CHECKING, Any
 
 from catalog import CorpusError
 from catalog.log import output_width
+
+# pyarrow and rich are imported by the formats that use them: `corpus sql --format csv`
+# needs neither (DuckDB writes the CSV, see write_csv).
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from sql.session import SqlSession
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -53,6 +55,8 @@ def write_result(
     if out:
         _check_out(out)
     if fmt == "parquet":
+        import pyarrow.parquet as pq
+
         n = 0
         with pq.ParquetWriter(out, reader.schema) as w:
             for batch in reader:
@@ -65,6 +69,9 @@ def write_result(
     if fmt == "csv":
         # The header by the csv module (pyarrow always quotes header names), rows by pyarrow;
         # nested values (lists, structs, maps), which CSV has no form for, as JSON text.
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
         csv.writer(stream, lineterminator="\n").writerow(reader.schema.names)
         opts = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         n = 0
@@ -86,6 +93,38 @@ def write_result(
     return _print_table(reader, stream=stream, max_rows=max_rows)
 
 
+def write_csv(session: SqlSession, sql: str, *, out: str | None = None,
+              stream: IO[str] | None = None) -> int:
+    """Run ``sql`` in ``session`` and write its result as CSV to ``out`` or ``stream``
+    (stdout); returns the number of rows.
+
+    What `corpus sql --format csv` runs: DuckDB writes the rows (no Arrow conversion, no
+    pyarrow import), quoted like :func:`write_result`'s CSV, nested values as JSON text;
+    other values as DuckDB formats them (e.g. ``2025-01-01 10:00:00+00``).
+    """
+    if out:
+        _check_out(out)
+    done = session.csv_file(sql)
+    if done is None:  # a statement without a result (COPY with --allow-files)
+        return 0
+    path, names, n = done
+    try:
+        if out:
+            with open(out, "w", encoding="utf-8", newline="") as f:
+                return _copy_csv(path, names, n, f)
+        return _copy_csv(path, names, n, stream or sys.stdout)
+    finally:
+        os.remove(path)
+
+
+def _copy_csv(path: str, names: list[str], n: int, stream: IO[str]) -> int:
+    csv.writer(stream, lineterminator="\n").writerow(names)
+    with open(path, encoding="utf-8", newline="") as f:
+        while chunk := f.read(1 << 20):
+            stream.write(chunk)
+    return n
+
+
 def _check_out(out: str) -> None:
     path = Path(out)
     if path.is_dir():
@@ -97,6 +136,8 @@ def _check_out(out: str) -> None:
 
 def _flat(table: pa.Table) -> pa.Table:
     """``table`` with every nested column as JSON text (one cell per value, NULL stays NULL)."""
+    import pyarrow as pa
+
     for i, field in enumerate(table.schema):
         if pa.types.is_nested(field.type):
             cells = [None if v is None else json.dumps(v, default=_jsonable, ensure_ascii=False)
@@ -107,6 +148,9 @@ def _flat(table: pa.Table) -> pa.Table:
 
 
 def _print_table(reader: pa.RecordBatchReader, *, stream: IO[str], max_rows: int) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold", show_lines=False)
     for name in reader.schema.names:
         table.add_column(name, overflow="fold")

@@ -21,26 +21,34 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from catalog import (
-    TABLES,
+    TABLE_NAMES,
     Lakehouse,
     QueryError,
     TableNotFoundError,
     VersionNotFoundError,
-    spec,
 )
+from catalog.schemas import check_name
 from catalog.tables import TABLES_DIR, VersionRef, scan_dataset
 from sql import guard
+
+# pyarrow is imported where it is used (Arrow results, views over Arrow datasets): a CSV
+# query on a local root needs only DuckDB and deltalake, and starts ~60 ms sooner.
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
 COMMITS_VIEW = "corpus_commits"
+_NESTED = {"list", "struct", "map", "array", "union"}
+_QUOTED = {"varchar", "blob", "enum", "uuid", "bit"}  # quoted in CSV, as pyarrow quotes them
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -68,7 +76,7 @@ class SqlSession:
         self.allow_files = allow_files
         self.as_of = dict(as_of or {})
         for name in self.as_of:
-            spec(name)  # unknown names fail here with the list of tables
+            check_name(name)  # unknown names fail here with the list of tables
         self.con = duckdb.connect(":memory:")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
@@ -83,21 +91,27 @@ class SqlSession:
             # DuckDB spills to ./.tmp by default: not inside the lakehouse.
             spill = os.path.join(tempfile.gettempdir(), f"corpus-duckdb-{os.getpid()}-{id(self)}")
             self.con.execute("SET temp_directory = $1", [spill])
+        # Where DuckDB writes CSV results (see csv_file): a private folder, removed on close.
+        self._scratch = tempfile.mkdtemp(prefix="corpus-sql-")
         if not allow_files:
-            if self._local:
-                # DuckDB's reader may open the table folders' Parquet files, nothing else.
-                tables_dir = f"{lakehouse.root}/{TABLES_DIR}/"
-                self.con.execute("SET allowed_directories = $1", [[tables_dir]])
+            # DuckDB's reader may open the table folders' Parquet files, nothing else; its
+            # writer, our own scratch folder (the guard refuses COPY statements).
+            allowed = [f"{lakehouse.root}/{TABLES_DIR}/"] if self._local else []
+            self.con.execute("SET allowed_directories = $1", [[*allowed, self._scratch + "/"]])
             self.con.execute("SET enable_external_access = false")
         # Locked either way: a query must not re-enable file access or change the session.
         self.con.execute("SET lock_configuration = true")
-        missing = [n for n in self.as_of if not lakehouse.exists(n)]
-        if missing:
-            raise TableNotFoundError(
-                f"--as-of names {missing}, which do not exist under {lakehouse.root}."
-            )
-        for name in self.as_of:
-            self.register(name)
+        try:
+            missing = [n for n in self.as_of if not lakehouse.exists(n)]
+            if missing:
+                raise TableNotFoundError(
+                    f"--as-of names {missing}, which do not exist under {lakehouse.root}."
+                )
+            for name in self.as_of:
+                self.register(name)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def tables(self) -> list[str]:
@@ -109,7 +123,7 @@ class SqlSession:
         if name in self.versions:
             return True
         try:
-            dt = self.lakehouse.open(name, self.as_of.get(name))
+            dt = self.lakehouse.open(name, self.as_of.get(name), read_only=True)
         except TableNotFoundError:
             return False
         self.versions[name] = dt.version()
@@ -127,6 +141,8 @@ class SqlSession:
 
     def _register_commits(self) -> None:
         """The history of every table as one view: lineage is a query."""
+        import pyarrow as pa
+
         rows = []
         for name in self.tables:
             self.register(name)
@@ -150,7 +166,7 @@ class SqlSession:
         self._commits_registered = True
 
     def _check(self, sql: str) -> list:
-        statements = guard.split(sql)
+        statements = guard.split(sql, self.con)
         if not statements:
             raise QueryError("The query is empty.")
         # Every statement is checked before the first one runs.
@@ -160,7 +176,7 @@ class SqlSession:
         # Register the catalog tables the SQL names (a name inside a string literal only
         # costs an unneeded registration).
         words = {w.lower() for w in _WORD.findall(sql)}
-        for name in TABLES:
+        for name in TABLE_NAMES:
             if name in words:
                 self.register(name)
         if not self._commits_registered and COMMITS_VIEW in words:
@@ -183,6 +199,8 @@ class SqlSession:
 
     def batches(self, sql: str, rows_per_batch: int = 65536) -> pa.RecordBatchReader:
         """Run SQL and stream the result as Arrow record batches (bounded memory)."""
+        import pyarrow as pa
+
         rel = self._run(sql)
         if rel is None:  # a statement without a result (e.g. COPY with --allow-files)
             return pa.RecordBatchReader.from_batches(pa.schema([]), [])
@@ -190,6 +208,46 @@ class SqlSession:
             return rel.to_arrow_reader(rows_per_batch)
         except duckdb.Error as e:
             raise self._error(e) from None
+
+    def csv_file(self, sql: str) -> tuple[str, list[str], int] | None:
+        """Run SQL and write the last statement's rows as CSV with DuckDB's own writer.
+
+        Written as the Arrow path writes them: strings and binary values quoted, NULL an
+        empty cell, nested values (lists, structs, maps), which CSV has no form for, as JSON
+        text (a list of plain values spaced as Python's ``json.dumps`` spaces it). No header:
+        the caller writes it. The file is in the session's scratch folder (removed on close).
+
+        Returns:
+            ``(path, column names, rows)``, or None for a statement without a result.
+        """
+        rel = self._run(sql)
+        if rel is None:
+            return None
+        cols, quoted = [], []
+        for i, typ in enumerate(rel.types):
+            ref = f"#{i + 1}"  # by position: result column names may repeat
+            if typ.id == "list" and typ.children[0][1].id not in _NESTED:
+                expr = (f"'[' || array_to_string(list_transform({ref}, lambda x: "
+                        f"coalesce(to_json(x)::VARCHAR, 'null')), ', ') || ']'")
+            elif typ.id in _NESTED:
+                expr = f"to_json({ref})::VARCHAR"
+            else:
+                expr = ref
+            cols.append(f"{expr} AS c{i}")
+            if typ.id in _NESTED or typ.id in _QUOTED:
+                quoted.append(f"c{i}")
+        fd, path = tempfile.mkstemp(suffix=".csv", dir=self._scratch)
+        os.close(fd)
+        options = "FORMAT csv, HEADER false" + (f", FORCE_QUOTE ({', '.join(quoted)})"
+                                                if quoted else "")
+        target = path.replace("'", "''")
+        try:
+            n = rel.query("__corpus_result", f"COPY (SELECT {', '.join(cols)} FROM "
+                          f"__corpus_result) TO '{target}' ({options})").fetchall()
+        except duckdb.Error as e:
+            os.remove(path)
+            raise self._error(e) from None
+        return path, list(rel.columns), int(n[0][0]) if n else 0
 
     def _error(self, e: duckdb.Error) -> QueryError:
         msg = _clean(e)
@@ -210,8 +268,9 @@ class SqlSession:
         return QueryError(msg)
 
     def close(self) -> None:
-        """Close the DuckDB connection."""
+        """Close the DuckDB connection (and remove the scratch folder)."""
         self.con.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> SqlSession:
         return self

@@ -275,13 +275,18 @@ def cut_windows(
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer: str, in_pool: bool) -> None:
+def _init_worker(tokenizer: str, in_pool: bool, tok: Any = None) -> None:
     if in_pool:
         # One Rust thread per worker process: the pool already uses every core.
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from train.backbones import load_tokenizer
+    if tok is None:
+        from train.backbones import load_tokenizer
 
-    tok = load_tokenizer(tokenizer)
+        tok = load_tokenizer(tokenizer)
+    # A tokenizer.json may ask for truncation (all-MiniLM-L6-v2's: 128 tokens) or padding;
+    # the backend applies it to every call. Shards cut their own windows from whole texts.
+    tok.backend_tokenizer.no_truncation()
+    tok.backend_tokenizer.no_padding()
     _WORKER["tok"] = tok
     _WORKER["special"] = special_tokens(tok)
 
@@ -304,10 +309,31 @@ class _Task:
 
 def _tokenise_task(task: _Task, seq_len: int, window: str, stride: int | None) -> pa.Table:
     """Tokenise a batch of texts and cut windows: the rows of the shard files (one table)."""
+    return _windows_table(task, _encode_batch(task.texts), seq_len, window, stride)
+
+
+def _tokenised_in_process(tasks: list[_Task], seq_len: int, window: str,
+                          stride: int | None) -> Iterator[pa.Table]:
+    """:func:`_tokenise_task` for each task in this process, the next batch tokenised in a
+    thread (the Rust tokenizer releases the GIL and uses every core) while this one's
+    windows are cut."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="tokenise") as pool:
+        ahead = [pool.submit(_encode_batch, t.texts) for t in tasks[:1]]
+        for i, task in enumerate(tasks):
+            ids = ahead.pop(0).result()
+            if i + 1 < len(tasks):
+                ahead.append(pool.submit(_encode_batch, tasks[i + 1].texts))
+            yield _windows_table(task, ids, seq_len, window, stride)
+
+
+def _windows_table(task: _Task, encoded: list[np.ndarray], seq_len: int, window: str,
+                   stride: int | None) -> pa.Table:
     prefix, suffix = _WORKER["special"]
     sample_ids, books, variants, windows, targets, pieces = [], [], [], [], [], []
     for book, variant, target, ids in zip(task.book_ids, task.variants, task.targets,
-                                          _encode_batch(task.texts), strict=True):
+                                          encoded, strict=True):
         wins = cut_windows(ids, seq_len=seq_len, window=window, stride=stride,
                            prefix=prefix, suffix=suffix)
         for w, arr in enumerate(wins):
@@ -573,18 +599,21 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
         pool = process_pool(config.workers, initializer=_init_worker,
                             initargs=(config.tokenizer, True))
     else:
-        _init_worker(config.tokenizer, False)
+        _init_worker(config.tokenizer, False, tok)
     try:
-        for split in SPLITS:
-            table = parts[split]
-            tasks = list(_tasks(table, targets, config.batch_texts))
-            if pool is not None:
-                from functools import partial
+        tasks_of = {split: list(_tasks(parts[split], targets, config.batch_texts))
+                    for split in SPLITS}
+        if pool is not None:
+            from functools import partial
 
-                results = pool.map(partial(_tokenise_task, seq_len=args[0], window=args[1],
-                                           stride=args[2]), tasks)
-            else:
-                results = (_tokenise_task(t, *args) for t in tasks)
+            # Every split's batches are submitted now: the workers tokenise the next split
+            # while this process writes the shards of the one before.
+            task_fn = partial(_tokenise_task, seq_len=args[0], window=args[1], stride=args[2])
+            results_of = {split: pool.map(task_fn, tasks_of[split]) for split in SPLITS}
+        for split in SPLITS:
+            tasks = tasks_of[split]
+            results = (results_of[split] if pool is not None
+                       else _tokenised_in_process(tasks, *args))
             for task, rows in zip(tasks, progress(results, desc=f"tokenise {split}",
                                                   total=len(tasks), unit="batch"), strict=True):
                 n_texts += len(task.texts)
