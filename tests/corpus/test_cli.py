@@ -102,7 +102,7 @@ def test_shell_reads_statements_until_quit(lakehouse, root_env):
 
 def test_init_optimize_vacuum(lakehouse, root_env):
     _seed(lakehouse)
-    assert "created 10 table(s)" in run(root_env, "init").stdout
+    assert "created 12 table(s)" in run(root_env, "init").stdout
     _seed(lakehouse)
     assert "2 files compacted into 1" in run(root_env, "optimize", "flags").stdout
     assert "would delete (pass --apply) 2" in run(
