@@ -121,6 +121,44 @@ def test_neighbours_follow_the_queues_default_order(view_server):
     assert scan_neighbours(Lakehouse(str(lh.config.root) + "-empty"), "x") == (None, None)
 
 
+def test_word_boxes_of_real_ocr_fall_on_the_ink(small_share, tmp_path):
+    """Tesseract on a folder scan (pages of different sizes) and a PDF scan (pages at
+    different dpi): every page's boxes, scaled from the OCR image to the preview the page
+    shows, cover text, darker on average than the page."""
+    from PIL import Image
+
+    from ingest.ocr import OcrConfig, run_ocr
+    from ingest.review import ReviewData
+
+    lh = Lakehouse(str(tmp_path / "lakehouse"))
+    run_ingest(lh, small_share, workers=2)
+    rows = query_queue(lh).rows
+    ids = [rows[0]["scan_id"], next(r["scan_id"] for r in rows if r["source"].endswith(".pdf"))]
+    run_ocr(lh, config=OcrConfig(workers=1), scan_ids=ids)
+    data = ReviewData(lh)
+    checked = 0
+    for sid in ids:
+        scan = data.scan(sid)
+        for p in scan["pages"]:
+            words = json.loads(p["words"])
+            size = scan["ocr_sizes"][p["page_no"]]
+            img = Image.open(io.BytesIO(data.page_png(sid, p["page_no"]))).convert("L")
+            sx, sy = img.width / size[0], img.height / size[1]
+            assert abs(sx - sy) < 0.01  # the same page, only scaled
+
+            def mean(im) -> float:
+                hist = im.histogram()
+                return sum(i * n for i, n in enumerate(hist)) / max(1, sum(hist))
+
+            inside = [mean(img.crop((int(left * sx), int(top * sy), int((left + w) * sx) + 1,
+                                     int((top + h) * sy) + 1)))
+                      for _, _, left, top, w, h in words]
+            assert len(words) > 10
+            assert sum(inside) / len(inside) < mean(img) - 25, (sid, p["page_no"])
+            checked += 1
+    assert checked == 4
+
+
 # ---- in a real browser -----------------------------------------------------------------------
 
 def _distinct_colours(png: bytes, box: dict) -> int:
