@@ -88,7 +88,7 @@ padding:.6em;font-family:serif}.w{cursor:pointer}.w.low{background:#ffd27f}
 padding:0 .3em;background:#fff;font:12px monospace}
 mark.low{background:#ffd27f}textarea.fix{width:100%;box-sizing:border-box;min-height:12em;
 font-family:serif;font-size:14px;margin-top:.4em}.corr{margin-left:.5em;color:#264}
-.corr.none{color:#777}.flagbar{position:sticky;top:0;background:#eef;padding:.6em;
+.corr.none{color:#777}.flagbar{position:sticky;top:0;z-index:5;background:#eef;padding:.6em;
 border:1px solid #ccd;margin-bottom:1em}button{margin-right:.4em;padding:.35em .8em}
 .status{font-weight:600}#result{margin-left:1em}
 #counts a{margin-right:.8em}#counts a.on{font-weight:700}#filters{margin:.6em 0}

@@ -272,6 +272,10 @@ def test_scan_view_in_a_real_browser(view_server, tmp_path):
         page.keyboard.press("j")
         assert page.inner_text("#page-pos") == "page 2 of 2"
         assert "current" in page.locator("#page-2").get_attribute("class").split()
+        # scrolled under the sticky bar: the bar stays on top of the zoomable images
+        assert page.eval_on_selector("#scan-nav", "e => { const r = e.getBoundingClientRect();"
+                                     " return e.contains(document.elementFromPoint("
+                                     "r.left + 5, r.top + r.height / 2)); }")
         page.keyboard.press("j")  # no page 3
         assert page.inner_text("#page-pos") == "page 2 of 2"
         page.keyboard.press("ArrowLeft")
