@@ -155,19 +155,19 @@ class ReviewData:
         with_words = [p for p in scan["pages"] if p.get("words") not in (None, "", "[]")]
         if not with_words:
             return {}
+        sizes = {}
         try:
             sources = self._page_sources(scan)
-        except (CorpusError, OSError):
-            log.warning("page images of scan %s not found", scan["scan_id"], exc_info=True)
-            return {}
-        sizes = {}
-        for p in with_words:
-            if p["page_no"] > len(sources):
-                continue
-            key, pdf_page, frame = sources[p["page_no"] - 1]
-            size = _cached_ocr_size(self.lakehouse, key, pdf_page, frame, p.get("dpi"))
-            if size:
-                sizes[p["page_no"]] = size
+            for p in with_words:
+                if p["page_no"] > len(sources):
+                    continue
+                key, pdf_page, frame = sources[p["page_no"] - 1]
+                size = _cached_ocr_size(self.lakehouse, key, pdf_page, frame, p.get("dpi"))
+                if size:
+                    sizes[p["page_no"]] = size
+        except (CorpusError, OSError, RuntimeError, ValueError):
+            # the view still shows the text without boxes; the page image says what failed
+            log.warning("page sizes of scan %s unavailable", scan["scan_id"], exc_info=True)
         return sizes
 
     def page_png(self, scan_id: str, page_no: int) -> bytes | None:
@@ -646,6 +646,8 @@ document.addEventListener('click', (ev) => {
   document.querySelectorAll('.sel').forEach(e => e.classList.remove('sel'));
   if (was) return;
   both(sec, el.dataset.i).forEach(e => e.classList.add('sel'));
+  const word = sec.querySelector(`.w[data-i="${el.dataset.i}"]`);
+  if (word && el !== word) word.scrollIntoView({block: 'nearest', inline: 'nearest'});
   const box = sec.querySelector(`.box[data-i="${el.dataset.i}"]`);
   if (box && el !== box && view(sec).s > 1) {  // bring the box into the zoomed frame
     const v = view(sec), frame = sec.querySelector('.viewer');

@@ -244,6 +244,11 @@ def test_scan_view_in_a_real_browser(view_server, tmp_path):
         tops = ocr2.evaluate("e => [...e.querySelectorAll('.w')].map("
                              "w => Math.round(w.getBoundingClientRect().top))")
         assert len(set(tops)) == 2  # two lines of words, however long
+        # a box chosen on the image scrolls its word into view in the text
+        assert ocr2.evaluate("e => e.scrollLeft") == 0
+        page.locator("#page-2 .box[data-i='42']").click()  # word39, the end of the long line
+        assert "sel" in page.locator("#page-2 .w[data-i='42']").get_attribute("class").split()
+        assert ocr2.evaluate("e => e.scrollLeft") > 0
 
         # the threshold: default 60, moved by the editor, remembered by the browser
         def marked() -> tuple[int, int, str]:
@@ -292,7 +297,10 @@ def test_scan_view_in_a_real_browser(view_server, tmp_path):
         page.keyboard.type("jk1r")
         assert page.input_value("#note") == "jk1r"
         page.fill("#note", "")
-        page.click("#editor")
+        page.keyboard.press("Escape")
+        page.keyboard.press("1")  # no name yet: nothing recorded, the name field asks for it
+        page.wait_for_selector("#result:has-text('Enter your name first')")
+        assert page.evaluate("document.activeElement.id") == "editor"
         page.keyboard.type("Ana")
         assert page.input_value("#editor") == "Ana"
         page.keyboard.press("Escape")  # leaves the field: keys work again
