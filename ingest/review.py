@@ -1,20 +1,25 @@
 """`corpus review`: the editors' review page for new scans.
 
 A small web application on the standard library's threading HTTP server: a queue of scans
-(title, author, pages, OCR confidence, status, open flags, predicted reading level), filtered,
-sorted and paginated in SQL by :mod:`ingest.review_queue` from the page's URL parameters, and,
-for one scan, its page images beside the OCR text with low-confidence words marked. Editors
-flag and resolve flags from both pages; the page updates in place and a scan keeps its place
-in the queue (the default order is the share's, not the status). It binds to 127.0.0.1 by
-default. Page images are looked up by scan id and page number in the catalog and rendered
-from the stored bytes: nothing in a request names a file. The pages of a folder scan are
-the images OCR reads (:func:`ingest.ocr.scan_page_files`), so an image and the text beside
-it come from the same file. Below each page's OCR text the editor can correct the page and
-save it (``POST /api/correct``): the correction is a row of ``corrections``, the OCR text is
-never overwritten, and the book's ``corrected`` text is rewritten; once every page is
-corrected, ``POST /api/promote`` makes it the book's ``edited`` text (see
-:mod:`ingest.corrections`). Flags are appended to the ``flags`` table, so editors flagging
-at once never lose a flag; resolving records who resolved it and recomputes the status
+(title, author, pages, OCR confidence, status, open flags, predicted reading level),
+filtered, sorted and paginated in SQL by :mod:`ingest.review_queue` from the page's URL
+parameters, and, for one scan, its page images beside the OCR text. In that scan view each
+page image zooms and pans (buttons, Ctrl+wheel, drag), Tesseract's word boxes are drawn over
+it and linked to the words of the text (pointing at or clicking a word on one side marks it
+on the other), the text keeps the scan's lines (no soft wrap), words below a confidence
+threshold the editor moves are marked, and keys move between pages and scans (in the queue's
+default order) and flag, ignored while the editor types. Editors flag and resolve flags from
+both pages; the page updates in place and a scan keeps its place in the queue (the default
+order is the share's, not the status). It binds to 127.0.0.1 by default. Page images are
+looked up by scan id and page number in the catalog and rendered from the stored bytes:
+nothing in a request names a file. The pages of a folder scan are the images OCR reads
+(:func:`ingest.ocr.scan_page_files`), so an image and the text beside it come from the same
+file. Below each page's OCR text the editor can correct the page and save it
+(``POST /api/correct``): the correction is a row of ``corrections``, the OCR text is never
+overwritten, and the book's ``corrected`` text is rewritten; once every page is corrected,
+``POST /api/promote`` makes it the book's ``edited`` text (see :mod:`ingest.corrections`).
+Flags are appended to the ``flags`` table, so editors flagging at once never lose a flag;
+resolving records who resolved it and recomputes the status
 (:func:`ingest.flags.resolve_flag`).
 
 Every request must name this server in its ``Host`` header (``localhost``, ``127.0.0.1``,
@@ -41,7 +46,7 @@ import pyarrow.compute as pc
 from catalog import CorpusError, Lakehouse, TableNotFoundError
 from ingest.corrections import page_corrections, promote, save_correction
 from ingest.flags import FLAGS, add_flag, resolve_flag
-from ingest.ocr import blob_page_counts, scan_page_files, scan_pages
+from ingest.ocr import DEFAULT_DPI, blob_page_counts, scan_page_files, scan_pages
 from ingest.review_queue import (
     FLAG_FILTERS,
     SORTS,
@@ -50,6 +55,7 @@ from ingest.review_queue import (
     QueueResult,
     metric_label,
     query_queue,
+    scan_neighbours,
 )
 from ingest.scan_status import current_status
 
@@ -65,12 +71,24 @@ body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
 header{background:#234;color:#fff;padding:.6em 1.2em}header a{color:#fff}
 main{padding:1em 1.2em}table{border-collapse:collapse;background:#fff}
 td,th{padding:.35em .7em;border-bottom:1px solid #ddd;text-align:left}
-.pages{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em}
-.page img{width:100%;border:1px solid #ccc;background:#fff}
-.ocr{white-space:pre-wrap;background:#fff;border:1px solid #ccc;padding:.6em;font-family:serif}
+.pages{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em;margin-bottom:1em}
+.page img{width:100%;display:block;background:#fff;user-select:none}
+.viewer{position:relative;overflow:hidden;border:1px solid #ccc;background:#fff;cursor:grab;
+touch-action:none}.viewer.drag{cursor:grabbing}.pages.current .viewer{border-color:#36c;
+box-shadow:0 0 0 2px #9bd}.stage{position:relative;transform-origin:0 0}
+.boxes{position:absolute;inset:0}.box{position:absolute;box-sizing:border-box;
+border:1px solid rgba(40,90,200,.4)}.box.low{border-color:#e08a00;background:rgba(255,170,0,.2)}
+.box.hot,.box.sel{background:rgba(255,220,0,.5);outline:2px solid #c00}
+.zoombar button{padding:.1em .55em;margin-right:.2em}.zoomval{color:#555;font-size:.85em}
+.side{min-width:0}.ocr{white-space:pre;overflow-x:auto;background:#fff;border:1px solid #ccc;
+padding:.6em;font-family:serif}.w{cursor:pointer}.w.low{background:#ffd27f}
+.w.hot,.w.sel{background:#ffe866;outline:2px solid #c00}
+#scan-nav{margin-top:.4em}#scan-nav>*{margin-right:.4em}.th input{vertical-align:middle}
+.legend{font-size:.85em;color:#444;margin:.3em 0 0}kbd{border:1px solid #aaa;border-radius:3px;
+padding:0 .3em;background:#fff;font:12px monospace}
 mark.low{background:#ffd27f}textarea.fix{width:100%;box-sizing:border-box;min-height:12em;
 font-family:serif;font-size:14px;margin-top:.4em}.corr{margin-left:.5em;color:#264}
-.corr.none{color:#777}.flagbar{position:sticky;top:0;background:#eef;padding:.6em;
+.corr.none{color:#777}.flagbar{position:sticky;top:0;z-index:5;background:#eef;padding:.6em;
 border:1px solid #ccd;margin-bottom:1em}button{margin-right:.4em;padding:.35em .8em}
 .status{font-weight:600}#result{margin-left:1em}
 #counts a{margin-right:.8em}#counts a.on{font-weight:700}#filters{margin:.6em 0}
@@ -122,19 +140,78 @@ class ReviewData:
                                        ).to_pylist()
         scan["title"] = book[0]["title"] if book else None
         scan["author"] = book[0]["author"] if book else None
+        scan["prev_scan"], scan["next_scan"] = scan_neighbours(self.lakehouse, scan_id)
+        scan["ocr_sizes"] = self._ocr_sizes(scan)
         return scan
+
+    def _page_sources(self, scan: dict) -> list[tuple[str, int | None, int]]:
+        """``(blob key, pdf page, frame)`` of each page, in page order."""
+        page_files = scan_page_files(scan["source"], self.lakehouse.read("files").to_pylist())
+        return scan_pages(page_files, blob_page_counts(self.lakehouse.store, page_files))
+
+    def _ocr_sizes(self, scan: dict) -> dict[int, tuple[int, int]]:
+        """The size in pixels of the image OCR read, for each page with word boxes: the
+        boxes are in its coordinates, and the page draws them over it as fractions of it."""
+        with_words = [p for p in scan["pages"] if p.get("words") not in (None, "", "[]")]
+        if not with_words:
+            return {}
+        sizes = {}
+        try:
+            sources = self._page_sources(scan)
+            for p in with_words:
+                if p["page_no"] > len(sources):
+                    continue
+                key, pdf_page, frame = sources[p["page_no"] - 1]
+                size = _cached_ocr_size(self.lakehouse, key, pdf_page, frame, p.get("dpi"))
+                if size:
+                    sizes[p["page_no"]] = size
+        except (CorpusError, OSError, RuntimeError, ValueError):
+            # the view still shows the text without boxes; the page image says what failed
+            log.warning("page sizes of scan %s unavailable", scan["scan_id"], exc_info=True)
+        return sizes
 
     def page_png(self, scan_id: str, page_no: int) -> bytes | None:
         """The page as PNG, or None when the scan or page is not registered."""
         scan = self.scan(scan_id)
         if scan is None or not 1 <= page_no <= (scan["n_pages"] or 0):
             return None
-        page_files = scan_page_files(scan["source"], self.lakehouse.read("files").to_pylist())
-        pages = scan_pages(page_files, blob_page_counts(self.lakehouse.store, page_files))
+        pages = self._page_sources(scan)
         if page_no > len(pages):
             return None
         key, pdf_page, frame = pages[page_no - 1]
         return _cached_preview(self.lakehouse, key, pdf_page, frame)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_ocr_size(lakehouse: Lakehouse, key: str, pdf_page: int | None, frame: int,
+                     dpi: int | None) -> tuple[int, int] | None:
+    return ocr_image_size(lakehouse.store.get_bytes(key), pdf_page, frame, dpi)
+
+
+def ocr_image_size(data: bytes, pdf_page: int | None, frame: int = 0,
+                   dpi: int | None = None) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels of the image OCR read for a page: an image file's own
+    size, or a PDF page at the OCR ``dpi`` (an embedded scan OCR reads as it is covers
+    the whole page at that resolution); None when there is no such page.
+
+    Word boxes are in these pixels; the preview shows the same page at another size, so the
+    page places the boxes as fractions of this size.
+    """
+    import pymupdf
+    from PIL import Image
+
+    if pdf_page is not None:
+        with pymupdf.open(stream=data, filetype="pdf") as pdf:
+            if pdf_page >= pdf.page_count:
+                return None
+            rect = pdf[pdf_page].rect
+        scale = (dpi or DEFAULT_DPI) / 72
+        return round(rect.width * scale), round(rect.height * scale)
+    img = Image.open(io.BytesIO(data))
+    if frame >= getattr(img, "n_frames", 1):
+        return None
+    img.seek(frame)
+    return img.size
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,6 +261,51 @@ def marked_text(text: str, words_json: str | None) -> str:
             out.append(f'<mark class="low" title="confidence {conf:.0f}">{esc}</mark>')
         else:
             out.append(esc)
+    return "".join(out)
+
+
+def linked_text(text: str, words_json: str | None,
+                threshold: float = LOW_CONFIDENCE) -> str:
+    """The page text as HTML for the scan view: each OCR word a ``<span class=w>`` with its
+    index in the word list (``data-i``, the same as its box's) and confidence (``data-c``),
+    ``low`` when below ``threshold`` (the page re-marks them when the editor moves it).
+
+    Line breaks are kept as they are: a line of text is a line of the scan. A token that is
+    not the next OCR word (text not built from the word list) stays plain text.
+    """
+    words = json.loads(words_json or "[]")
+    out, i = [], 0
+    for token in re.split(r"(\s+)", text or ""):
+        if not token or token.isspace():
+            out.append(html.escape(token))
+            continue
+        esc = html.escape(token)
+        if i < len(words) and words[i][0] == token:
+            conf = float(words[i][1])
+            low = " low" if 0 <= conf < threshold else ""
+            out.append(f'<span class="w{low}" data-i={i} data-c="{conf:g}" '
+                       f'title="confidence {conf:.0f}">{esc}</span>')
+        else:
+            out.append(esc)
+        i += 1
+    return "".join(out)
+
+
+def word_boxes(words_json: str | None, size: tuple[int, int] | None,
+               threshold: float = LOW_CONFIDENCE) -> str:
+    """Tesseract's word boxes as absolutely placed ``<div class=box>`` over the page image,
+    in percent of the OCR image ``size`` so they follow the image at any zoom."""
+    if not size or not size[0] or not size[1]:
+        return ""
+    width, height = size
+    out = []
+    for i, w in enumerate(json.loads(words_json or "[]")):
+        word, conf, left, top, w_, h_ = w[:6]
+        low = " low" if 0 <= float(conf) < threshold else ""
+        out.append(f"<div class='box{low}' data-i={i} data-c='{float(conf):g}' "
+                   f"title='{html.escape(str(word))} ({float(conf):.0f})' style='"
+                   f"left:{100 * left / width:.3f}%;top:{100 * top / height:.3f}%;"
+                   f"width:{100 * w_ / width:.3f}%;height:{100 * h_ / height:.3f}%'></div>")
     return "".join(out)
 
 
@@ -386,8 +508,9 @@ form.addEventListener('click', async (ev) => {
   if (!name) return;
   const [ok, body] = await postJSON('/api/flags', {scan_id: form.dataset.scan, flag: flag,
       note: document.getElementById('note').value, editor: name});
-  result.textContent = ok ? `Flagged as ${flag} (flag ${body.flag_id}).` : body.error;
+  // the page first, then the message: when it says "Flagged", the list shows the flag
   if (ok) { document.getElementById('note').value = ''; await refresh(['scan-status', 'flags']); }
+  result.textContent = ok ? `Flagged as ${flag} (flag ${body.flag_id}).` : body.error;
 });
 document.addEventListener('click', async (ev) => {
   const b = ev.target.closest('button[data-save], button#promote');
@@ -415,8 +538,173 @@ document.getElementById('flags-box').addEventListener('click', async (ev) => {
   const name = editorName();
   if (!name) return;
   const [ok, body] = await postJSON('/api/resolve', {flag_id: id, editor: name});
-  result.textContent = ok ? `Resolved; the scan is now ${body.status}.` : body.error;
   if (ok) await refresh(['scan-status', 'flags']);
+  result.textContent = ok ? `Resolved; the scan is now ${body.status}.` : body.error;
+});
+"""
+
+# The scan view's own behaviour, all in the page (no library, nothing fetched): zoom and pan
+# of each page image (a CSS transform on the image and its word boxes together), words
+# linked between the boxes and the text by their index, low-confidence marking recomputed
+# from each word's confidence when the editor moves the threshold (kept in localStorage),
+# and keyboard shortcuts, ignored while the editor types in a text box.
+VIEW_SCRIPT = """
+const sections = [...document.querySelectorAll('section.pages')];
+const pagePos = document.getElementById('page-pos');
+let cur = 1;
+function goPage(n, scroll = true) {
+  if (!sections.length) return;
+  cur = Math.max(1, Math.min(sections.length, n));
+  sections.forEach((s, i) => s.classList.toggle('current', i + 1 === cur));
+  pagePos.textContent = `page ${cur} of ${sections.length}`;
+  const s = sections[cur - 1];
+  s.style.scrollMarginTop = (form.offsetHeight + 8) + 'px';
+  if (scroll) s.scrollIntoView({block: 'start'});
+  if (scroll) history.replaceState(null, '', '#page-' + cur);  // a reload opens this page
+}
+document.getElementById('next-page').addEventListener('click', () => goPage(cur + 1));
+document.getElementById('prev-page').addEventListener('click', () => goPage(cur - 1));
+const m = /^#page-(\\d+)$/.exec(location.hash);
+goPage(m ? Number(m[1]) : 1, !!m);
+for (const s of sections)
+  s.addEventListener('pointerdown', () => { if (Number(s.dataset.page) !== cur)
+                                               goPage(Number(s.dataset.page), false); });
+
+// zoom and pan: translate then scale from the top left corner, kept inside the frame
+const views = new Map();
+function view(sec) {
+  if (!views.has(sec)) views.set(sec, {s: 1, x: 0, y: 0});
+  return views.get(sec);
+}
+function applyView(sec) {
+  const v = view(sec), frame = sec.querySelector('.viewer');
+  const w = frame.clientWidth, h = frame.clientHeight;
+  v.x = Math.min(0, Math.max(w - w * v.s, v.x));
+  v.y = Math.min(0, Math.max(h - h * v.s, v.y));
+  sec.querySelector('.stage').style.transform = `translate(${v.x}px, ${v.y}px) scale(${v.s})`;
+  sec.querySelector('.zoomval').textContent = Math.round(v.s * 100) + '%';
+}
+function zoom(sec, factor, cx, cy) {
+  const v = view(sec), frame = sec.querySelector('.viewer');
+  if (cx === undefined) { cx = frame.clientWidth / 2; cy = frame.clientHeight / 2; }
+  const s = factor === 0 ? 1 : Math.max(1, Math.min(8, v.s * factor));
+  v.x = cx - (cx - v.x) * s / v.s; v.y = cy - (cy - v.y) * s / v.s; v.s = s;
+  applyView(sec);
+}
+document.addEventListener('click', (ev) => {
+  const b = ev.target.closest('button[data-zoom]');
+  if (!b) return;
+  const sec = b.closest('section.pages');
+  zoom(sec, {in: 1.5, out: 1 / 1.5, fit: 0}[b.dataset.zoom]);
+});
+let drag = null, dragged = false;
+window.addEventListener('pointerdown', () => { dragged = false; }, true);
+for (const sec of sections) {
+  const frame = sec.querySelector('.viewer');
+  frame.addEventListener('wheel', (ev) => {
+    if (!ev.ctrlKey) return;
+    ev.preventDefault();
+    const r = frame.getBoundingClientRect();
+    zoom(sec, ev.deltaY < 0 ? 1.25 : 0.8, ev.clientX - r.left, ev.clientY - r.top);
+  }, {passive: false});
+  frame.addEventListener('pointerdown', (ev) => {
+    const v = view(sec);
+    drag = {sec, x0: ev.clientX, y0: ev.clientY, vx: v.x, vy: v.y};
+    dragged = false;
+  });
+}
+window.addEventListener('pointermove', (ev) => {
+  if (!drag) return;
+  const dx = ev.clientX - drag.x0, dy = ev.clientY - drag.y0;
+  if (Math.abs(dx) + Math.abs(dy) > 4) dragged = true;
+  if (!dragged) return;
+  const v = view(drag.sec);
+  v.x = drag.vx + dx; v.y = drag.vy + dy;
+  drag.sec.querySelector('.viewer').classList.add('drag');
+  applyView(drag.sec);
+});
+window.addEventListener('pointerup', () => {
+  if (drag) drag.sec.querySelector('.viewer').classList.remove('drag');
+  drag = null;
+});
+
+// a word and its box share data-i within a page: mark both, on hover and on click
+function both(sec, i) {
+  return sec.querySelectorAll(`.w[data-i="${i}"], .box[data-i="${i}"]`);
+}
+document.addEventListener('mouseover', (ev) => {
+  const el = ev.target.closest && ev.target.closest('.w, .box');
+  document.querySelectorAll('.hot').forEach(e => e.classList.remove('hot'));
+  if (el) both(el.closest('section.pages'), el.dataset.i).forEach(e => e.classList.add('hot'));
+});
+document.addEventListener('click', (ev) => {
+  const el = ev.target.closest('.w, .box');
+  if (!el) return;
+  if (dragged) { dragged = false; return; }  // the end of a pan, not a choice
+  const sec = el.closest('section.pages');
+  const was = el.classList.contains('sel');
+  document.querySelectorAll('.sel').forEach(e => e.classList.remove('sel'));
+  if (was) return;
+  both(sec, el.dataset.i).forEach(e => e.classList.add('sel'));
+  const word = sec.querySelector(`.w[data-i="${el.dataset.i}"]`);
+  if (word && el !== word) word.scrollIntoView({block: 'nearest', inline: 'nearest'});
+  const box = sec.querySelector(`.box[data-i="${el.dataset.i}"]`);
+  if (box && el !== box && view(sec).s > 1) {  // bring the box into the zoomed frame
+    const v = view(sec), frame = sec.querySelector('.viewer');
+    v.x = frame.clientWidth / 2 - (box.offsetLeft + box.offsetWidth / 2) * v.s;
+    v.y = frame.clientHeight / 2 - (box.offsetTop + box.offsetHeight / 2) * v.s;
+    applyView(sec);
+  }
+});
+
+// low confidence: below the editor's threshold, recomputed from each word's confidence
+const th = document.getElementById('threshold');
+const thVal = document.getElementById('threshold-val');
+function mark() {
+  const t = Number(th.value);
+  thVal.textContent = t;
+  document.querySelectorAll('.w, .box').forEach(e => {
+    const c = Number(e.dataset.c);
+    e.classList.toggle('low', c >= 0 && c < t);
+  });
+  const n = document.querySelectorAll('.ocr .w.low').length;
+  document.getElementById('low-count').textContent = `${n} word${n === 1 ? '' : 's'} marked`;
+}
+const saved = localStorage.getItem('corpus-threshold');
+if (saved !== null && saved !== '' && !isNaN(Number(saved))) th.value = saved;
+th.addEventListener('input', () => { localStorage.setItem('corpus-threshold', th.value); mark(); });
+mark();
+
+// keys: not while typing (text boxes, the name and note fields); Esc leaves the field
+function typing(el) {
+  if (!el) return false;
+  if (el.isContentEditable || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT') return true;
+  return el.tagName === 'INPUT' && !['range', 'button', 'checkbox', 'radio'].includes(el.type);
+}
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape' && typing(document.activeElement)) {
+    document.activeElement.blur(); return;
+  }
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing || typing(ev.target)) return;
+  if (ev.target.type === 'range' && ev.key.startsWith('Arrow')) return;
+  const sec = sections[cur - 1];
+  const k = ev.key;
+  if (k === 'j' || k === 'ArrowRight') goPage(cur + 1);
+  else if (k === 'k' || k === 'ArrowLeft') goPage(cur - 1);
+  else if (k === 'n' || k === 'p') {
+    const a = document.querySelector(k === 'n' ? 'a#next-scan' : 'a#prev-scan');
+    if (a) location.href = a.href;
+    else result.textContent = k === 'n' ? 'This is the last scan in the queue.'
+                                        : 'This is the first scan in the queue.';
+  } else if ((k === '+' || k === '=') && sec) zoom(sec, 1.5);
+  else if (k === '-' && sec) zoom(sec, 1 / 1.5);
+  else if (k === '0' && sec) zoom(sec, 0);
+  else if (FLAG_KEYS[k]) document.querySelector(`button[data-flag="${FLAG_KEYS[k]}"]`).click();
+  else if (k === 'r') {
+    const b = document.querySelector('#flags button[data-resolve]');
+    if (b) b.click(); else result.textContent = 'No open flag to resolve.';
+  } else return;
+  ev.preventDefault();
 });
 """
 
@@ -429,16 +717,23 @@ def render_scan(scan: dict) -> bytes:
     fixes = scan.get("corrections") or {}
     n_pages = scan["n_pages"] or 0
     pages = []
+    sizes = scan.get("ocr_sizes") or {}
     for n in range(1, n_pages + 1):
         p = texts.get(n)
-        text = (marked_text(p["text"], p["words"]) if p else
+        text = (linked_text(p["text"], p["words"]) if p else
                 "<em>not OCR'd yet: run corpus ocr</em>")
+        boxes = word_boxes(p["words"], sizes.get(n)) if p else ""
         conf = f" · confidence {_conf(p['mean_confidence'])}" if p else ""
         fix = fixes.get(n)
         start = fix["text"] if fix else (p["text"] or "") if p else ""
-        pages.append(f"<section class=pages id=page-{n}><div class=page><img alt='page {n}' "
-                     f"src='/scans/{sid}/pages/{n}.png' loading=lazy></div><div><h3>Page {n}"
-                     f"{conf}</h3><div class=ocr>{text}</div>"
+        pages.append(f"<section class=pages id=page-{n} data-page={n}><div class=page>"
+                     f"<div class=zoombar><button type=button data-zoom=in title='zoom in (+)'"
+                     f">+</button><button type=button data-zoom=out title='zoom out (-)'>−"
+                     f"</button><button type=button data-zoom=fit title='fit (0)'>fit</button>"
+                     f"<span class=zoomval>100%</span></div><div class=viewer><div class=stage>"
+                     f"<img alt='page {n}' src='/scans/{sid}/pages/{n}.png' loading=lazy "
+                     f"draggable=false><div class=boxes>{boxes}</div></div></div></div>"
+                     f"<div class=side><h3>Page {n}{conf}</h3><div class=ocr>{text}</div>"
                      f"<textarea class=fix id=fix-{n} aria-label='corrected text of page {n}'"
                      f" spellcheck=true>\n{html.escape(start)}</textarea>"
                      f"<button type=button data-save={n}>Save page {n}</button>"
@@ -474,6 +769,29 @@ def render_scan(scan: dict) -> bytes:
     if scan.get("title"):
         title = f"<p class=book-title>{html.escape(scan['title'])}" + (
             f" · {html.escape(scan['author'])}" if scan.get("author") else "") + "</p>"
+    def scan_link(target: str | None, rel: str, label: str) -> str:
+        if not target:
+            return f"<span id={rel}-scan class=muted>{label}</span>"
+        return (f"<a id={rel}-scan rel={rel} href='/scan/{html.escape(target)}'>{label}</a>")
+
+    nav = (f"<nav id=scan-nav>{scan_link(scan.get('prev_scan'), 'prev', '« previous scan')} "
+           "<button type=button id=prev-page>‹ page</button><span id=page-pos>page 1 of "
+           f"{n_pages}</span> <button type=button id=next-page>page ›</button> "
+           f"{scan_link(scan.get('next_scan'), 'next', 'next scan »')} "
+           "<label class=th>Mark words below confidence <input type=range id=threshold min=0 "
+           f"max=100 step=1 value={LOW_CONFIDENCE:g}><output id=threshold-val>"
+           f"{LOW_CONFIDENCE:g}</output></label> <span id=low-count></span></nav>")
+    flag_keys = " · ".join(f"<kbd>{i}</kbd> {f.replace('_', ' ')}"
+                           for i, f in enumerate(FLAGS, 1))
+    legend = ("<p id=keys class=legend>Keys: <kbd>j</kbd>/<kbd>→</kbd> next page · "
+              "<kbd>k</kbd>/<kbd>←</kbd> previous page · <kbd>n</kbd>/<kbd>p</kbd> next/"
+              "previous scan · <kbd>+</kbd>/<kbd>-</kbd>/<kbd>0</kbd> zoom in/out/fit · "
+              f"flag: {flag_keys} · <kbd>r</kbd> resolve the newest open flag · "
+              "<kbd>Esc</kbd> leave a text box (keys do nothing while you type). "
+              "Drag the image to pan, Ctrl+wheel to zoom; point at or click a word on "
+              "either side to find it on the other.</p>")
+    keys_js = "const FLAG_KEYS = " + json.dumps(
+        {str(i): f for i, f in enumerate(FLAGS, 1)}) + ";\n"
     body = (f"<p><a href='/'>« queue</a></p><h1>Scan {sid}</h1>{title}"
             f"<p>Book {html.escape(scan['book_id'] or '?')} · "
             f"status <span id=scan-status class=status>{html.escape(scan['status'])}</span>"
@@ -481,9 +799,9 @@ def render_scan(scan: dict) -> bytes:
             f"<form id=flagbar class=flagbar data-scan='{sid}'><label>Your name "
             f"<input id=editor name=editor size=12></label> <label>Note <input id=note "
             f"name=note size=40></label><br>{buttons}<span id=result role=status></span>"
-            f"</form><div id=flags-box><ul id=flags>{flags}</ul></div>{promote_box}"
-            f"{''.join(pages)}"
-            f"<script>{COMMON_SCRIPT}{SCAN_SCRIPT}</script>")
+            f"{nav}{legend}</form><div id=flags-box><ul id=flags>{flags}</ul></div>"
+            f"{promote_box}{''.join(pages)}"
+            f"<script>{COMMON_SCRIPT}{SCAN_SCRIPT}{keys_js}{VIEW_SCRIPT}</script>")
     return _page(f"Scan {scan['scan_id']}", body)
 
 
@@ -561,6 +879,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
             return self._send(404, b"not found", "text/plain")
         except CorpusError as e:
             return self._json(400, {"error": str(e)})
+        except (BrokenPipeError, ConnectionResetError):
+            return None  # the browser left (moved to another scan before an image came)
         except Exception:  # a bug or a storage failure: say so without a traceback
             log.exception("GET %s failed", path)
             return self._send(500, b"server error (see the server log)", "text/plain")

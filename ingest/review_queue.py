@@ -334,3 +334,23 @@ def query_queue(lakehouse: Lakehouse, query: QueueQuery | None = None) -> QueueR
             r["level_note"] = f"not scored by run {run_id}"
     return QueueResult(rows=rows, total=total, counts=counts, run_id=run_id, target=target,
                        level_note=note, query=query)
+
+
+def scan_neighbours(lakehouse: Lakehouse, scan_id: str) -> tuple[str | None, str | None]:
+    """``(previous, next)`` scan ids around ``scan_id`` in the queue's default order (the
+    share's, as on the first queue page), None at either end or for an unknown scan."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET enable_external_access = false")
+        try:
+            con.register("scans", lakehouse.dataset("scans"))
+        except TableNotFoundError:
+            return None, None
+        order = f"{SORTS[DEFAULT_SORT]} ASC NULLS LAST, scan_id ASC"
+        got = con.execute(
+            f"SELECT prev, next FROM (SELECT scan_id, lag(scan_id) OVER w AS prev, "
+            f"lead(scan_id) OVER w AS next FROM scans WINDOW w AS (ORDER BY {order})) "
+            "WHERE scan_id = $id", {"id": scan_id}).fetchone()
+    finally:
+        con.close()
+    return (got[0], got[1]) if got else (None, None)
