@@ -242,28 +242,6 @@ def preview_png(data: bytes, pdf_page: int | None, frame: int = 0) -> bytes | No
     return out.getvalue()
 
 
-def marked_text(text: str, words_json: str | None) -> str:
-    """The page text as HTML, words below :data:`LOW_CONFIDENCE` in ``<mark class=low>``.
-
-    The OCR text was built from Tesseract's words in order, so its tokens and the word list
-    line up one to one.
-    """
-    words = json.loads(words_json or "[]")
-    out, i = [], 0
-    for token in re.split(r"(\s+)", text or ""):
-        if not token or token.isspace():
-            out.append(html.escape(token))
-            continue
-        conf = words[i][1] if i < len(words) and words[i][0] == token else None
-        i += 1
-        esc = html.escape(token)
-        if conf is not None and 0 <= conf < LOW_CONFIDENCE:
-            out.append(f'<mark class="low" title="confidence {conf:.0f}">{esc}</mark>')
-        else:
-            out.append(esc)
-    return "".join(out)
-
-
 def linked_text(text: str, words_json: str | None,
                 threshold: float = LOW_CONFIDENCE) -> str:
     """The page text as HTML for the scan view: each OCR word a ``<span class=w>`` with its

@@ -13,7 +13,7 @@ import pytest
 from catalog import Lakehouse
 from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, run_ocr
-from ingest.review import make_server, marked_text, serve_in_thread
+from ingest.review import make_server, serve_in_thread
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -39,14 +39,6 @@ def _post(url: str, payload: dict, headers: dict | None = None) -> tuple[int, di
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
-
-
-def test_marked_text_marks_low_confidence_words():
-    words = json.dumps([["Tbe", 41.0, 0, 0, 1, 1], ["cat", 96.0, 0, 0, 1, 1],
-                        ["<sat>", 30.0, 0, 0, 1, 1]])
-    out = marked_text("Tbe cat\n<sat>", words)
-    assert out == ('<mark class="low" title="confidence 41">Tbe</mark> cat\n'
-                   '<mark class="low" title="confidence 30">&lt;sat&gt;</mark>')
 
 
 def test_only_registered_pages_are_served(served):
