@@ -12,7 +12,7 @@ Heads:
     ``dense``: masked mean pooling, then a small MLP.
 
 Both regress one number per window (MSE on the target); a book longer than one window is scored
-by the mean of its windows' predictions (:func:`aggregate_windows`).
+by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`).
 """
 
 from __future__ import annotations
@@ -394,9 +394,11 @@ def aggregate_windows(keys: Iterable[Any], preds: Iterable[float]) -> dict[Any, 
 
 
 @torch.no_grad()
-def predict(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
-            seq_len: int = 512, stride: int = 0, batch_size: int = 8) -> list[float]:
-    """Score texts: each is cut into windows of ``seq_len`` tokens, the mean over windows wins.
+def predict_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
+                    seq_len: int = 512, stride: int = 0, batch_size: int = 8
+                    ) -> list[list[float]]:
+    """Each text's per-window predictions: the text is cut into windows of ``seq_len``
+    tokens (consecutive windows share ``stride`` tokens) and every window is scored.
 
     Args:
         texts: The texts to score (whole books are fine: they become several windows).
@@ -407,7 +409,7 @@ def predict(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
         batch_size: Windows per forward pass.
 
     Returns:
-        One prediction per text, in order.
+        One list per text, in order, of its windows' predictions (at least one each).
     """
     if not texts:
         return []
@@ -435,8 +437,19 @@ def predict(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
             mask[j, :len(w)] = 1
         preds.extend(model(ids.to(device), mask.to(device)).float().cpu().tolist())
     model.train(was_training)
-    per_text = aggregate_windows(owner, preds)
-    return [per_text[i] for i in range(len(texts))]
+    per_text: list[list[float]] = [[] for _ in texts]
+    for k, p in zip(owner, preds, strict=True):
+        per_text[k].append(float(p))
+    return per_text
+
+
+def predict(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
+            seq_len: int = 512, stride: int = 0, batch_size: int = 8) -> list[float]:
+    """Score texts: the mean of each text's window predictions (:func:`predict_windows`,
+    whose arguments these are). Returns one prediction per text, in order."""
+    per_text = predict_windows(texts, model=model, tokenizer=tokenizer, seq_len=seq_len,
+                               stride=stride, batch_size=batch_size)
+    return [sum(w) / len(w) for w in per_text]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
