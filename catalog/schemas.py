@@ -305,6 +305,10 @@ def _declare() -> list[TableSpec]:
                 _f("truth", pa.float64()),
                 _f("split", pa.string()),
                 _f("created_at", ts),
+                # windows the text was cut into, and the sample standard deviation of their
+                # predictions (null for one window): what catalog/readiness.py judges
+                _f("n_windows", pa.int32()),
+                _f("window_sd", pa.float64()),
             ]),
             ("run_id", "book_id", "variant", "target"),
             "per-book predictions of a run, with the variant they were made on",
