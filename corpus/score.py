@@ -110,10 +110,11 @@ def catalog_items(lakehouse: Lakehouse, refs: Sequence[str], *, version: int) ->
 
 
 def iter_items(inputs: Iterable[str], *, lakehouse: Lakehouse | None, lang: str = "eng",
-               chunk: int = 64) -> Iterator[Item]:
+               chunk: int = 64, texts_version: int | None = None) -> Iterator[Item]:
     """Every input as an :class:`Item`, lazily: files are read one at a time, catalog refs
-    looked up ``chunk`` at a time, all at one pinned ``texts`` version."""
-    version: int | None = None
+    looked up ``chunk`` at a time, all at one pinned ``texts`` version (``texts_version``,
+    else the latest when the first ref is looked up)."""
+    version: int | None = texts_version
     pending: list[str] = []
 
     def flush() -> Iterator[Item]:
@@ -149,10 +150,18 @@ def iter_items(inputs: Iterable[str], *, lakehouse: Lakehouse | None, lang: str 
     yield from flush()
 
 
-def score_stream(items: Iterable[Item], predict: Callable[[list[str]], list[float]], *,
+def score_stream(items: Iterable[Item],
+                 predict: Callable[[list[str]], Sequence[float | Sequence[float]]], *,
                  batch: int = 16) -> Iterator[dict]:
-    """Rows ``{name, source, n_chars, prediction, error}`` in input order, predicting
-    ``batch`` texts at a time."""
+    """Rows ``{name, source, n_chars, prediction, n_windows, window_sd, error}`` in input
+    order, predicting ``batch`` texts at a time.
+
+    ``predict`` gives one value per text, or one list of window predictions per text
+    (:meth:`Scorer.windows`): then the prediction is their mean and ``n_windows`` and
+    ``window_sd`` (sample standard deviation, None for one window) are filled in.
+    """
+    from catalog.readiness import window_stats
+
     buf: list[Item] = []
 
     def flush() -> Iterator[dict]:
@@ -160,11 +169,17 @@ def score_stream(items: Iterable[Item], predict: Callable[[list[str]], list[floa
         preds = iter(predict(texts) if texts else [])
         for it in buf:
             if it.error is None:
+                p = next(preds)
+                n = sd = None
+                if isinstance(p, Sequence):
+                    n, sd = window_stats(p)
+                    p = sum(p) / n
                 yield {"name": it.name, "source": it.source, "n_chars": len(it.text or ""),
-                       "prediction": float(next(preds)), "error": None}
+                       "prediction": float(p), "n_windows": n, "window_sd": sd, "error": None}
             else:
                 yield {"name": it.name, "source": it.source, "n_chars": None,
-                       "prediction": None, "error": it.error}
+                       "prediction": None, "n_windows": None, "window_sd": None,
+                       "error": it.error}
         buf.clear()
 
     for it in items:
@@ -191,6 +206,14 @@ class Scorer:
         return predict(texts, model=self.model, tokenizer=self.tokenizer,
                        seq_len=self.seq_len, stride=self.stride, batch_size=self.batch_size)
 
+    def windows(self, texts: list[str]) -> list[list[float]]:
+        """Each text's window predictions (their mean is what calling the scorer gives)."""
+        from train.model import predict_windows
+
+        return predict_windows(texts, model=self.model, tokenizer=self.tokenizer,
+                               seq_len=self.seq_len, stride=self.stride,
+                               batch_size=self.batch_size)
+
 
 def load_scorer(*, model_dir: str | Path, seq_len: int, stride: int = 0,
                 label: str = "") -> Scorer:
@@ -210,7 +233,7 @@ def write_rows(rows: Iterable[dict], *, fmt: str, stream) -> tuple[int, int]:
     import csv
 
     scored = failed = 0
-    cols = ["name", "source", "n_chars", "prediction", "error"]
+    cols = ["name", "source", "n_chars", "prediction", "n_windows", "window_sd", "error"]
     if fmt == "csv":
         w = csv.DictWriter(stream, fieldnames=cols, lineterminator="\n")
         w.writeheader()
@@ -234,10 +257,12 @@ def write_rows(rows: Iterable[dict], *, fmt: str, stream) -> tuple[int, int]:
 
         t = Table()
         for c in cols:
-            t.add_column(c, justify="right" if c in ("n_chars", "prediction") else "left")
+            t.add_column(c, justify="left" if c in ("name", "source", "error") else "right")
         for r in kept:
             t.add_row(r["name"], r["source"], "" if r["n_chars"] is None else f"{r['n_chars']:,}",
                       "" if r["prediction"] is None else f"{r['prediction']:.3f}",
+                      "" if r["n_windows"] is None else str(r["n_windows"]),
+                      "" if r["window_sd"] is None else f"{r['window_sd']:.3f}",
                       r["error"] or "")
         Console(file=stream, soft_wrap=True, width=output_width(stream)).print(t)
     return scored, failed
@@ -255,7 +280,56 @@ def check_format(fmt: str) -> str:
 def resolve_run(lakehouse: Lakehouse, run_id: str | None) -> tuple[str, int | None]:
     """The local model folder and window length of a training run (the newest finished
     run with a checkpoint when ``run_id`` is None)."""
-    from train.evaluate import fetch_model, find_run, run_seq_len
+    run = find_scoring_run(lakehouse, run_id)
+    return run["model_dir"], run["seq_len"]
+
+
+def find_scoring_run(lakehouse: Lakehouse, run_id: str | None) -> dict:
+    """``{run_id, model_dir, seq_len, target}`` of a training run (the newest finished run
+    with a checkpoint when ``run_id`` is None); ``target`` is the metric it predicts."""
+    from train.evaluate import fetch_model, find_run, run_seq_len, run_target
 
     run = find_run(lakehouse, run_id)
-    return str(fetch_model(lakehouse, run["checkpoint_uri"])), run_seq_len(run)
+    return {"run_id": run["run_id"],
+            "model_dir": str(fetch_model(lakehouse, run["checkpoint_uri"])),
+            "seq_len": run_seq_len(run), "target": run_target(lakehouse, run)}
+
+
+def save_predictions(lakehouse: Lakehouse, rows: Iterable[dict], *, run_id: str,
+                     target: str | None, texts_version: int | None) -> tuple[int, int | None]:
+    """Write the scored catalog refs among ``rows`` to ``predictions`` in one commit.
+
+    Each ``BOOK_ID:VARIANT`` that was scored becomes a row of run ``run_id`` with split
+    ``scored``, its window count and spread; files given by path are not catalog books and
+    are left out, as are failed rows. A ref scored again replaces its earlier ``scored``
+    row (the merge key includes the split, so ``corpus eval``'s rows are kept).
+
+    Returns:
+        ``(rows written, new predictions version or None when nothing was written)``.
+    """
+    from datetime import UTC, datetime
+
+    from catalog import Lineage
+
+    now = datetime.now(UTC)
+    out: dict[tuple[str, str], dict] = {}  # a ref given twice is written once
+    for r in rows:
+        if r["error"] is not None or not r["source"].startswith("catalog:"):
+            continue
+        book, variant = parse_ref(r["name"])
+        out[(book, variant)] = {
+            "run_id": run_id, "book_id": book, "variant": variant, "target": target,
+            "prediction": r["prediction"], "truth": None, "split": "scored",
+            "n_windows": r["n_windows"], "window_sd": r["window_sd"], "created_at": now}
+    if not out:
+        return 0, None
+    inputs = {"runs": lakehouse.version("runs")}
+    if texts_version is not None:
+        inputs["texts"] = texts_version
+    lineage = Lineage(operation="score", inputs=inputs, config={"run_id": run_id})
+    data = list(out.values())
+    if lakehouse.exists("predictions"):
+        version = lakehouse.merge("predictions", data, lineage=lineage,
+                                  on=("run_id", "book_id", "variant", "target", "split"))
+        return len(data), version["version"]
+    return len(data), lakehouse.append("predictions", data, lineage=lineage)

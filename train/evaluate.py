@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from catalog import ConfigError, Lakehouse, Lineage, TableNotFoundError
+from catalog import ConfigError, Lakehouse, Lineage, TableNotFoundError, VersionNotFoundError
 
 # textstat formulas used as baselines: name -> function name in textstat.
 FORMULAS: dict[str, str] = {
@@ -372,6 +372,19 @@ def run_seq_len(run: Mapping[str, Any]) -> int | None:
     """The window length a run was trained on (from its resolved config)."""
     cfg = json.loads(run.get("config") or "{}")
     return int(cfg["seq_len"]) if cfg.get("seq_len") else None
+
+
+def run_target(lakehouse: Lakehouse, run: Mapping[str, Any]) -> str | None:
+    """The metric a run predicts: its dataset's target in the shards it was trained on (None
+    when that manifest is not at hand)."""
+    if run.get("shards_version") is None or not run.get("dataset"):
+        return None
+    try:
+        shards = lakehouse.read("shards", version=int(run["shards_version"]),
+                                columns=["dataset", "target"]).to_pylist()
+    except (TableNotFoundError, VersionNotFoundError):
+        return None
+    return next((r["target"] for r in shards if r["dataset"] == run["dataset"]), None)
 
 
 @dataclass(frozen=True)

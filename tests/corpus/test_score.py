@@ -93,3 +93,75 @@ def test_a_folder_is_expanded_and_streamed(scored_setup, tmp_path):
 def test_no_model_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(cli, ["--root", str(tmp_path / "lh"), "score", "x.txt"])
     assert res.exit_code == 2 and "no trained model" in res.output
+
+
+def test_predict_windows_mean_is_predict(scored_setup):
+    from train.backbones import load_tokenizer
+    from train.model import load_model, predict, predict_windows
+
+    lh, folder = scored_setup
+    texts = [t["text"] for t in lh.read("texts", columns=["text"]).to_pylist()[:3]]
+    texts.append("A short one.")
+    model = load_model(folder)
+    tok = load_tokenizer(model.cfg.backbone)
+    windows = predict_windows(texts, model=model, tokenizer=tok, seq_len=128, batch_size=5)
+    means = predict(texts, model=model, tokenizer=tok, seq_len=128, batch_size=5)
+    assert [len(w) >= 1 for w in windows] == [True] * len(texts)
+    assert max(len(w) for w in windows) >= 2 and len(windows[-1]) == 1
+    assert means == pytest.approx([sum(w) / len(w) for w in windows], abs=1e-12)
+
+
+def _finished_run(lh: Lakehouse, folder, run_id: str) -> None:
+    """A finished run whose checkpoint is the fixture's model, trained on a dataset whose
+    target is bt_easiness (as `corpus train` would have recorded it)."""
+    from datetime import UTC, datetime
+
+    from catalog import Lineage
+
+    test = Lineage(operation="test")
+    v = lh.append("shards", [{"dataset": "d", "shard_uri": "x", "split": "train",
+                              "target": "bt_easiness"}], lineage=test)
+    now = datetime.now(UTC)
+    lh.append("runs", [{"run_id": run_id, "dataset": "d", "shards_version": v,
+                        "config": json.dumps({"seq_len": 128}), "checkpoint_uri": str(folder),
+                        "status": "finished", "started_at": now, "finished_at": now}],
+              lineage=test)
+
+
+def test_score_save_writes_predictions_with_windows_and_lineage(scored_setup, tmp_path):
+    lh, folder = scored_setup
+    _finished_run(lh, folder, "r-save")
+    ocr = sorted({t["book_id"] for t in lh.read("texts", columns=["book_id", "variant"])
+                  .to_pylist() if t["variant"] == "ocr"})
+    assert ocr
+    good = tmp_path / "good.txt"
+    good.write_text("The cat sat on the mat. It was a sunny day.\n")
+    refs = [f"{b}:ocr" for b in ocr]
+    res = CliRunner().invoke(cli, ["--root", lh.root, "score", *refs, str(good), "--run",
+                                   "r-save", "--save", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(out) == len(refs) + 1 and all(r["n_windows"] >= 1 for r in out)
+    saved = {(p["book_id"], p["variant"]): p for p in lh.read("predictions").to_pylist()
+             if p["run_id"] == "r-save"}
+    assert set(saved) == {(b, "ocr") for b in ocr}  # the file is scored, not saved
+    for r in out[:-1]:
+        p = saved[(r["name"].split(":")[0], "ocr")]
+        assert (p["target"], p["split"]) == ("bt_easiness", "scored")
+        assert p["prediction"] == pytest.approx(r["prediction"])
+        assert p["n_windows"] == r["n_windows"]
+        assert (p["window_sd"] is None) == (p["n_windows"] == 1)
+    assert any(p["n_windows"] >= 2 and p["window_sd"] > 0 for p in saved.values())
+    last = lh.history("predictions")[0]
+    assert last.operation == "score" and last.config == {"run_id": "r-save"}
+    assert last.inputs == {"runs": lh.version("runs"), "texts": lh.version("texts")}
+    # scored again: the rows are replaced, not duplicated
+    res = CliRunner().invoke(cli, ["--root", lh.root, "score", refs[0], "--run", "r-save",
+                                   "--save", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    again = [p for p in lh.read("predictions").to_pylist() if p["run_id"] == "r-save"]
+    assert len(again) == len(refs)
+    # --save needs a run: with --model it is refused before any work
+    res = CliRunner().invoke(cli, ["--root", lh.root, "score", refs[0], "--model", str(folder),
+                                   "--save"])
+    assert res.exit_code == 2 and "--save" in res.output
