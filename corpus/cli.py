@@ -450,13 +450,30 @@ def ocr(ctx: click.Context, scan_ids: tuple[str, ...], workers: int | None, lang
 @cli.command()
 @click.option("--status", type=click.Choice(["new", "ocr_done", "flagged", "accepted", "failed"]),
               default=None, help="Only scans in this state.")
+@click.option("--ready", is_flag=True,
+              help="Only scans that can be scored without editing: the newest finished run's "
+                   "prediction on their OCR text is stable over its windows (standard error "
+                   "<= 0.10; see catalog/readiness.py), with that prediction.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.pass_context
-def scans(ctx: click.Context, status: str | None, fmt: str) -> None:
+def scans(ctx: click.Context, status: str | None, ready: bool, fmt: str) -> None:
     """The scans queue: new first, then lowest OCR confidence first."""
     from sql import SqlSession
     from sql.output import write_result
 
+    if ready:
+        import pyarrow as pa
+
+        from ingest.review_queue import ready_scans
+
+        rows = [r for r in ready_scans(_lakehouse(ctx)) if status is None or r["status"] == status]
+        schema = pa.schema([("scan_id", pa.string()), ("book_id", pa.string()),
+                            ("status", pa.string()), ("run_id", pa.string()),
+                            ("target", pa.string()), ("prediction", pa.float64()),
+                            ("n_windows", pa.int32()), ("std_error", pa.float64())])
+        t = pa.Table.from_pylist(rows, schema=schema)
+        write_result(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()), fmt=fmt)
+        return
     where = f"WHERE status = '{status}'" if status else ""
     with SqlSession(_lakehouse(ctx)) as s:
         write_result(s.batches(

@@ -49,6 +49,7 @@ from ingest.flags import FLAGS, add_flag, resolve_flag
 from ingest.ocr import DEFAULT_DPI, blob_page_counts, scan_page_files, scan_pages
 from ingest.review_queue import (
     FLAG_FILTERS,
+    READY_NOTE,
     SORTS,
     STATUSES,
     QueueQuery,
@@ -96,6 +97,7 @@ border:1px solid #ccd;margin-bottom:1em}button{margin-right:.4em;padding:.35em .
 border-radius:.8em;padding:0 .5em;margin:.1em .2em .1em 0;font-size:.9em}
 .chip button{margin:0 0 0 .3em;padding:0 .35em;font-size:.85em}.from{color:#666;font-size:.85em}
 .muted{color:#777;font-style:italic}.author{color:#555}th a{color:inherit}
+.ready{color:#1a7f37;font-size:.85em}
 #pager a,#pager span{margin-right:.8em}td.act select{margin-right:.3em}
 td.act,td.conf,#queue td:first-child{white-space:nowrap}
 """
@@ -312,6 +314,9 @@ def _level(row: dict) -> str:
     if row["pred_edited"] is not None:
         out += (f"<br><span class=from>edited {row['pred_edited']:.2f} "
                 f"(diff {row['pred_diff']:+.2f})</span>")
+    if row.get("ready"):
+        out += (f"<br><span class=ready title='{_esc(READY_NOTE)}; {row['n_windows']} windows, "
+                f"standard error {row['pred_se']:.3f}'>can be scored without editing</span>")
     return out
 
 
@@ -374,6 +379,8 @@ def render_queue(result: QueueResult) -> bytes:
         "</select></label><label>Confidence <input name=min_conf size=4 inputmode=decimal "
         f"value='{num(q.min_conf)}' placeholder=min>–<input name=max_conf size=4 "
         f"inputmode=decimal value='{num(q.max_conf)}' placeholder=max></label>"
+        "<label><input type=checkbox name=ready value=1"
+        f"{' checked' if q.ready else ''}> can be scored without editing</label>"
         f"<label>Search <input name=q size=24 value='{_esc(q.q)}' "
         "placeholder='title, author, ISBN, scan'></label>"
         f"<label>Sort <select name=sort>{_options(tuple(SORTS), q.sort, 'default')}</select>"

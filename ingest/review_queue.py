@@ -10,7 +10,9 @@ no trained run) reads as empty.
 Each row carries the scan's title and author (from ``books``, else the first non-empty lines
 of its first OCR page, marked as from the title page), its open flags and the predicted
 reading level of its raw OCR text by the newest finished training run, with the prediction
-on the edited text and the difference where the run scored that too.
+on the edited text and the difference where the run scored that too. A scan whose raw OCR
+prediction is stable across its windows is marked ready, "can be scored without editing"
+(the rule and its justification: :mod:`catalog.readiness`), and the queue can show only those.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from urllib.parse import urlencode
 import duckdb
 
 from catalog import TABLES, ConfigError, Lakehouse, TableNotFoundError
+from catalog.readiness import NEWEST_RUN_SQL, READY_SE, readiness_sql
 from ingest.flags import FLAGS
 
 STATUSES = ("new", "ocr_done", "failed", "flagged", "accepted")
@@ -68,6 +71,7 @@ class QueueQuery:
         dir: ``asc`` or ``desc``.
         page: 1-based page number.
         per_page: Scans per page.
+        ready: Only scans that can be scored without editing (:mod:`catalog.readiness`).
     """
 
     status: str | None = None
@@ -79,6 +83,7 @@ class QueueQuery:
     dir: str = "asc"
     page: int = 1
     per_page: int = PER_PAGE
+    ready: bool = False
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in STATUSES:
@@ -105,6 +110,8 @@ class QueueQuery:
             raise ConfigError(f"page: expected a page number from 1; got {self.page!r}.")
         if not 1 <= self.per_page <= MAX_PER_PAGE:
             raise ConfigError(f"per_page: expected 1 to {MAX_PER_PAGE}; got {self.per_page!r}.")
+        if not isinstance(self.ready, bool):
+            raise ConfigError(f"ready: expected True or False; got {self.ready!r}.")
 
     @classmethod
     def from_params(cls, params: Mapping[str, list[str]]) -> QueueQuery:
@@ -133,6 +140,11 @@ class QueueQuery:
                     raise ConfigError(f"{name}: expected a whole number from 1; "
                                       f"got {v!r}.") from None
                 values[name] = int(v)
+            elif name == "ready":
+                if v not in ("0", "1"):
+                    raise ConfigError(f"ready: expected 1 (only scans that can be scored "
+                                      f"without editing) or 0; got {v!r}.")
+                values[name] = v == "1"
             else:
                 values[name] = v
         return cls(**values)
@@ -141,8 +153,8 @@ class QueueQuery:
         """The queue's URL for this query with ``changes`` (defaults left out)."""
         q = {**asdict(self), **changes}
         default = asdict(QueueQuery())
-        pairs = {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in q.items()
-                 if v is not None and v != default[k]}
+        pairs = {k: (int(v) if isinstance(v, bool) else f"{v:g}" if isinstance(v, float)
+                     else v) for k, v in q.items() if v is not None and v != default[k]}
         return "/?" + urlencode(pairs) if pairs else "/"
 
 
@@ -210,6 +222,8 @@ WITH fl AS (
            avg(prediction) FILTER (WHERE variant = 'ocr') AS pred_ocr,
            avg(prediction) FILTER (WHERE variant = 'edited') AS pred_edited
     FROM predictions WHERE run_id = $run_id AND target = $target GROUP BY book_id
+), rd AS (
+    SELECT book_id, ready, n_windows, std_error FROM ({readiness}) WHERE target = $target
 ), q AS (
     SELECT s.scan_id, s.book_id, s.source, s.n_pages, s.pages_done, s.status,
            s.mean_confidence, s.reason,
@@ -217,14 +231,16 @@ WITH fl AS (
            b.author AS author,
            b.title IS NULL AND tp.lines IS NOT NULL AS title_from_page,
            COALESCE(fl.open_flags, 0) AS open_flags,
-           pr.pred_ocr, pr.pred_edited, pr.pred_edited - pr.pred_ocr AS pred_diff
+           pr.pred_ocr, pr.pred_edited, pr.pred_edited - pr.pred_ocr AS pred_diff,
+           COALESCE(rd.ready, false) AS ready, rd.n_windows, rd.std_error AS pred_se
     FROM scans s
     LEFT JOIN books b ON b.book_id = s.book_id
     LEFT JOIN tp ON tp.scan_id = s.scan_id
     LEFT JOIN fl ON fl.scan_id = s.scan_id
     LEFT JOIN pr ON pr.book_id = s.book_id
+    LEFT JOIN rd ON rd.book_id = s.book_id
 )
-"""
+""".replace("{readiness}", readiness_sql())
 
 
 def _where(query: QueueQuery) -> tuple[str, dict[str, Any]]:
@@ -240,6 +256,8 @@ def _where(query: QueueQuery) -> tuple[str, dict[str, Any]]:
         clauses.append("scan_id IN (SELECT scan_id FROM flags "
                        "WHERE resolved_at IS NULL AND flag = $flag)")
         params["flag"] = query.flag
+    if query.ready:
+        clauses.append("ready")
     if query.min_conf is not None:
         clauses.append("mean_confidence >= $min_conf")
         params["min_conf"] = query.min_conf
@@ -265,8 +283,7 @@ def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
 
 def newest_run(con: duckdb.DuckDBPyConnection) -> tuple[str | None, str | None]:
     """``(run_id, target)`` of the newest finished run and the metric of its predictions."""
-    got = con.execute("SELECT run_id FROM runs WHERE status = 'finished' AND finished_at IS "
-                      "NOT NULL ORDER BY finished_at DESC, run_id DESC LIMIT 1").fetchone()
+    got = con.execute(NEWEST_RUN_SQL).fetchone()
     if got is None:
         return None, None
     target = con.execute(
@@ -354,3 +371,22 @@ def scan_neighbours(lakehouse: Lakehouse, scan_id: str) -> tuple[str | None, str
     finally:
         con.close()
     return (got[0], got[1]) if got else (None, None)
+
+
+def ready_scans(lakehouse: Lakehouse) -> list[dict]:
+    """The scans that can be scored without editing (:mod:`catalog.readiness`), in queue
+    order: ``scan_id, book_id, status, run_id, target, prediction, n_windows, std_error``."""
+    con = _connect(lakehouse)
+    try:
+        cur = con.execute(
+            f"SELECT s.scan_id, s.book_id, s.status, r.run_id, r.target, r.prediction, "
+            f"r.n_windows, r.std_error FROM scans s JOIN ({readiness_sql()}) r "
+            f"ON r.book_id = s.book_id WHERE r.ready "
+            f"ORDER BY {SORTS[DEFAULT_SORT]} NULLS LAST, s.scan_id, r.target")
+        return _rows(cur)
+    finally:
+        con.close()
+
+
+READY_NOTE = (f"can be scored without editing: its raw OCR prediction varies little over "
+              f"its windows (standard error <= {READY_SE:g})")

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from catalog import Lakehouse
+from catalog import ConfigError, Lakehouse
 from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, run_ocr
 from ingest.review import make_server, serve_in_thread
@@ -342,7 +342,6 @@ def test_queue_query_filters_sorts_and_pages_in_sql(tmp_path):
 
 
 def test_queue_query_bad_parameters_are_plain_errors():
-    from catalog import ConfigError
     from ingest.review_queue import QueueQuery
 
     ok = QueueQuery.from_params({"status": ["new"], "min_conf": ["10"], "max_conf": [""],
@@ -380,6 +379,56 @@ def test_queue_shows_the_newest_finished_runs_prediction(tmp_path):
     assert rows["scan00010"]["level_note"] == "not scored by run new"
     by_level = query_queue(lh, QueueQuery(sort="level", dir="desc"))
     assert _ids(by_level)[:2] == ["scan00006", "scan00002"]
+
+
+READY_SCANS = ["scan00002", "scan00012"]
+
+
+def _with_windows(lh: Lakehouse) -> Lakehouse:
+    """Predictions with window counts (as `corpus score --save` writes them) on the runs of
+    :func:`_synthetic`: only :data:`READY_SCANS` can be scored without editing."""
+    from catalog import Lineage
+
+    def p(run, book, n, sd, variant="ocr", pred=0.5):
+        return {"run_id": run, "book_id": f"97800000{book:05d}", "variant": variant,
+                "target": "bt_easiness", "prediction": pred, "n_windows": n, "window_sd": sd,
+                "split": "scored"}
+
+    lh.append("predictions", [
+        p("new", 2, 9, 0.15, pred=-0.75),   # se 0.05: ready
+        p("new", 6, 4, 0.6, pred=1.25),     # se 0.30: too spread
+        p("running", 6, 9, 0.01),           # a newer run, but unfinished
+        p("new", 10, 1, None),              # one window: never ready
+        p("old", 11, 9, 0.01),              # only an older run scored it
+        p("new", 12, 16, 0.4),              # se 0.10: ready (the threshold is inclusive)
+        p("new", 13, 9, 0.01, "edited"),    # the edited text, not the raw scan
+    ], lineage=Lineage(operation="test"))
+    return lh
+
+
+def test_queue_filters_scans_that_can_be_scored_without_editing(tmp_path):
+    from ingest.review import render_queue
+    from ingest.review_queue import QueueQuery, query_queue
+
+    lh = _with_windows(_synthetic(tmp_path / "lh", 20, runs=True))
+    res = query_queue(lh, QueueQuery(ready=True))
+    assert _ids(res) == READY_SCANS and res.total == 2
+    assert [(r["n_windows"], round(r["pred_se"], 3)) for r in res.rows] == [(9, 0.05),
+                                                                             (16, 0.1)]
+    everything = {r["scan_id"]: r for r in query_queue(lh, QueueQuery(per_page=500)).rows}
+    assert sorted(s for s, r in everything.items() if r["ready"]) == READY_SCANS
+    assert everything["scan00002"]["pred_ocr"] == -0.75
+    page = render_queue(res).decode()
+    assert page.count("can be scored without editing</span>") == 2
+    assert "name=ready value=1 checked" in page
+    assert QueueQuery.from_params({"ready": ["1"]}) == QueueQuery(ready=True)
+    assert QueueQuery.from_params({"ready": ["0"]}) == QueueQuery()
+    assert QueueQuery(ready=True).url(page=2) == "/?page=2&ready=1"
+    for bad in ("yes", "2", "true"):
+        with pytest.raises(ConfigError, match="ready: expected 1"):
+            QueueQuery.from_params({"ready": [bad]})
+    # no run with window counts: nothing is ready, nothing breaks
+    assert query_queue(_synthetic(tmp_path / "bare", 5), QueueQuery(ready=True)).total == 0
 
 
 def test_queue_without_any_table_yet(tmp_path):
