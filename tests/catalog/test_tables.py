@@ -216,3 +216,21 @@ def test_string_filters_work_on_files_written_by_append_and_merge(lakehouse):
                             ("editor IN ('ann', 'x')", ["1"]), ("editor LIKE '%o%'", ["2"])]:
             t = s.query(f"SELECT flag_id FROM flags WHERE {where} ORDER BY 1")
             assert t.column("flag_id").to_pylist() == want, where
+
+
+def test_an_older_predictions_table_gets_the_window_columns_on_first_open(tmp_path):
+    from deltalake import write_deltalake
+
+    lh = Lakehouse(str(tmp_path / "lh"))
+    declared = TABLES["predictions"].schema
+    old = pa.schema([f for f in declared if f.name not in ("n_windows", "window_sd")])
+    write_deltalake(lh.table_uri("predictions"), pa.Table.from_pylist(
+        [{"run_id": "r", "book_id": "b1", "variant": "ocr", "prediction": 1.0}], schema=old))
+    again = Lakehouse(lh.root)  # a newer Corpus opening a lakehouse written by an older one
+    again.append("predictions", [{"run_id": "r", "book_id": "b2", "variant": "ocr",
+                                  "prediction": 2.0, "n_windows": 3, "window_sd": 0.5}],
+                 lineage=Lineage(operation="test"))
+    rows = {r["book_id"]: r for r in again.read("predictions").to_pylist()}
+    assert (rows["b1"]["n_windows"], rows["b1"]["window_sd"]) == (None, None)
+    assert (rows["b2"]["n_windows"], rows["b2"]["window_sd"]) == (3, 0.5)
+    assert any(c.operation == "add_columns" for c in again.history("predictions"))
