@@ -452,8 +452,9 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
     """
     import fnmatch
 
+    from catalog.readiness import window_stats
     from train.backbones import load_tokenizer
-    from train.model import load_model, predict
+    from train.model import load_model, predict_windows
 
     run = find_run(lakehouse, run_id)
     run_id = run["run_id"]
@@ -493,12 +494,16 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
     model = load_model(model_dir)
     tok = load_tokenizer(model.cfg.backbone)
     seq_len = run_seq_len(run) or 512
-    preds = predict([t["text"] for t in held], model=model, tokenizer=tok, seq_len=seq_len,
-                    batch_size=config.batch_size)
+    windows = predict_windows([t["text"] for t in held], model=model, tokenizer=tok,
+                              seq_len=seq_len, batch_size=config.batch_size)
     now = datetime.now(UTC)
-    rows = [{"run_id": run_id, "book_id": t["book_id"], "variant": t["variant"],
-             "target": target, "prediction": float(p), "truth": float(truth[t["book_id"]]),
-             "split": "validation", "created_at": now} for t, p in zip(held, preds, strict=True)]
+    rows = []
+    for t, w in zip(held, windows, strict=True):
+        n, sd = window_stats(w)  # kept, so catalog/readiness.py can judge these rows too
+        rows.append({"run_id": run_id, "book_id": t["book_id"], "variant": t["variant"],
+                     "target": target, "prediction": sum(w) / n,
+                     "truth": float(truth[t["book_id"]]), "split": "validation",
+                     "n_windows": n, "window_sd": sd, "created_at": now})
 
     # formula baselines: fit on (a seeded sample of) the training books' edited texts
     import random
@@ -532,7 +537,10 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
                       config={"run_id": run_id, "variants": list(wanted),
                               "report": str(out.resolve())})
     if lakehouse.exists("predictions"):
-        lakehouse.merge("predictions", rows, lineage=lineage)  # a re-eval replaces its rows
+        # a re-eval replaces its rows, and only those: `corpus score --save` rows of the
+        # same run and book (split "scored") are kept
+        lakehouse.merge("predictions", rows, lineage=lineage,
+                        on=("run_id", "book_id", "variant", "target", "split"))
     else:
         lakehouse.append("predictions", rows, lineage=lineage)
     return EvalResult(run_id=run_id, report_dir=out, summary=summary, n_predictions=len(rows),

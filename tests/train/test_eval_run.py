@@ -64,6 +64,9 @@ def test_every_held_out_book_on_every_variant(evaluated):
     assert one["truth"] == pytest.approx(bt[one["book_id"]])
     again = predict([noisy[one["book_id"]]], model=model, tokenizer=tok, seq_len=64)[0]
     assert one["prediction"] == pytest.approx(again, abs=1e-5)
+    # window counts and spread kept for the readiness rule (sample sd, none for one window)
+    assert all(p["n_windows"] >= 1 and (p["window_sd"] is None) == (p["n_windows"] == 1)
+               for p in preds)
     c = lh.history("predictions", limit=1)[0]
     assert c.operation == "eval" and set(c.inputs) == {"runs", "shards", "texts", "scores"}
 
