@@ -219,8 +219,12 @@ WITH fl AS (
     WHERE p.page_no = 1
 ), pr AS (
     SELECT book_id,
-           avg(prediction) FILTER (WHERE variant = 'ocr') AS pred_ocr,
-           avg(prediction) FILTER (WHERE variant = 'edited') AS pred_edited
+           -- the newest row of a text (eval's and `score --save`'s may both be there): the
+           -- one catalog/readiness.py judges
+           arg_max(prediction, COALESCE(created_at, TIMESTAMPTZ '1970-01-01 00:00:00+00'))
+               FILTER (WHERE variant = 'ocr') AS pred_ocr,
+           arg_max(prediction, COALESCE(created_at, TIMESTAMPTZ '1970-01-01 00:00:00+00'))
+               FILTER (WHERE variant = 'edited') AS pred_edited
     FROM predictions WHERE run_id = $run_id AND target = $target GROUP BY book_id
 ), rd AS (
     SELECT book_id, ready, n_windows, std_error FROM ({readiness}) WHERE target = $target

@@ -19,7 +19,7 @@ def test_scans_ready_lists_exactly_the_ready_scans(tmp_path):
     assert [(r["run_id"], r["target"], r["n_windows"]) for r in rows] == [
         ("new", "bt_easiness", 9), ("new", "bt_easiness", 16)]
     assert [round(r["std_error"], 3) for r in rows] == [0.05, 0.1]
-    assert rows[0]["prediction"] == -0.75
+    assert rows[0]["prediction"] == -0.70
     res = CliRunner().invoke(cli, ["--root", lh.root, "scans", "--ready", "--status", "failed",
                                    "--format", "json"])
     assert res.exit_code == 0 and json.loads(res.stdout) == []

@@ -387,15 +387,17 @@ READY_SCANS = ["scan00002", "scan00012"]
 def _with_windows(lh: Lakehouse) -> Lakehouse:
     """Predictions with window counts (as `corpus score --save` writes them) on the runs of
     :func:`_synthetic`: only :data:`READY_SCANS` can be scored without editing."""
+    from datetime import UTC, datetime
+
     from catalog import Lineage
 
     def p(run, book, n, sd, variant="ocr", pred=0.5):
         return {"run_id": run, "book_id": f"97800000{book:05d}", "variant": variant,
                 "target": "bt_easiness", "prediction": pred, "n_windows": n, "window_sd": sd,
-                "split": "scored"}
+                "split": "scored", "created_at": datetime.now(UTC)}
 
     lh.append("predictions", [
-        p("new", 2, 9, 0.15, pred=-0.75),   # se 0.05: ready
+        p("new", 2, 9, 0.15, pred=-0.70),   # se 0.05: ready (and newer than eval's -0.75)
         p("new", 6, 4, 0.6, pred=1.25),     # se 0.30: too spread
         p("running", 6, 9, 0.01),           # a newer run, but unfinished
         p("new", 10, 1, None),              # one window: never ready
@@ -417,7 +419,9 @@ def test_queue_filters_scans_that_can_be_scored_without_editing(tmp_path):
                                                                              (16, 0.1)]
     everything = {r["scan_id"]: r for r in query_queue(lh, QueueQuery(per_page=500)).rows}
     assert sorted(s for s, r in everything.items() if r["ready"]) == READY_SCANS
-    assert everything["scan00002"]["pred_ocr"] == -0.75
+    # the newest prediction of a text is shown (the one judged), not a mean with eval's
+    assert everything["scan00002"]["pred_ocr"] == -0.70
+    assert everything["scan00002"]["pred_diff"] == pytest.approx(0.20)
     page = render_queue(res).decode()
     assert page.count("can be scored without editing</span>") == 2
     assert "name=ready value=1 checked" in page
