@@ -161,6 +161,17 @@ def test_score_save_writes_predictions_with_windows_and_lineage(scored_setup, tm
     assert res.exit_code == 0, res.output
     again = [p for p in lh.read("predictions").to_pylist() if p["run_id"] == "r-save"]
     assert len(again) == len(refs)
+    # end to end: `corpus scans --ready` lists the scans whose saved rows pass the rule
+    from catalog.readiness import ready_predictions
+
+    ready_books = {b for b, _ in ready_predictions(lh.read("runs").to_pylist(),
+                                                   lh.read("predictions").to_pylist())}
+    res = CliRunner().invoke(cli, ["--root", lh.root, "scans", "--ready", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    listed = json.loads(res.stdout)
+    assert sorted(s["scan_id"] for s in lh.read("scans").to_pylist()
+                  if s["book_id"] in ready_books) == sorted(r["scan_id"] for r in listed)
+    assert all(r["run_id"] == "r-save" and r["n_windows"] >= 2 for r in listed)
     # --save needs a run: with --model it is refused before any work
     res = CliRunner().invoke(cli, ["--root", lh.root, "score", refs[0], "--model", str(folder),
                                    "--save"])
