@@ -415,3 +415,44 @@ def test_editor_corrects_a_page_in_a_real_browser(share_server, tmp_path):
     assert correct.config["editor"] == "Ana" and {"ocr_pages", "corrections", "texts"} <= set(
         correct.inputs)
     assert lh.read("promotions").to_pylist()[0]["scan_id"] == sid
+
+
+@pytest.mark.slow
+def test_a_real_ocr_run_beside_an_editor_loses_no_correction(small_share, tmp_path):
+    """`corpus ocr` recognises one scan in its own process while an editor keeps saving
+    corrections of another scan: OCR finishes whole, and every correction lands in
+    ``corrected`` (both write the ``texts`` table; the catalog retries the loser)."""
+    import os
+    import subprocess
+    import sys
+
+    from ingest.driver import run_ingest
+    from ingest.ocr import OcrConfig, run_ocr
+
+    share = tmp_path / "share"
+    shutil.copytree(small_share, share, symlinks=True)
+    lh = Lakehouse(str(tmp_path / "lakehouse"))
+    run_ingest(lh, share, workers=1)
+    pdfs = sorted((s for s in lh.read("scans").to_pylist() if s["source"].endswith(".pdf")),
+                  key=lambda s: s["scan_id"])
+    edited, other = pdfs[0], pdfs[1]
+    run_ocr(lh, config=OcrConfig(workers=1), scan_ids=[edited["scan_id"]])
+    env = {**os.environ, "CORPUS_ROOT": lh.root}
+    proc = subprocess.Popen([sys.executable, "-m", "corpus.cli", "ocr", "--scan",
+                             other["scan_id"], "--workers", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last: dict[int, str] = {}
+    saves = 0
+    while proc.poll() is None or saves < 3:
+        page = 1 + saves % edited["n_pages"]
+        last[page] = f"page {page}, correction {saves}"
+        save_correction(lh, edited["scan_id"], page, last[page], editor="Ana")
+        saves += 1
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    scans = {s["scan_id"]: s for s in lh.read("scans").to_pylist()}
+    assert scans[other["scan_id"]]["status"] == "ocr_done"
+    assert _text(lh, other["book_id"], "ocr") is not None
+    corrected = _text(lh, edited["book_id"], "corrected")["text"]
+    assert all(text in corrected for text in last.values()), (last, corrected)
+    assert lh.read("corrections").num_rows == saves
