@@ -23,8 +23,8 @@ from ingest.corrections import (
 )
 from ingest.ocr import assemble_ocr_text
 from ingest.review import make_server, serve_in_thread
+from tests.browser import launch
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BOOK = "9780000000002"
 OCR = {1: "THE TITLE\n\nby A. Writer", 2: "Tbe cat sat\non tbe mat.", 3: "Page tbree ends."}
@@ -369,10 +369,7 @@ def test_editor_corrects_a_page_in_a_real_browser(share_server, tmp_path):
     lh, base, scan = share_server
     sid, n_pages, book = scan["scan_id"], scan["n_pages"], scan["book_id"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{base}/scan/{sid}")
         page.wait_for_selector("#flagbar")

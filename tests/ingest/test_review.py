@@ -14,8 +14,7 @@ from catalog import ConfigError, Lakehouse
 from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, run_ocr
 from ingest.review import make_server, serve_in_thread
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.browser import launch
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +85,7 @@ def test_editor_flags_a_scan_in_a_real_browser(served, tmp_path):
 
     lh, base = served
     with sync_playwright() as p:
-        browser = _launch(p)
+        browser = launch(p)
         page = browser.new_page()
         page.goto(base + "/")
         rows = page.locator("#queue-body tr")
@@ -453,13 +452,6 @@ def synth_server(tmp_path):
     server.server_close()
 
 
-def _launch(p):
-    return p.chromium.launch(
-        executable_path=CHROMIUM, headless=True,
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run"])
-
-
 def _not_blank(png_path, box: dict | None = None) -> int:
     """Distinct colours in the screenshot (in ``box``, a Playwright bounding box)."""
     from PIL import Image
@@ -476,7 +468,7 @@ def test_queue_filters_pages_and_flags_in_a_real_browser(synth_server, tmp_path)
 
     lh, base = synth_server
     with sync_playwright() as p:
-        browser = _launch(p)
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(base + "/")
         body = page.locator("#queue-body tr")

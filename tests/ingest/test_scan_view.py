@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 
 import pytest
@@ -23,8 +22,7 @@ from ingest.review import (
     word_boxes,
 )
 from ingest.review_queue import query_queue, scan_neighbours
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.browser import launch
 
 # page -> lines of (word, confidence); a blank line between blocks, as words_to_text joins
 LONG = [(f"word{i}", 90.0) for i in range(40)]  # one scan line far wider than the pane
@@ -177,10 +175,7 @@ def test_scan_view_in_a_real_browser(view_server, tmp_path):
     sid, next_sid = order[0], order[1]
     timings = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         t0 = time.perf_counter()
         page.goto(f"{base}/scan/{sid}")
