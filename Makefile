@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sql_views.py
 	$(BIN)/python bench/ingest_share.py --runs 5
 	$(BIN)/python bench/ingest_share.py --runs 5 --times 10
-	$(BIN)/python bench/ocr_pages.py --runs 3
+	$(BIN)/python bench/ocr_pages.py --runs 5
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/shards_build.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/loader.py
 	$(BIN)/python bench/align_book.py
