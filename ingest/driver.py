@@ -511,7 +511,10 @@ def _ingest(
         with contextlib.suppress(TableNotFoundError):
             report.versions[name] = lakehouse.version(name)
     # the records last: a run killed before here is redone by the next one
-    new_cache = {r.path: (stats[r.path], r) for r in records if r.path in stats}
+    # entries whose bytes were never read (a FIFO, a file nobody may read) are looked at
+    # again every run: a chmod fixes a file without changing its size or mtime
+    new_cache = {r.path: (stats[r.path], r) for r in records
+                 if r.path in stats and (r.blob_key or r.symlink_to)}
     save_record_cache(lakehouse.store, prefix, cached, new_cache)
     report.seconds = (datetime.now(UTC) - t0).total_seconds()
     return report

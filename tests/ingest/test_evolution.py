@@ -190,6 +190,14 @@ def test_hostile_entries_are_quarantined_without_a_hang_or_traceback(lakehouse_c
     for path, why in hostile.items():
         row = files[path]
         assert row["status"] == "quarantined" and why in row["reason"], row
+    # the editor fixes the permissions (size and mtime unchanged): the next run reads it
+    locked = next(p for p, why in hostile.items() if why == "cannot be read")
+    (share / locked).chmod(0o644)
+    p = subprocess.run(cmd, env=root_env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = next(f for f in Lakehouse(lakehouse_config).read("files").to_pylist()
+               if f["path"] == locked)
+    assert row["status"] == "ok" and row["kind"] == "edited", row
 
 
 @pytest.mark.timeout(60)
