@@ -62,6 +62,13 @@ def natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
+def scan_page_order(path: str) -> list:
+    """Where a file stands among the pages of its scan: natural order of the file names
+    (``page_2`` before ``page_10``). The one rule for ingest (a scan's content digest) and
+    OCR and the review page (which file is page n)."""
+    return natural_key(posixpath.basename(path))
+
+
 def _split(path: str) -> tuple[str, str, str]:
     """``(folder, name, stem)`` of a share path: posixpath string work, as PurePosixPath
     would give (this runs for every file of a 250k-file share on every re-run)."""
@@ -304,7 +311,7 @@ def _scans(records: list[FileRecord], status: dict, ingested_at: datetime) -> pa
             else:
                 first.setdefault(r.sha256, r)
         recs = [r for r in recs if r.path not in status]
-        recs.sort(key=lambda r: natural_key(PurePosixPath(r.path).name))
+        recs.sort(key=lambda r: scan_page_order(r.path))
         book_id = next((r.book_id for r in recs if r.book_id), None)
         found.append((key, recs, book_id, scan_sha256(recs)))
     rows, seen = [], {}

@@ -31,7 +31,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 
 import pyarrow as pa
 
@@ -342,12 +341,12 @@ def scan_page_files(source: str, files: list[dict]) -> list[dict]:
     page images belong to their folder's scan (see :func:`ingest.share.scan_key`), in
     natural name order; only files ingest kept (kind ``scan``, status ``ok``) count.
     """
-    from ingest.assemble import natural_key
+    from ingest.assemble import scan_page_order
     from ingest.share import scan_key
 
     rows = [f for f in files if f["kind"] == "scan" and f["status"] == "ok"
             and scan_key(f["path"], f["format"]) == source]
-    return sorted(rows, key=lambda f: natural_key(PurePosixPath(f["path"]).name))
+    return sorted(rows, key=lambda f: scan_page_order(f["path"]))
 
 
 def scan_pages(page_files: list[dict], counts: dict[str, int]
