@@ -222,11 +222,17 @@ class Lakehouse:
                 if not self.exists(name):
                     raise CorpusError(f"Cannot create table {name!r} at {uri}: {e}") from e
         dt = self.open(name)
-        return self._add_new_columns(name, dt)
+        return self.add_columns(name, dt)
 
-    def _add_new_columns(self, name: str, dt: DeltaTable) -> DeltaTable:
+    def add_columns(self, name: str, dt: DeltaTable | None = None) -> DeltaTable:
         """Add the columns declared in catalog/schemas.py since the table was created (a
-        lakehouse written by an older version keeps working: old rows read them as null)."""
+        lakehouse written by an older version keeps working: old rows read them as null).
+
+        Opening a table's latest version does this once per Lakehouse object; a schema
+        change is never made by hand elsewhere. Returns the table, opened after the change.
+        """
+        dt = dt if dt is not None else DeltaTable(self.table_uri(name),
+                                                  storage_options=self._opts)
         have = {f.name for f in dt.schema().fields}
         new = [f for f in spec(name).schema if f.name not in have]
         if not new:
@@ -283,7 +289,7 @@ class Lakehouse:
         if version is None:
             # once per object: columns declared since the table was created
             if name not in self._ensured and not read_only:
-                dt = self._add_new_columns(name, dt)
+                dt = self.add_columns(name, dt)
                 self._ensured.add(name)
             return dt
         if isinstance(version, str):
@@ -415,6 +421,18 @@ class Lakehouse:
             raise
         return self._handles[name].version()
 
+    def upsert(self, name: str, data: Any, *, lineage: Lineage) -> int:
+        """Insert or update rows by the table's keys; returns the new table version.
+
+        The first write of a table is an append (no merge plan, no join over nothing); every
+        later one a :meth:`merge`. Source rows must be unique on the keys.
+        """
+        if not self.exists(name):
+            table = conform(spec(name), data)
+            _check_unique(name, table, spec(name).keys, "upsert into")
+            return self.append(name, table, lineage=lineage)
+        return self.merge(name, data, lineage=lineage)["version"]
+
     def overwrite(
         self, name: str, data: Any, *, lineage: Lineage, predicate: str | None = None
     ) -> int:
@@ -458,20 +476,11 @@ class Lakehouse:
         With ``insert=False`` source rows without a match are dropped (update only).
         Returns delta-rs merge metrics plus the new ``version``.
         """
-        import pyarrow.compute as pc
 
         s = spec(name)
         table = conform(s, data)
         keys = tuple(on or s.keys)
-        dup = (
-            table.group_by(list(keys)).aggregate([([], "count_all")])
-            .filter(pc.greater(pc.field("count_all"), 1))
-        )
-        if dup.num_rows:
-            raise SchemaError(
-                f"merge into {name!r}: {dup.num_rows} key(s) {keys} occur more than once in "
-                f"the source, e.g. {dup.slice(0, 1).to_pylist()[0]}; deduplicate first."
-            )
+        _check_unique(name, table, keys, "merge into")
         self._ensure(name)
         predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
         if columns is not None and not isinstance(columns, Mapping):
@@ -647,4 +656,20 @@ class Lakehouse:
         return TableStats(
             name=name, version=dt.version(), rows=int(rows or 0), files=actions.num_rows,
             bytes=int(size or 0), description=spec(name).description,
+        )
+
+
+def _check_unique(name: str, table: Any, keys: Iterable[str], op: str) -> None:
+    """Refuse source rows that repeat a key: a merge would fail on them half-way."""
+    import pyarrow.compute as pc
+
+    keys = tuple(keys)
+    dup = (
+        table.group_by(list(keys)).aggregate([([], "count_all")])
+        .filter(pc.greater(pc.field("count_all"), 1))
+    )
+    if dup.num_rows:
+        raise SchemaError(
+            f"{op} {name!r}: {dup.num_rows} key(s) {keys} occur more than once in "
+            f"the source, e.g. {dup.slice(0, 1).to_pylist()[0]}; deduplicate first."
         )

@@ -76,3 +76,8 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(WATCH_SECONDS)
     os._exit(1)
+
+
+def default_workers(workers: int | None = None) -> int:
+    """``workers`` when given, else one per core: every stage's default pool size."""
+    return workers or os.cpu_count() or 1
