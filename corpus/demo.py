@@ -16,6 +16,7 @@ import pyarrow as pa
 from rich.console import Console
 
 from catalog import Lakehouse
+from catalog.rules import DEFAULT_SEQ_LEN, EDITED, NOISY, OCR
 from corpus.score import iter_items, load_scorer, resolve_run, score_stream
 from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, run_ocr
@@ -115,7 +116,7 @@ def run_demo(lakehouse: Lakehouse, console: Console, *, run_root: str | Path = "
     console.rule("7. versioned token shards (split by book; edited, OCR and noisy variants)")
     shards = build_shards(lakehouse, config=ShardsConfig(
         dataset="sample", tokenizer=DEMO_BACKBONE, seq_len=128, window="chunks",
-        variants=("edited", "ocr", "noisy/*"), val_frac=0.2, seed=0, workers=workers))
+        variants=(EDITED, OCR, f"{NOISY}/*"), val_frac=0.2, seed=0, workers=workers))
     console.print(f"dataset sample = shards@{shards.version}: train {shards.samples['train']} "
                   f"samples of {shards.books['train']} books, validation "
                   f"{shards.samples['validation']} of {shards.books['validation']}; "
@@ -149,7 +150,7 @@ def run_demo(lakehouse: Lakehouse, console: Console, *, run_root: str | Path = "
             tar.extractall(tmp, filter="tar")
         scan = next(Path(tmp).rglob("*_scan.pdf"))
         model_dir, seq_len = resolve_run(lakehouse, run.run_id)
-        scorer = load_scorer(model_dir=model_dir, seq_len=seq_len or 128)
+        scorer = load_scorer(model_dir=model_dir, seq_len=seq_len or DEFAULT_SEQ_LEN)
         book = lakehouse.read("books", columns=["book_id"]).column("book_id")[0].as_py()
         for row in score_stream(iter_items([str(scan), book], lakehouse=lakehouse), scorer):
             console.print(f"  {Path(row['name']).name} ({row['source']}): "
@@ -158,9 +159,7 @@ def run_demo(lakehouse: Lakehouse, console: Console, *, run_root: str | Path = "
 
     console.rule("11. SQL over the catalog: easiest and hardest passages")
     query = """
-        WITH s AS (
-            SELECT book_id, metric, arg_max(value, scored_at) AS value
-            FROM scores GROUP BY ALL)
+        WITH s AS (SELECT book_id, metric, value FROM current_scores)
         SELECT b.book_id, left(b.title, 40) AS title, b.n_words,
                e.value AS bt_easiness, l.value AS lexile
         FROM books b

@@ -15,13 +15,14 @@ A bad input becomes a row with its error; the others are still scored.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from catalog import ConfigError, Lakehouse, TableNotFoundError
+from catalog.rules import parse_text_ref
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +82,11 @@ def read_file(path: Path, *, lang: str = "eng") -> Item:
         return Item(name, suffix.lstrip(".") or "file", error=str(e))
 
 
-def parse_ref(ref: str) -> tuple[str, str]:
-    """``BOOK_ID`` or ``BOOK_ID:VARIANT`` (a variant may itself hold ``/``)."""
-    book, sep, variant = ref.partition(":")
-    return book, (variant if sep and variant else "edited")
-
-
 def catalog_items(lakehouse: Lakehouse, refs: Sequence[str], *, version: int) -> list[Item]:
     """Texts of catalog books at one ``texts`` version, in the order asked."""
     from sql import SqlSession
 
-    want = [parse_ref(r) for r in refs]
+    want = [parse_text_ref(r) for r in refs]
     ids = ", ".join("'" + b.replace("'", "''") + "'" for b in sorted({b for b, _ in want}))
     with SqlSession(lakehouse, as_of={"texts": version}) as session:
         got = session.query(f"SELECT book_id, variant, text FROM texts WHERE book_id IN ({ids})")
@@ -227,45 +222,33 @@ def load_scorer(*, model_dir: str | Path, seq_len: int, stride: int = 0,
                   stride=stride, label=label or str(model_dir))
 
 
+# the columns of a scored row, in output order
+COLUMNS = ("name", "source", "n_chars", "prediction", "n_windows", "window_sd", "error")
+
+
 def write_rows(rows: Iterable[dict], *, fmt: str, stream) -> tuple[int, int]:
     """Write rows as they come (csv, json lines) or as one table at the end; returns
     ``(scored, failed)``."""
-    import csv
+    from sql.output import write_rows as write
 
-    scored = failed = 0
-    cols = ["name", "source", "n_chars", "prediction", "n_windows", "window_sd", "error"]
-    if fmt == "csv":
-        w = csv.DictWriter(stream, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-    kept = []
-    for r in rows:
-        scored += r["error"] is None
-        failed += r["error"] is not None
-        if fmt == "csv":
-            w.writerow(r)
-            stream.flush()
-        elif fmt == "json":
-            stream.write(json.dumps(r) + "\n")
-            stream.flush()
-        else:
-            kept.append(r)
-    if fmt == "table":
-        from rich.console import Console
-        from rich.table import Table
+    counts = {"scored": 0, "failed": 0}
 
-        from catalog.log import output_width
+    def counted(rows: Iterable[dict]) -> Iterator[dict]:
+        for r in rows:
+            counts["failed" if r["error"] is not None else "scored"] += 1
+            yield r
 
-        t = Table()
-        for c in cols:
-            t.add_column(c, justify="left" if c in ("name", "source", "error") else "right")
-        for r in kept:
-            t.add_row(r["name"], r["source"], "" if r["n_chars"] is None else f"{r['n_chars']:,}",
-                      "" if r["prediction"] is None else f"{r['prediction']:.3f}",
-                      "" if r["n_windows"] is None else str(r["n_windows"]),
-                      "" if r["window_sd"] is None else f"{r['window_sd']:.3f}",
-                      r["error"] or "")
-        Console(file=stream, soft_wrap=True, width=output_width(stream)).print(t)
-    return scored, failed
+    write(counted(rows), columns=COLUMNS, fmt=fmt, stream=stream, cell=_cell,
+          right=("n_chars", "prediction", "n_windows", "window_sd"))
+    return counts["scored"], counts["failed"]
+
+
+def _cell(column: str, v: Any) -> str:
+    if v is None:
+        return ""
+    if column in ("prediction", "window_sd"):
+        return f"{v:.3f}"
+    return f"{v:,}" if column == "n_chars" else str(v)
 
 
 def check_format(fmt: str) -> str:
@@ -316,7 +299,7 @@ def save_predictions(lakehouse: Lakehouse, rows: Iterable[dict], *, run_id: str,
     for r in rows:
         if r["error"] is not None or not r["source"].startswith("catalog:"):
             continue
-        book, variant = parse_ref(r["name"])
+        book, variant = parse_text_ref(r["name"])
         out[(book, variant)] = {
             "run_id": run_id, "book_id": book, "variant": variant, "target": target,
             "prediction": r["prediction"], "truth": None, "split": "scored",

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -174,3 +175,51 @@ def _cell(v: Any) -> str:
         return "NULL"
     s = str(v)
     return s if len(s) <= 200 else s[:197] + "..."
+
+
+def write_rows(rows: Iterable[dict], *, columns: Sequence[str], fmt: str, stream: IO[str],
+               cell: Callable[[str, Any], str] | None = None,
+               right: Sequence[str] = ()) -> int:
+    """Write dict rows as they come: ``csv`` and ``json`` (one object per line) flush each
+    row, so a long job's results show while it runs; ``table`` prints them at the end.
+
+    Args:
+        rows: The rows (any iterable, consumed once).
+        columns: Column order (and the CSV header).
+        fmt: ``table``, ``csv`` or ``json``.
+        stream: Where to write.
+        cell: ``(column, value) -> text`` for table cells (default: as :func:`write_result`).
+        right: Columns aligned right in a table.
+
+    Returns:
+        The number of rows written.
+    """
+    if fmt not in ("table", "csv", "json"):
+        raise CorpusError(f"Unknown format {fmt!r}; choose one of table, csv, json.")
+    if fmt == "csv":
+        w = csv.DictWriter(stream, fieldnames=list(columns), lineterminator="\n",
+                           extrasaction="ignore")
+        w.writeheader()
+    kept, n = [], 0
+    for r in rows:
+        n += 1
+        if fmt == "csv":
+            w.writerow(r)
+            stream.flush()
+        elif fmt == "json":
+            stream.write(json.dumps(r, default=_jsonable) + "\n")
+            stream.flush()
+        else:
+            kept.append(r)
+    if fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        fmt_cell = cell or (lambda _c, v: _cell(v))
+        t = Table()
+        for c in columns:
+            t.add_column(c, justify="right" if c in right else "left")
+        for r in kept:
+            t.add_row(*[fmt_cell(c, r.get(c)) for c in columns])
+        Console(file=stream, soft_wrap=True, width=output_width(stream)).print(t)
+    return n

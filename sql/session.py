@@ -35,6 +35,7 @@ from catalog import (
     TableNotFoundError,
     VersionNotFoundError,
 )
+from catalog.rules import current_scores_sql, current_texts_sql
 from catalog.schemas import check_name
 from catalog.tables import TABLES_DIR, VersionRef, scan_dataset
 from sql import guard
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMMITS_VIEW = "corpus_commits"
+# views defined by a catalog rule over a table: one definition, in catalog/rules.py
+DERIVED_VIEWS = {"current_scores": ("scores", current_scores_sql),
+                 "current_texts": ("texts", current_texts_sql)}
 _NESTED = {"list", "struct", "map", "array", "union"}
 _QUOTED = {"varchar", "blob", "enum", "uuid", "bit"}  # quoted in CSV, as pyarrow quotes them
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -82,6 +86,7 @@ class SqlSession:
             self.con.execute(f"SET threads = {int(threads)}")
         self.versions: dict[str, int] = {}
         self._commits_registered = False
+        self._derived: set[str] = set()
         self._local = not lakehouse.config.is_s3
         # Extensions could add functions that write; none is installed or loaded behind a
         # query's back (this also keeps DuckDB off the network).
@@ -179,9 +184,22 @@ class SqlSession:
         for name in TABLE_NAMES:
             if name in words:
                 self.register(name)
+        for view in DERIVED_VIEWS:
+            if view in words:
+                self._register_derived(view)
         if not self._commits_registered and COMMITS_VIEW in words:
             self._register_commits()
         return statements
+
+    def _register_derived(self, view: str) -> None:
+        """A view defined by a catalog rule over a table (``current_scores`` over
+        ``scores``), following that table's pin; nothing when the table does not exist."""
+        if view in self._derived:
+            return
+        base, make_sql = DERIVED_VIEWS[view]
+        if self.register(base):
+            self.con.execute(f'CREATE VIEW "{view}" AS {make_sql(base)}')
+            self._derived.add(view)
 
     def _run(self, sql: str) -> duckdb.DuckDBPyRelation | None:
         """Run every statement; the last one as a lazy relation (streams without a copy)."""
@@ -259,7 +277,7 @@ class SqlSession:
         if isinstance(e, duckdb.CatalogException):
             return QueryError(
                 f"{msg}\nCatalog tables here: {', '.join(self.tables) or '(none yet)'}"
-                f" (and {COMMITS_VIEW})."
+                f" (and the views {', '.join([*DERIVED_VIEWS, COMMITS_VIEW])})."
             )
         if isinstance(e, duckdb.ParserException):
             return QueryError(f"Bad SQL: {msg}")

@@ -10,7 +10,9 @@ from sql.output import write_result
 from sql.session import COMMITS_VIEW, SqlSession
 
 HELP = f"""Statements end with ';'. Commands: .tables  .help  .quit
-Every catalog table is a view; {COMMITS_VIEW} holds every commit with its lineage."""
+Every catalog table is a view; {COMMITS_VIEW} holds every commit with its lineage;
+current_scores holds the current score per book and metric, current_texts each book's best
+text (edited, else corrected, else OCR)."""
 
 
 def run_shell(session: SqlSession, *, fmt: str = "table") -> None:

@@ -254,6 +254,27 @@ def _upload_checkpoint(lh: Lakehouse, run_id: str, ckpt: Path) -> str:
     return lh.store.uri(f"runs/{run_id}/final")
 
 
+def check_backbone(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
+    """Refuse to train a backbone on shards tokenised for another one.
+
+    Raises:
+        ConfigError: the shards' tokenizer and the backbone resolve to different models
+            (token ids would mean nothing to the backbone).
+    """
+    from train.backbones import resolve_backbone
+    from train.shards import read_manifest
+
+    manifest, version = read_manifest(lakehouse, cfg.dataset, version=cfg.shards_version,
+                                      split="train")
+    shard_tok = str(manifest.column("tokenizer")[0].as_py())
+    backbone = cfg.model["backbone"]
+    if resolve_backbone(shard_tok) != resolve_backbone(backbone):
+        raise ConfigError(
+            f"shards {cfg.dataset}@{version} were tokenised with {shard_tok!r}, but the "
+            f"backbone is {backbone!r}: token ids would mean nothing to it. Train with "
+            f"--backbone {shard_tok}, or build shards with --tokenizer {backbone}.")
+
+
 def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *,
                  run_dir: str | Path | None = None, run_id: str | None = None,
                  env: dict[str, str] | None = None) -> RunResult:
@@ -270,6 +291,7 @@ def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *
     Raises:
         TrainingFailed: the job still failed after ``max_restarts`` restarts.
     """
+    check_backbone(lakehouse, cfg)
     run_id = run_id or (Path(run_dir).name if run_dir else
                         f"{cfg.dataset}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")
     run_dir = Path(run_dir or Path("runs") / run_id).resolve()

@@ -346,3 +346,41 @@ def plan_report(arch: Arch, cfg: PlanConfig, mem: MemoryPlan, *,
 def round_gib(x: float) -> str:
     """A GiB figure with sensible precision for a console table."""
     return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{math.ceil(x)}"
+
+
+def manifest_defaults(manifest: Any, *, seq_len: int | None, books: int | None,
+                      tokens_per_book: int | None) -> tuple[int | None, int | None, int | None]:
+    """What a plan takes from a shards manifest when the user did not say: its window
+    length, its number of books and its mean tokens per book (windows x window length).
+
+    Args:
+        manifest: Manifest rows of one split (``train.shards.read_manifest``), or None.
+        seq_len, books, tokens_per_book: The user's values; a given value wins.
+
+    Returns:
+        ``(seq_len, books, tokens_per_book)``, each None when neither side gives it.
+    """
+    if manifest is None:
+        return seq_len, books, tokens_per_book
+    seq_len = seq_len or int(manifest.column("seq_len")[0].as_py())
+    n_books = sum(manifest.column("n_books").to_pylist())
+    books = books or n_books
+    if tokens_per_book is None and n_books:
+        tokens_per_book = -(-sum(manifest.column("n_samples").to_pylist()) * seq_len // n_books)
+    return seq_len, books, tokens_per_book
+
+
+def run_tokens_per_s(runs: list[dict[str, Any]], run_id: str) -> float:
+    """Measured tokens/s of ONE device in a recorded run (its ``runs`` row's metrics over its
+    world size): what a plan takes from ``--from-run``.
+
+    Raises:
+        ConfigError: no such run, or it recorded no throughput.
+    """
+    rows = [r for r in runs if r["run_id"] == run_id]
+    if not rows:
+        raise ConfigError(f"no run {run_id!r} in the runs table.")
+    m = json.loads(rows[0]["metrics"] or "{}")
+    if not m.get("tokens_per_s"):
+        raise ConfigError(f"run {run_id} recorded no tokens_per_s.")
+    return m["tokens_per_s"] / max(1, int(m.get("world_size") or 1))

@@ -20,7 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from catalog import Lakehouse, LakehouseConfig, Lineage
-from corpus.cli import OutFile, cli
+from corpus.cli import cli
+from corpus.commands.common import OutFile
 
 CORPUS = str(Path(sys.executable).with_name("corpus"))
 

@@ -103,3 +103,31 @@ def test_parse_as_of():
     assert parse_as_of(["texts=2026-11-22T08:00:00"])["texts"].tzinfo is not None
     with pytest.raises(VersionNotFoundError, match="TABLE=VERSION"):
         parse_as_of(["texts"])
+
+
+def test_current_scores_and_texts_views_follow_the_catalog_rules(lakehouse):
+    """The views give what catalog.rules gives, and follow the table's pin."""
+    from catalog.rules import current_scores
+
+    v1 = lakehouse.append("scores", {
+        "book_id": ["b0", "b0"], "metric": ["m", "m"], "value": [1.0, 2.0],
+        "scored_at": [NOW, NOW], "source_file": ["a.csv", "b.csv"], "source_row": [1, 1],
+    }, lineage=Lineage(operation="test"))
+    lakehouse.append("scores", {
+        "book_id": ["b0"], "metric": ["m"], "value": [9.0],
+        "scored_at": [NOW.replace(day=23)], "source_file": ["a.csv"], "source_row": [2],
+    }, lineage=Lineage(operation="test"))
+    lakehouse.append("texts", {
+        "book_id": ["b0", "b0", "b1", "b1", "b2"],
+        "variant": ["ocr", "edited", "ocr", "corrected", "noisy/mined-v1/0"],
+        "text": ["o", "e", "o1", "c1", "n2"]}, lineage=Lineage(operation="test"))
+    with SqlSession(lakehouse) as s:
+        got = s.query("SELECT book_id, value FROM current_scores").to_pylist()
+        want = current_scores(lakehouse.read("scores")).select(["book_id", "value"])
+        assert got == want.to_pylist() == [{"book_id": "b0", "value": 9.0}]
+        texts = s.query("SELECT book_id, variant FROM current_texts ORDER BY book_id")
+        assert texts.to_pylist() == [{"book_id": "b0", "variant": "edited"},
+                                     {"book_id": "b1", "variant": "corrected"}]
+    with SqlSession(lakehouse, as_of={"scores": v1}) as s:
+        got = s.query("SELECT value FROM current_scores").column("value").to_pylist()
+        assert got == [2.0]

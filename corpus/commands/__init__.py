@@ -1,0 +1,1 @@
+"""One module per stage of the `corpus` command line; corpus/cli.py registers them."""

@@ -1,0 +1,100 @@
+"""`corpus score`: the reading level of files, folders, scans and catalog books."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from corpus.commands.common import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    command,
+    err_console,
+    lakehouse,
+)
+
+
+@command()
+@click.argument("inputs", nargs=-1, required=True, metavar="FILE_OR_FOLDER_OR_BOOK...")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="A saved model folder (train.model.save_model or a checkpoint).")
+@click.option("--run", "run_id", default=None,
+              help="A training run from the runs table (default: the newest finished run).")
+@click.option("--seq-len", type=click.IntRange(min=8), default=None,
+              help="Window length in tokens (default: the run's; 512 with --model).")
+@click.option("--stride", type=AT_LEAST_0, default=0, show_default=True,
+              help="Tokens shared by consecutive windows of a long text.")
+@click.option("--batch", type=AT_LEAST_1, default=16, show_default=True,
+              help="Texts read and predicted together (memory holds one batch).")
+@click.option("--lang", default="eng", show_default=True, help="Tesseract language for scans.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              help="csv and json (one object per line) stream rows as they are scored.")
+@click.option("--save", is_flag=True,
+              help="Write each scored catalog book (BOOK_ID[:VARIANT]) to predictions under "
+                   "the run, with its window count and spread (one commit); needs a run "
+                   "(--run or the newest), not --model. Files given by path are scored "
+                   "but not saved: they are not catalog books.")
+@click.pass_context
+def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
+          run_id: str | None, seq_len: int | None, stride: int, batch: int, lang: str,
+          fmt: str, save: bool) -> None:
+    """Predict the reading level of files, folders of files, scans and catalog books.
+
+    An input is a file (txt, docx, html, epub, pdf; a PDF without a text layer or a page
+    image is OCR'd), a folder (every such file under it) or a catalog book as BOOK_ID or
+    BOOK_ID:VARIANT (e.g. 9781234567897:ocr). Inputs that cannot be read are reported as
+    rows with their error and the rest is scored; the exit status is then 1. Each row
+    gives the number of windows the text was cut into and the spread of their predictions.
+    """
+    from catalog import ConfigError, TableNotFoundError
+    from catalog.rules import DEFAULT_SEQ_LEN
+    from corpus.score import (
+        find_scoring_run,
+        iter_items,
+        load_scorer,
+        save_predictions,
+        score_stream,
+        write_rows,
+    )
+
+    lh = lakehouse(ctx)
+    run = None
+    if model_dir is None:
+        run = find_scoring_run(lh, run_id)
+        model_dir, seq_len = run["model_dir"], seq_len or run["seq_len"]
+    elif run_id is not None:
+        raise ConfigError("give either --model or --run, not both.")
+    elif save:
+        raise ConfigError("--save writes predictions under a training run: use --run RUN "
+                          "(or neither, for the newest run) instead of --model.")
+    texts_version = None
+    if save:
+        try:
+            texts_version = lh.version("texts")  # pinned for the whole call, and recorded
+        except TableNotFoundError:
+            texts_version = None
+    scorer = load_scorer(model_dir=model_dir, seq_len=seq_len or DEFAULT_SEQ_LEN, stride=stride)
+    rows = score_stream(iter_items(inputs, lakehouse=lh, lang=lang, texts_version=texts_version),
+                        scorer.windows, batch=batch)
+    kept: list[dict] = []
+    if save:
+        def _tee(rows):
+            for r in rows:
+                if r["error"] is None and r["source"].startswith("catalog:"):
+                    kept.append(r)
+                yield r
+        rows = _tee(rows)
+    done, failed = write_rows(rows, fmt=fmt, stream=sys.stdout)
+    err_console.print(f"{done} scored, {failed} failed (model {scorer.label})")
+    if save and run is not None:
+        n, version = save_predictions(lh, kept, run_id=run["run_id"], target=run["target"],
+                                      texts_version=texts_version)
+        err_console.print(f"{n} prediction(s) saved under run {run['run_id']}"
+                          + (f" (predictions@{version})" if version is not None else
+                             ": no catalog book was scored"))
+    if failed:
+        sys.exit(1)
+
+
+COMMANDS = [score]

@@ -1,0 +1,125 @@
+"""Token shards: build a versioned dataset, list datasets, show a manifest."""
+
+from __future__ import annotations
+
+import click
+
+from corpus.commands.common import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    POSITIVE,
+    WORKERS,
+    books_option,
+    console,
+    err_console,
+    group,
+    lakehouse,
+)
+
+
+@group()
+def shards() -> None:
+    """Token shards: build a versioned dataset, list datasets, show a manifest."""
+
+
+@shards.command("build")
+@click.option("--name", "dataset", required=True, help="Dataset name (a rebuild = new version).")
+@click.option("--tokenizer", required=True, metavar="NAME_OR_PATH",
+              help="Tokenizer alias (e.g. all-minilm-l6-v2) or local folder.")
+@click.option("--seq-len", type=click.IntRange(min=8), default=512, show_default=True,
+              help="Max tokens per sample, special tokens included.")
+@click.option("--window", type=click.Choice(["first", "chunks", "overlap"]), default="first",
+              show_default=True, help="First window, consecutive chunks, or overlapping.")
+@click.option("--stride", type=AT_LEAST_1, default=None, help="Window step for --window overlap.")
+@click.option("--target", default="bt_easiness", show_default=True, help="Score metric.")
+@click.option("--variants", default="edited", show_default=True,
+              help="Comma-separated text variants; globs allowed (edited,ocr,noisy/*).")
+@click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Fraction of books held out for validation.")
+@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True,
+              help="Seed of the book split.")
+@books_option("every book with the target score")
+@click.option("--split-by", type=click.Choice(["book", "work"]), default="book",
+              show_default=True, help="work: books with the same author and title (passages "
+              "of one source volume) share a split.")
+@click.option("--workers", type=WORKERS, default=None, help="Tokenizer processes (default: cores).")
+@click.option("--shard-mb", type=POSITIVE, default=32.0, show_default=True,
+              help="Target shard size (MiB, before compression).")
+@click.option("--shard-samples", type=AT_LEAST_1, default=None, help="Cap on samples per shard.")
+@click.pass_context
+def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int, window: str,
+                 stride: int | None, target: str, variants: str, val_frac: float, seed: int,
+                 books: tuple[str, ...], split_by: str, workers: int | None, shard_mb: float,
+                 shard_samples: int | None) -> None:
+    """Tokenise pinned texts into shard files and a new `shards` table version."""
+    from catalog.workers import default_workers
+    from train.shards import ShardsConfig, build_shards
+
+    config = ShardsConfig(
+        dataset=dataset, tokenizer=tokenizer, seq_len=seq_len, window=window, stride=stride,
+        target=target, variants=tuple(variants.split(",")), val_frac=val_frac, seed=seed,
+        split_by=split_by, books=books,
+        workers=default_workers(workers), shard_mb=shard_mb,
+        shard_samples=shard_samples,
+    )
+    r = build_shards(lakehouse(ctx), config=config)
+    console.print(f"dataset {r.dataset} = shards@{r.version} (texts@{r.texts_version}, "
+                  f"scores@{r.scores_version}) in {r.seconds:.1f} s; variants "
+                  f"{', '.join(r.variants)}")
+    for split in ("train", "validation"):
+        console.print(f"  {split}: {r.samples[split]:,} samples, {r.tokens[split]:,} tokens, "
+                      f"{r.books[split]} books, {r.shards[split]} shard file(s)")
+    if r.excluded_no_target:
+        err_console.print(f"  {r.excluded_no_target} book(s) left out: no {target} score, "
+                          f"e.g. {', '.join(r.excluded_books[:5])}", markup=False,
+                          highlight=False)
+    if r.empty_texts:
+        err_console.print(f"  {r.empty_texts} text(s) had no tokens", markup=False)
+
+
+@shards.command("list")
+@click.option("--version", "version", type=AT_LEAST_0, default=None, help="shards table version.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def shards_list(ctx: click.Context, version: int | None, fmt: str) -> None:
+    """Datasets in the shards table (at a version), with samples and tokens per split."""
+    import pyarrow as pa
+
+    from sql.output import write_result
+
+    t = lakehouse(ctx).read("shards", version=version)
+    agg = t.group_by(["dataset", "split", "tokenizer", "seq_len", "window", "target"]).aggregate(
+        [("shard_uri", "count"), ("n_samples", "sum"), ("n_tokens", "sum")])
+    agg = agg.rename_columns([{"shard_uri_count": "shards", "n_samples_sum": "samples",
+                               "n_tokens_sum": "tokens"}.get(c, c) for c in agg.column_names])
+    agg = agg.sort_by([("dataset", "ascending"), ("split", "ascending")])
+    write_result(pa.RecordBatchReader.from_batches(agg.schema, agg.to_batches()), fmt=fmt)
+
+
+@shards.command("show")
+@click.argument("ref", metavar="DATASET[@VERSION]")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
+    """The manifest of DATASET at a shards table version: one row per shard file."""
+    import pyarrow as pa
+
+    from sql.output import write_result
+    from train.shards import read_manifest
+
+    name, at, version = ref.partition("@")[0], "@" in ref, ref.partition("@")[2]
+    if at and not version.isdigit():
+        from catalog import ConfigError
+
+        raise ConfigError(f"{ref!r}: expected DATASET or DATASET@VERSION (an integer).")
+    rows, resolved = read_manifest(lakehouse(ctx), name,
+                                   version=int(version) if at else None)
+    cols = ["split", "shard_index", "n_samples", "n_tokens", "n_books", "size_bytes", "sha256",
+            "shard_uri"]
+    rows = rows.select(cols)
+    if fmt == "table":
+        err_console.print(f"{name} at shards@{resolved}")
+    write_result(pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches()), fmt=fmt)
+
+
+COMMANDS = [shards]

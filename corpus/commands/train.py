@@ -1,0 +1,252 @@
+"""Training: plan it, train under torchrun, evaluate a run on its held-out books."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from catalog import Lakehouse, parse_table_ref
+from corpus.commands.common import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    command,
+    console,
+    err_console,
+    lakehouse,
+)
+
+
+def _manifest(lh: Lakehouse, shards_ref: str | None):
+    """``(dataset, version, train manifest)`` of ``--shards DATASET[@VERSION]``, or Nones."""
+    if not shards_ref:
+        return None, None, None
+    from catalog import ConfigError
+    from train.shards import read_manifest
+
+    dataset, version = parse_table_ref(shards_ref)
+    if version is not None and not isinstance(version, int):
+        raise ConfigError(f"--shards {shards_ref}: expected DATASET or DATASET@VERSION "
+                          "(an integer shards table version).")
+    manifest, version = read_manifest(lh, dataset, version=version, split="train")
+    return dataset, version, manifest
+
+
+def _model_options(f):
+    """The options saying which model to train (or plan): backbone, head, adapters."""
+    for option in reversed([
+        click.option("--backbone", default="all-minilm-l6-v2", show_default=True,
+                     metavar="NAME_OR_PATH",
+                     help="Backbone alias (smollm2-135m, ...) or local folder."),
+        click.option("--head", type=click.Choice(["attention", "dense"]), default="attention",
+                     show_default=True, help="attention: learned queries pool the token "
+                     "states; dense: mean pooling and an MLP."),
+        click.option("--quant", type=click.Choice(["none", "4bit"]), default="none",
+                     show_default=True, help="4bit: QLoRA (NF4 weights; CUDA only)."),
+        click.option("--lora-r", type=AT_LEAST_0, default=8, show_default=True,
+                     help="LoRA rank (0: head only)."),
+        click.option("--epochs", type=AT_LEAST_1, default=1, show_default=True,
+                     help="Passes over the training split."),
+        click.option("--batch", type=AT_LEAST_1, default=8, show_default=True,
+                     help="Windows per rank per step."),
+        click.option("--grad-ckpt", is_flag=True, help="Gradient checkpointing (less memory)."),
+    ]):
+        f = option(f)
+    return f
+
+
+@command("train")
+@click.option("--shards", "shards_ref", metavar="DATASET[@VERSION]",
+              help="Token shards to train on (default version: the latest).")
+@_model_options
+@click.option("--grad-accum", type=AT_LEAST_1, default=1, show_default=True,
+              help="Steps whose gradients add up before the optimizer steps.")
+@click.option("--lr", type=POSITIVE, default=2e-4, show_default=True, help="Learning rate.")
+@click.option("--max-steps", type=AT_LEAST_0, default=0, help="Stop after N optimizer steps.")
+@click.option("--ckpt-every", type=AT_LEAST_1, default=50, show_default=True,
+              help="Checkpoint every N steps.")
+@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True)
+@click.option("--nproc", type=AT_LEAST_1, default=1, show_default=True, help="Ranks per node.")
+@click.option("--nnodes", type=AT_LEAST_1, default=1, show_default=True)
+@click.option("--rdzv", default=None, metavar="HOST:PORT", help="Rendezvous of a multi-node job.")
+@click.option("--node-rank", type=AT_LEAST_0, default=0, show_default=True)
+@click.option("--max-restarts", type=AT_LEAST_0, default=3, show_default=True)
+@click.option("--hang-timeout", type=POSITIVE, default=300.0, show_default=True,
+              help="Seconds without progress before a rank counts as hung.")
+@click.option("--run-dir", default=None, help="Run folder (default ./runs/<run id>); an "
+              "existing one resumes from its newest checkpoint.")
+@click.pass_context
+def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
+           lora_r: int, epochs: int, batch: int, grad_ckpt: bool, grad_accum: int, lr: float,
+           max_steps: int, ckpt_every: int, seed: int, nproc: int, nnodes: int,
+           rdzv: str | None, node_rank: int, max_restarts: int, hang_timeout: float,
+           run_dir: str | None) -> None:
+    """Train the reading-level model under torchrun (`corpus plan` first: memory, time, cost)."""
+    from catalog import ConfigError
+
+    lh = lakehouse(ctx)
+    dataset, version, manifest = _manifest(lh, shards_ref)
+    if manifest is None:
+        raise ConfigError("corpus train needs --shards DATASET[@VERSION] (build them with "
+                          "corpus shards build); `corpus plan` plans a training.")
+    from train.launch import LaunchConfig, run_training
+    from train.model import ModelConfig
+    from train.recipe import TrainConfig
+
+    mcfg = ModelConfig(backbone, head=head, quant=quant, lora_r=lora_r,
+                       gradient_checkpointing=grad_ckpt)
+    cfg = TrainConfig(root=lh.root, dataset=dataset, shards_version=version,
+                      model=mcfg.to_dict(), epochs=epochs, batch=batch, grad_accum=grad_accum,
+                      lr=lr, max_steps=max_steps, ckpt_every=ckpt_every, seed=seed,
+                      seq_len=int(manifest.column("seq_len")[0].as_py()))
+    launch = LaunchConfig(nproc=nproc, nnodes=nnodes, rdzv=rdzv, node_rank=node_rank,
+                          max_restarts=max_restarts, hang_timeout=hang_timeout)
+    res = run_training(lh, cfg, launch, run_dir=run_dir)
+    m = res.metrics
+    console.print(f"run {res.run_id}: {res.status} after {res.attempts} attempt(s), "
+                  f"{m.get('steps', 0)} steps; loss {m.get('first_loss', float('nan')):.4f} -> "
+                  f"{m.get('last_loss', float('nan')):.4f}; validation book MAE "
+                  f"{m.get('val_book_mae', float('nan')):.4f}; "
+                  f"{m.get('tokens_per_s', 0):.0f} tokens/s")
+    if res.skipped:
+        err_console.print(f"skipped {len(res.skipped)} sample(s) that crashed the job twice: "
+                          f"{', '.join(res.skipped)}", markup=False)
+    console.print(f"run folder {res.run_dir}; model {res.checkpoint_uri}", highlight=False)
+
+
+@command("plan")
+@click.option("--shards", "shards_ref", metavar="DATASET[@VERSION]",
+              help="Plan for these shards: their window length, books and tokens per book.")
+@_model_options
+@click.option("--seq-len", type=AT_LEAST_1, default=None,
+              help="Window length (default: the shards'; else 512).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
+              help="The device to plan for.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
+              help="Compute dtype (default bfloat16 on cuda, float32 on cpu).")
+@click.option("--device-mem", type=POSITIVE, default=None, metavar="GIB",
+              help="Memory of one device, to say whether it fits.")
+@click.option("--limit", "books", type=AT_LEAST_1, default=None, metavar="N",
+              help="Plan for N books (default: the shards').")
+@click.option("--tokens-per-book", type=AT_LEAST_1, default=None,
+              help="Tokens per book (default: the shards' mean, else seq-len).")
+@click.option("--gpus", type=AT_LEAST_1, default=1, show_default=True, help="Devices.")
+@click.option("--price", type=NON_NEGATIVE, default=0.0, show_default=True,
+              help="Price per GPU-hour.")
+@click.option("--tokens-per-s", type=POSITIVE, default=None,
+              help="Measured throughput of one device (tokens/s).")
+@click.option("--from-run", default=None, metavar="RUN_ID",
+              help="Take tokens/s per device from a recorded run.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
+@click.pass_context
+def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
+         lora_r: int, epochs: int, batch: int, grad_ckpt: bool, seq_len: int | None,
+         device: str, dtype: str | None, device_mem: float | None, books: int | None,
+         tokens_per_book: int | None, gpus: int, price: float, tokens_per_s: float | None,
+         from_run: str | None, fmt: str) -> None:
+    """Expected memory per device, time and cost of a training; trains nothing.
+
+    Example: corpus plan --backbone smollm2-135m --quant 4bit --seq-len 2048
+    --device-mem 16 --shards clear --from-run RUN
+    """
+    from catalog.rules import DEFAULT_SEQ_LEN
+    from train.plan import (
+        PlanConfig,
+        load_arch,
+        manifest_defaults,
+        plan_cost,
+        plan_memory,
+        plan_report,
+        round_gib,
+        run_tokens_per_s,
+    )
+
+    lh = lakehouse(ctx)
+    _, _, manifest = _manifest(lh, shards_ref)
+    seq_len, books, tokens_per_book = manifest_defaults(
+        manifest, seq_len=seq_len, books=books, tokens_per_book=tokens_per_book)
+    seq_len = seq_len or DEFAULT_SEQ_LEN
+    cfg = PlanConfig(backbone, seq_len=seq_len, batch=batch, lora_r=lora_r, quant=quant,
+                     gradient_checkpointing=grad_ckpt, head=head, device=device,
+                     dtype=dtype or ("bfloat16" if device == "cuda" else "float32"))
+    arch = load_arch(backbone)
+    mem = plan_memory(arch, cfg)
+    if from_run:
+        tokens_per_s = run_tokens_per_s(lh.read("runs").to_pylist(), from_run)
+    cost = None
+    if tokens_per_s and books:
+        cost = plan_cost(books=books, tokens_per_book=tokens_per_book or seq_len, epochs=epochs,
+                         gpus=gpus, tokens_per_s=tokens_per_s, price_per_gpu_hour=price)
+    report = plan_report(arch, cfg, mem, device_gb=device_mem, cost=cost)
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"plan: {backbone} ({arch.model_type}, {mem.params / 1e6:.0f}M params, "
+                    f"{mem.trainable_params / 1e6:.2f}M trainable), seq {seq_len} x batch "
+                    f"{batch}, {quant}, LoRA r={lora_r}"
+                    + (", gradient checkpointing" if grad_ckpt else "") + f", {cfg.dtype}")
+    t.add_column("memory per device")
+    t.add_column("GiB", justify="right")
+    for k, v in report["memory_gib"].items():
+        t.add_row(k, round_gib(v))
+    console.print(t)
+    if device_mem is not None:
+        verdict = "fits" if report["fits"] else "does NOT fit"
+        console.print(f"{verdict} in {device_mem:g} GiB (90% usable)")
+    if cost is not None:
+        console.print(f"{cost.tokens:,} tokens ({books:,} books x {epochs} epoch(s)) at "
+                      f"{cost.tokens_per_s:,.0f} tokens/s on {gpus} device(s): "
+                      f"{cost.wall_hours:.2f} h wall, {cost.gpu_hours:.1f} GPU-h, "
+                      f"cost {cost.cost:,.2f}")
+    else:
+        console.print("time and cost: give --tokens-per-s or --from-run, and --limit or "
+                      "--shards", style="dim")
+
+
+@command("eval")
+@click.argument("run_id", required=False, metavar="[RUN]")
+@click.option("--variants", default="", metavar="V1,V2,...",
+              help="Variants of the held-out books to score (edited,ocr,noisy/*; default all).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Report folder (default reports/<run>).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None,
+          fmt: str) -> None:
+    """Evaluate RUN (default: the newest finished run) on its held-out books.
+
+    Writes `predictions` and a report folder: RMSE, MAE, Spearman and bias per variant for the
+    model and for readability formulas fit on the training split, the worst books, the shift
+    between clean and noisy/OCR twins, and PNG plots.
+    """
+    from train.evaluate import EvalConfig, run_eval
+
+    r = run_eval(lakehouse(ctx), run_id,
+                 config=EvalConfig(variants=tuple(variants.split(",")), out=out))
+    if fmt == "json":
+        click.echo(json.dumps({"run_id": r.run_id, "report": str(r.report_dir),
+                               **r.summary}, indent=2, default=float))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"run {r.run_id}: held-out books ({r.summary['target']})")
+    for col in ("variant", "predictor", "n", "RMSE", "MAE", "Spearman", "bias"):
+        t.add_column(col, justify="left" if col in ("variant", "predictor") else "right")
+    for fam, entry in r.summary["variants"].items():
+        best = entry.get("best_formula")
+        for name in ("model", *([best] if best else [])):
+            m = entry[name]
+            t.add_row(fam, name if name == "model" else f"{name} (best formula)", str(m["n"]),
+                      f"{m['rmse']:.3f}", f"{m['mae']:.3f}", f"{m['spearman']:.3f}",
+                      f"{m['bias']:+.3f}")
+    console.print(t)
+    console.print(f"{r.n_predictions} predictions (predictions@{r.predictions_version}); "
+                  f"report: {r.report_dir / 'report.md'}")
+
+
+COMMANDS = [train_, plan, eval_]
