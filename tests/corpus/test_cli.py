@@ -107,3 +107,26 @@ def test_init_optimize_vacuum(lakehouse, root_env):
     assert "2 files compacted into 1" in run(root_env, "optimize", "flags").stdout
     assert "would delete (pass --apply) 2" in run(
         root_env, "vacuum", "flags", "--retention-hours", "0").stdout
+
+
+def test_new_spellings_and_their_old_aliases(tmp_path):
+    """`corpus plan --limit N` is `corpus train --plan --books N`; `corpus noise evaluate`
+    is `corpus noise --evaluate`: both spellings reach the same command."""
+    from click.testing import CliRunner
+
+    from corpus.cli import cli
+
+    common = ["--backbone", "all-minilm-l6-v2", "--seq-len", "64", "--device", "cpu",
+              "--tokens-per-book", "100", "--tokens-per-s", "1000", "--format", "json"]
+    root = ["--root", str(tmp_path / "lh")]
+    new = CliRunner().invoke(cli, [*root, "plan", "--limit", "7", *common], obj={})
+    old = CliRunner().invoke(cli, [*root, "train", "--plan", "--books", "7", *common], obj={})
+    assert new.exit_code == old.exit_code == 0, (new.output, old.output)
+    assert json.loads(new.output) == json.loads(old.output)
+    assert json.loads(new.output)["cost"]["tokens"] == 700
+    # a count is not a --books of `corpus plan` any more
+    bad = CliRunner().invoke(cli, [*root, "plan", "--books", "7", *common], obj={})
+    assert bad.exit_code == 2 and "--books" in bad.output
+    helps = [CliRunner().invoke(cli, [*root, *a, "--help"], obj={}).output
+             for a in (["noise", "evaluate"], ["noise", "--evaluate"])]
+    assert "--holdout" in helps[0] and helps[0] == helps[1]
