@@ -805,7 +805,7 @@ def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) ->
     """
     from noise.mine import MineConfig, run_mine
 
-    r = run_mine(_lakehouse(ctx), config=MineConfig(variant=variant, workers=workers))
+    r = run_mine(_lakehouse(ctx), config=MineConfig(raw_variant=variant, workers=workers))
     if fmt == "json":
         click.echo(json.dumps(r.__dict__, indent=2, default=str, ensure_ascii=False))
         return

@@ -595,7 +595,7 @@ def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
         except CorpusError as e:  # e.g. that version was vacuumed away
             log.warning("cannot read texts@%s to calibrate the page layout (%s); using the "
                         "mined mean line length as the width", tv, e)
-    return model_from_tables(artifacts, rows, source=source, variant=variant,
+    return model_from_tables(artifacts, rows, source=source, raw_variant=variant,
                              edited_texts=edited)
 
 
