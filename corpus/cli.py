@@ -863,11 +863,11 @@ def noise(ctx: click.Context, recipe: str, seed: int, book_ids: tuple[str, ...],
     import os
 
     if evaluate:
-        from noise.evaluate import EvalConfig, format_report, run_evaluate
+        from noise.evaluate import NoiseEvalConfig, format_report, run_evaluate
 
-        econf = EvalConfig(holdout=holdout, seed=seed, cer_scale=cer_scale,
-                           workers=workers or os.cpu_count() or 1,
-                           nlpaug_python=nlpaug_python)
+        econf = NoiseEvalConfig(holdout=holdout, seed=seed, cer_scale=cer_scale,
+                                workers=workers or os.cpu_count() or 1,
+                                nlpaug_python=nlpaug_python)
         result = run_evaluate(_lakehouse(ctx), config=econf)
         if fmt == "json":
             click.echo(json.dumps(result.to_dict(), indent=2))
