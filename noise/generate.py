@@ -17,6 +17,7 @@ the ``artifacts`` version the model came from), with lineage.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import logging
@@ -439,7 +440,10 @@ class NoiseConfig:
         seed: The run's seed; variant ``k`` of a book uses seed ``seed + k``.
         per_book: Variants per book.
         cer_scale: Multiplies every book's drawn error level.
-        books: Only these book ids (default: every book with an edited text).
+        books: Only the books whose ids match any of these: exact ids or shell patterns
+            (``fnmatch.fnmatchcase``, e.g. ``clear-1*``; an id is a pattern matching
+            itself). Default: every book with an edited text. A pattern that matches no
+            book with an edited text is an error (:func:`select_books`).
         workers: Processes generating books in parallel.
         chunk_chars: Characters of edited text handled at once.
         batch_books: Books written per ``texts`` commit.
@@ -599,6 +603,32 @@ def load_noise_model(lakehouse: Lakehouse, *, artifacts_version: int | None = No
                              edited_texts=edited)
 
 
+def select_books(ids: Iterable[str], patterns: Sequence[str]) -> set[str]:
+    """The ``ids`` matching any of ``patterns`` (exact ids or shell patterns).
+
+    Raises:
+        CorpusError: A pattern matches none of ``ids`` (a mistyped id or pattern would
+            otherwise silently generate nothing for it).
+    """
+    have = set(ids)
+    chosen: set[str] = set()
+    unmatched: set[str] = set()
+    for p in patterns:
+        got = {p} & have  # an exact id counts even when it holds "[", "?" or "*"
+        if any(c in p for c in "*?["):  # only a pattern needs a pass over every id
+            got |= {b for b in have if fnmatch.fnmatchcase(b, p)}
+        if not got:
+            unmatched.add(p)
+        chosen |= got
+    if unmatched:
+        missing = sorted(unmatched)
+        raise CorpusError(f"No edited text for book(s) {missing[:5]}"
+                          f"{' ...' if len(missing) > 5 else ''}: list the books with "
+                          "`corpus sql \"SELECT book_id FROM texts WHERE variant = "
+                          "'edited'\"`.")
+    return chosen
+
+
 def _edited_ids(lakehouse: Lakehouse, version: int) -> tuple[list[str], set[str]]:
     """Books with an edited text, and every variant name the table holds."""
     ids, variants = [], set()
@@ -646,14 +676,7 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
     metas = {b["book_id"]: BookMeta(b["book_id"], b["title"] or "", b["author"] or "")
              for b in books}
     ids, present = _edited_ids(lakehouse, pins["texts"])
-    wanted = set(config.books) if config.books else None
-    if wanted:
-        missing = sorted(wanted - set(ids))
-        if missing:
-            raise CorpusError(f"No edited text for book(s) {missing[:5]}"
-                              f"{' ...' if len(missing) > 5 else ''}: list the books with "
-                              "`corpus sql \"SELECT book_id FROM texts WHERE variant = "
-                              "'edited'\"`.")
+    wanted = select_books(ids, config.books) if config.books else None
     n_books = len(wanted) if wanted else len(ids)
     av = pins["artifacts"]
     names = {config.seed + k: noisy_variant(config.recipe, av, config.seed + k)

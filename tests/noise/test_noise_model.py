@@ -203,6 +203,19 @@ def test_config_and_model_validation():
     assert context_class("") is None and context_class("word-end") == 2
 
 
+def test_books_are_ids_or_shell_patterns():
+    from catalog import CorpusError
+    from noise.generate import select_books
+
+    ids = ["clear-10", "clear-11", "clear-2", "noisy-1", "odd[1]"]
+    assert select_books(ids, ["clear-1*"]) == {"clear-10", "clear-11"}
+    assert select_books(ids, ["clear-2", "noisy-?"]) == {"clear-2", "noisy-1"}
+    assert select_books(ids, ["odd[1]"]) == {"odd[1]"}  # an id is a pattern matching itself
+    # a pattern matching nothing is an error, as an unknown id always was
+    with pytest.raises(CorpusError, match=r"No edited text for book\(s\) \['nope\*'\]"):
+        select_books(ids, ["clear-1*", "nope*"])
+
+
 def test_exact_contexts_fire_only_in_their_context():
     # "rn" -> "m" mined between "o" and "i" ("morning"); never in "turned" or "corner"
     chars = CharNoise([Confusion("rn", "m", 0.5, "o_i"), Confusion("", "'", 0.5, "^_T")])
@@ -324,6 +337,22 @@ def test_run_noise_writes_variants_with_lineage_and_is_deterministic(mined):
                       ).num_rows == len(edited)
     assert mined.history("texts", limit=1)[0].operation == "noise"
     assert mined.version("texts") > v
+
+
+def test_run_noise_selects_books_by_pattern(mined):
+    import pyarrow.compute as pc
+
+    from noise.generate import NoiseConfig, run_noise
+
+    edited = sorted(t["book_id"] for t in mined.read(
+        "texts", columns=["book_id", "variant"]).to_pylist() if t["variant"] == "edited")
+    pattern = edited[0][:-1] + "*"
+    chosen = [b for b in edited if b.startswith(edited[0][:-1])]
+    r = run_noise(mined, config=NoiseConfig(recipe="uniform", seed=21, workers=1,
+                                            books=(pattern,)))
+    assert r.books == len(chosen) == r.rows
+    written = mined.read("texts", filter=pc.field("variant") == r.variants[0]).to_pylist()
+    assert sorted(t["book_id"] for t in written) == chosen
 
 
 def test_cli_noise_and_errors(mined, tmp_path):
