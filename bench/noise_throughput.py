@@ -42,8 +42,7 @@ import pyarrow.compute as pc
 
 from catalog import Lakehouse
 from noise.evaluate import nlpaug_ocr, nlpaug_word_p
-from noise.generate import BookMeta, NoiseConfig, generate, run_noise
-from noise.generate import load_model as load_noise_model
+from noise.generate import BookMeta, NoiseConfig, generate, load_noise_model, run_noise
 from noise.model import CharNoise, exact_context
 
 HERE = Path(__file__).resolve().parent

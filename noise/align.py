@@ -515,6 +515,31 @@ def cleanup(blocks: Iterable[Block]) -> list[Block]:
     return out
 
 
+#: Longest side (characters) of an edit :func:`top_edits` counts: confusions such as
+#: ``rn`` -> ``m``, not lost or inserted passages, which hardly ever repeat.
+SHORT_EDIT = 3
+
+
+def top_edits(ref_text: str, hyp_text: str, alignment: Alignment, n: int) -> list[dict]:
+    """The ``n`` most frequent short edits of ``alignment`` (of ``ref_text`` and
+    ``hyp_text``), what ``corpus align`` lists.
+
+    Every non-equal :class:`Block` whose longer side has at most :data:`SHORT_EDIT`
+    characters counts once under its ``(reference, hypothesis)`` strings.
+
+    Returns:
+        ``[{"reference": str, "hypothesis": str, "count": int}]``, most frequent first;
+        equal counts in the order the edits first occur.
+    """
+    edits: Counter = Counter()
+    for b in alignment.blocks():
+        r, h = ref_text[b.ref_start:b.ref_end], hyp_text[b.hyp_start:b.hyp_end]
+        if b.tag != "equal" and max(len(r), len(h)) <= SHORT_EDIT:
+            edits[(r, h)] += 1
+    return [{"reference": r, "hypothesis": h, "count": c}
+            for (r, h), c in edits.most_common(n)]
+
+
 NORMALIZATIONS = ("nfc", "whitespace", "case")
 
 

@@ -39,16 +39,18 @@ import numpy as np
 from catalog import ConfigError, CorpusError, Lakehouse
 from catalog.workers import process_pool
 from noise.align import align
-from noise.generate import BookMeta, book_rng, noisy_variant, uniform_noise
+from noise.generate import BookMeta, book_rng, noisy_text, uniform_noise
 from noise.model import NoiseModel, model_from_tables
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("mined", "uniform", "nlpaug")
+# The recipes compared with real OCR, one row each in the report (`corpus noise --recipe`
+# writes only the first two: noise.generate.RECIPES).
+COMPARED_RECIPES = ("mined", "uniform", "nlpaug")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class NoiseEvalConfig:
     """Options of ``corpus noise --evaluate``.
 
     Attributes:
@@ -203,7 +205,7 @@ def compare(real: Sequence[TextStats], synthetic: Sequence[TextStats], recipe: s
         confusion_jsd=jensen_shannon(conf_r, conf_s), note=note)
 
 
-def split_books(book_ids: Iterable[str], *, holdout: float, seed: int,
+def holdout_books(book_ids: Iterable[str], *, holdout: float, seed: int,
                 ) -> tuple[list[str], list[str]]:
     """``(mining, held_out)``: a stable split by a hash of ``(seed, book_id)``."""
     ranked = sorted(set(book_ids), key=lambda b: hashlib.blake2b(
@@ -303,7 +305,7 @@ def _stats(pairs: list[tuple[str, str]], workers: int) -> list[TextStats]:
         return list(pool.map(_stats_task, pairs, chunksize=2))
 
 
-def evaluate(pairs: Sequence, *, config: EvalConfig,
+def evaluate(pairs: Sequence, *, config: NoiseEvalConfig,
              nlpaug_python: str | None = None) -> EvalResult:
     """Mine on one share of ``pairs`` (:class:`noise.mine.Pair`), compare on the other.
 
@@ -319,7 +321,7 @@ def evaluate(pairs: Sequence, *, config: EvalConfig,
 
     t0 = time.perf_counter()
     by = {p.book_id: p for p in pairs}
-    mining, held = split_books(by, holdout=config.holdout, seed=config.seed)
+    mining, held = holdout_books(by, holdout=config.holdout, seed=config.seed)
     align_t, art_t = mine([by[b] for b in mining], config=MineConfig(workers=config.workers))
     alignments = align_t.to_pylist()
     model: NoiseModel = model_from_tables(
@@ -332,7 +334,7 @@ def evaluate(pairs: Sequence, *, config: EvalConfig,
     for b in held:
         p = by[b]
         meta = BookMeta(b, p.title or "", p.author or "")
-        synth["mined"].append(noisy_variant(
+        synth["mined"].append(noisy_text(
             p.edited, model=model, meta=meta, seed=config.seed,
             chapter_offsets=p.chapter_offsets or (), cer_scale=config.cer_scale).text)
         synth["uniform"].append(uniform_noise(p.edited, cer=target,
@@ -373,7 +375,7 @@ def _shares(c: Counter, k: int = 8) -> dict[str, float]:
     return {key: round(v / total, 4) for key, v in c.most_common(k)}
 
 
-def run_evaluate(lakehouse: Lakehouse, *, config: EvalConfig) -> EvalResult:
+def run_evaluate(lakehouse: Lakehouse, *, config: NoiseEvalConfig) -> EvalResult:
     """Evaluate on the lakehouse's scanned books (pinned ``texts`` and ``books``)."""
     from noise.mine import MineConfig, read_pairs
 

@@ -1,8 +1,9 @@
 """Noisy variants of edited books: `corpus noise`.
 
-:func:`noisy_variant` (pure) turns one edited text into a raw-looking one: it sets the book
+:func:`noisy_text` (pure) turns one edited text into a raw-looking one: it sets the book
 in pages (title/copyright page, lines of the mined width with hyphenated line ends, running
-headers, page numbers, the blank lines OCR puts between blocks), then damages the set text
+headers, page numbers, the blank lines OCR puts between blocks, pages joined by the
+separator OCR joins a scan's pages with), then damages the set text
 with the mined character confusions at the book's own error level. It works chunk by chunk
 (about ``chunk_chars`` characters, cut at paragraph ends), so a book never needs more than a
 few times its size in memory, and it is deterministic: every random choice comes from one
@@ -10,11 +11,13 @@ generator seeded from ``(seed, book_id)`` with a stable hash.
 
 :func:`run_noise` (driver) builds the model from pinned ``artifacts`` and ``alignments``
 versions, generates the variants of many books in a process pool and merges them into
-``texts`` as ``noisy/<recipe>-v<artifacts version>/<seed>``, with lineage.
+``texts`` as ``noisy/<recipe>-v<N>/<seed>`` (:func:`catalog.rules.noisy_variant`; ``N`` is
+the ``artifacts`` version the model came from), with lineage.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import logging
@@ -29,6 +32,7 @@ import numpy as np
 
 from catalog import ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
 from catalog.log import progress
+from catalog.rules import EDITED, OCR, PAGE_SEPARATOR, noisy_variant
 from catalog.workers import process_pool
 from noise.model import NoiseModel, PageLayout, fill, isbn_hyphenated
 
@@ -166,7 +170,7 @@ class _Typesetter:
         if self.page:
             if self.lines and not self.title_page:  # a title page carries no number
                 self._number("bottom")
-            self.emit("\n\n")
+            self.emit(PAGE_SEPARATOR)  # pages joined as OCR joins a scan's pages
         self.title_page = False
         self.page += 1
         self.lines = 0
@@ -315,9 +319,9 @@ def typeset(text: str, *, layout: PageLayout, meta: BookMeta, rng: np.random.Gen
     yield chunk, pages, chaps
 
 
-def noisy_variant(text: str, *, model: NoiseModel, meta: BookMeta, seed: int,
-                  chapter_offsets: Sequence[int] = (), cer_scale: float = 1.0,
-                  chunk_chars: int = CHUNK_CHARS) -> NoisyText:
+def noisy_text(text: str, *, model: NoiseModel, meta: BookMeta, seed: int,
+               chapter_offsets: Sequence[int] = (), cer_scale: float = 1.0,
+               chunk_chars: int = CHUNK_CHARS) -> NoisyText:
     """A raw-looking variant of one edited book (pure, deterministic in ``seed``).
 
     Args:
@@ -357,22 +361,22 @@ class BookTask:
     chapter_offsets: Sequence[int] = ()
 
 
-def noisy_variants(tasks: Sequence[BookTask], *, model: NoiseModel, cer_scale: float = 1.0,
-                   chunk_chars: int = CHUNK_CHARS) -> list[NoisyText]:
-    """:func:`noisy_variant` of many books, byte-identical to one by one.
+def noisy_texts(tasks: Sequence[BookTask], *, model: NoiseModel, cer_scale: float = 1.0,
+                chunk_chars: int = CHUNK_CHARS) -> list[NoisyText]:
+    """:func:`noisy_text` of many books, byte-identical to one by one.
 
     Books that fit in one chunk are set first, then their character noise is sampled in one
     vectorised pass over all of them (each still draws from its own generator, in the same
     order as alone); a short book otherwise pays numpy's per-call overhead more than its
-    characters. Longer books go through :func:`noisy_variant`.
+    characters. Longer books go through :func:`noisy_text`.
     """
     out: dict[int, NoisyText] = {}
     batch = []  # (index, chunk, page starts, chapter starts, level, rng)
     for i, t in enumerate(tasks):
         if len(t.text) >= chunk_chars // 2:  # a long book: chunk by chunk, on its own
-            out[i] = noisy_variant(t.text, model=model, meta=t.meta, seed=t.seed,
-                                   chapter_offsets=t.chapter_offsets, cer_scale=cer_scale,
-                                   chunk_chars=chunk_chars)
+            out[i] = noisy_text(t.text, model=model, meta=t.meta, seed=t.seed,
+                                chapter_offsets=t.chapter_offsets, cer_scale=cer_scale,
+                                chunk_chars=chunk_chars)
             continue
         rng = book_rng(t.seed, t.meta.book_id)
         level = model.draw_level(rng, scale=cer_scale)
@@ -380,9 +384,9 @@ def noisy_variants(tasks: Sequence[BookTask], *, model: NoiseModel, cer_scale: f
                               chapter_offsets=t.chapter_offsets, chunk_chars=chunk_chars))
         first = next(chunks)
         if next(chunks, None) is not None:  # several chunks after all: start it over alone
-            out[i] = noisy_variant(t.text, model=model, meta=t.meta, seed=t.seed,
-                                   chapter_offsets=t.chapter_offsets, cer_scale=cer_scale,
-                                   chunk_chars=chunk_chars)
+            out[i] = noisy_text(t.text, model=model, meta=t.meta, seed=t.seed,
+                                chapter_offsets=t.chapter_offsets, cer_scale=cer_scale,
+                                chunk_chars=chunk_chars)
             continue
         batch.append((i, *first, level, rng))
     events = model.chars.sample_many([b[1] for b in batch], rates=[b[4] for b in batch],
@@ -436,7 +440,10 @@ class NoiseConfig:
         seed: The run's seed; variant ``k`` of a book uses seed ``seed + k``.
         per_book: Variants per book.
         cer_scale: Multiplies every book's drawn error level.
-        books: Only these book ids (default: every book with an edited text).
+        books: Only the books whose ids match any of these: exact ids or shell patterns
+            (``fnmatch.fnmatchcase``, e.g. ``clear-1*``; an id is a pattern matching
+            itself). Default: every book with an edited text. A pattern that matches no
+            book with an edited text is an error (:func:`select_books`).
         workers: Processes generating books in parallel.
         chunk_chars: Characters of edited text handled at once.
         batch_books: Books written per ``texts`` commit.
@@ -469,11 +476,6 @@ class NoiseConfig:
             raise ConfigError(f"batch_books must be at least 1, got {self.batch_books}.")
 
 
-def variant_name(recipe: str, artifacts_version: int, seed: int) -> str:
-    """``noisy/<recipe>-v<artifacts version>/<seed>``."""
-    return f"noisy/{recipe}-v{artifacts_version}/{seed}"
-
-
 @dataclass
 class NoiseReport:
     """What one ``corpus noise`` run wrote."""
@@ -496,7 +498,7 @@ def make_batch(tasks: Sequence[tuple[dict, BookMeta, int]], *, model: NoiseModel
         return [(meta.book_id, seed, NoisyText(
             uniform_noise(row["text"], cer=level, rng=book_rng(seed, meta.book_id)),
             [], [], level)) for row, meta, seed in tasks]
-    outs = noisy_variants(
+    outs = noisy_texts(
         [BookTask(row["text"], meta, seed, row.get("chapter_offsets") or ())
          for row, meta, seed in tasks],
         model=model, cer_scale=config.cer_scale, chunk_chars=config.chunk_chars)
@@ -534,7 +536,7 @@ def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseMo
              ) -> Iterator[tuple[str, int, NoisyText]]:
     """Variants of edited ``texts`` rows, in parallel over books: ``(book_id, seed, text)``.
 
-    Short books go to the workers in batches (see :func:`noisy_variants`); output order
+    Short books go to the workers in batches (see :func:`noisy_texts`); output order
     follows input order, and a book's variant does not depend on its batch.
     """
     tasks = ((row, metas.get(row["book_id"]) or BookMeta(row["book_id"]), config.seed + k)
@@ -556,9 +558,11 @@ def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseMo
             yield from pending.popleft().result()
 
 
-def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
-               alignments_version: int | None = None, variant: str = "ocr") -> NoiseModel:
-    """The mined noise model at pinned (default: current) table versions.
+def load_noise_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
+                     alignments_version: int | None = None, raw_variant: str = OCR,
+                     ) -> NoiseModel:
+    """The mined noise model at pinned (default: current) table versions, built from the
+    rows mined against ``raw_variant`` (the raw variant the model imitates).
 
     The line width and page size are calibrated on the mined books' edited texts, read at
     the ``texts`` version the mining recorded.
@@ -576,17 +580,17 @@ def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
     except TableNotFoundError:
         raise CorpusError("No mined artifacts yet: run `corpus mine` first (it needs books "
                           "with both an edited and an ocr text).") from None
-    rows = [r for r in alignments if (r.get("raw_variant") or variant) == variant]
-    if not rows or not any(a.get("raw_variant", variant) == variant for a in artifacts):
-        raise CorpusError(f"No artifacts mined from the {variant!r} variant in "
-                          f"artifacts@{av}: run `corpus mine --variant {variant}` first.")
+    rows = [r for r in alignments if (r.get("raw_variant") or raw_variant) == raw_variant]
+    if not rows or not any(a.get("raw_variant", raw_variant) == raw_variant for a in artifacts):
+        raise CorpusError(f"No artifacts mined from the {raw_variant!r} variant in "
+                          f"artifacts@{av}: run `corpus mine --variant {raw_variant}` first.")
     source = {"artifacts": av, "alignments": lv}
     tv = next((r["texts_version"] for r in rows if r.get("texts_version") is not None), None)
     edited: list[str] = []
     if tv is not None:
         try:
             t = lakehouse.read("texts", version=tv, columns=["book_id", "variant", "text"],
-                               filter=pc.field("variant") == "edited")
+                               filter=pc.field("variant") == EDITED)
             by = dict(zip(t.column("book_id").to_pylist(), t.column("text").to_pylist(),
                           strict=True))
             rows = [r for r in rows if r["book_id"] in by]
@@ -595,8 +599,34 @@ def load_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
         except CorpusError as e:  # e.g. that version was vacuumed away
             log.warning("cannot read texts@%s to calibrate the page layout (%s); using the "
                         "mined mean line length as the width", tv, e)
-    return model_from_tables(artifacts, rows, source=source, variant=variant,
+    return model_from_tables(artifacts, rows, source=source, raw_variant=raw_variant,
                              edited_texts=edited)
+
+
+def select_books(ids: Iterable[str], patterns: Sequence[str]) -> set[str]:
+    """The ``ids`` matching any of ``patterns`` (exact ids or shell patterns).
+
+    Raises:
+        CorpusError: A pattern matches none of ``ids`` (a mistyped id or pattern would
+            otherwise silently generate nothing for it).
+    """
+    have = set(ids)
+    chosen: set[str] = set()
+    unmatched: set[str] = set()
+    for p in patterns:
+        got = {p} & have  # an exact id counts even when it holds "[", "?" or "*"
+        if any(c in p for c in "*?["):  # only a pattern needs a pass over every id
+            got |= {b for b in have if fnmatch.fnmatchcase(b, p)}
+        if not got:
+            unmatched.add(p)
+        chosen |= got
+    if unmatched:
+        missing = sorted(unmatched)
+        raise CorpusError(f"No edited text for book(s) {missing[:5]}"
+                          f"{' ...' if len(missing) > 5 else ''}: list the books with "
+                          "`corpus sql \"SELECT book_id FROM texts WHERE variant = "
+                          "'edited'\"`.")
+    return chosen
 
 
 def _edited_ids(lakehouse: Lakehouse, version: int) -> tuple[list[str], set[str]]:
@@ -606,7 +636,7 @@ def _edited_ids(lakehouse: Lakehouse, version: int) -> tuple[list[str], set[str]
         vs = b.column("variant").to_pylist()
         variants.update(vs)
         ids += [i for i, v in zip(b.column("book_id").to_pylist(), vs, strict=True)
-                if v == "edited"]
+                if v == EDITED]
     return ids, variants
 
 
@@ -619,7 +649,7 @@ def _edited_rows(lakehouse: Lakehouse, version: int, wanted: set[str] | None,
         variants = b.column("variant").to_pylist()
         ids = b.column("book_id").to_pylist()
         for i, (book, v) in enumerate(zip(ids, variants, strict=True)):
-            if v == "edited" and (wanted is None or book in wanted):
+            if v == EDITED and (wanted is None or book in wanted):
                 yield {"book_id": book, "text": b.column("text")[i].as_py(),
                        "chapter_offsets": b.column("chapter_offsets")[i].as_py()}
 
@@ -635,28 +665,21 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
         raise CorpusError("No mined artifacts yet: run `corpus mine` first (it needs books "
                           "with both an edited and an ocr text).")
     pins = lakehouse.pin("texts", "books", "artifacts", "alignments")
-    model = load_model(lakehouse, artifacts_version=pins["artifacts"],
-                       alignments_version=pins["alignments"])
+    model = load_noise_model(lakehouse, artifacts_version=pins["artifacts"],
+                             alignments_version=pins["alignments"])
     align_rows = lakehouse.read("alignments", version=pins["alignments"]).to_pylist()
     cers = [r["cer"] for r in align_rows
-            if r["cer"] is not None and (r.get("raw_variant") or "ocr") == "ocr"]
+            if r["cer"] is not None and (r.get("raw_variant") or OCR) == OCR]
     uniform_cer = float(np.mean(cers)) if cers else 0.0
     books = lakehouse.read("books", version=pins["books"],
                            columns=["book_id", "title", "author"]).to_pylist()
     metas = {b["book_id"]: BookMeta(b["book_id"], b["title"] or "", b["author"] or "")
              for b in books}
     ids, present = _edited_ids(lakehouse, pins["texts"])
-    wanted = set(config.books) if config.books else None
-    if wanted:
-        missing = sorted(wanted - set(ids))
-        if missing:
-            raise CorpusError(f"No edited text for book(s) {missing[:5]}"
-                              f"{' ...' if len(missing) > 5 else ''}: list the books with "
-                              "`corpus sql \"SELECT book_id FROM texts WHERE variant = "
-                              "'edited'\"`.")
+    wanted = select_books(ids, config.books) if config.books else None
     n_books = len(wanted) if wanted else len(ids)
     av = pins["artifacts"]
-    names = {config.seed + k: variant_name(config.recipe, av, config.seed + k)
+    names = {config.seed + k: noisy_variant(config.recipe, av, config.seed + k)
              for k in range(config.per_book)}
     report = NoiseReport(variants=sorted(names.values()), texts_version=pins["texts"],
                          model=model.summary(), books=n_books)
@@ -668,7 +691,8 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
     edited_version = pins["texts"]
     batch: list[dict] = []
     now = datetime.now(UTC)
-    # new variants are appended (cheap); a rerun replaces its rows by merging on the keys
+    # new variants are appended (cheap); a rerun replaces its rows by merging on the keys.
+    # Not Lakehouse.upsert: texts always exists here, so it would merge every batch.
     write = lakehouse.merge if present & set(names.values()) else lakehouse.append
 
     def counted(rows: Iterator[dict]) -> Iterator[dict]:
@@ -683,7 +707,7 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
         batch.append({"book_id": book_id, "variant": names[seed], "text": out.text,
                       "n_chars": len(out.text), "chapter_offsets": out.chapter_offsets or None,
                       "page_offsets": out.page_offsets or None,
-                      "derived_from": f"texts@{edited_version}:{book_id}/edited",
+                      "derived_from": f"texts@{edited_version}:{book_id}/{EDITED}",
                       "created_at": now})
         report.chars_out += len(out.text)
         if len(batch) >= config.batch_books * config.per_book:

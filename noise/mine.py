@@ -115,6 +115,7 @@ import pyarrow as pa
 
 from catalog import TABLES, ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
 from catalog.log import progress
+from catalog.rules import CORRECTED, EDITED, OCR, PAGE_SEPARATOR
 from catalog.workers import process_pool
 from noise.align import Alignment, Block, align, cleanup
 
@@ -134,8 +135,9 @@ class MineConfig:
     """Options of ``corpus mine``.
 
     Attributes:
-        variant: The raw variant mined against the edited text (``ocr``, or e.g. a noisy
-            variant to check a noise model).
+        raw_variant: The raw variant mined against the edited text (``ocr``, or e.g. a
+            noisy variant to check a noise model); the ``raw_variant`` column of both tables
+            (``corpus mine --variant``).
         reference: The clean variant (``edited``).
         fallback: The clean variant of a book without a ``reference`` text (``corrected``:
             OCR pages editors corrected); ``None`` uses ``reference`` only.
@@ -148,9 +150,9 @@ class MineConfig:
         workers: Processes aligning books in parallel.
     """
 
-    variant: str = "ocr"
-    reference: str = "edited"
-    fallback: str | None = "corrected"
+    raw_variant: str = OCR
+    reference: str = EDITED
+    fallback: str | None = CORRECTED
     max_pattern: int = 3
     header_lines: int = 3
     page_number_chars: int = 8
@@ -158,9 +160,9 @@ class MineConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        if not self.variant or self.variant == self.reference:
+        if not self.raw_variant or self.raw_variant == self.reference:
             raise ConfigError(f"--variant must name a raw variant other than "
-                              f"{self.reference!r}, got {self.variant!r} (e.g. ocr).")
+                              f"{self.reference!r}, got {self.raw_variant!r} (e.g. ocr).")
         if not 1 <= self.max_pattern <= 8:
             raise ConfigError(f"max_pattern must be 1..8, got {self.max_pattern}.")
         if not 0 <= self.header_lines <= 10:
@@ -195,7 +197,7 @@ class Pair:
     chapter_offsets: Sequence[int] = ()
     title: str | None = None
     author: str | None = None
-    reference: str = "edited"
+    reference: str = EDITED
 
 
 # ---- per book ---------------------------------------------------------------------------------
@@ -425,7 +427,7 @@ def mine_book(pair: Pair, *, config: MineConfig) -> BookMining:
                 out.add("page_number", tpl, "", "bottom", value=off)
                 struct[l0:l1] = b"\x01" * (l1 - l0)
 
-    # The text itself: the raw text without its furniture, pages joined by a blank line,
+    # The text itself: the raw text without its furniture, pages joined as OCR joins them,
     # aligned again. Its edits are what OCR did to the text, counted below; aligned without
     # the furniture, no chance match with a header's letters can shift them.
     body_raw, joins, heads = _body_text(raw, struct)
@@ -450,10 +452,11 @@ def mine_book(pair: Pair, *, config: MineConfig) -> BookMining:
 
 def _body_text(raw: str, struct: bytearray) -> tuple[str, list[int], list[tuple[int, int]]]:
     """The raw text without its furniture (``struct == 1``): where furniture was cut out,
-    the text on both sides is joined by one blank line, as pages are.
+    the text on both sides is joined by :data:`~catalog.rules.PAGE_SEPARATOR`, as OCR
+    joins a scan's pages.
 
     Returns:
-        ``(text, joins, headings)``: the text, the end of every join's ``"\n\n"``, and
+        ``(text, joins, headings)``: the text, the end of every join's separator, and
         the heading ranges (``struct == 2``) in the text's coordinates.
     """
     parts: list[str] = []
@@ -473,8 +476,8 @@ def _body_text(raw: str, struct: bytearray) -> tuple[str, list[int], list[tuple[
                 tail = parts[-1].rstrip()
                 n -= len(parts[-1]) - len(tail)
                 parts[-1] = tail
-                parts.append("\n\n")
-                n += 2
+                parts.append(PAGE_SEPARATOR)
+                n += len(PAGE_SEPARATOR)
                 joins.append(n)
         for h in re.finditer(rb"\x02+", struct[s:e]):
             heads.append((n + h.start(), n + h.end()))
@@ -495,7 +498,8 @@ def _char_patterns(out: BookMining, ed: str, raw: str, blocks: list[Block],
         if any(ed_skip[b.ref_start:b.ref_end]) or any(head_mask[b.hyp_start:b.hyp_end]):
             continue  # a chapter heading, counted as such
         r = raw[b.hyp_start:b.hyp_end]
-        k = bisect_right(joins, b.hyp_end + 2)
+        # a block touching a page join: ending inside its separator or right before it
+        k = bisect_right(joins, b.hyp_end + len(PAGE_SEPARATOR))
         at_join = k > 0 and joins[k - 1] >= b.hyp_start
         if at_join and not e.strip() and not r.strip():
             out.add("line_break", r, e, "page_break")
@@ -687,15 +691,15 @@ def mine(pairs: Iterable[Pair] | Mapping[str, tuple[str, str]], *,
                  for p in progress(todo, desc="mine", unit="book")]
     rows = []
     for p, bm in zip(todo, books, strict=True):
-        rows.append({**bm.row, "raw_variant": config.variant, "texts_version": texts_version,
+        rows.append({**bm.row, "raw_variant": config.raw_variant, "texts_version": texts_version,
                      "reference": p.reference})
     alignments = pa.Table.from_pylist(rows, schema=TABLES["alignments"].schema)
-    artifacts = _aggregate(todo, books, texts_version, config.variant)
+    artifacts = _aggregate(todo, books, texts_version, config.raw_variant)
     return alignments, artifacts
 
 
 def _aggregate(pairs: list[Pair], books: list[BookMining], texts_version: int | None,
-               variant: str) -> pa.Table:
+               raw_variant: str) -> pa.Table:
     count: Counter = Counter()
     nbooks: Counter = Counter()
     vsum: dict = defaultdict(float)
@@ -743,7 +747,7 @@ def _aggregate(pairs: list[Pair], books: list[BookMining], texts_version: int | 
                      "opportunities": opp, "probability": c / opp if opp else None,
                      "n_books": nbooks[key],
                      "value": vsum[key] / vn[key] if vn[key] else None,
-                     "texts_version": texts_version, "raw_variant": variant})
+                     "texts_version": texts_version, "raw_variant": raw_variant})
     rows.sort(key=lambda r: (r["kind"], -r["count"], r["raw"], r["edited"], r["context"]))
     return pa.Table.from_pylist(rows, schema=TABLES["artifacts"].schema)
 
@@ -804,11 +808,11 @@ def read_pairs(lakehouse: Lakehouse, *, config: MineConfig,
 
     # the clean text of a book: its reference (edited) text, else the fallback (corrected)
     refs = [config.reference] + ([config.fallback] if config.fallback and config.fallback
-                                 not in (config.reference, config.variant) else [])
+                                 not in (config.reference, config.raw_variant) else [])
     texts = lakehouse.read(
         "texts", version=versions["texts"],
         columns=["book_id", "variant", "text", "chapter_offsets", "page_offsets"],
-        filter=pads.field("variant").isin([*refs, config.variant]))
+        filter=pads.field("variant").isin([*refs, config.raw_variant]))
     meta = {}
     if "books" in versions:
         meta = {b["book_id"]: b for b in lakehouse.read(
@@ -816,15 +820,15 @@ def read_pairs(lakehouse: Lakehouse, *, config: MineConfig,
         ).to_pylist()}
     by: dict[str, dict[str, dict]] = defaultdict(dict)
     for t in texts.to_pylist():
-        if t["variant"] in (*refs, config.variant):
+        if t["variant"] in (*refs, config.raw_variant):
             by[t["book_id"]][t["variant"]] = t
     pairs = []
     for book_id in sorted(by):
         v = by[book_id]
         reference = next((r for r in refs if r in v), None)
-        if reference is None or config.variant not in v:
+        if reference is None or config.raw_variant not in v:
             continue
-        ref, raw = v[reference], v[config.variant]
+        ref, raw = v[reference], v[config.raw_variant]
         m = meta.get(book_id) or {}
         pairs.append(Pair(book_id=book_id, edited=ref["text"], raw=raw["text"],
                           page_offsets=raw.get("page_offsets") or (),
@@ -849,13 +853,13 @@ def run_mine(lakehouse: Lakehouse, *, config: MineConfig) -> MineReport:
         pins.update(lakehouse.pin("books"))
     pairs = read_pairs(lakehouse, config=config, versions=pins)
     if not pairs:
-        raise CorpusError(f"No book has both a {config.reference!r} and a {config.variant!r} "
+        raise CorpusError(f"No book has both a {config.reference!r} and a {config.raw_variant!r} "
                           f"text in texts@{pins['texts']}: run `corpus ocr` first (or pick "
                           "another --variant).")
     alignments, artifacts = mine(pairs, config=config, texts_version=pins["texts"])
     lineage = Lineage(operation="mine", inputs=pins, config=asdict(config))
     # Only this variant's rows are replaced: mining a noisy variant keeps the OCR patterns.
-    only = "raw_variant = '" + config.variant.replace("'", "''") + "'"
+    only = "raw_variant = '" + config.raw_variant.replace("'", "''") + "'"
     versions = {
         "alignments": lakehouse.overwrite("alignments", alignments, lineage=lineage,
                                           predicate=only),

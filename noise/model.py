@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from catalog import ConfigError
+from catalog.rules import OCR
 
 log = logging.getLogger(__name__)
 
@@ -575,27 +576,28 @@ def _edits(raw: str, edited: str) -> int:
 
 
 def model_from_tables(artifacts: Sequence[Mapping], alignments: Sequence[Mapping], *,
-                      source: Mapping[str, int] | None = None, variant: str = "ocr",
+                      source: Mapping[str, int] | None = None, raw_variant: str = OCR,
                       edited_texts: Sequence[str] = ()) -> NoiseModel:
     """Build the model from ``artifacts`` rows and per-book ``alignments`` rows.
 
     See :mod:`noise.mine` for what each artifact kind's columns hold. Rows mined from
-    another raw variant than ``variant`` (e.g. a noisy one, to check a model) are ignored.
+    another raw variant than ``raw_variant`` (e.g. a noisy one, to check a model) are
+    ignored.
 
     Args:
         artifacts: ``artifacts`` rows.
         alignments: ``alignments`` rows (per-book CER; their page counts calibrate the
             page size).
         source: Table versions, recorded in the model's summary.
-        variant: The raw variant the model imitates.
+        raw_variant: The raw variant the model imitates (the ``raw_variant`` column).
         edited_texts: The edited texts that were mined, by the order of ``alignments``
             rows: with them the line width and page size are calibrated so that setting
             those texts gives the mined line length and the scans' page counts; without
             them the mined mean line length is taken as the width (too narrow: short last
             lines of paragraphs pull the mean down).
     """
-    arts = [a for a in artifacts if (a.get("raw_variant") or variant) == variant]
-    rows = [r for r in alignments if (r.get("raw_variant") or variant) == variant]
+    arts = [a for a in artifacts if (a.get("raw_variant") or raw_variant) == raw_variant]
+    rows = [r for r in alignments if (r.get("raw_variant") or raw_variant) == raw_variant]
     confusions: list[Confusion] = []
     front, headers, numbers, headings = [], [], [], []
     line_ends = hyph = block = joined = 0.0

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rapidfuzz.distance import Levenshtein
 
 from catalog import ConfigError
-from noise.align import KINDS, Alignment, align, apply_ops, to_html
+from noise.align import KINDS, Alignment, align, apply_ops, to_html, top_edits
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 NOISE = "abcdeilmnorstu1|.,;:'’-— \n"
@@ -245,6 +245,19 @@ def test_unrelated_texts_fall_back_to_exact(prose_books):
     assert a.distance == Levenshtein.distance(ref, hyp) < 20_000
     assert a.word_distance == _exact_word_distance(ref, hyp)
     assert apply_ops(ref, hyp, a.ops) == hyp
+
+
+def test_top_edits_counts_short_edits_most_frequent_first():
+    ref = "In the modern morning, the barn burned. A whole lost sentence was here."
+    hyp = "In tbe modem moming, the bam burned. A"
+    a = align(ref, hyp)
+    # the lost sentence (30 characters) is no short edit; "rn" -> "m" is the most frequent
+    assert top_edits(ref, hyp, a, 10) == [
+        {"reference": "rn", "hypothesis": "m", "count": 3},
+        {"reference": "h", "hypothesis": "b", "count": 1}]
+    assert top_edits(ref, hyp, a, 1) == [{"reference": "rn", "hypothesis": "m", "count": 3}]
+    assert top_edits(ref, hyp, a, 0) == []
+    assert top_edits(ref, ref, align(ref, ref), 5) == []
 
 
 def test_normalize():

@@ -220,7 +220,7 @@ def test_cleanup_folds_chance_matches_into_the_insertion():
 
 def test_config_is_validated():
     with pytest.raises(ConfigError, match="--variant"):
-        MineConfig(variant="edited")
+        MineConfig(raw_variant="edited")
     with pytest.raises(ConfigError, match="workers"):
         MineConfig(workers=0)
 

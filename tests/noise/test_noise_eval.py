@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from noise.evaluate import char_class, jensen_shannon, split_books, text_stats, wasserstein
+from noise.evaluate import char_class, holdout_books, jensen_shannon, text_stats, wasserstein
 
 
 def test_jensen_shannon_bounds_and_symmetry():
@@ -29,10 +29,10 @@ def test_wasserstein_of_shifted_samples():
 
 def test_split_is_stable_and_disjoint():
     books = [f"97800000{i:05d}" for i in range(50)]
-    mine, held = split_books(books, holdout=0.3, seed=0)
+    mine, held = holdout_books(books, holdout=0.3, seed=0)
     assert len(held) == 15 and not set(mine) & set(held) and set(mine) | set(held) == set(books)
-    assert split_books(reversed(books), holdout=0.3, seed=0) == (mine, held)
-    assert split_books(books, holdout=0.3, seed=1) != (mine, held)
+    assert holdout_books(reversed(books), holdout=0.3, seed=0) == (mine, held)
+    assert holdout_books(books, holdout=0.3, seed=1) != (mine, held)
 
 
 def test_text_stats_counts_kinds_and_confusions():
@@ -94,10 +94,10 @@ def test_mined_noise_is_closer_to_real_ocr_than_the_baselines(scanned_pairs, tmp
     import os
     import sys
 
-    from noise.evaluate import EvalConfig, format_report, run_evaluate
+    from noise.evaluate import NoiseEvalConfig, format_report, run_evaluate
 
     python = os.environ.get("NLPAUG_PYTHON") or sys.executable
-    r = run_evaluate(scanned_pairs, config=EvalConfig(workers=2, nlpaug_python=python))
+    r = run_evaluate(scanned_pairs, config=NoiseEvalConfig(workers=2, nlpaug_python=python))
     report = format_report(r)
     print("\n" + report)
     (tmp_path_factory.getbasetemp() / "noise_eval.json").write_text(

@@ -13,7 +13,7 @@ from noise.generate import (
     BookMeta,
     NoiseConfig,
     book_seed,
-    noisy_variant,
+    noisy_text,
     typeset,
     uniform_noise,
 )
@@ -60,18 +60,18 @@ def _model(levels=(0.01, 0.02, 0.04), **layout) -> NoiseModel:
 def test_same_seed_same_bytes_other_seed_other_text():
     text, chapters = _book()
     model = _model()
-    a = noisy_variant(text, model=model, meta=META, seed=3, chapter_offsets=chapters)
-    b = noisy_variant(text, model=model, meta=META, seed=3, chapter_offsets=chapters)
-    c = noisy_variant(text, model=model, meta=META, seed=4, chapter_offsets=chapters)
+    a = noisy_text(text, model=model, meta=META, seed=3, chapter_offsets=chapters)
+    b = noisy_text(text, model=model, meta=META, seed=3, chapter_offsets=chapters)
+    c = noisy_text(text, model=model, meta=META, seed=4, chapter_offsets=chapters)
     assert a.text.encode() == b.text.encode()
     assert (a.page_offsets, a.chapter_offsets) == (b.page_offsets, b.chapter_offsets)
     assert a.text != c.text
     # the chunk size changes how work is cut, not the random stream's use per character
     # class... but it must stay deterministic for a given chunk size
-    d = noisy_variant(text, model=model, meta=META, seed=3, chapter_offsets=chapters,
-                      chunk_chars=5000)
-    e = noisy_variant(text, model=model, meta=META, seed=3, chapter_offsets=chapters,
-                      chunk_chars=5000)
+    d = noisy_text(text, model=model, meta=META, seed=3, chapter_offsets=chapters,
+                   chunk_chars=5000)
+    e = noisy_text(text, model=model, meta=META, seed=3, chapter_offsets=chapters,
+                   chunk_chars=5000)
     assert d.text == e.text
 
 
@@ -93,7 +93,7 @@ def test_book_seed_is_stable_across_processes():
 def test_structure_at_the_configured_rates():
     text, chapters = _book(600)
     model = _model(levels=(0.0,))  # no character noise: structure only
-    out = noisy_variant(text, model=model, meta=META, seed=11, chapter_offsets=chapters)
+    out = noisy_text(text, model=model, meta=META, seed=11, chapter_offsets=chapters)
     lay = model.layout
     # title/copyright page first
     assert re.match(r"The Forty-Niners\n\n?by Stewart Edward White\n\n?Copyright \(c\) 1[89]",
@@ -203,6 +203,19 @@ def test_config_and_model_validation():
     assert context_class("") is None and context_class("word-end") == 2
 
 
+def test_books_are_ids_or_shell_patterns():
+    from catalog import CorpusError
+    from noise.generate import select_books
+
+    ids = ["clear-10", "clear-11", "clear-2", "noisy-1", "odd[1]"]
+    assert select_books(ids, ["clear-1*"]) == {"clear-10", "clear-11"}
+    assert select_books(ids, ["clear-2", "noisy-?"]) == {"clear-2", "noisy-1"}
+    assert select_books(ids, ["odd[1]"]) == {"odd[1]"}  # an id is a pattern matching itself
+    # a pattern matching nothing is an error, as an unknown id always was
+    with pytest.raises(CorpusError, match=r"No edited text for book\(s\) \['nope\*'\]"):
+        select_books(ids, ["clear-1*", "nope*"])
+
+
 def test_exact_contexts_fire_only_in_their_context():
     # "rn" -> "m" mined between "o" and "i" ("morning"); never in "turned" or "corner"
     chars = CharNoise([Confusion("rn", "m", 0.5, "o_i"), Confusion("", "'", 0.5, "^_T")])
@@ -246,14 +259,14 @@ def _long_book(lh) -> tuple[str, list[int], BookMeta]:
 
 
 def test_variant_of_mined_model_has_the_structure_at_mined_rates(mined):
-    from noise.generate import load_model
+    from noise.generate import load_noise_model
 
-    model = load_model(mined)
+    model = load_noise_model(mined)
     lay = model.layout
     assert lay.front_matter and lay.headers and lay.headings
     text, chapters, meta = _long_book(mined)
     n_books = 30
-    outs = [noisy_variant(text, model=model, meta=meta, seed=s, chapter_offsets=chapters)
+    outs = [noisy_text(text, model=model, meta=meta, seed=s, chapter_offsets=chapters)
             for s in range(n_books)]
     # title page: drawn per book at the mined rate
     front = np.mean([o.text.startswith(meta.title) for o in outs])
@@ -293,11 +306,12 @@ def test_variant_of_mined_model_has_the_structure_at_mined_rates(mined):
 def test_run_noise_writes_variants_with_lineage_and_is_deterministic(mined):
     import pyarrow.compute as pc
 
-    from noise.generate import NoiseConfig, run_noise, variant_name
+    from catalog.rules import noisy_variant
+    from noise.generate import NoiseConfig, run_noise
 
     av = mined.version("artifacts")
     r = run_noise(mined, config=NoiseConfig(seed=3, per_book=2, workers=2))
-    names = {variant_name("mined", av, 3), variant_name("mined", av, 4)}
+    names = {noisy_variant("mined", av, 3), noisy_variant("mined", av, 4)}
     assert set(r.variants) == names and names == {f"noisy/mined-v{av}/3", f"noisy/mined-v{av}/4"}
     texts = mined.read("texts").to_pylist()
     edited = {t["book_id"]: t for t in texts if t["variant"] == "edited"}
@@ -325,6 +339,22 @@ def test_run_noise_writes_variants_with_lineage_and_is_deterministic(mined):
     assert mined.version("texts") > v
 
 
+def test_run_noise_selects_books_by_pattern(mined):
+    import pyarrow.compute as pc
+
+    from noise.generate import NoiseConfig, run_noise
+
+    edited = sorted(t["book_id"] for t in mined.read(
+        "texts", columns=["book_id", "variant"]).to_pylist() if t["variant"] == "edited")
+    pattern = edited[0][:-1] + "*"
+    chosen = [b for b in edited if b.startswith(edited[0][:-1])]
+    r = run_noise(mined, config=NoiseConfig(recipe="uniform", seed=21, workers=1,
+                                            books=(pattern,)))
+    assert r.books == len(chosen) == r.rows
+    written = mined.read("texts", filter=pc.field("variant") == r.variants[0]).to_pylist()
+    assert sorted(t["book_id"] for t in written) == chosen
+
+
 def test_cli_noise_and_errors(mined, tmp_path):
     from click.testing import CliRunner
 
@@ -345,19 +375,19 @@ def test_cli_noise_and_errors(mined, tmp_path):
 
 def test_batched_variants_equal_one_by_one():
     """A book's variant does not depend on the batch it is generated in."""
-    from noise.generate import BookTask, noisy_variants
+    from noise.generate import BookTask, noisy_texts
 
     model = _model()
     long_text, long_chapters = _book(60)
     tasks = [BookTask(_book(n, seed=n)[0], BookMeta(f"97800000000{n:02d}", "T", "A"), 5)
              for n in (1, 3, 8)]
     tasks.insert(1, BookTask(long_text, META, 5, long_chapters))
-    alone = [noisy_variant(t.text, model=model, meta=t.meta, seed=t.seed,
-                           chapter_offsets=t.chapter_offsets, chunk_chars=20_000)
+    alone = [noisy_text(t.text, model=model, meta=t.meta, seed=t.seed,
+                        chapter_offsets=t.chapter_offsets, chunk_chars=20_000)
              for t in tasks]
-    together = noisy_variants(tasks, model=model, chunk_chars=20_000)
+    together = noisy_texts(tasks, model=model, chunk_chars=20_000)
     assert together == alone
-    assert noisy_variants(tasks[2:], model=model, chunk_chars=20_000) == alone[2:]
+    assert noisy_texts(tasks[2:], model=model, chunk_chars=20_000) == alone[2:]
 
 
 def test_no_page_number_on_the_title_page():
@@ -365,7 +395,7 @@ def test_no_page_number_on_the_title_page():
     model = _model(levels=(0.0,), page_numbers=(("bottom", "- {n} -", 1.0, -1),),
                    lines_per_page=5)
     text, chapters = _book(6)
-    out = noisy_variant(text, model=model, meta=META, seed=1, chapter_offsets=chapters)
+    out = noisy_text(text, model=model, meta=META, seed=1, chapter_offsets=chapters)
     pages = [out.text[a:b] for a, b in itertools.pairwise([*out.page_offsets, len(out.text)])]
     assert "- 0 -" not in out.text and "- " not in pages[0]
     assert pages[1].rstrip().endswith("- 1 -") and pages[2].rstrip().endswith("- 2 -")
