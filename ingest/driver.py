@@ -84,9 +84,13 @@ def readers_version() -> str:
     rows: a cached record is reused only when this code is unchanged (a reader fix, or a
     new assembly rule, re-reads every file and rebuilds every book: clean books keep their
     rows and statuses only while the rules that made them are the same)."""
+    here = Path(__file__).parent
+    files = [here / f"{mod}.py" for mod in ("share", "scoresheets", "assemble", "driver")]
+    files += sorted((here / "readers").glob("*.py"))  # every room of the readers package
     h = hashlib.sha256()
-    for mod in ("share", "readers", "scoresheets", "assemble", "driver"):
-        h.update((Path(__file__).parent / f"{mod}.py").read_bytes())
+    for f in files:
+        h.update(f.relative_to(here).as_posix().encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
