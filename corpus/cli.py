@@ -680,9 +680,9 @@ def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tup
 
     path = Path(ref)
     if path.is_file():
-        from ingest.readers import decode_text, read_document
+        from ingest.readers import DOCUMENT_SUFFIXES, TEXT_SUFFIXES, decode_text, read_document
 
-        if path.suffix.lower() in (".docx", ".html", ".htm", ".epub", ".pdf"):
+        if path.suffix.lower() in DOCUMENT_SUFFIXES - TEXT_SUFFIXES:
             return read_document(path).text, path.name
         text, _ = decode_text(path.read_bytes(), name=str(path))
         return text.replace("\r\n", "\n").replace("\r", "\n"), path.name

@@ -26,9 +26,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingest.readers.base import (
+    DOCUMENT_FORMATS,
+    DOCUMENT_SUFFIXES,
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
     MAX_INFLATED,
     MAX_MEMBERS,
     MAX_RATIO,
+    TEXT_SUFFIXES,
     Document,
     NoTextLayerError,
     ReaderError,
@@ -41,10 +46,15 @@ from ingest.readers.pdf import read_pdf
 from ingest.readers.text import decode_text, read_txt, split_header
 
 __all__ = [
+    "DOCUMENT_FORMATS",
+    "DOCUMENT_SUFFIXES",
     "FORMATS",
+    "IMAGE_FORMATS",
+    "IMAGE_SUFFIXES",
     "MAX_INFLATED",
     "MAX_MEMBERS",
     "MAX_RATIO",
+    "TEXT_SUFFIXES",
     "Document",
     "NoTextLayerError",
     "ReaderError",
@@ -59,14 +69,10 @@ __all__ = [
     "split_header",
 ]
 
-FORMATS = {
-    ".txt": read_txt,
-    ".docx": read_docx,
-    ".html": read_html,
-    ".htm": read_html,
-    ".epub": read_epub,
-    ".pdf": read_pdf,
-}
+# The reader of each document suffix, through its format: the suffixes are DOCUMENT_FORMATS'.
+_READERS = {"txt": read_txt, "docx": read_docx, "html": read_html, "epub": read_epub,
+            "pdf": read_pdf}
+FORMATS = {suffix: _READERS[fmt] for suffix, fmt in DOCUMENT_FORMATS.items()}
 
 
 def read_document(path: Path | str, data: bytes | None = None) -> Document:

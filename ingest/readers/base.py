@@ -1,4 +1,5 @@
-"""The readers' shared vocabulary: the :class:`Document` every reader returns, the errors a
+"""The readers' shared vocabulary: the file suffixes ingest reads (documents, and the page
+images of scans) with their formats, the :class:`Document` every reader returns, the errors a
 file that cannot be read raises (:class:`ReaderError`, :class:`NoTextLayerError` for a scan
 that needs OCR), and the limits a zip package (DOCX, EPUB) is checked against before any
 parser inflates it.
@@ -11,6 +12,17 @@ import zipfile
 from dataclasses import dataclass
 
 from catalog.errors import CorpusError
+
+# The suffixes ingest reads, each listed once (lowercase, with the dot), with the format each
+# one is: ``Document.format`` and the ``files.format`` column.
+DOCUMENT_FORMATS = {".txt": "txt", ".docx": "docx", ".html": "html", ".htm": "html",
+                    ".epub": "epub", ".pdf": "pdf"}
+# Page images of scans: OCR reads them (ingest.ocr), no reader does.
+IMAGE_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tiff", ".tiff": "tiff"}
+DOCUMENT_SUFFIXES = frozenset(DOCUMENT_FORMATS)
+IMAGE_SUFFIXES = frozenset(IMAGE_FORMATS)
+# The documents whose bytes are their text (no markup, package or page layout to read).
+TEXT_SUFFIXES = frozenset({".txt"})
 
 
 class ReaderError(CorpusError):
