@@ -16,7 +16,6 @@ numbers). This module
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import logging
@@ -29,7 +28,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
 from pathlib import Path
 
-import charset_normalizer
 import polars as pl
 import pyarrow as pa
 from stdnum import isbn as stdnum_isbn
@@ -43,6 +41,7 @@ from stdnum.exceptions import (
 
 from catalog.errors import CorpusError, SchemaError
 from catalog.schemas import TABLES
+from ingest.readers import ReaderError, decode_text
 
 logger = logging.getLogger(__name__)
 
@@ -424,38 +423,17 @@ def _date_from_number(x: float, why: str) -> tuple[datetime | None, str]:
 
 
 def _decode(data: bytes, source_file: str) -> str:
-    """Text of a CSV in any common encoding: BOMs first, then UTF-8, then detection."""
-    for bom, encoding in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if data.startswith(bom):
-            try:
-                return data.decode(encoding)
-            except UnicodeDecodeError:
-                break
+    """Text of a CSV in any common encoding: the readers' decoding (:func:`decode_text`), line
+    ends kept for the csv module, which reads a line break inside a quoted cell itself."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    results = charset_normalizer.from_bytes(data)
-    best = results.best()
-    if best is None:
+        text, encoding = decode_text(data, name=source_file, keep_line_ends=True)
+    except ReaderError as e:
         raise ScoreSheetError(
             f"{source_file} is not a score sheet: it is neither a workbook nor text in a known "
             "encoding. Export the scores as .xlsx or .csv."
-        )
-    # A short sheet leaves the Windows code pages tied (an 'ï' is as plausible in cp1250 as
-    # in cp1252); the Western one is what spreadsheet exports mostly are, so it wins a tie.
-    tied = [m for m in results if m.chaos <= best.chaos and m.coherence >= best.coherence]
-    if any("cp1252" in m.could_be_from_charset for m in tied):
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            pass
-    logger.debug("%s: decoded as %s", source_file, best.encoding)
-    return str(best).lstrip("\ufeff")
+        ) from e
+    logger.debug("%s: decoded as %s", source_file, encoding)
+    return text
 
 
 def _csv_rows(data: bytes, source_file: str) -> list[list[object]]:

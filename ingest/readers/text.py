@@ -110,11 +110,13 @@ def _reject_binary(text: str, name: str) -> str:
     if controls:
         # A few stray controls (a DOS end-of-file ^Z, an escape pasted from a terminal)
         # carry no text.
-        text = "".join(ch for ch in text if ch >= " " or ch in "\t\n")
+        text = "".join(ch for ch in text if ch >= " " or ch in "\t\n\r")
     return text
 
 
-def decode_text(data: bytes, *, name: str = "<bytes>") -> tuple[str, str]:
+def decode_text(
+    data: bytes, *, name: str = "<bytes>", keep_line_ends: bool = False
+) -> tuple[str, str]:
     """Decode the bytes of a text file, whatever its encoding.
 
     A byte-order mark decides first; then strict UTF-8 (which random legacy bytes almost never
@@ -125,11 +127,13 @@ def decode_text(data: bytes, *, name: str = "<bytes>") -> tuple[str, str]:
     Args:
         data: The file's bytes.
         name: Names the file in error messages.
+        keep_line_ends: Leave CRLF and CR line ends as they are, for a format that reads
+            them itself (CSV: a line break inside a quoted cell is part of the cell).
 
     Returns:
         ``(text, encoding)``: the text with ``"\\n"`` line ends (CRLF and old Mac CR
-        converted) and no BOM, and a readable encoding name such as ``"utf-8"``,
-        ``"utf-8-sig"``, ``"ascii"``, ``"cp1252"`` or ``"mac_roman"``.
+        converted, unless ``keep_line_ends``) and no BOM, and a readable encoding name such
+        as ``"utf-8"``, ``"utf-8-sig"``, ``"ascii"``, ``"cp1252"`` or ``"mac_roman"``.
 
     Raises:
         ReaderError: ``data`` is empty or is not text (binary garbage).
@@ -162,13 +166,16 @@ def decode_text(data: bytes, *, name: str = "<bytes>") -> tuple[str, str]:
             pass
     if text is None:
         text, encoding = _decode_legacy(data, name)
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = text.removeprefix("\ufeff")
+    if not keep_line_ends:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _reject_binary(text, name), _encoding_name(encoding)
 
 
 def _decode_legacy(data: bytes, name: str) -> tuple[str, str]:
     """Decode bytes that are not UTF-8 (see :func:`decode_text`)."""
-    best = charset_normalizer.from_bytes(data).best()
+    results = charset_normalizer.from_bytes(data)
+    best = results.best()
     if best is None:
         raise ReaderError(
             f"{name}: not text: no character encoding fits its {len(data)} bytes "
@@ -177,6 +184,13 @@ def _decode_legacy(data: bytes, name: str) -> tuple[str, str]:
     guess = best.encoding
     non_ascii = sum(1 for b in data if b >= 0x80)
     if non_ascii > _MOSTLY_ASCII * len(data) and non_ascii > _FEW_SPECIALS:
+        # The Windows code pages can still tie (an accented Latin letter is as plausible in
+        # cp1250 as in cp1252): the Western one, which editorial files mostly are, wins a tie.
+        tied = [m for m in results if m.chaos <= best.chaos and m.coherence >= best.coherence]
+        if any("cp1252" in m.could_be_from_charset for m in tied) and (
+            western := _single_byte("cp1252", data)
+        ) is not None:
+            return western, "cp1252"
         return str(best), guess
     candidates = [c for c in (*_WESTERN, guess) if _encoding_name(c) != "utf-8"]
     decoded = {}
