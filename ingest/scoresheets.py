@@ -10,8 +10,8 @@ numbers). This module
 * normalises every ISBN to a checksum-validated ISBN-13 (python-stdnum),
 * parses dates and metric values, and reports every row or value it cannot use with its data
   row number and a reason that says how to fix it, and
-* keeps the history: :func:`current_scores` applies "a later dated score supersedes an
-  earlier one".
+* keeps the history: every dated score is a row; which one is current ("a later dated score
+  supersedes an earlier one") is the catalog's rule, :func:`catalog.rules.current_scores`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
 from pathlib import Path
 
-import polars as pl
 import pyarrow as pa
 from stdnum import isbn as stdnum_isbn
 from stdnum.exceptions import (
@@ -39,7 +38,7 @@ from stdnum.exceptions import (
     ValidationError,
 )
 
-from catalog.errors import CorpusError, SchemaError
+from catalog.errors import CorpusError
 from catalog.schemas import TABLES
 from ingest.readers import ReaderError, decode_text
 
@@ -623,7 +622,7 @@ def read_score_sheet(
                 reject(n, f"column {columns['scored_at']!r}: {why}")
                 continue
         # A book listed twice on one date keeps both rows: the history is what the sheet says,
-        # and current_scores lets the later row win.
+        # and catalog.rules.current_scores lets the later row win.
         out.extend(
             {
                 "book_id": book_id,
@@ -639,37 +638,3 @@ def read_score_sheet(
         "%s: %d scores, %d rejected, columns %s", source_file, len(out), len(rejected), columns
     )
     return SheetResult(pa.Table.from_pylist(out, schema=SCORES_SCHEMA), rejected, columns)
-
-
-def current_scores(scores: pa.Table) -> pa.Table:
-    """The current score per (book_id, metric): the one with the latest ``scored_at``.
-
-    A later dated score supersedes an earlier one, whichever sheet it came from. Ties on
-    ``scored_at`` are broken deterministically: the greater ``source_file`` (by string
-    order), then the greater ``source_row`` (a later row of the same sheet) wins.
-
-    Args:
-        scores: Rows in the ``scores`` schema (e.g. the whole history, several sheets).
-
-    Returns:
-        One row per (book_id, metric), sorted by them, in the ``scores`` schema.
-
-    Raises:
-        SchemaError: A column of the ``scores`` schema is missing.
-    """
-    missing = [n for n in SCORES_SCHEMA.names if n not in scores.column_names]
-    if missing:
-        raise SchemaError(
-            f"current_scores needs the scores table columns {SCORES_SCHEMA.names}; "
-            f"missing {missing}, found {scores.column_names}."
-        )
-    table = scores.select(SCORES_SCHEMA.names).cast(SCORES_SCHEMA)
-    if table.num_rows == 0:
-        return table
-    order = ["book_id", "metric", "scored_at", "source_file", "source_row"]
-    latest = (
-        pl.from_arrow(table)
-        .sort(order, nulls_last=False)
-        .unique(subset=["book_id", "metric"], keep="last", maintain_order=True)
-    )
-    return latest.to_arrow().cast(SCORES_SCHEMA)
