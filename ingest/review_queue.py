@@ -28,6 +28,7 @@ import duckdb
 
 from catalog import TABLES, ConfigError, Lakehouse, TableNotFoundError
 from catalog.readiness import NEWEST_RUN_SQL, READY_SE, readiness_sql
+from catalog.rules import EDITED, OCR
 from ingest.flags import FLAGS
 
 STATUSES = ("new", "ocr_done", "failed", "flagged", "accepted")
@@ -222,9 +223,9 @@ WITH fl AS (
            -- the newest row of a text (eval's and `score --save`'s may both be there): the
            -- one catalog/readiness.py judges
            arg_max(prediction, COALESCE(created_at, TIMESTAMPTZ '1970-01-01 00:00:00+00'))
-               FILTER (WHERE variant = 'ocr') AS pred_ocr,
+               FILTER (WHERE variant = '{ocr}') AS pred_ocr,
            arg_max(prediction, COALESCE(created_at, TIMESTAMPTZ '1970-01-01 00:00:00+00'))
-               FILTER (WHERE variant = 'edited') AS pred_edited
+               FILTER (WHERE variant = '{edited}') AS pred_edited
     FROM predictions WHERE run_id = $run_id AND target = $target GROUP BY book_id
 ), rd AS (
     SELECT book_id, ready, n_windows, std_error FROM ({readiness}) WHERE target = $target
@@ -244,7 +245,7 @@ WITH fl AS (
     LEFT JOIN pr ON pr.book_id = s.book_id
     LEFT JOIN rd ON rd.book_id = s.book_id
 )
-""".replace("{readiness}", readiness_sql())
+""".replace("{readiness}", readiness_sql()).replace("{ocr}", OCR).replace("{edited}", EDITED)
 
 
 def _where(query: QueueQuery) -> tuple[str, dict[str, Any]]:
