@@ -12,7 +12,8 @@ whose message names the file and says why, so the caller can record it as a reje
 
 The package holds one module per format, around two shared ones:
 
-* :mod:`~ingest.readers.base`: :class:`Document`, the errors, the zip-package limits;
+* :mod:`~ingest.readers.base`: the suffixes ingest reads, :class:`Document`, the errors, the
+  zip-package limits;
 * :mod:`~ingest.readers.shape`: the shape of text all readers produce (headings, bylines,
   paragraphs);
 * :mod:`~ingest.readers.text` (plain text and the one text decoding, :func:`decode_text`),
