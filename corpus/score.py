@@ -26,9 +26,6 @@ from catalog.rules import parse_text_ref
 
 log = logging.getLogger(__name__)
 
-DOCUMENTS = {".txt", ".docx", ".html", ".htm", ".epub", ".pdf"}
-IMAGES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
-
 
 @dataclass(frozen=True)
 class Item:
@@ -46,10 +43,12 @@ def expand(inputs: Iterable[str]) -> Iterator[str]:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
+            from ingest.readers import DOCUMENT_SUFFIXES, IMAGE_SUFFIXES
+
             for f in sorted(p.rglob("*")):
                 # not only regular files: a pipe or a dangling link named like a book
                 # becomes an error row instead of vanishing from the output
-                if not f.is_dir() and f.suffix.lower() in DOCUMENTS | IMAGES:
+                if not f.is_dir() and f.suffix.lower() in DOCUMENT_SUFFIXES | IMAGE_SUFFIXES:
                     yield str(f)
         else:
             yield raw
@@ -58,7 +57,7 @@ def expand(inputs: Iterable[str]) -> Iterator[str]:
 def read_file(path: Path, *, lang: str = "eng") -> Item:
     """Text of one file: its format's reader, or OCR for a scan (never raises)."""
     from ingest.ocr import OcrError, ocr_document
-    from ingest.readers import NoTextLayerError, ReaderError, read_document
+    from ingest.readers import IMAGE_SUFFIXES, NoTextLayerError, ReaderError, read_document
     from ingest.share import check_readable_file, read_regular_file
 
     name = str(path)
@@ -71,7 +70,7 @@ def read_file(path: Path, *, lang: str = "eng") -> Item:
     except OSError as e:
         return Item(name, "file", error=f"{name}: cannot be read: {e.strerror or e}")
     try:
-        if suffix in IMAGES:
+        if suffix in IMAGE_SUFFIXES:
             return Item(name, "scan", text=ocr_document(data, name=name, lang=lang)[0])
         try:
             doc = read_document(path, data)

@@ -34,7 +34,7 @@ from pathlib import PurePosixPath
 
 import pyarrow as pa
 
-from catalog import TABLES
+from catalog import TABLES, rules
 from ingest.share import EDITED, JUNK, METADATA, SCAN, SCORES, FileRecord, scan_key
 
 OK, DUPLICATE, SUPERSEDED, QUARANTINED = "ok", "duplicate", "superseded", "quarantined"
@@ -242,7 +242,7 @@ def assemble(records: list[FileRecord], *, ingested_at: datetime,
             "updated_at": ingested_at,
         })
         texts.append({
-            "book_id": book_id, "variant": "edited", "text": text, "n_chars": len(text),
+            "book_id": book_id, "variant": rules.EDITED, "text": text, "n_chars": len(text),
             "chapter_offsets": offsets, "derived_from": current.key, "created_at": ingested_at,
         })
 

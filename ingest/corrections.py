@@ -47,10 +47,9 @@ from datetime import UTC, datetime
 import pyarrow.compute as pc
 
 from catalog import ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
+from catalog.rules import CORRECTED, EDITED
 from ingest.ocr import assemble_ocr_text
 
-CORRECTED = "corrected"
-EDITED = "edited"
 MAX_PAGE_CHARS = 200_000  # one page; far above any real page, well below a whole book
 _RECOMPUTE_ATTEMPTS = 8
 

@@ -35,10 +35,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog import Lakehouse, LakehouseConfig, Lineage, TableNotFoundError, spec
+from catalog import Lakehouse, LakehouseConfig, Lineage, TableNotFoundError, rules, spec
 from catalog.log import progress
 from catalog.storage import ObjectStore, cached_store
-from catalog.workers import process_pool
+from catalog.workers import default_workers, process_pool
 from ingest.assemble import Assembled, assemble, current_version_paths
 from ingest.scan_status import FLAG_STATUSES
 from ingest.share import EDITED, SCORES, FileRecord, inspect_file, walk_paths
@@ -84,9 +84,13 @@ def readers_version() -> str:
     rows: a cached record is reused only when this code is unchanged (a reader fix, or a
     new assembly rule, re-reads every file and rebuilds every book: clean books keep their
     rows and statuses only while the rules that made them are the same)."""
+    here = Path(__file__).parent
+    files = [here / f"{mod}.py" for mod in ("share", "scoresheets", "assemble", "driver")]
+    files += sorted((here / "readers").glob("*.py"))  # every room of the readers package
     h = hashlib.sha256()
-    for mod in ("share", "readers", "scoresheets", "assemble", "driver"):
-        h.update((Path(__file__).parent / f"{mod}.py").read_bytes())
+    for f in files:
+        h.update(f.relative_to(here).as_posix().encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -265,10 +269,10 @@ def _sync_owned(lakehouse: Lakehouse, name: str, new: pa.Table, old: pa.Table,
     todo = changed_rows(old, new, keys)
     gone = _keys(old, keys) - _keys(new, keys)
     delete = [dict(zip(keys, k, strict=True)) for k in sorted(gone, key=repr)]
-    if todo.num_rows and not delete and not lakehouse.exists(name):
-        lakehouse.append(name, todo, lineage=lineage)  # first run: no merge plan
-    elif todo.num_rows or delete:
+    if delete:  # upserts and deletions in one commit
         lakehouse.sync(name, todo, delete_keys=delete, lineage=lineage)
+    elif todo.num_rows:
+        lakehouse.upsert(name, todo, lineage=lineage)
     return todo.num_rows + len(delete)
 
 
@@ -284,11 +288,11 @@ def _sync_texts(lakehouse: Lakehouse, out: Assembled, old_books: pa.Table, dirty
         pc.is_in(ids, value_set=pa.array(sorted(changed), pa.string())),
         pc.invert(pc.is_in(ids, value_set=pa.array(sorted(have_texts), pa.string())))))
     made = set(ids.to_pylist())
-    gone = [{"book_id": b, "variant": "edited"} for b in sorted(dirty & have_texts - made)]
-    if todo.num_rows and not gone and not lakehouse.exists("texts"):
-        lakehouse.append("texts", todo, lineage=lineage)
-    elif todo.num_rows or gone:
+    gone = [{"book_id": b, "variant": rules.EDITED} for b in sorted(dirty & have_texts - made)]
+    if gone:  # upserts and deletions in one commit
         lakehouse.sync("texts", todo, delete_keys=gone, lineage=lineage)
+    elif todo.num_rows:
+        lakehouse.upsert("texts", todo, lineage=lineage)
     return todo.num_rows + len(gone)
 
 
@@ -311,10 +315,10 @@ def _sync_scans(lakehouse: Lakehouse, new: pa.Table, lineage: Lineage) -> int:
         elif any(o[c] != r[c] for c in SCAN_OWNED):
             owned.append(r)
     gone = [{"scan_id": sid} for sid in sorted(set(old) - set(now))]
-    if reset and not gone and not lakehouse.exists("scans"):
-        lakehouse.append("scans", reset, lineage=lineage)
-    elif reset or gone:
+    if gone:  # upserts and deletions in one commit
         lakehouse.sync("scans", reset, delete_keys=gone, lineage=lineage)
+    elif reset:
+        lakehouse.upsert("scans", reset, lineage=lineage)
     if owned:  # OCR state untouched: only the columns ingest owns
         lakehouse.merge("scans", owned, lineage=lineage, columns=SCAN_OWNED, insert=False)
     return len(reset) + len(gone) + len(owned)
@@ -354,7 +358,7 @@ def _dirty_books(lakehouse: Lakehouse, records: list[FileRecord], fresh: set[str
     edited = _read(lakehouse, "texts", columns=["book_id", "variant"])
     have_texts = {b for b, v in zip(edited.column("book_id").to_pylist(),
                                     edited.column("variant").to_pylist(), strict=True)
-                  if v == "edited"}
+                  if v == rules.EDITED}
     return dirty | (expected - have_books) | (expected - have_texts), have_texts
 
 
@@ -396,7 +400,7 @@ def _ingest(
     """
     t0 = datetime.now(UTC)
     share = Path(share).resolve()
-    workers = workers or os.cpu_count() or 1
+    workers = default_workers(workers)
     config = None if dry_run else lakehouse.config
     paths = walk_paths(share)
     # (size, mtime_ns) as seen *before* reading: a file changed during the run is read again
@@ -429,7 +433,7 @@ def _ingest(
                                       full=full))
     known = None
     if dirty is not None and old_files.num_rows:
-        live = old_files.filter(pc.and_(pc.equal(old_files.column("kind"), "edited"),
+        live = old_files.filter(pc.and_(pc.equal(old_files.column("kind"), EDITED),
                                         pc.not_equal(old_files.column("status"), "removed")))
         known = dict(zip(live.column("path").to_pylist(),
                          zip(live.column("status").to_pylist(),
@@ -503,10 +507,8 @@ def _ingest(
         report.written["scores"] = 0
     todo_files = changed_rows(old_files, files, spec("files").keys)
     report.written["files"] = todo_files.num_rows
-    if todo_files.num_rows and not lakehouse.exists("files"):
-        lakehouse.append("files", todo_files, lineage=lineage)
-    elif todo_files.num_rows:
-        lakehouse.merge("files", todo_files, lineage=lineage)
+    if todo_files.num_rows:
+        lakehouse.upsert("files", todo_files, lineage=lineage)
     for name in ("books", "texts", "scans", "scores", "files"):
         with contextlib.suppress(TableNotFoundError):
             report.versions[name] = lakehouse.version(name)

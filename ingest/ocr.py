@@ -45,6 +45,7 @@ from catalog import (
     key_from_uri,
 )
 from catalog.log import progress
+from catalog.rules import OCR, PAGE_SEPARATOR
 from catalog.storage import ObjectStore, cached_store
 from catalog.workers import process_pool
 from ingest.scan_status import ocr_state, status_sql
@@ -388,11 +389,12 @@ def plan_pages(scans: pa.Table, files: pa.Table, done: set[tuple[str, int]],
 
 
 def assemble_ocr_text(pages: Sequence[dict]) -> tuple[str, list[int]]:
-    """The book's OCR text, pages in order joined by a blank line, and page start offsets."""
+    """The book's OCR text, pages in order joined by :data:`~catalog.rules.PAGE_SEPARATOR`
+    (a blank line), and page start offsets."""
     text, offsets = "", []
     for p in sorted(pages, key=lambda p: p["page_no"]):
         if text:
-            text += "\n\n"
+            text += PAGE_SEPARATOR
         offsets.append(len(text))
         text += (p["text"] or "").strip()
     return text, offsets
@@ -580,7 +582,7 @@ def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str]
             engines = sorted({p["engine"] for p in got})
             update.update(ocr_engine=", ".join(engines),
                           mean_confidence=statistics.fmean(confs) if confs else None)
-            texts.append({"book_id": r["book_id"] or sid, "variant": "ocr", "text": text,
+            texts.append({"book_id": r["book_id"] or sid, "variant": OCR, "text": text,
                           "n_chars": len(text), "page_offsets": offsets,
                           "derived_from": f"scan:{sid}", "created_at": now})
             done += 1

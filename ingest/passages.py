@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog import TABLES, ConfigError, Lakehouse, Lineage, put_content_addressed, sha256_file
-
-VARIANT = "edited"
+from catalog.rules import EDITED
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ def passages_to_tables(
             "updated_at": now,
         })
         texts.append({
-            "book_id": book_id, "variant": VARIANT, "text": text, "n_chars": len(text),
+            "book_id": book_id, "variant": EDITED, "text": text, "n_chars": len(text),
             "chapter_offsets": [0], "derived_from": source, "created_at": now,
         })
         scores.extend(

@@ -28,6 +28,7 @@ import duckdb
 
 from catalog import TABLES, ConfigError, Lakehouse, TableNotFoundError
 from catalog.readiness import NEWEST_RUN_SQL, READY_SE, readiness_sql
+from catalog.rules import EDITED, OCR
 from ingest.flags import FLAGS
 
 STATUSES = ("new", "ocr_done", "failed", "flagged", "accepted")
@@ -39,6 +40,9 @@ SORTS = {
     "flags": "open_flags", "level": "pred_ocr",
 }
 DEFAULT_SORT = "source"  # registration order of the share: a scan keeps its place when flagged
+# The queue's order, defined once: the default sort, the scan id breaking ties. The review
+# page (as the last sort keys), its previous/next scan, the ready list and `corpus scans`.
+QUEUE_ORDER = f"{SORTS[DEFAULT_SORT]} ASC NULLS LAST, scan_id ASC"
 PER_PAGE = 50
 MAX_PER_PAGE = 500
 METRIC_LABELS = {
@@ -222,9 +226,9 @@ WITH fl AS (
            -- the newest row of a text (eval's and `score --save`'s may both be there): the
            -- one catalog/readiness.py judges
            arg_max(prediction, COALESCE(created_at, TIMESTAMPTZ '1970-01-01 00:00:00+00'))
-               FILTER (WHERE variant = 'ocr') AS pred_ocr,
+               FILTER (WHERE variant = '{ocr}') AS pred_ocr,
            arg_max(prediction, COALESCE(created_at, TIMESTAMPTZ '1970-01-01 00:00:00+00'))
-               FILTER (WHERE variant = 'edited') AS pred_edited
+               FILTER (WHERE variant = '{edited}') AS pred_edited
     FROM predictions WHERE run_id = $run_id AND target = $target GROUP BY book_id
 ), rd AS (
     SELECT book_id, ready, n_windows, std_error FROM ({readiness}) WHERE target = $target
@@ -244,7 +248,7 @@ WITH fl AS (
     LEFT JOIN pr ON pr.book_id = s.book_id
     LEFT JOIN rd ON rd.book_id = s.book_id
 )
-""".replace("{readiness}", readiness_sql())
+""".replace("{readiness}", readiness_sql()).replace("{ocr}", OCR).replace("{edited}", EDITED)
 
 
 def _where(query: QueueQuery) -> tuple[str, dict[str, Any]]:
@@ -324,8 +328,7 @@ def query_queue(lakehouse: Lakehouse, query: QueueQuery | None = None) -> QueueR
         base = {"run_id": run_id, "target": target}
         total = con.execute(f"{_QUEUE_SQL} SELECT count(*) FROM q{where}",
                             {**base, **params}).fetchone()[0]
-        order = (f"{SORTS[query.sort]} {query.dir.upper()} NULLS LAST, source ASC NULLS LAST, "
-                 "scan_id ASC")
+        order = f"{SORTS[query.sort]} {query.dir.upper()} NULLS LAST, {QUEUE_ORDER}"
         cur = con.execute(
             f"{_QUEUE_SQL} SELECT * FROM q{where} ORDER BY {order} LIMIT $limit OFFSET $offset",
             {**base, **params, "limit": query.per_page,
@@ -367,14 +370,37 @@ def scan_neighbours(lakehouse: Lakehouse, scan_id: str) -> tuple[str | None, str
             con.register("scans", lakehouse.dataset("scans"))
         except TableNotFoundError:
             return None, None
-        order = f"{SORTS[DEFAULT_SORT]} ASC NULLS LAST, scan_id ASC"
         got = con.execute(
             f"SELECT prev, next FROM (SELECT scan_id, lag(scan_id) OVER w AS prev, "
-            f"lead(scan_id) OVER w AS next FROM scans WINDOW w AS (ORDER BY {order})) "
+            f"lead(scan_id) OVER w AS next FROM scans WINDOW w AS (ORDER BY {QUEUE_ORDER})) "
             "WHERE scan_id = $id", {"id": scan_id}).fetchone()
     finally:
         con.close()
     return (got[0], got[1]) if got else (None, None)
+
+
+def queue_sql(status: str | None = None) -> str:
+    """The scans queue as one SELECT over ``scans``, in :data:`QUEUE_ORDER`.
+
+    Args:
+        status: Only scans with this status (one of :data:`STATUSES`); all when None.
+
+    Returns:
+        SQL giving ``scan_id, book_id, status, n_pages, pages_done, confidence`` (the mean
+        OCR confidence, one decimal), ``reason, source``.
+
+    Raises:
+        ConfigError: ``status`` is not one of :data:`STATUSES`.
+    """
+    where = ""
+    if status is not None:
+        if status not in STATUSES:
+            raise ConfigError(f"status: expected one of {', '.join(STATUSES)}; "
+                              f"got {status!r}.")
+        where = f" WHERE status = '{status}'"  # safe to inline: checked against STATUSES
+    return ("SELECT scan_id, book_id, status, n_pages, pages_done, "
+            "round(mean_confidence, 1) AS confidence, reason, source FROM scans"
+            f"{where} ORDER BY {QUEUE_ORDER}")
 
 
 def ready_scans(lakehouse: Lakehouse) -> list[dict]:
@@ -386,7 +412,7 @@ def ready_scans(lakehouse: Lakehouse) -> list[dict]:
             f"SELECT s.scan_id, s.book_id, s.status, r.run_id, r.target, r.prediction, "
             f"r.n_windows, r.std_error FROM scans s JOIN ({readiness_sql()}) r "
             f"ON r.book_id = s.book_id WHERE r.ready "
-            f"ORDER BY {SORTS[DEFAULT_SORT]} NULLS LAST, s.scan_id, r.target")
+            f"ORDER BY {QUEUE_ORDER}, r.target")
         return _rows(cur)
     finally:
         con.close()

@@ -10,13 +10,12 @@ numbers). This module
 * normalises every ISBN to a checksum-validated ISBN-13 (python-stdnum),
 * parses dates and metric values, and reports every row or value it cannot use with its data
   row number and a reason that says how to fix it, and
-* keeps the history: :func:`current_scores` applies "a later dated score supersedes an
-  earlier one".
+* keeps the history: every dated score is a row; which one is current ("a later dated score
+  supersedes an earlier one") is the catalog's rule, :func:`catalog.rules.current_scores`.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import logging
@@ -29,8 +28,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
 from pathlib import Path
 
-import charset_normalizer
-import polars as pl
 import pyarrow as pa
 from stdnum import isbn as stdnum_isbn
 from stdnum.exceptions import (
@@ -41,8 +38,9 @@ from stdnum.exceptions import (
     ValidationError,
 )
 
-from catalog.errors import CorpusError, SchemaError
+from catalog.errors import CorpusError
 from catalog.schemas import TABLES
+from ingest.readers import ReaderError, decode_text
 
 logger = logging.getLogger(__name__)
 
@@ -424,38 +422,17 @@ def _date_from_number(x: float, why: str) -> tuple[datetime | None, str]:
 
 
 def _decode(data: bytes, source_file: str) -> str:
-    """Text of a CSV in any common encoding: BOMs first, then UTF-8, then detection."""
-    for bom, encoding in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if data.startswith(bom):
-            try:
-                return data.decode(encoding)
-            except UnicodeDecodeError:
-                break
+    """Text of a CSV in any common encoding: the readers' decoding (:func:`decode_text`), line
+    ends kept for the csv module, which reads a line break inside a quoted cell itself."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    results = charset_normalizer.from_bytes(data)
-    best = results.best()
-    if best is None:
+        text, encoding = decode_text(data, name=source_file, keep_line_ends=True)
+    except ReaderError as e:
         raise ScoreSheetError(
             f"{source_file} is not a score sheet: it is neither a workbook nor text in a known "
             "encoding. Export the scores as .xlsx or .csv."
-        )
-    # A short sheet leaves the Windows code pages tied (an 'ï' is as plausible in cp1250 as
-    # in cp1252); the Western one is what spreadsheet exports mostly are, so it wins a tie.
-    tied = [m for m in results if m.chaos <= best.chaos and m.coherence >= best.coherence]
-    if any("cp1252" in m.could_be_from_charset for m in tied):
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            pass
-    logger.debug("%s: decoded as %s", source_file, best.encoding)
-    return str(best).lstrip("\ufeff")
+        ) from e
+    logger.debug("%s: decoded as %s", source_file, encoding)
+    return text
 
 
 def _csv_rows(data: bytes, source_file: str) -> list[list[object]]:
@@ -645,7 +622,7 @@ def read_score_sheet(
                 reject(n, f"column {columns['scored_at']!r}: {why}")
                 continue
         # A book listed twice on one date keeps both rows: the history is what the sheet says,
-        # and current_scores lets the later row win.
+        # and catalog.rules.current_scores lets the later row win.
         out.extend(
             {
                 "book_id": book_id,
@@ -661,37 +638,3 @@ def read_score_sheet(
         "%s: %d scores, %d rejected, columns %s", source_file, len(out), len(rejected), columns
     )
     return SheetResult(pa.Table.from_pylist(out, schema=SCORES_SCHEMA), rejected, columns)
-
-
-def current_scores(scores: pa.Table) -> pa.Table:
-    """The current score per (book_id, metric): the one with the latest ``scored_at``.
-
-    A later dated score supersedes an earlier one, whichever sheet it came from. Ties on
-    ``scored_at`` are broken deterministically: the greater ``source_file`` (by string
-    order), then the greater ``source_row`` (a later row of the same sheet) wins.
-
-    Args:
-        scores: Rows in the ``scores`` schema (e.g. the whole history, several sheets).
-
-    Returns:
-        One row per (book_id, metric), sorted by them, in the ``scores`` schema.
-
-    Raises:
-        SchemaError: A column of the ``scores`` schema is missing.
-    """
-    missing = [n for n in SCORES_SCHEMA.names if n not in scores.column_names]
-    if missing:
-        raise SchemaError(
-            f"current_scores needs the scores table columns {SCORES_SCHEMA.names}; "
-            f"missing {missing}, found {scores.column_names}."
-        )
-    table = scores.select(SCORES_SCHEMA.names).cast(SCORES_SCHEMA)
-    if table.num_rows == 0:
-        return table
-    order = ["book_id", "metric", "scored_at", "source_file", "source_row"]
-    latest = (
-        pl.from_arrow(table)
-        .sort(order, nulls_last=False)
-        .unique(subset=["book_id", "metric"], keep="last", maintain_order=True)
-    )
-    return latest.to_arrow().cast(SCORES_SCHEMA)

@@ -22,9 +22,6 @@ from catalog import CorpusError, ObjectStore, content_key
 # Kinds of file (the `files.kind` column).
 EDITED, SCAN, SCORES, METADATA, JUNK = "edited", "scan", "scores", "metadata", "junk"
 
-TEXT_FORMATS = {".txt": "txt", ".docx": "docx", ".html": "html", ".htm": "html",
-                ".epub": "epub", ".pdf": "pdf"}
-IMAGE_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".tif": "tiff", ".tiff": "tiff"}
 SHEET_FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".tsv": "csv"}
 OS_METADATA = {".ds_store", "thumbs.db", "desktop.ini", ".localized", "icon\r"}
 
@@ -190,6 +187,9 @@ def _symlink_record(root: Path, rel: str, p: Path) -> FileRecord:
 
 def classify(rel: str, size: int) -> tuple[str, str | None, str | None]:
     """``(kind, format, reason)`` from the name and size alone (content checks come later)."""
+    # the suffixes are the readers' (importing them here keeps `import ingest.share` light)
+    from ingest.readers import DOCUMENT_FORMATS, IMAGE_FORMATS
+
     name = PurePosixPath(rel).name
     lower = name.lower()
     suffix = PurePosixPath(lower).suffix
@@ -210,8 +210,8 @@ def classify(rel: str, size: int) -> tuple[str, str | None, str | None]:
         return SCORES, SHEET_FORMATS[suffix], None
     if suffix == ".pdf" and any("scan" in p for p in parts):
         return SCAN, "pdf", None
-    if suffix in TEXT_FORMATS:
-        return EDITED, TEXT_FORMATS[suffix], None
+    if suffix in DOCUMENT_FORMATS:
+        return EDITED, DOCUMENT_FORMATS[suffix], None
     return JUNK, suffix.lstrip(".") or None, f"unsupported file type {suffix or '(none)'}"
 
 

@@ -32,9 +32,9 @@ def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tup
 
     path = Path(ref)
     if path.is_file():
-        from ingest.readers import decode_text, read_document
+        from ingest.readers import DOCUMENT_SUFFIXES, TEXT_SUFFIXES, decode_text, read_document
 
-        if path.suffix.lower() in (".docx", ".html", ".htm", ".epub", ".pdf"):
+        if path.suffix.lower() in DOCUMENT_SUFFIXES - TEXT_SUFFIXES:
             return read_document(path).text, path.name
         text, _ = decode_text(path.read_bytes(), name=str(path))
         return text.replace("\r\n", "\n").replace("\r", "\n"), path.name
@@ -84,23 +84,15 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
     character edit distance / reference characters, WER = word edit distance / reference
     words (whitespace-separated), both exact, computed at book length by anchored alignment.
     """
-    from collections import Counter
-
     from noise.align import align as align_texts
-    from noise.align import normalize, to_html
+    from noise.align import normalize, to_html, top_edits
 
     ref_text, ref_label = _align_input(ctx, reference, texts_version)
     hyp_text, hyp_label = _align_input(ctx, hypothesis, texts_version)
     if norms:
         ref_text, hyp_text = normalize(ref_text, norms), normalize(hyp_text, norms)
     a = align_texts(ref_text, hyp_text)
-    edits: Counter = Counter()
-    for b in a.blocks():
-        r, h = ref_text[b.ref_start:b.ref_end], hyp_text[b.hyp_start:b.hyp_end]
-        if b.tag != "equal" and max(len(r), len(h)) <= 3:
-            edits[(r, h)] += 1
-    top_edits = [{"reference": r, "hypothesis": h, "count": n}
-                 for (r, h), n in edits.most_common(top)]
+    edits = top_edits(ref_text, hyp_text, a, top)
     if html_out:
         from pathlib import Path
 
@@ -110,7 +102,7 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
     if fmt == "json":
         click.echo(json.dumps({"reference": ref_label, "hypothesis": hyp_label,
                                "normalize": list(norms), **a.to_dict(),
-                               "top_edits": top_edits, "html": html_out},
+                               "top_edits": edits, "html": html_out},
                               indent=2, ensure_ascii=False))
         return
     from rich.markup import escape
@@ -127,11 +119,11 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
     t.add_row("reference / hypothesis chars", f"{a.ref_len:,} / {a.hyp_len:,}")
     t.add_row("word edits / reference words", f"{a.word_distance:,} / {a.ref_words:,}")
     console.print(t)
-    if top_edits:
+    if edits:
         e = Table(title="most frequent edits")
         for col in ("reference", "hypothesis", "count"):
             e.add_column(col, justify="right" if col == "count" else "left")
-        for row in top_edits:
+        for row in edits:
             e.add_row(repr(row["reference"]), repr(row["hypothesis"]), str(row["count"]))
         console.print(e)
     if html_out:
@@ -157,7 +149,7 @@ def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) ->
     """
     from noise.mine import MineConfig, run_mine
 
-    r = run_mine(lakehouse(ctx), config=MineConfig(variant=variant, workers=workers))
+    r = run_mine(lakehouse(ctx), config=MineConfig(raw_variant=variant, workers=workers))
     if fmt == "json":
         click.echo(json.dumps(r.__dict__, indent=2, default=str, ensure_ascii=False))
         return
@@ -242,10 +234,10 @@ def noise_evaluate(ctx: click.Context, holdout: float, seed: int, cer_scale: flo
                    workers: int | None, nlpaug_python: str | None, fmt: str) -> None:
     """Compare synthetic variants (mined, uniform, nlpaug) with real OCR on held-out books."""
     from catalog.workers import default_workers
-    from noise.evaluate import EvalConfig, format_report, run_evaluate
+    from noise.evaluate import NoiseEvalConfig, format_report, run_evaluate
 
-    econf = EvalConfig(holdout=holdout, seed=seed, cer_scale=cer_scale,
-                       workers=default_workers(workers), nlpaug_python=nlpaug_python)
+    econf = NoiseEvalConfig(holdout=holdout, seed=seed, cer_scale=cer_scale,
+                            workers=default_workers(workers), nlpaug_python=nlpaug_python)
     result = run_evaluate(lakehouse(ctx), config=econf)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))

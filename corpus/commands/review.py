@@ -23,7 +23,7 @@ from corpus.commands.common import (
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.pass_context
 def scans(ctx: click.Context, status: str | None, ready: bool, fmt: str) -> None:
-    """The scans queue: new first, then lowest OCR confidence first."""
+    """The scans queue, in the review page's order (the share's)."""
     from sql import SqlSession
     from sql.output import write_result
 
@@ -40,12 +40,10 @@ def scans(ctx: click.Context, status: str | None, ready: bool, fmt: str) -> None
         t = pa.Table.from_pylist(rows, schema=schema)
         write_result(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()), fmt=fmt)
         return
-    where = f"WHERE status = '{status}'" if status else ""
+    from ingest.review_queue import queue_sql
+
     with SqlSession(lakehouse(ctx)) as s:
-        write_result(s.batches(
-            "SELECT scan_id, book_id, status, n_pages, pages_done, "
-            "round(mean_confidence, 1) AS confidence, reason, source FROM scans "
-            f"{where} ORDER BY status <> 'new', mean_confidence NULLS FIRST, scan_id"), fmt=fmt)
+        write_result(s.batches(queue_sql(status)), fmt=fmt)
 
 
 @command()

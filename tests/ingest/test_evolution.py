@@ -46,7 +46,7 @@ def _check_expectations(lh: Lakehouse, expects) -> None:
     books = {b["book_id"] for b in _rows(lh, "books")}
     files = {f["path"]: f for f in lh.read("files").to_pylist()}
     scans = {s["source"]: s for s in lh.read("scans").to_pylist()}
-    from ingest.scoresheets import current_scores
+    from catalog.rules import current_scores
 
     scores = {(s["book_id"], s["metric"]): s["value"]
               for s in current_scores(lh.read("scores")).to_pylist()}

@@ -454,13 +454,14 @@ def test_unreadable_path(tmp_path):
 def test_zip_packages_are_refused_before_parsing_when_they_inflate_too_much(monkeypatch):
     from ingest import readers
     from ingest.evolve import _zip_bomb
+    from ingest.readers import base as limits
 
     bomb = _zip_bomb(8)
     for read in (readers.read_docx, readers.read_epub):
         with pytest.raises(readers.ReaderError, match=r"over the limit of 100:1"):
             read(bomb, name="bomb")
-    monkeypatch.setattr(readers, "MAX_INFLATED", 4 * 2**20)
-    monkeypatch.setattr(readers, "MAX_RATIO", 10**6)
+    monkeypatch.setattr(limits, "MAX_INFLATED", 4 * 2**20)
+    monkeypatch.setattr(limits, "MAX_RATIO", 10**6)
     with pytest.raises(readers.ReaderError, match=r"inflate to 8 MiB, over the limit of 4 MiB"):
         readers.read_docx(bomb, name="bomb")
 

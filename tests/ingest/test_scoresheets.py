@@ -9,11 +9,11 @@ import pyarrow as pa
 import pytest
 
 from catalog import CorpusError
+from catalog.rules import current_scores
 from catalog.schemas import TABLES
 from ingest.scoresheets import (
     ScoreSheetError,
     SheetRejected,
-    current_scores,
     normalise_isbn,
     read_score_sheet,
 )
