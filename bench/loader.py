@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from catalog import Lakehouse, key_from_uri
 from ingest.passages import ImportConfig, run_import
 from train.data import ShardStream, collate
-from train.shards import ShardsConfig, build_shards, read_manifest
+from train.shards import ShardsConfig, build_shards, label_column, read_manifest
 
 GOAL = 1.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ class PlainParquet(Dataset):
         self.sample_ids = t.column("sample_id").to_pylist()
         self.book_ids = t.column("book_id").to_pylist()
         self.variants = t.column("variant").to_pylist()
-        self.targets = t.column("target").to_numpy()
+        self.targets = t.column(label_column(t.column_names)).to_numpy()
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -138,7 +138,7 @@ if not os.path.exists(os.path.join(out, "index.json")):
             ids = t.column("input_ids").combine_chunks()
             off, val = ids.offsets.to_numpy(), ids.values.to_numpy()
             sid, bid, var = (t.column(c).to_pylist() for c in ("sample_id", "book_id", "variant"))
-            tg = t.column("target").to_numpy()
+            tg = t.column("label" if "label" in t.column_names else "target").to_numpy()
             for i in range(t.num_rows):
                 w.write({"sample_id": sid[i], "book_id": bid[i], "variant": var[i],
                          "input_ids": val[off[i]:off[i + 1]], "target": float(tg[i])})

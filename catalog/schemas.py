@@ -272,6 +272,9 @@ def _declare() -> list[TableSpec]:
                 _f("build_id", pa.string()),  # one id per `corpus shards build` run
                 _f("first_sample", pa.string()),  # sample ids at the shard's ends (write order)
                 _f("last_sample", pa.string()),
+                # the shard's books: evaluation finds a dataset's validation books here
+                # without reading shard files (null in manifests built before it)
+                _f("book_ids", pa.list_(pa.string())),
             ]),
             ("dataset", "shard_uri"),
             "manifest of token shard files; a dataset version is a table version",

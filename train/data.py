@@ -6,8 +6,9 @@ their sha256) and yields samples to this rank.
 
 Samples. Each is a dict: ``sample_id`` (``<book_id>|<variant>|<window>``, unique and stable),
 ``book_id``, ``variant``, ``input_ids`` (1-D int32 numpy array, special tokens included,
-at most the dataset's ``seq_len``), ``target`` (float) and ``index`` (the sample's number in
-manifest order). :func:`collate` pads a list of them into tensors.
+at most the dataset's ``seq_len``), ``target`` (float: the shard file's label, see
+:func:`train.shards.label_column`) and ``index`` (the sample's number in manifest order).
+:func:`collate` pads a list of them into tensors.
 
 Order. An epoch is a permutation of all N samples of the split, fixed by ``(seed, epoch)``:
 the shard order is shuffled over the whole dataset, then the samples of each block of
@@ -86,7 +87,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from catalog import ConfigError, Lakehouse, LakehouseConfig, StorageError, key_from_uri, sha256_file
-from train.shards import SEP, read_manifest
+from train.shards import SEP, label_column, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +114,17 @@ class LoadedShard:
 
     @classmethod
     def read(cls, path: Path) -> LoadedShard:
-        t = pq.read_table(path, columns=["sample_id", "book_id", "variant", "input_ids",
-                                         "target"])
+        """Read a shard file (its label column under either name, see
+        :func:`train.shards.label_column`)."""
+        with pq.ParquetFile(path) as f:
+            label = label_column(f.schema_arrow.names)
+            t = f.read(columns=["sample_id", "book_id", "variant", "input_ids", label])
         ids = t.column("input_ids").combine_chunks()
         return cls(
             sample_ids=t.column("sample_id").to_pylist(),
             book_ids=t.column("book_id").to_pylist(),
             variants=t.column("variant").to_pylist(),
-            targets=t.column("target").to_pylist(),
+            targets=t.column(label).to_pylist(),
             offsets=ids.offsets.to_pylist(),
             values=ids.values.to_numpy(),
         )

@@ -10,9 +10,11 @@ Pure pieces, each testable on a handful of numbers:
   noisy or OCR twin (what the model does to raw scans);
 * :func:`write_report` — ``report.json``, ``report.md`` and PNG plots in one folder.
 
-:func:`run_eval` is the driver of ``corpus eval``: it scores a run's held-out books on every
-text variant, writes ``predictions`` (lineage: the run, its pinned shards, texts and scores)
-and the report.
+:func:`evaluate` is the core of ``corpus eval``: held-out predictions (and the training texts
+the formulas are fit on) in, the summary out, no lakehouse. :func:`run_eval` is its driver:
+it pins and reads the run's shards manifest (which names the held-out books), texts and
+scores, scores the held-out books on every text variant, writes ``predictions`` (lineage:
+the run, its pinned shards, texts and scores) and the report.
 """
 
 from __future__ import annotations
@@ -20,16 +22,17 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.compute as pc
 
 from catalog import ConfigError, Lakehouse, Lineage, TableNotFoundError, VersionNotFoundError
+from catalog.rules import DEFAULT_SEQ_LEN, EDITED, current_values, match_variants, variant_family
 
 # textstat formulas used as baselines: name -> function name in textstat.
 FORMULAS: dict[str, str] = {
@@ -150,7 +153,7 @@ def apply_formula_baselines(
     return out
 
 
-def prediction_shift(rows: Sequence[Mapping[str, Any]], *, clean: str = "edited",
+def prediction_shift(rows: Sequence[Mapping[str, Any]], *, clean: str = EDITED,
                      ) -> list[dict[str, Any]]:
     """Per book and raw variant: its prediction minus the prediction on its clean text.
 
@@ -175,12 +178,6 @@ def prediction_shift(rows: Sequence[Mapping[str, Any]], *, clean: str = "edited"
     return out
 
 
-def _variant_family(variant: str) -> str:
-    # noisy/<recipe>/<seed> variants are reported together per recipe
-    parts = variant.split("/")
-    return "/".join(parts[:2]) if parts[0] == "noisy" else variant
-
-
 def summarise(rows: Sequence[Mapping[str, Any]],
               baselines: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
               ) -> dict[str, Any]:
@@ -193,7 +190,7 @@ def summarise(rows: Sequence[Mapping[str, Any]],
     """
     fams: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
-        fams.setdefault(_variant_family(r["variant"]), []).append(r)
+        fams.setdefault(variant_family(r["variant"]), []).append(r)
     out: dict[str, Any] = {"variants": {}}
     for fam, rs in sorted(fams.items()):
         truth = [r["truth"] for r in rs]
@@ -207,6 +204,85 @@ def summarise(rows: Sequence[Mapping[str, Any]],
             entry["model_vs_best_formula"] = entry["model"]["rmse"] / entry[best]["rmse"] - 1
         out["variants"][fam] = entry
     return out
+
+
+def eval_texts(
+    texts: Iterable[Mapping[str, Any]],
+    *,
+    validation_books: Collection[str],
+    train_books: Collection[str],
+    truth: Mapping[str, float],
+    variants: Sequence[str] = (),
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The texts an evaluation predicts and the texts its formula baselines are fit on.
+
+    Args:
+        texts: ``texts`` rows (``book_id``, ``variant``, ``text``).
+        validation_books: The held-out books.
+        train_books: The training books.
+        truth: The current target value per book; books without one are left out.
+        variants: Variant names or shell patterns to predict; every variant when empty.
+
+    Returns:
+        ``(held_out, train)``: the held-out books' texts of the matching variants, sorted by
+        (variant, book_id), and the training books' edited texts, sorted by book_id.
+    """
+    texts = [t for t in texts if t["book_id"] in truth]
+    wanted = set(match_variants({t["variant"] for t in texts}, variants)) if variants else None
+    held = [t for t in texts if t["book_id"] in validation_books
+            and (wanted is None or t["variant"] in wanted)]
+    held.sort(key=lambda t: (t["variant"], t["book_id"]))
+    train = [t for t in texts if t["variant"] == EDITED and t["book_id"] in train_books]
+    train.sort(key=lambda t: t["book_id"])
+    return held, train
+
+
+def evaluate(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    texts: Sequence[str] = (),
+    train: Sequence[Mapping[str, Any]] = (),
+    max_formula_train: int = 4000,
+) -> dict[str, Any]:
+    """The summary of held-out predictions: the core of ``corpus eval`` (no lakehouse).
+
+    Metrics per variant family for the model (:func:`summarise`) and, when at least two
+    training texts are given, for every formula baseline fit on them
+    (:func:`fit_formula_baselines`) and applied to the held-out texts.
+
+    Args:
+        rows: Predictions: dicts with ``book_id, variant, prediction, truth``.
+        texts: The text of each row, in the same order (what the formulas score).
+        train: Training texts the formulas are fit on: dicts with ``book_id``, ``text`` and
+            ``truth``, taken in book order.
+        max_formula_train: At most this many training texts (a fixed, seeded sample).
+
+    Returns:
+        :func:`summarise`'s ``{"variants": ...}`` plus ``formula_fit_texts`` (training texts
+        used).
+
+    Raises:
+        ConfigError: baselines are to be fit but ``texts`` does not match ``rows``.
+    """
+    import random
+
+    fit_on = sorted(train, key=lambda t: t["book_id"])
+    if len(fit_on) > max_formula_train:
+        fit_on = random.Random(0).sample(fit_on, max_formula_train)
+    baselines: dict[str, dict[str, list[float]]] = {}
+    if len(fit_on) >= 2:
+        if len(texts) != len(rows):
+            raise ConfigError(f"evaluate: {len(rows)} predictions but {len(texts)} texts; "
+                              "formula baselines need each prediction's text.")
+        fits = fit_formula_baselines([t["text"] for t in fit_on],
+                                     [t["truth"] for t in fit_on])
+        fams: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            fams.setdefault(variant_family(r["variant"]), []).append(i)
+        for fam, idx in fams.items():
+            preds = apply_formula_baselines(fits, [texts[i] for i in idx])
+            baselines[fam] = {k: [float(x) for x in v] for k, v in preds.items()}
+    return {**summarise(rows, baselines), "formula_fit_texts": len(fit_on)}
 
 
 def worst_books(rows: Sequence[Mapping[str, Any]], k: int = 10) -> list[dict[str, Any]]:
@@ -235,7 +311,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     fams: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
-        fams.setdefault(_variant_family(r["variant"]), []).append(r)
+        fams.setdefault(variant_family(r["variant"]), []).append(r)
     plots = []
 
     fig, ax = plt.subplots(figsize=(6, 6))
@@ -423,49 +499,35 @@ class EvalResult:
     predictions_version: int
 
 
-def _split_books(lakehouse: Lakehouse, dataset: str, version: int) -> dict[str, set[str]]:
-    """Book ids of each split of a pinned dataset (read from its shard files)."""
-    import pyarrow.parquet as pq
-
-    from catalog import key_from_uri
-
-    rows = lakehouse.read("shards", version=version).to_pylist()
-    out: dict[str, set[str]] = {}
-    for r in rows:
-        if r["dataset"] != dataset:
-            continue
-        data = lakehouse.store.get_bytes(key_from_uri(r["shard_uri"]))
-        t = pq.read_table(pa.BufferReader(data), columns=["book_id"])
-        out.setdefault(r["split"], set()).update(t.column("book_id").to_pylist())
-    if not out:
-        raise ConfigError(f"dataset {dataset!r} has no shards at shards@{version}.")
-    return out
-
-
 def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
              config: EvalConfig = EvalConfig()) -> EvalResult:
     """Score a run's held-out books on every variant; write ``predictions`` and a report.
 
-    The held-out books are the validation split of the run's pinned shards; their truth is
-    the current score of the dataset's target at the scores version the shards were built
-    from. Formula baselines are fit on the training split's edited texts.
-    """
-    import fnmatch
+    The held-out books are the validation split of the run's pinned shards (named by the
+    manifest's ``book_ids``); their truth is the current score of the dataset's target at the
+    scores version the shards were built from. Formula baselines are fit on the training
+    split's edited texts. The metrics come from :func:`evaluate`.
 
+    Raises:
+        ConfigError: no such run, its shards are missing or predate ``book_ids`` (rebuild
+            them), or no held-out text to score.
+    """
     from catalog.readiness import window_stats
     from train.backbones import load_tokenizer
     from train.model import load_model, predict_windows
+    from train.shards import books_by_split
 
     run = find_run(lakehouse, run_id)
     run_id = run["run_id"]
-    manifest = [r for r in lakehouse.read("shards", version=run["shards_version"]).to_pylist()
-                if r["dataset"] == run["dataset"]]
-    if not manifest:
+    manifest = lakehouse.read("shards", version=run["shards_version"])
+    manifest = manifest.filter(pc.equal(manifest.column("dataset"), run["dataset"]))
+    if not manifest.num_rows:
         raise ConfigError(f"run {run_id}: dataset {run['dataset']!r} has no shards at "
                           f"shards@{run['shards_version']}.")
-    target = manifest[0]["target"]
-    scores_version = manifest[0].get("scores_version")
-    splits = _split_books(lakehouse, run["dataset"], run["shards_version"])
+    target = manifest.column("target")[0].as_py()
+    scores_version = manifest.column("scores_version")[0].as_py()
+    splits = books_by_split(manifest, dataset=run["dataset"],
+                            where=f"shards@{run['shards_version']}")
     held_out, train_books = splits.get("validation", set()), splits.get("train", set())
     if not held_out:
         raise ConfigError(f"run {run_id}: its dataset has no validation books to evaluate on; "
@@ -473,27 +535,19 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
     pins = lakehouse.pin("texts", "scores")
     if scores_version is not None:
         pins["scores"] = int(scores_version)
-    scores = lakehouse.read("scores", version=pins["scores"]).to_pylist()
-    latest: dict[str, tuple] = {}
-    for s in scores:
-        if s["metric"] == target:
-            key = (s["scored_at"], s["source_file"], s["source_row"])
-            if s["book_id"] not in latest or key > latest[s["book_id"]][0]:
-                latest[s["book_id"]] = (key, s["value"])
-    truth = {b: v for b, (_, v) in latest.items() if v is not None}
+    truth = current_values(lakehouse.read("scores", version=pins["scores"]), target)
     texts = lakehouse.read("texts", version=pins["texts"],
                            columns=["book_id", "variant", "text"]).to_pylist()
     wanted = config.variants
-    held = [t for t in texts if t["book_id"] in held_out and t["book_id"] in truth
-            and (not wanted or any(fnmatch.fnmatchcase(t["variant"], p) for p in wanted))]
-    held.sort(key=lambda t: (t["variant"], t["book_id"]))
+    held, train = eval_texts(texts, validation_books=held_out, train_books=train_books,
+                             truth=truth, variants=wanted)
     if not held:
         raise ConfigError(f"run {run_id}: no held-out text matches variants "
                           f"{', '.join(wanted) or '(any)'}.")
     model_dir = fetch_model(lakehouse, run["checkpoint_uri"])
     model = load_model(model_dir)
     tok = load_tokenizer(model.cfg.backbone)
-    seq_len = run_seq_len(run) or 512
+    seq_len = run_seq_len(run) or DEFAULT_SEQ_LEN
     windows = predict_windows([t["text"] for t in held], model=model, tokenizer=tok,
                               seq_len=seq_len, batch_size=config.batch_size)
     now = datetime.now(UTC)
@@ -505,29 +559,13 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
                      "truth": float(truth[t["book_id"]]), "split": "validation",
                      "n_windows": n, "window_sd": sd, "created_at": now})
 
-    # formula baselines: fit on (a seeded sample of) the training books' edited texts
-    import random
-
-    train_texts = [t for t in texts if t["variant"] == "edited" and t["book_id"] in train_books
-                   and t["book_id"] in truth]
-    train_texts.sort(key=lambda t: t["book_id"])
-    if len(train_texts) > config.max_formula_train:
-        train_texts = random.Random(0).sample(train_texts, config.max_formula_train)
-    baselines: dict[str, dict[str, list[float]]] = {}
-    if len(train_texts) >= 2:
-        fits = fit_formula_baselines([t["text"] for t in train_texts],
-                                     [truth[t["book_id"]] for t in train_texts])
-        fams: dict[str, list[int]] = {}
-        for i, r in enumerate(rows):
-            fams.setdefault(_variant_family(r["variant"]), []).append(i)
-        for fam, idx in fams.items():
-            preds_f = apply_formula_baselines(fits, [held[i]["text"] for i in idx])
-            baselines[fam] = {k: [float(x) for x in v] for k, v in preds_f.items()}
-    summary = summarise(rows, baselines)
-    summary.update({"run_id": run_id, "dataset": run["dataset"],
-                    "shards_version": run["shards_version"], "target": target,
-                    "texts_version": pins["texts"], "scores_version": pins["scores"],
-                    "formula_fit_texts": len(train_texts)})
+    core = evaluate(rows, texts=[t["text"] for t in held],
+                    train=[{**t, "truth": truth[t["book_id"]]} for t in train],
+                    max_formula_train=config.max_formula_train)
+    summary = {"variants": core["variants"], "run_id": run_id, "dataset": run["dataset"],
+               "shards_version": run["shards_version"], "target": target,
+               "texts_version": pins["texts"], "scores_version": pins["scores"],
+               "formula_fit_texts": core["formula_fit_texts"]}
     history = _history(run)
     out = Path(config.out or Path("reports") / run_id)
     write_report(out, rows=rows, summary=summary, history=history,

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from catalog.errors import ConfigError
+from catalog.rules import DEFAULT_SEQ_LEN
 from train.backbones import resolve_backbone as _resolve
 
 log = logging.getLogger(__name__)
@@ -395,7 +396,7 @@ def aggregate_windows(keys: Iterable[Any], preds: Iterable[float]) -> dict[Any, 
 
 @torch.no_grad()
 def predict_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
-                    seq_len: int = 512, stride: int = 0, batch_size: int = 8
+                    seq_len: int = DEFAULT_SEQ_LEN, stride: int = 0, batch_size: int = 8
                     ) -> list[list[float]]:
     """Each text's per-window predictions: the text is cut into windows of ``seq_len``
     tokens (consecutive windows share ``stride`` tokens) and every window is scored.
@@ -444,7 +445,7 @@ def predict_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer
 
 
 def predict(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
-            seq_len: int = 512, stride: int = 0, batch_size: int = 8) -> list[float]:
+            seq_len: int = DEFAULT_SEQ_LEN, stride: int = 0, batch_size: int = 8) -> list[float]:
     """Score texts: the mean of each text's window predictions (:func:`predict_windows`,
     whose arguments these are). Returns one prediction per text, in order."""
     per_text = predict_windows(texts, model=model, tokenizer=tokenizer, seq_len=seq_len,

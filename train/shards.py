@@ -6,6 +6,13 @@ batches over a process pool), cuts windows, splits train/validation *by book* (e
 of a validation book is in validation), writes shard files into the lakehouse's object store
 and one ``shards`` manifest row per shard.
 
+The work is a pure core over Arrow data and a thin driver. The core: :func:`select_texts`
+(variants, book patterns, books without the target left out), :func:`split_texts` (by book or
+by work), :func:`tokenise` (windows cut into sample rows), :func:`shard_entry` and
+:func:`manifest_rows` (the manifest rows of what was written). The driver,
+:func:`build_shards`, pins and reads the inputs, writes shard files (:class:`ShardWriter`)
+and commits the manifest with lineage.
+
 Versioning: a build replaces the dataset's manifest rows in one Delta commit, so a dataset
 version is a ``shards`` table version. Shard files are content-addressed
 (``shards/<dataset>/<sha[:2]>/<sha256>.parquet``) and never overwritten, so a manifest pinned
@@ -19,17 +26,22 @@ column         type            meaning
 =============  ==============  ==========================================================
 sample_id      string          ``<book_id>|<variant>|<window>``: unique and stable
 book_id        string
-variant        string          ``edited``, ``ocr``, ``noisy/<recipe>/<seed>`` ...
+variant        string          ``edited``, ``ocr``, ``corrected``,
+                               ``noisy/<recipe>-v<N>/<seed>`` ...
 window         int32           window number within the (book, variant) text
 input_ids      list<int32>     token ids with the tokenizer's special tokens, <= seq_len
-target         float64         the current score of the book (latest per book and metric)
+label          float64         the current value of the dataset's target metric for the
+                               book (latest per book and metric)
 =============  ==============  ==========================================================
+
+The label column is called ``target`` in shard files written before it was renamed (the
+manifest's ``target`` is the metric's *name*); readers find it with :func:`label_column`.
 
 Within a split, samples are written in (book_id, variant, window) order and each manifest
 row records its shard's first and last sample id, so a sample id (e.g. on a skip list) can
-be located without reading other shards. A manifest row also holds counts, the tokenizer and
-window settings, the pad id, the file's sha256 and size, and the ``texts``/``scores``
-versions it was built from (also recorded as the commit's lineage).
+be located without reading other shards. A manifest row also holds counts, the shard's book
+ids, the tokenizer and window settings, the pad id, the file's sha256 and size, and the
+``texts``/``scores`` versions it was built from (also recorded as the commit's lineage).
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,8 +65,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from catalog import ConfigError, CorpusError, Lakehouse, Lineage, sha256_file
+from catalog import ConfigError, CorpusError, Lakehouse, Lineage, SchemaError, sha256_file
 from catalog.log import progress
+from catalog.rules import DEFAULT_SEQ_LEN, EDITED, current_values, match_variants
 from catalog.workers import process_pool
 
 log = logging.getLogger(__name__)
@@ -64,6 +77,8 @@ SPLITS = ("train", "validation")
 SPLIT_BY = ("book", "work")
 DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SEP = "|"  # sample id separator: never in an ISBN, a passage id or a variant name
+LABEL = "label"  # a shard file's float label column
+LEGACY_LABEL = "target"  # its name in shard files written before the rename
 
 SHARD_SCHEMA = pa.schema([
     pa.field("sample_id", pa.string(), nullable=False),
@@ -71,8 +86,26 @@ SHARD_SCHEMA = pa.schema([
     pa.field("variant", pa.string(), nullable=False),
     pa.field("window", pa.int32(), nullable=False),
     pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
-    pa.field("target", pa.float64(), nullable=False),
+    pa.field(LABEL, pa.float64(), nullable=False),
 ])
+# the texts the core works on: what the driver scans from ``texts``
+TEXT_SCHEMA = pa.schema([pa.field("book_id", pa.string()), pa.field("variant", pa.string()),
+                         pa.field("text", pa.large_string())])
+
+
+def label_column(names: Iterable[str]) -> str:
+    """The name of the label column among a shard file's column ``names``: ``label``, or
+    ``target`` in a file written before the rename.
+
+    Raises:
+        SchemaError: neither column is there.
+    """
+    names = list(names)
+    for name in (LABEL, LEGACY_LABEL):
+        if name in names:
+            return name
+    raise SchemaError(f"A shard file needs a {LABEL!r} (or, written before the rename, "
+                      f"{LEGACY_LABEL!r}) column; found {names}.")
 
 
 @dataclass(frozen=True)
@@ -103,11 +136,11 @@ class ShardsConfig:
 
     dataset: str
     tokenizer: str
-    seq_len: int = 512
+    seq_len: int = DEFAULT_SEQ_LEN
     window: str = "first"
     stride: int | None = None
     target: str = "bt_easiness"
-    variants: tuple[str, ...] = ("edited",)
+    variants: tuple[str, ...] = (EDITED,)
     val_frac: float = 0.1
     seed: int = 0
     split_by: str = "book"
@@ -173,7 +206,7 @@ def book_fraction(book_id: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def split_books(book_ids: Iterable[str], *, val_frac: float, seed: int) -> set[str]:
+def pick_validation_books(book_ids: Iterable[str], *, val_frac: float, seed: int) -> set[str]:
     """The validation books: those whose :func:`book_fraction` is below ``val_frac``.
 
     A book's split depends only on (seed, book id), so adding books later never moves a book
@@ -201,9 +234,9 @@ def work_key(author: str | None, title: str | None, book_id: str) -> str:
 
 
 def split_by_work(works: dict[str, str], *, val_frac: float, seed: int) -> set[str]:
-    """The validation books when whole works are split (see :func:`split_books`):
+    """The validation books when whole works are split (see :func:`pick_validation_books`):
     ``works`` maps each book id to its :func:`work_key`."""
-    val_works = split_books(works.values(), val_frac=val_frac, seed=seed)
+    val_works = pick_validation_books(works.values(), val_frac=val_frac, seed=seed)
     return {b for b, w in works.items() if w in val_works}
 
 
@@ -304,7 +337,7 @@ class _Task:
     book_ids: list[str]
     variants: list[str]
     texts: list[str]
-    targets: list[float]
+    labels: list[float]
 
 
 def _tokenise_task(task: _Task, seq_len: int, window: str, stride: int | None) -> pa.Table:
@@ -330,10 +363,11 @@ def _tokenised_in_process(tasks: list[_Task], seq_len: int, window: str,
 
 def _windows_table(task: _Task, encoded: list[np.ndarray], seq_len: int, window: str,
                    stride: int | None) -> pa.Table:
+    """The sample rows (:data:`SHARD_SCHEMA`) of a batch of texts' token ids."""
     prefix, suffix = _WORKER["special"]
-    sample_ids, books, variants, windows, targets, pieces = [], [], [], [], [], []
-    for book, variant, target, ids in zip(task.book_ids, task.variants, task.targets,
-                                          encoded, strict=True):
+    sample_ids, books, variants, windows, labels, pieces = [], [], [], [], [], []
+    for book, variant, label, ids in zip(task.book_ids, task.variants, task.labels,
+                                         encoded, strict=True):
         wins = cut_windows(ids, seq_len=seq_len, window=window, stride=stride,
                            prefix=prefix, suffix=suffix)
         for w, arr in enumerate(wins):
@@ -341,7 +375,7 @@ def _windows_table(task: _Task, encoded: list[np.ndarray], seq_len: int, window:
             books.append(book)
             variants.append(variant)
             windows.append(w)
-            targets.append(target)
+            labels.append(label)
             pieces.append(arr)
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int32, count=len(pieces))
     offsets = np.zeros(len(pieces) + 1, dtype=np.int32)
@@ -351,9 +385,294 @@ def _windows_table(task: _Task, encoded: list[np.ndarray], seq_len: int, window:
     return pa.Table.from_arrays(
         [pa.array(sample_ids, pa.string()), pa.array(books, pa.string()),
          pa.array(variants, pa.string()), pa.array(windows, pa.int32()), input_ids,
-         pa.array(targets, pa.float64())],
+         pa.array(labels, pa.float64())],
         schema=SHARD_SCHEMA,
     )
+
+
+def _tasks(texts: pa.Table, batch: int) -> Iterator[_Task]:
+    books = texts.column("book_id").to_pylist()
+    variants = texts.column("variant").to_pylist()
+    labels = texts.column(LABEL).to_pylist()
+    for start in range(0, texts.num_rows, batch):
+        end = min(start + batch, texts.num_rows)
+        yield _Task(books[start:end], variants[start:end],
+                    texts.column("text").slice(start, end - start).to_pylist(),
+                    labels[start:end])
+
+
+def tokenise(
+    parts: Mapping[str, pa.Table],
+    *,
+    tokenizer: str,
+    seq_len: int,
+    window: str,
+    stride: int | None,
+    batch_texts: int = 64,
+    workers: int = 1,
+    tok: Any = None,
+) -> Iterator[tuple[str, pa.Table]]:
+    """Tokenise each split's texts and cut their windows into sample rows.
+
+    Args:
+        parts: Split name -> texts (``book_id, variant, text, label``, as
+            :func:`split_texts` gives them); splits are done in :data:`SPLITS` order.
+        tokenizer: Tokenizer alias or local folder (what worker processes load).
+        seq_len: Maximum tokens per sample, special tokens included.
+        window: ``first``, ``chunks`` or ``overlap`` (see :func:`window_starts`).
+        stride: Start-to-start distance for ``overlap``.
+        batch_texts: Texts per tokenizer batch.
+        workers: Tokenizer processes; the output is the same for any number.
+        tok: The tokenizer already loaded in this process (loaded from ``tokenizer`` when
+            None and needed).
+
+    Yields:
+        ``(split, rows)`` per batch of texts, in text order: ``rows`` in
+        :data:`SHARD_SCHEMA`, the windows of each text in order (a text without tokens has
+        none).
+    """
+    splits = [s for s in SPLITS if s in parts]
+    n_tasks = -(-sum(parts[s].num_rows for s in splits) // batch_texts)
+    pool = None
+    # A pool costs ~1-2 s to start (a tokenizer per worker); below a few batches per worker
+    # one process (the tokenizer's own threads) is faster. Output is the same either way.
+    if workers > 1 and n_tasks >= 4 * workers:
+        pool = process_pool(workers, initializer=_init_worker, initargs=(tokenizer, True))
+    else:
+        _init_worker(tokenizer, False, tok)
+    try:
+        tasks_of = {split: list(_tasks(parts[split], batch_texts)) for split in splits}
+        if pool is not None:
+            from functools import partial
+
+            # Every split's batches are submitted now: the workers tokenise the next split
+            # while the caller writes the shards of the one before.
+            task_fn = partial(_tokenise_task, seq_len=seq_len, window=window, stride=stride)
+            results_of = {split: pool.map(task_fn, tasks_of[split]) for split in splits}
+        for split in splits:
+            tasks = tasks_of[split]
+            results = (results_of[split] if pool is not None
+                       else _tokenised_in_process(tasks, seq_len, window, stride))
+            for rows in progress(results, desc=f"tokenise {split}", total=len(tasks),
+                                 unit="batch"):
+                yield split, rows
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+# ---- the core over Arrow data: texts and scores in, manifest rows out ---------------------
+@dataclass(frozen=True)
+class Selection:
+    """The texts a dataset is built from (see :func:`select_texts`).
+
+    Attributes:
+        texts: ``book_id, variant, text, label`` (:data:`LABEL`: the book's current target
+            value), sorted by (book_id, variant).
+        variants: The variants the patterns matched, sorted.
+        excluded_books: Books with a selected text but no current target value, sorted.
+    """
+
+    texts: pa.Table
+    variants: list[str]
+    excluded_books: list[str]
+
+
+def select_texts(
+    texts: pa.Table | Iterable[pa.Table | pa.RecordBatch],
+    scores: pa.Table,
+    *,
+    metric: str,
+    variants: Sequence[str],
+    books: Sequence[str] = (),
+    texts_ref: str = "texts",
+    scores_ref: str = "scores",
+) -> Selection:
+    """The texts of the matching variants and books that have a current ``metric`` value.
+
+    Args:
+        texts: Rows with ``book_id, variant, text``: one table, or batches (a scan), of
+            which only the selected variants are kept in memory.
+        scores: Rows of the ``scores`` table; the current value per book is the label.
+        metric: The target metric (``scores.metric``).
+        variants: Variant names or shell patterns (``noisy/*``).
+        books: Shell patterns of book ids; every book when empty.
+        texts_ref: How error messages name the texts (e.g. ``texts@7``).
+        scores_ref: How error messages name the scores.
+
+    Raises:
+        CorpusError: no variant or book id matches, or no selected book has the target.
+    """
+    targets = current_values(scores, metric)
+    available: set[str] = set()
+    kept = []
+    for part in [texts] if isinstance(texts, pa.Table) else texts:
+        table = part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
+        table = table.select(TEXT_SCHEMA.names).cast(TEXT_SCHEMA)
+        names = pc.unique(table.column("variant")).to_pylist()
+        available.update(names)
+        want = match_variants(names, variants)
+        if want:
+            kept.append(table.filter(pc.is_in(table.column("variant"),
+                                              value_set=pa.array(want, pa.string()))))
+    matched = match_variants(available, variants)
+    if not matched:
+        raise CorpusError(
+            f"shards: no texts variant matches {', '.join(variants)} in {texts_ref}; "
+            f"variants present: {', '.join(sorted(available)) or 'none'}."
+        )
+    chosen_texts = pa.concat_tables(kept) if kept else TEXT_SCHEMA.empty_table()
+    if books:
+        ids = pc.unique(chosen_texts.column("book_id")).to_pylist()
+        chosen = [b for b in ids if any(fnmatch.fnmatchcase(b, p) for p in books)]
+        if not chosen:
+            raise CorpusError(f"shards: no book id matches {', '.join(books)} in {texts_ref}.")
+        chosen_texts = chosen_texts.filter(pc.is_in(chosen_texts.column("book_id"),
+                                                    value_set=pa.array(chosen, pa.string())))
+    # A fixed order: the same inputs give the same shard files (and content keys).
+    chosen_texts = chosen_texts.sort_by([("book_id", "ascending"), ("variant", "ascending")])
+    all_books = set(pc.unique(chosen_texts.column("book_id")).to_pylist())
+    excluded = sorted(all_books - set(targets))
+    if excluded:
+        log.warning("shards: %d book(s) have no %s score and are left out", len(excluded),
+                    metric)
+        chosen_texts = chosen_texts.filter(pc.invert(pc.is_in(
+            chosen_texts.column("book_id"), value_set=pa.array(excluded, pa.string()))))
+    if not chosen_texts.num_rows:
+        raise CorpusError(
+            f"shards: no book has both a {', '.join(matched)} text ({texts_ref}) and a "
+            f"{metric!r} score ({scores_ref}); {len(excluded)} book(s) lack the score. "
+            "Import or ingest scores first."
+        )
+    labels = [targets[b] for b in chosen_texts.column("book_id").to_pylist()]
+    chosen_texts = chosen_texts.append_column(pa.field(LABEL, pa.float64()),
+                                              pa.array(labels, pa.float64()))
+    return Selection(chosen_texts, matched, excluded)
+
+
+def split_texts(
+    texts: pa.Table,
+    *,
+    val_frac: float,
+    seed: int,
+    split_by: str = "book",
+    books: pa.Table | None = None,
+) -> dict[str, pa.Table]:
+    """Split texts into ``train`` and ``validation`` by book: every text of a validation
+    book is in validation (see :func:`pick_validation_books`).
+
+    Args:
+        texts: Rows with a ``book_id`` column, e.g. :attr:`Selection.texts`.
+        val_frac: Fraction of books (or works) held out.
+        seed: Seed of the split.
+        split_by: ``book``, or ``work``: books of one source volume (same author and title)
+            share a split (:func:`work_key`, :func:`split_by_work`).
+        books: ``book_id, title, author`` rows (the ``books`` table); needed for ``work``.
+
+    Returns:
+        ``{"train": ..., "validation": ...}``, each in the order of ``texts``.
+    """
+    ids = pc.unique(texts.column("book_id")).to_pylist()
+    if split_by == "work":
+        if books is None:
+            raise ConfigError("shards: a split by work needs the books table (titles, "
+                              "authors).")
+        meta = {b["book_id"]: b for b in books.select(["book_id", "title", "author"])
+                .to_pylist()}
+        works = {i: work_key(meta.get(i, {}).get("author"), meta.get(i, {}).get("title"), i)
+                 for i in ids}
+        val_books = split_by_work(works, val_frac=val_frac, seed=seed)
+    elif split_by == "book":
+        val_books = pick_validation_books(ids, val_frac=val_frac, seed=seed)
+    else:
+        raise ConfigError(f"shards: split_by must be one of {', '.join(SPLIT_BY)}, got "
+                          f"{split_by!r}.")
+    is_val = pc.is_in(texts.column("book_id"), value_set=pa.array(sorted(val_books), pa.string()))
+    return {"train": texts.filter(pc.invert(is_val)), "validation": texts.filter(is_val)}
+
+
+def shard_entry(samples: pa.Table, *, split: str, index: int, uri: str, sha256: str,
+                size_bytes: int) -> dict[str, Any]:
+    """The manifest fields of one written shard file holding ``samples`` (in write order):
+    counts, its books and variants, its first and last sample id, where and what it is."""
+    lengths = pc.list_value_length(samples.column("input_ids"))
+    book_ids = sorted(pc.unique(samples.column("book_id")).to_pylist())
+    return {
+        "shard_uri": uri,
+        "split": split,
+        "shard_index": index,
+        "n_samples": samples.num_rows,
+        "n_tokens": int(pc.sum(lengths).as_py() or 0),
+        "n_books": len(book_ids),
+        "book_ids": book_ids,
+        "variants": sorted(pc.unique(samples.column("variant")).to_pylist()),
+        "sha256": sha256,
+        "size_bytes": size_bytes,
+        "first_sample": samples.column("sample_id")[0].as_py(),
+        "last_sample": samples.column("sample_id")[-1].as_py(),
+    }
+
+
+def manifest_rows(
+    written: Iterable[Mapping[str, Any]],
+    *,
+    config: ShardsConfig,
+    pad_id: int,
+    texts_version: int,
+    scores_version: int,
+    build_id: str,
+    created_at: datetime,
+) -> list[dict[str, Any]]:
+    """The ``shards`` rows of one build: each written shard's :func:`shard_entry` with the
+    dataset's settings and the input versions it was built from."""
+    common = {
+        "dataset": config.dataset, "tokenizer": config.tokenizer, "seq_len": config.seq_len,
+        "window": config.window, "stride": config.stride, "target": config.target,
+        "created_at": created_at, "pad_id": pad_id, "texts_version": texts_version,
+        "scores_version": scores_version, "build_id": build_id,
+    }
+    return [{**common, **w} for w in written]
+
+
+def manifest_summary(manifest: pa.Table) -> pa.Table:
+    """Datasets of a ``shards`` manifest with their size per split: one row per (dataset,
+    split, tokenizer, seq_len, window, target) with ``shards`` (files), ``samples`` and
+    ``tokens``, sorted by dataset and split (what ``corpus shards list`` shows)."""
+    agg = manifest.group_by(["dataset", "split", "tokenizer", "seq_len", "window", "target"]
+                            ).aggregate([("shard_uri", "count"), ("n_samples", "sum"),
+                                         ("n_tokens", "sum")])
+    names = {"shard_uri_count": "shards", "n_samples_sum": "samples", "n_tokens_sum": "tokens"}
+    agg = agg.rename_columns([names.get(c, c) for c in agg.column_names])
+    return agg.sort_by([("dataset", "ascending"), ("split", "ascending")])
+
+
+def books_by_split(manifest: pa.Table, *, dataset: str, where: str = "") -> dict[str, set[str]]:
+    """The book ids of each split of ``dataset``, from its manifest rows' ``book_ids``.
+
+    Args:
+        manifest: ``shards`` rows (other datasets' rows are ignored).
+        dataset: The dataset.
+        where: Where the manifest is from, for messages (e.g. ``shards@4``).
+
+    Raises:
+        ConfigError: the dataset has no rows, or its manifest predates ``book_ids`` (shard
+            files are not read instead: rebuild the dataset).
+    """
+    rows = manifest.filter(pc.equal(manifest.column("dataset"), dataset))
+    at = f" at {where}" if where else ""
+    if not rows.num_rows:
+        raise ConfigError(f"dataset {dataset!r} has no shards{at}.")
+    if "book_ids" not in rows.column_names or rows.column("book_ids").null_count:
+        raise ConfigError(
+            f"dataset {dataset!r}{at} was built before shard manifests recorded their book "
+            f"ids. Rebuild it with `corpus shards build --name {dataset} ...` (and train on "
+            "the new version) to evaluate it."
+        )
+    out: dict[str, set[str]] = {}
+    for split, ids in zip(rows.column("split").to_pylist(), rows.column("book_ids").to_pylist(),
+                          strict=True):
+        out.setdefault(split, set()).update(ids)
+    return out
 
 
 # ---- shard files ------------------------------------------------------------------------
@@ -418,43 +737,9 @@ class ShardWriter:
             key = shard_key(self.dataset, digest)
             if not self.store.exists(key):
                 self.store.put_file(key, path)
-        lengths = pc.list_value_length(table.column("input_ids"))
-        self.written.append({
-            "shard_uri": self.store.uri(key),
-            "split": self.split,
-            "shard_index": len(self.written),
-            "n_samples": table.num_rows,
-            "n_tokens": int(pc.sum(lengths).as_py() or 0),
-            "n_books": len(pc.unique(table.column("book_id"))),
-            "variants": sorted(pc.unique(table.column("variant")).to_pylist()),
-            "sha256": digest,
-            "size_bytes": size,
-            "first_sample": table.column("sample_id")[0].as_py(),
-            "last_sample": table.column("sample_id")[-1].as_py(),
-        })
-
-
-# ---- inputs -----------------------------------------------------------------------------
-def current_scores(scores: pa.Table, metric: str) -> dict[str, float]:
-    """The current value of ``metric`` per book: the latest score wins (ties: the later
-    source file and row), and a book whose latest score is empty has none."""
-    t = scores.filter(pc.equal(scores.column("metric"), metric))
-    if not t.num_rows:
-        return {}
-    t = t.sort_by([("book_id", "ascending"), ("scored_at", "ascending"),
-                   ("source_file", "ascending"), ("source_row", "ascending")])
-    books = t.column("book_id").to_pylist()
-    values = t.column("value").to_pylist()
-    latest: dict[str, float | None] = {}
-    for b, v in zip(books, values, strict=True):
-        latest[b] = v  # sorted ascending: the last row per book is its latest score
-    return {b: float(v) for b, v in latest.items() if v is not None}
-
-
-def match_variants(available: Iterable[str], patterns: Sequence[str]) -> list[str]:
-    """The available variants matching any pattern (exact names or ``noisy/*`` globs)."""
-    avail = sorted(set(available))
-    return [v for v in avail if any(fnmatch.fnmatchcase(v, p) for p in patterns)]
+        self.written.append(shard_entry(table, split=self.split, index=len(self.written),
+                                        uri=self.store.uri(key), sha256=digest,
+                                        size_bytes=size))
 
 
 # ---- driver -----------------------------------------------------------------------------
@@ -479,39 +764,12 @@ class ShardsReport:
     excluded_books: list[str] = field(default_factory=list)
 
 
-def _tasks(texts: pa.Table, targets: dict[str, float], batch: int) -> Iterator[_Task]:
-    books = texts.column("book_id").to_pylist()
-    variants = texts.column("variant").to_pylist()
-    for start in range(0, texts.num_rows, batch):
-        end = min(start + batch, texts.num_rows)
-        yield _Task(books[start:end], variants[start:end],
-                    texts.column("text").slice(start, end - start).to_pylist(),
-                    [targets[b] for b in books[start:end]])
-
-
-def _add_new_columns(lakehouse: Lakehouse) -> None:
-    """Add manifest columns declared since the ``shards`` table was created (e.g. by an
-    older `corpus init`): a schema-only commit, existing rows read them as null."""
-    if not lakehouse.exists("shards"):
-        return
-    from deltalake import CommitProperties
-    from deltalake import Schema as DeltaSchema
-
-    from catalog import spec
-
-    dt = lakehouse.open("shards")
-    have = {f.name for f in dt.schema().fields}
-    missing = [f for f in spec("shards").schema if f.name not in have]
-    if missing:
-        names = [f.name for f in missing]
-        log.info("shards: adding manifest columns %s", names)
-        meta = Lineage(operation="schema", config={"added_columns": names}).to_metadata()
-        dt.alter.add_columns(list(DeltaSchema.from_arrow(pa.schema(missing)).fields),
-                             commit_properties=CommitProperties(custom_metadata=meta))
-
-
 def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
     """Tokenise pinned ``texts`` into shard files and commit the dataset's manifest.
+
+    The driver around the core (:func:`select_texts`, :func:`split_texts`,
+    :func:`tokenise`, :func:`manifest_rows`): it pins and reads the inputs, writes the shard
+    files into the object store and replaces the dataset's manifest rows in one commit.
 
     Returns:
         A :class:`ShardsReport`; ``version`` is the ``shards`` table version of this build.
@@ -522,139 +780,67 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
     t0 = time.perf_counter()
     # a split by work reads authors and titles: books is then an input too
     pins = lakehouse.pin("texts", "scores", *(("books",) if config.split_by == "work" else ()))
-    scores = lakehouse.read("scores", version=pins["scores"],
-                            columns=["book_id", "metric", "value", "scored_at", "source_file",
-                                     "source_row"])
-    targets = current_scores(scores, config.target)
+    scores = lakehouse.read("scores", version=pins["scores"])
     texts_ds = lakehouse.dataset("texts", pins["texts"])
-    available = pc.unique(texts_ds.to_table(columns=["variant"]).column("variant")
-                          .cast(pa.string())).to_pylist()
-    variants = match_variants(available, config.variants)
-    if not variants:
-        raise CorpusError(
-            f"shards: no texts variant matches {', '.join(config.variants)} in texts@"
-            f"{pins['texts']}; variants present: {', '.join(sorted(available)) or 'none'}."
-        )
-    # Filtered batch by batch after the scan (pyarrow has no is_in kernel for the scan's
-    # string_view columns): only the selected variants are ever held in memory.
-    want = pa.array(variants, pa.string())
-    schema = pa.schema([pa.field("book_id", pa.string()), pa.field("variant", pa.string()),
-                        pa.field("text", pa.large_string())])
-    kept = []
-    for batch in texts_ds.to_batches(columns=["book_id", "variant", "text"]):
-        batch = pa.Table.from_batches([batch]).cast(schema)
-        kept.append(batch.filter(pc.is_in(batch.column("variant"), value_set=want)))
-    texts = pa.concat_tables(kept) if kept else schema.empty_table()
-    if config.books:
-        ids = pc.unique(texts.column("book_id")).to_pylist()
-        chosen = [b for b in ids if any(fnmatch.fnmatchcase(b, p) for p in config.books)]
-        if not chosen:
-            raise CorpusError(f"shards: no book id matches {', '.join(config.books)} in "
-                              f"texts@{pins['texts']}.")
-        texts = texts.filter(pc.is_in(texts.column("book_id"),
-                                      value_set=pa.array(chosen, pa.string())))
-    # A fixed order: the same inputs give the same shard files (and content keys).
-    texts = texts.sort_by([("book_id", "ascending"), ("variant", "ascending")])
-    book_col = texts.column("book_id")
-    all_books = set(pc.unique(book_col).to_pylist())
-    excluded = sorted(all_books - set(targets))
-    if excluded:
-        log.warning("shards: %d book(s) have no %s score and are left out", len(excluded),
-                    config.target)
-        texts = texts.filter(pc.invert(pc.is_in(texts.column("book_id"),
-                                                value_set=pa.array(excluded, pa.string()))))
-    if not texts.num_rows:
-        raise CorpusError(
-            f"shards: no book has both a {', '.join(variants)} text (texts@{pins['texts']}) "
-            f"and a {config.target!r} score (scores@{pins['scores']}); {len(excluded)} book(s) "
-            "lack the score. Import or ingest scores first."
-        )
-    ids = pc.unique(texts.column("book_id")).to_pylist()
-    if config.split_by == "work":
-        books = lakehouse.read("books", version=pins["books"],
-                               columns=["book_id", "title", "author"]).to_pylist()
-        meta = {b["book_id"]: b for b in books}
-        works = {i: work_key(meta.get(i, {}).get("author"), meta.get(i, {}).get("title"), i)
-                 for i in ids}
-        val_books = split_by_work(works, val_frac=config.val_frac, seed=config.seed)
-    else:
-        val_books = split_books(ids, val_frac=config.val_frac, seed=config.seed)
-    is_val = pc.is_in(texts.column("book_id"), value_set=pa.array(sorted(val_books), pa.string()))
-    parts = {"train": texts.filter(pc.invert(is_val)), "validation": texts.filter(is_val)}
+    # Batch by batch from the scan: only the selected variants are ever held in memory.
+    selection = select_texts(
+        texts_ds.to_batches(columns=TEXT_SCHEMA.names), scores, metric=config.target,
+        variants=config.variants, books=config.books, texts_ref=f"texts@{pins['texts']}",
+        scores_ref=f"scores@{pins['scores']}",
+    )
+    books = (lakehouse.read("books", version=pins["books"], columns=["book_id", "title", "author"])
+             if config.split_by == "work" else None)
+    parts = split_texts(selection.texts, val_frac=config.val_frac, seed=config.seed,
+                        split_by=config.split_by, books=books)
 
     from train.backbones import load_tokenizer
 
     tok = load_tokenizer(config.tokenizer)
-    store = lakehouse.store
     max_bytes = int(config.shard_mb * 2**20)
-    writers = {s: ShardWriter(store, config.dataset, s, max_bytes, config.shard_samples)
+    writers = {s: ShardWriter(lakehouse.store, config.dataset, s, max_bytes, config.shard_samples)
                for s in SPLITS}
-    n_texts = n_empty = 0
-    args = (config.seq_len, config.window, config.stride)
-    pool = None
-    n_tasks = -(-texts.num_rows // config.batch_texts)
-    # A pool costs ~1-2 s to start (a tokenizer per worker); below a few batches per worker
-    # one process (the tokenizer's own threads) is faster. Output is the same either way.
-    if config.workers > 1 and n_tasks >= 4 * config.workers:
-        pool = process_pool(config.workers, initializer=_init_worker,
-                            initargs=(config.tokenizer, True))
-    else:
-        _init_worker(config.tokenizer, False, tok)
-    try:
-        tasks_of = {split: list(_tasks(parts[split], targets, config.batch_texts))
-                    for split in SPLITS}
-        if pool is not None:
-            from functools import partial
-
-            # Every split's batches are submitted now: the workers tokenise the next split
-            # while this process writes the shards of the one before.
-            task_fn = partial(_tokenise_task, seq_len=args[0], window=args[1], stride=args[2])
-            results_of = {split: pool.map(task_fn, tasks_of[split]) for split in SPLITS}
-        for split in SPLITS:
-            tasks = tasks_of[split]
-            results = (results_of[split] if pool is not None
-                       else _tokenised_in_process(tasks, *args))
-            for task, rows in zip(tasks, progress(results, desc=f"tokenise {split}",
-                                                  total=len(tasks), unit="batch"), strict=True):
-                n_texts += len(task.texts)
-                # Window 0 exists for every text that has at least one token.
-                first = pc.sum(pc.equal(rows.column("window"), 0)).as_py() or 0
-                n_empty += len(task.texts) - first
-                writers[split].add(rows)
-            writers[split].flush()
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    n_first = 0
+    for split, rows in tokenise(parts, tokenizer=config.tokenizer, seq_len=config.seq_len,
+                                window=config.window, stride=config.stride,
+                                batch_texts=config.batch_texts, workers=config.workers, tok=tok):
+        # Window 0 exists for every text that has at least one token.
+        n_first += pc.sum(pc.equal(rows.column("window"), 0)).as_py() or 0
+        writers[split].add(rows)
+    for writer in writers.values():
+        writer.flush()
+    n_texts = sum(parts[s].num_rows for s in SPLITS)
 
     build_id = uuid.uuid4().hex[:16]
-    now = datetime.now(UTC)
-    common = {
-        "dataset": config.dataset, "tokenizer": config.tokenizer, "seq_len": config.seq_len,
-        "window": config.window, "stride": config.stride, "target": config.target,
-        "created_at": now, "pad_id": tok.pad_token_id if tok.pad_token_id is not None else 0,
-        "texts_version": pins["texts"], "scores_version": pins["scores"],
-        "build_id": build_id,
-    }
-    rows = [{**common, **w} for s in SPLITS for w in writers[s].written]
+    rows = manifest_rows(
+        [w for s in SPLITS for w in writers[s].written], config=config,
+        pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+        texts_version=pins["texts"], scores_version=pins["scores"], build_id=build_id,
+        created_at=datetime.now(UTC),
+    )
+    book_counts = {s: len(pc.unique(parts[s].column("book_id"))) for s in SPLITS}
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
     lineage = Lineage(
         operation="shards", inputs=pins,
-        config={**cfg, "variants_matched": variants, "build_id": build_id,
-                "excluded_no_target": len(excluded), "val_books": len(val_books)},
+        config={**cfg, "variants_matched": selection.variants, "build_id": build_id,
+                "excluded_no_target": len(selection.excluded_books),
+                "val_books": book_counts["validation"]},
     )
-    _add_new_columns(lakehouse)
+    # Columns the spec declared since the table was created are added by the catalog
+    # before this write (Lakehouse.create/add_columns), never by hand here.
     quoted = config.dataset.replace("'", "''")
     version = lakehouse.overwrite("shards", rows, lineage=lineage,
                                   predicate=f"dataset = '{quoted}'")
+    written = {s: writers[s].written for s in SPLITS}
     report = ShardsReport(
         dataset=config.dataset, version=version, build_id=build_id,
-        texts_version=pins["texts"], scores_version=pins["scores"], variants=variants,
-        shards={s: len(writers[s].written) for s in SPLITS},
-        samples={s: sum(w["n_samples"] for w in writers[s].written) for s in SPLITS},
-        tokens={s: sum(w["n_tokens"] for w in writers[s].written) for s in SPLITS},
-        books={s: len(set(parts[s].column("book_id").to_pylist())) for s in SPLITS},
-        texts=n_texts, excluded_no_target=len(excluded), empty_texts=n_empty,
-        seconds=time.perf_counter() - t0, excluded_books=excluded,
+        texts_version=pins["texts"], scores_version=pins["scores"],
+        variants=selection.variants,
+        shards={s: len(written[s]) for s in SPLITS},
+        samples={s: sum(w["n_samples"] for w in written[s]) for s in SPLITS},
+        tokens={s: sum(w["n_tokens"] for w in written[s]) for s in SPLITS},
+        books=book_counts, texts=n_texts, excluded_no_target=len(selection.excluded_books),
+        empty_texts=n_texts - n_first, seconds=time.perf_counter() - t0,
+        excluded_books=selection.excluded_books,
     )
     log.info("shards %s@%d: %s", config.dataset, version, report.samples)
     return report

@@ -79,6 +79,25 @@ def test_samples_carry_tokens_and_targets(built):
     assert isinstance(item["target"], float)
 
 
+def test_shard_files_from_before_the_label_rename_still_load(built, tmp_path):
+    from catalog import SchemaError
+    from train.data import LoadedShard
+
+    lh, _ = built
+    manifest, _ = read_manifest(lh, "clear")
+    t = pq.read_table(io.BytesIO(lh.store.get_bytes(key_from_uri(manifest["shard_uri"][0]
+                                                                 .as_py()))))
+    new, old = tmp_path / "new.parquet", tmp_path / "old.parquet"
+    pq.write_table(t, new)
+    pq.write_table(t.rename_columns(["target" if c == "label" else c for c in t.column_names]),
+                   old)
+    assert LoadedShard.read(old).targets == LoadedShard.read(new).targets
+    assert LoadedShard.read(new).targets == t["label"].to_pylist()
+    pq.write_table(t.drop_columns(["label"]), old)
+    with pytest.raises(SchemaError, match="'label'"):
+        LoadedShard.read(old)
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_split_the_epoch(built, world):
     lh, _ = built

@@ -99,3 +99,18 @@ def test_cli_eval_and_score_by_run(evaluated, tmp_path):
     assert row["prediction"] == pytest.approx(book["prediction"], abs=1e-5)
     res = CliRunner().invoke(cli, ["--root", lh.root, "eval", "nope"])
     assert res.exit_code == 2 and "no run 'nope'" in res.output
+
+
+def test_eval_of_shards_built_before_book_ids_asks_for_a_rebuild(sample_lakehouse):
+    from catalog import ConfigError
+
+    lh = sample_lakehouse
+    build_shards(lh, config=small_config(val_frac=0.3))
+    old = lh.read("shards").drop_columns(["book_ids"])  # as an older build wrote it
+    version = lh.overwrite("shards", old, lineage=Lineage(operation="test-old-manifest"))
+    lh.append("runs", [{"run_id": "old", "dataset": "clear", "shards_version": version,
+                        "checkpoint_uri": "nowhere", "status": "finished",
+                        "started_at": datetime.now(UTC), "finished_at": datetime.now(UTC)}],
+              lineage=Lineage(operation="test-train"))
+    with pytest.raises(ConfigError, match=r"'clear' at shards@\d+ .*corpus shards build"):
+        run_eval(lh, "old")

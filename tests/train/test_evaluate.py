@@ -11,6 +11,8 @@ import pytest
 from catalog import ConfigError
 from train.evaluate import (
     apply_formula_baselines,
+    eval_texts,
+    evaluate,
     fit_formula_baselines,
     fit_linear,
     formula_scores,
@@ -99,3 +101,39 @@ def test_summary_shift_and_report(tmp_path):
     for png in ("predicted_vs_true.png", "residuals_by_variant.png", "loss.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| model |" in (out / "report.md").read_text()
+
+
+def test_the_core_summarises_predictions_with_baselines():
+    rows = [
+        {"book_id": "a", "variant": "edited", "prediction": 0.5, "truth": 1.0},
+        {"book_id": "b", "variant": "edited", "prediction": -1.0, "truth": -2.0},
+        {"book_id": "a", "variant": "noisy/upper-v1/1", "prediction": 0.2, "truth": 1.0},
+        {"book_id": "b", "variant": "noisy/upper-v1/2", "prediction": -0.3, "truth": -2.0},
+    ]
+    plain = evaluate(rows)  # no training texts: the model alone
+    assert plain == {**summarise(rows), "formula_fit_texts": 0}
+    assert set(plain["variants"]) == {"edited", "noisy/upper-v1"}  # seeds together
+    train = [{"book_id": f"t{i}", "text": t, "truth": y}
+             for i, (t, y) in enumerate([(EASY, 1.0), (HARD, -2.0), (EASY + " " + HARD, -0.5)])]
+    out = evaluate(rows, texts=[EASY, HARD, EASY.upper(), HARD], train=train,
+                   max_formula_train=2)
+    assert out["formula_fit_texts"] == 2  # a seeded sample of the three
+    assert out == evaluate(rows, texts=[EASY, HARD, EASY.upper(), HARD], train=train[::-1],
+                           max_formula_train=2)  # in book order, whatever the input order
+    edited = out["variants"]["edited"]
+    assert edited["model"] == regression_metrics([0.5, -1.0], [1.0, -2.0])
+    assert "flesch_kincaid_grade" in edited and edited["best_formula"] in edited
+    with pytest.raises(ConfigError, match="texts"):
+        evaluate(rows, texts=[EASY], train=train)
+
+
+def test_eval_texts_picks_held_out_variants_and_edited_training_texts():
+    texts = [{"book_id": b, "variant": v, "text": f"{b} {v}"}
+             for b in ("a", "b", "c", "d") for v in ("edited", "ocr", "noisy/x-v1/1")]
+    held, train = eval_texts(texts, validation_books={"a", "b"}, train_books={"c", "d"},
+                             truth={"a": 1.0, "c": 2.0, "d": 3.0}, variants=("edited", "noisy/*"))
+    assert [(t["variant"], t["book_id"]) for t in held] == [("edited", "a"),
+                                                           ("noisy/x-v1/1", "a")]
+    assert [(t["variant"], t["book_id"]) for t in train] == [("edited", "c"), ("edited", "d")]
+    held, _ = eval_texts(texts, validation_books={"a"}, train_books=set(), truth={"a": 1.0})
+    assert [t["variant"] for t in held] == ["edited", "noisy/x-v1/1", "ocr"]

@@ -17,17 +17,25 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog import ConfigError, CorpusError, Lakehouse, Lineage, key_from_uri, sha256_file
+from catalog.rules import current_values
 from corpus.demo import sample_passages
 from ingest.passages import ImportConfig, run_import
 from tests.train.conftest import TOKENIZER, small_config
 from train.backbones import load_tokenizer, resolve_backbone
 from train.shards import (
+    SHARD_SCHEMA,
+    books_by_split,
     build_shards,
-    current_scores,
     cut_windows,
+    manifest_rows,
+    manifest_summary,
+    pick_validation_books,
     read_manifest,
-    split_books,
+    select_texts,
+    shard_entry,
     split_by_work,
+    split_texts,
+    tokenise,
     window_starts,
     work_key,
 )
@@ -77,15 +85,16 @@ def test_windows_cover_the_text(n):
 
 def test_split_is_by_book_stable_and_seeded():
     books = [f"b{i}" for i in range(400)]
-    val = split_books(books, val_frac=0.2, seed=3)
+    val = pick_validation_books(books, val_frac=0.2, seed=3)
     assert 40 < len(val) < 120  # about 20 %
-    assert split_books(reversed(books), val_frac=0.2, seed=3) == val
+    assert pick_validation_books(reversed(books), val_frac=0.2, seed=3) == val
     # Adding books never moves an existing book between splits.
-    more = split_books([*books, *(f"new{i}" for i in range(100))], val_frac=0.2, seed=3)
+    more = pick_validation_books([*books, *(f"new{i}" for i in range(100))], val_frac=0.2,
+                                 seed=3)
     assert more & set(books) == val
-    assert split_books(books, val_frac=0.2, seed=4) != val
-    assert split_books(books, val_frac=0.0, seed=3) == set()
-    assert len(split_books(["a", "b"], val_frac=0.01, seed=0)) == 1  # at least one
+    assert pick_validation_books(books, val_frac=0.2, seed=4) != val
+    assert pick_validation_books(books, val_frac=0.0, seed=3) == set()
+    assert len(pick_validation_books(["a", "b"], val_frac=0.01, seed=0)) == 1  # at least one
 
 
 def test_split_by_work_keeps_a_source_volume_together(sample_lakehouse, tmp_path):
@@ -135,8 +144,97 @@ def test_current_score_is_the_latest_per_book():
         "source_file": ["x", "y", "x", "y", "x"],
         "source_row": [1, 1, 2, 2, 3],
     })
-    assert current_scores(t, "bt_easiness") == {"a": 2.0}  # b's latest score is empty
-    assert current_scores(t, "lexile") == {"c": 900.0}
+    assert current_values(t, "bt_easiness") == {"a": 2.0}  # b's latest score is empty
+    assert current_values(t, "lexile") == {"c": 900.0}
+
+
+def _scores(rows: list[tuple[str, float | None, int]]) -> pa.Table:
+    """Score rows (book, value, year) of bt_easiness in the scores table's schema."""
+    from catalog import spec
+
+    return pa.Table.from_pylist(
+        [{"book_id": b, "metric": "bt_easiness", "value": v,
+          "scored_at": datetime(y, 1, 1, tzinfo=UTC), "source_file": "s.csv", "source_row": i}
+         for i, (b, v, y) in enumerate(rows)], schema=spec("scores").schema)
+
+
+def test_the_core_runs_without_a_lakehouse():
+    from catalog import spec
+
+    texts = [pa.table({"book_id": ["b", "a", "a"], "variant": ["edited", "edited", "ocr"],
+                       "text": ["Bee text here.", "A first book, long enough for two windows "
+                                "of sixteen tokens each, or even three of them.", "a ocr"]}),
+             pa.table({"book_id": ["c", "d"], "variant": ["edited", "noisy/upper-v1/3"],
+                       "text": ["Sea text.", "DEE TEXT, NOISY."]})]
+    # b's latest score is empty and c has none: both left out
+    scores = _scores([("a", 1.0, 2020), ("b", 2.0, 2020), ("b", None, 2024), ("d", -1.0, 2020)])
+    sel = select_texts(texts, scores, metric="bt_easiness", variants=("edited", "noisy/*"))
+    assert sel.variants == ["edited", "noisy/upper-v1/3"]  # ocr not asked for
+    assert sel.excluded_books == ["b", "c"]
+    assert sel.texts.select(["book_id", "variant", "label"]).to_pylist() == [
+        {"book_id": "a", "variant": "edited", "label": 1.0},
+        {"book_id": "d", "variant": "noisy/upper-v1/3", "label": -1.0}]
+    assert select_texts(texts, scores, metric="bt_easiness", variants=("edited",),
+                        books=("a*",)).texts["book_id"].to_pylist() == ["a"]
+    with pytest.raises(CorpusError, match="no texts variant matches corrected in texts@3"):
+        select_texts(texts, scores, metric="bt_easiness", variants=("corrected",),
+                     texts_ref="texts@3")
+
+    parts = split_texts(sel.texts, val_frac=0.5, seed=0)
+    books = {s: set(t["book_id"].to_pylist()) for s, t in parts.items()}
+    assert books["train"] and books["validation"] and not books["train"] & books["validation"]
+
+    tok = load_tokenizer(TOKENIZER)
+    out = list(tokenise(parts, tokenizer=TOKENIZER, seq_len=16, window="chunks", stride=None))
+    samples = {s: pa.concat_tables([r for split, r in out if split == s]) for s in parts}
+    for split, rows in samples.items():
+        assert rows.schema == SHARD_SCHEMA
+        for r in rows.to_pylist():
+            assert r["book_id"] in books[split]
+            assert r["label"] == {"a": 1.0, "d": -1.0}[r["book_id"]]
+            assert len(r["input_ids"]) <= 16 and r["input_ids"][0] == tok.cls_token_id
+    a_windows = [r for r in samples[next(s for s in parts if "a" in books[s])].to_pylist()
+                 if r["book_id"] == "a"]
+    assert [r["window"] for r in a_windows] == list(range(len(a_windows))) and len(a_windows) > 1
+
+    written = [shard_entry(samples[s], split=s, index=0, uri=f"mem://{s}", sha256=s * 8,
+                           size_bytes=1) for s in parts]
+    rows = manifest_rows(written, config=small_config(), pad_id=0, texts_version=3,
+                         scores_version=4, build_id="b1", created_at=datetime.now(UTC))
+    manifest = pa.Table.from_pylist(rows, schema=spec("shards").schema)
+    assert books_by_split(manifest, dataset="clear") == books
+    assert manifest["n_samples"].to_pylist() == [samples[s].num_rows for s in parts]
+    assert manifest["target"].to_pylist() == ["bt_easiness"] * 2  # the metric's name
+
+
+def test_an_old_manifest_without_book_ids_asks_for_a_rebuild():
+    from catalog import spec
+
+    old = pa.Table.from_pylist([{"dataset": "clear", "shard_uri": "u", "split": "train"}],
+                               schema=spec("shards").schema)
+    with pytest.raises(ConfigError, match=r"'clear' at shards@2 .*corpus shards build --name "
+                                          r"clear"):
+        books_by_split(old, dataset="clear", where="shards@2")
+    with pytest.raises(ConfigError, match="has no shards"):
+        books_by_split(old, dataset="other")
+
+
+def test_manifest_summary_totals_each_split():
+    common = {"tokenizer": "t", "seq_len": 64, "window": "chunks", "target": "bt_easiness"}
+    manifest = pa.Table.from_pylist([
+        {"dataset": "b", "split": "train", "shard_uri": "1", "n_samples": 2, "n_tokens": 20,
+         **common},
+        {"dataset": "a", "split": "validation", "shard_uri": "2", "n_samples": 1,
+         "n_tokens": 5, **common},
+        {"dataset": "a", "split": "train", "shard_uri": "3", "n_samples": 3, "n_tokens": 30,
+         **common},
+        {"dataset": "a", "split": "train", "shard_uri": "4", "n_samples": 4, "n_tokens": 40,
+         **common},
+    ])
+    got = manifest_summary(manifest).to_pylist()
+    assert [(r["dataset"], r["split"], r["shards"], r["samples"], r["tokens"]) for r in got] == [
+        ("a", "train", 2, 7, 70), ("a", "validation", 1, 1, 5), ("b", "train", 1, 2, 20)]
+    assert all(r["target"] == "bt_easiness" and r["seq_len"] == 64 for r in got)
 
 
 def test_config_is_validated():
@@ -190,7 +288,7 @@ def test_build_writes_verified_shards_and_manifest(built):
     for r in rows.to_pylist():
         assert r["input_ids"][0] == tok.cls_token_id and r["input_ids"][-1] == tok.sep_token_id
         assert len(r["input_ids"]) <= 64
-        assert r["target"] == pytest.approx(truth[r["book_id"]])
+        assert r["label"] == pytest.approx(truth[r["book_id"]])
         by_book.setdefault(r["book_id"], []).append((r["window"], r["input_ids"][1:-1]))
     assert set(by_book) == set(truth)
     for book, wins in list(by_book.items())[:10]:
@@ -201,6 +299,17 @@ def test_build_writes_verified_shards_and_manifest(built):
     assert commit.operation == "shards"
     assert commit.inputs == {"texts": report.texts_version, "scores": report.scores_version}
     assert commit.config["dataset"] == "clear"
+
+
+def test_the_manifest_records_each_shards_books(built):
+    lh, report = built
+    manifest, _ = read_manifest(lh, "clear")
+    for row in manifest.to_pylist():
+        rows = _shard_rows(lh, pa.Table.from_pylist([row]))
+        assert row["book_ids"] == sorted(set(rows["book_id"].to_pylist()))
+        assert row["n_books"] == len(row["book_ids"])
+    books = books_by_split(manifest, dataset="clear")
+    assert {s: len(b) for s, b in books.items()} == report.books
 
 
 def test_no_variant_of_a_validation_book_is_in_training(sample_lakehouse):
