@@ -23,9 +23,11 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from catalog.rules import OCR
+
 READY_SE = 0.10  # largest standard error of the mean window prediction for a ready scan
 MIN_WINDOWS = 2  # one window has no spread to judge
-READY_VARIANT = "ocr"  # the raw OCR text is what "as is" means
+READY_VARIANT = OCR  # the raw OCR text is what "as is" means
 
 # The newest finished run (the one whose predictions the desk shows).
 NEWEST_RUN_SQL = ("SELECT run_id FROM runs WHERE status = 'finished' AND finished_at IS NOT "

@@ -32,6 +32,7 @@ from train.recipe import TrainConfig
 from train.shards import ShardsConfig, build_shards
 
 DEMO_BACKBONE = "all-minilm-l6-v2"  # 22M parameters, shipped in a PyPI package: fast on CPU
+DEMO_SEQ_LEN = 128  # short windows of the short sample texts: a fast CPU training
 
 SAMPLE_CONFIG = ImportConfig(
     id_col="ID", text_col="Excerpt", title_col="Title", author_col="Author",
@@ -91,7 +92,7 @@ def run_demo(lakehouse: Lakehouse, console: Console, *, run_root: str | Path = "
         write_result(session.batches(
             "SELECT s.book_id, s.status, s.n_pages, round(s.mean_confidence, 1) AS confidence,"
             " left(replace(t.text, chr(10), ' '), 60) AS ocr_text FROM scans s"
-            " LEFT JOIN texts t ON t.book_id = s.book_id AND t.variant = 'ocr'"
+            f" LEFT JOIN texts t ON t.book_id = s.book_id AND t.variant = '{OCR}'"
             " ORDER BY s.book_id"), fmt="table", stream=console.file)
 
     console.rule("4. align edited and OCR text, mine the OCR artifact patterns")
@@ -115,7 +116,7 @@ def run_demo(lakehouse: Lakehouse, console: Console, *, run_root: str | Path = "
 
     console.rule("7. versioned token shards (split by book; edited, OCR and noisy variants)")
     shards = build_shards(lakehouse, config=ShardsConfig(
-        dataset="sample", tokenizer=DEMO_BACKBONE, seq_len=128, window="chunks",
+        dataset="sample", tokenizer=DEMO_BACKBONE, seq_len=DEMO_SEQ_LEN, window="chunks",
         variants=(EDITED, OCR, f"{NOISY}/*"), val_frac=0.2, seed=0, workers=workers))
     console.print(f"dataset sample = shards@{shards.version}: train {shards.samples['train']} "
                   f"samples of {shards.books['train']} books, validation "
@@ -126,7 +127,7 @@ def run_demo(lakehouse: Lakehouse, console: Console, *, run_root: str | Path = "
     run = run_training(lakehouse, TrainConfig(
         root=lakehouse.root, dataset="sample", shards_version=shards.version,
         model=ModelConfig(backbone=DEMO_BACKBONE, head="attention", lora_r=8).to_dict(),
-        epochs=2, batch=8, lr=1e-3, ckpt_every=10, seed=0, seq_len=128),
+        epochs=2, batch=8, lr=1e-3, ckpt_every=10, seed=0, seq_len=DEMO_SEQ_LEN),
         LaunchConfig(nproc=2, max_restarts=1), run_dir=Path(run_root) / "runs" / run_name())
     m = run.metrics
     console.print(f"run {run.run_id}: {run.status}; loss {m.get('first_loss', 0):.3f} -> "

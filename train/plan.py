@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.errors import ConfigError
+from catalog.rules import DEFAULT_SEQ_LEN
 
 GiB = 1024**3
 QUANTS = ("none", "4bit")
@@ -178,7 +179,7 @@ class PlanConfig:
     """
 
     backbone: str
-    seq_len: int = 512
+    seq_len: int = DEFAULT_SEQ_LEN
     batch: int = 8
     lora_r: int = 8
     quant: str = "none"

@@ -8,6 +8,7 @@ import json
 import click
 
 from catalog import CorpusError
+from catalog.rules import OCR
 from corpus.commands.common import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -131,7 +132,7 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
 
 
 @command()
-@click.option("--variant", default="ocr", show_default=True,
+@click.option("--variant", default=OCR, show_default=True,
               help="The raw variant to mine against each book's edited text.")
 @click.option("--workers", type=WORKERS, default=1, show_default=True,
               help="Processes aligning books in parallel.")

@@ -10,6 +10,7 @@ from corpus.commands.common import (
     console,
     group,
     lakehouse,
+    write_table,
 )
 
 
@@ -38,7 +39,7 @@ def scans(ctx: click.Context, status: str | None, ready: bool, fmt: str) -> None
                             ("target", pa.string()), ("prediction", pa.float64()),
                             ("n_windows", pa.int32()), ("std_error", pa.float64())])
         t = pa.Table.from_pylist(rows, schema=schema)
-        write_result(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()), fmt=fmt)
+        write_table(t, fmt=fmt)
         return
     from ingest.review_queue import queue_sql
 
@@ -82,13 +83,11 @@ def flags(ctx: click.Context, open_only: bool, fmt: str) -> None:
     """List editors' flags (newest first); `corpus flags resolve ID` closes one."""
     if ctx.invoked_subcommand is not None:
         return
-    import pyarrow as pa
 
     from ingest.flags import list_flags
-    from sql.output import write_result
 
     t = list_flags(lakehouse(ctx), open_only=open_only)
-    write_result(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()), fmt=fmt)
+    write_table(t, fmt=fmt)
 
 
 @flags.command("resolve")

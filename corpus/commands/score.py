@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from catalog.rules import DEFAULT_SEQ_LEN
 from corpus.commands.common import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -22,7 +23,7 @@ from corpus.commands.common import (
 @click.option("--run", "run_id", default=None,
               help="A training run from the runs table (default: the newest finished run).")
 @click.option("--seq-len", type=click.IntRange(min=8), default=None,
-              help="Window length in tokens (default: the run's; 512 with --model).")
+              help=f"Window length in tokens (default: the run's; {DEFAULT_SEQ_LEN} with --model).")
 @click.option("--stride", type=AT_LEAST_0, default=0, show_default=True,
               help="Tokens shared by consecutive windows of a long text.")
 @click.option("--batch", type=AT_LEAST_1, default=16, show_default=True,
@@ -48,7 +49,6 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
     gives the number of windows the text was cut into and the spread of their predictions.
     """
     from catalog import ConfigError, TableNotFoundError
-    from catalog.rules import DEFAULT_SEQ_LEN
     from corpus.score import (
         find_scoring_run,
         iter_items,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from catalog.rules import DEFAULT_SEQ_LEN, EDITED
 from corpus.commands.common import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -14,6 +15,7 @@ from corpus.commands.common import (
     err_console,
     group,
     lakehouse,
+    write_table,
 )
 
 
@@ -26,13 +28,13 @@ def shards() -> None:
 @click.option("--name", "dataset", required=True, help="Dataset name (a rebuild = new version).")
 @click.option("--tokenizer", required=True, metavar="NAME_OR_PATH",
               help="Tokenizer alias (e.g. all-minilm-l6-v2) or local folder.")
-@click.option("--seq-len", type=click.IntRange(min=8), default=512, show_default=True,
+@click.option("--seq-len", type=click.IntRange(min=8), default=DEFAULT_SEQ_LEN, show_default=True,
               help="Max tokens per sample, special tokens included.")
 @click.option("--window", type=click.Choice(["first", "chunks", "overlap"]), default="first",
               show_default=True, help="First window, consecutive chunks, or overlapping.")
 @click.option("--stride", type=AT_LEAST_1, default=None, help="Window step for --window overlap.")
 @click.option("--target", default="bt_easiness", show_default=True, help="Score metric.")
-@click.option("--variants", default="edited", show_default=True,
+@click.option("--variants", default=EDITED, show_default=True,
               help="Comma-separated text variants; globs allowed (edited,ocr,noisy/*).")
 @click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=0.1,
               show_default=True, help="Fraction of books held out for validation.")
@@ -83,17 +85,10 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
 @click.pass_context
 def shards_list(ctx: click.Context, version: int | None, fmt: str) -> None:
     """Datasets in the shards table (at a version), with samples and tokens per split."""
-    import pyarrow as pa
-
-    from sql.output import write_result
+    from train.shards import manifest_summary
 
     t = lakehouse(ctx).read("shards", version=version)
-    agg = t.group_by(["dataset", "split", "tokenizer", "seq_len", "window", "target"]).aggregate(
-        [("shard_uri", "count"), ("n_samples", "sum"), ("n_tokens", "sum")])
-    agg = agg.rename_columns([{"shard_uri_count": "shards", "n_samples_sum": "samples",
-                               "n_tokens_sum": "tokens"}.get(c, c) for c in agg.column_names])
-    agg = agg.sort_by([("dataset", "ascending"), ("split", "ascending")])
-    write_result(pa.RecordBatchReader.from_batches(agg.schema, agg.to_batches()), fmt=fmt)
+    write_table(manifest_summary(t), fmt=fmt)
 
 
 @shards.command("show")
@@ -102,9 +97,7 @@ def shards_list(ctx: click.Context, version: int | None, fmt: str) -> None:
 @click.pass_context
 def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
     """The manifest of DATASET at a shards table version: one row per shard file."""
-    import pyarrow as pa
 
-    from sql.output import write_result
     from train.shards import read_manifest
 
     name, at, version = ref.partition("@")[0], "@" in ref, ref.partition("@")[2]
@@ -119,7 +112,7 @@ def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
     rows = rows.select(cols)
     if fmt == "table":
         err_console.print(f"{name} at shards@{resolved}")
-    write_result(pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches()), fmt=fmt)
+    write_table(rows, fmt=fmt)
 
 
 COMMANDS = [shards]

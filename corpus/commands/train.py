@@ -7,6 +7,7 @@ import json
 import click
 
 from catalog import Lakehouse, parse_table_ref
+from catalog.rules import DEFAULT_SEQ_LEN
 from corpus.commands.common import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -121,7 +122,7 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
               help="Plan for these shards: their window length, books and tokens per book.")
 @_model_options
 @click.option("--seq-len", type=AT_LEAST_1, default=None,
-              help="Window length (default: the shards'; else 512).")
+              help=f"Window length (default: the shards'; else {DEFAULT_SEQ_LEN}).")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
               help="The device to plan for.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
@@ -152,7 +153,6 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
     Example: corpus plan --backbone smollm2-135m --quant 4bit --seq-len 2048
     --device-mem 16 --shards clear --from-run RUN
     """
-    from catalog.rules import DEFAULT_SEQ_LEN
     from train.plan import (
         PlanConfig,
         load_arch,
