@@ -195,8 +195,8 @@ def _load_json(path: Path):
 
 @pytest.fixture(scope="session")
 def small_share(tmp_path_factory) -> Path:
-    """The bundled sample share (corpus/data/sample_share.tar.gz) unpacked; copy to change."""
-    from corpus.demo import sample_share_tarball
+    """The bundled sample share (ingest/data/sample_share.tar.gz) unpacked; copy to change."""
+    from ingest.sample import sample_share_tarball
 
     dest = tmp_path_factory.mktemp("small")
     with tarfile.open(sample_share_tarball()) as tar:

@@ -12,8 +12,8 @@ import os
 import pytest
 
 from catalog import Lakehouse
-from corpus.demo import SAMPLE_CONFIG, sample_passages
 from ingest.passages import run_import
+from ingest.sample import SAMPLE_CONFIG, sample_passages
 from train.shards import ShardsConfig, build_shards
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -56,7 +56,7 @@ def test_every_held_out_book_on_every_variant(evaluated):
     # truth is the CSV's BT_easiness; prediction is the model's own on that text
     import csv
 
-    from corpus.demo import sample_passages
+    from ingest.sample import sample_passages
 
     with open(sample_passages(), newline="") as f:
         bt = {f"clear-{r['ID']}": float(r["BT_easiness"]) for r in csv.DictReader(f)}

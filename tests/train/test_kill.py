@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from catalog import Lakehouse
-from corpus.demo import SAMPLE_CONFIG, sample_passages
 from ingest.passages import run_import
+from ingest.sample import SAMPLE_CONFIG, sample_passages
 from tests.proctree import assert_no_orphans, kill_when
 
 

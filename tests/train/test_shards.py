@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog import ConfigError, CorpusError, Lakehouse, Lineage, key_from_uri, sha256_file
-from corpus.demo import sample_passages
 from ingest.passages import ImportConfig, run_import
+from ingest.sample import sample_passages
 from tests.train.conftest import TOKENIZER, small_config
 from train.backbones import load_tokenizer, resolve_backbone
 from train.shards import (
