@@ -42,7 +42,6 @@ from pathlib import Path
 
 from catalog import Lakehouse
 from catalog.storage import key_from_uri
-from corpus.demo import sample_share_tarball
 from ingest.driver import run_ingest
 from ingest.ocr import (
     OcrConfig,
@@ -52,6 +51,7 @@ from ingest.ocr import (
     run_ocr,
     scan_page_files,
 )
+from ingest.sample import sample_share_tarball
 
 OUT = Path(__file__).resolve().parent / "out" / "ocr_pages.json"
 ROOT = Path(__file__).resolve().parent.parent

@@ -48,8 +48,8 @@ BACKBONE = "all-minilm-l6-v2"
 
 def build_data(work: Path, seq_len: int):
     from catalog import Lakehouse
-    from corpus.demo import SAMPLE_CONFIG, sample_passages
     from ingest.passages import run_import
+    from ingest.sample import SAMPLE_CONFIG, sample_passages
     from train.shards import ShardsConfig, build_shards
 
     lh = Lakehouse(str(work / "lakehouse"))

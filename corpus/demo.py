@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import tarfile
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +19,8 @@ from catalog.rules import DEFAULT_SEQ_LEN, EDITED, NOISY, OCR
 from corpus.score import iter_items, load_scorer, resolve_run, score_stream
 from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, run_ocr
-from ingest.passages import ImportConfig, run_import
+from ingest.passages import run_import
+from ingest.sample import SAMPLE_CONFIG, sample_passages, sample_share_tarball
 from noise.generate import NoiseConfig, run_noise
 from noise.mine import MineConfig, run_mine
 from sql import SqlSession
@@ -33,21 +33,6 @@ from train.shards import ShardsConfig, build_shards
 
 DEMO_BACKBONE = "all-minilm-l6-v2"  # 22M parameters, shipped in a PyPI package: fast on CPU
 DEMO_SEQ_LEN = 128  # short windows of the short sample texts: a fast CPU training
-
-SAMPLE_CONFIG = ImportConfig(
-    id_col="ID", text_col="Excerpt", title_col="Title", author_col="Author",
-    scores={"bt_easiness": "BT_easiness", "lexile": "Lexile Band"}, id_prefix="clear-",
-)
-
-
-def sample_passages() -> Path:
-    """Path of the bundled CLEAR sample (CC BY-NC-SA 4.0; see corpus/data/README.md)."""
-    return Path(str(resources.files("corpus") / "data" / "sample_passages.csv"))
-
-
-def sample_share_tarball() -> Path:
-    """The bundled sample share (a tarball: it keeps the files' modification times)."""
-    return Path(str(resources.files("corpus") / "data" / "sample_share.tar.gz"))
 
 
 def run_name() -> str:

@@ -1,4 +1,4 @@
-"""Build corpus/data/sample_share.tar.gz: a small share with the big share's habits.
+"""Build ingest/data/sample_share.tar.gz: a small share with the big share's habits.
 
 Picks, by rule, from ../shared/data/legacy_share.tar.gz: a few books of every layout and
 format (some with a raw scan, one scan-only), one draft and its finished book, one
@@ -29,7 +29,7 @@ import openpyxl
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = Path(os.environ.get("CORPUS_SHARED_DATA") or ROOT.parent / "shared" / "data")
-OUT = ROOT / "corpus" / "data" / "sample_share.tar.gz"
+OUT = ROOT / "ingest" / "data" / "sample_share.tar.gz"
 TRUTH_OUT = ROOT / "tests" / "fixtures" / "sample_share.truth.json"
 PER_FORMAT = {"folder": 2, "parts": 2, "txt": 2, "docx": 1, "html": 1, "epub": 1, "pdf": 1}
 ISBN = re.compile(r"97[89]\d{10}")
@@ -95,7 +95,7 @@ def write_truth() -> None:
             book.pop("scan_degradation", None)
         books[isbn] = book
     key = {
-        "about": "The answer key of corpus/data/sample_share.tar.gz, cut from the development "
+        "about": "The answer key of ingest/data/sample_share.tar.gz, cut from the development "
                  "share's legacy_share.truth.json by scripts/make_sample_share.py (CLEAR "
                  "corpus, CC BY-NC-SA 4.0: see README.md here)",
         "books": books,

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 from catalog import Lakehouse
-from corpus.demo import sample_share_tarball
 from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, run_ocr
 from ingest.review import make_server, serve_in_thread
+from ingest.sample import sample_share_tarball
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

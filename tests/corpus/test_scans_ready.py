@@ -7,11 +7,11 @@ import json
 from click.testing import CliRunner
 
 from corpus.cli import cli
-from tests.ingest.test_review import READY_SCANS, _synthetic, _with_windows
+from tests.helpers import READY_SCANS, synthetic_queue, with_windows
 
 
 def test_scans_ready_lists_exactly_the_ready_scans(tmp_path):
-    lh = _with_windows(_synthetic(tmp_path / "lh", 20, runs=True))
+    lh = with_windows(synthetic_queue(tmp_path / "lh", 20, runs=True))
     res = CliRunner().invoke(cli, ["--root", lh.root, "scans", "--ready", "--format", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
@@ -24,6 +24,6 @@ def test_scans_ready_lists_exactly_the_ready_scans(tmp_path):
                                    "--format", "json"])
     assert res.exit_code == 0 and json.loads(res.stdout) == []
     # without any run or prediction the list is empty, not an error
-    bare = _synthetic(tmp_path / "bare", 3)
+    bare = synthetic_queue(tmp_path / "bare", 3)
     res = CliRunner().invoke(cli, ["--root", bare.root, "scans", "--ready"])
     assert res.exit_code == 0, res.output

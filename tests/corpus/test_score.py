@@ -10,7 +10,9 @@ from click.testing import CliRunner
 
 from catalog import Lakehouse
 from corpus.cli import cli
+from corpus.score import iter_items
 from ingest.driver import run_ingest
+from ingest.evolve import add_hostile_entries
 from ingest.ocr import OcrConfig, run_ocr
 
 
@@ -176,3 +178,14 @@ def test_score_save_writes_predictions_with_windows_and_lineage(scored_setup, tm
     res = CliRunner().invoke(cli, ["--root", lh.root, "score", refs[0], "--model", str(folder),
                                    "--save"])
     assert res.exit_code == 2 and "--save" in res.output
+
+
+@pytest.mark.timeout(60)
+def test_score_reports_pipes_and_unreadable_files_as_error_rows(tmp_path):
+    hostile = add_hostile_entries(tmp_path)
+    fifo = next(p for p, why in hostile.items() if why == "named pipe")
+    items = list(iter_items([str(tmp_path / fifo), str(tmp_path / "Editorial")],
+                            lakehouse=None))
+    pipes = [i for i in items if i.name == str(tmp_path / fifo)]
+    assert len(pipes) == 2  # named, and found in the folder: an error row each time
+    assert all("not a regular file" in i.error and i.text is None for i in pipes), pipes

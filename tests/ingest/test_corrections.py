@@ -4,30 +4,27 @@ promotion to edited, concurrent saves, the JSON endpoints, and the scan view in 
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
 
 from catalog import ConfigError, Lakehouse, Lineage
 from ingest.corrections import (
     CorrectionError,
     assemble_corrected,
     latest_corrections,
-    promote,
     save_correction,
 )
 from ingest.ocr import assemble_ocr_text
 from ingest.review import make_server, serve_in_thread
 from tests.browser import launch
+from tests.helpers import OCR_PAGES, corrections_lakehouse, ocr_page, text_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BOOK = "9780000000002"
-OCR = {1: "THE TITLE\n\nby A. Writer", 2: "Tbe cat sat\non tbe mat.", 3: "Page tbree ends."}
 
 
 def _fix(page: int, text: str, minutes: int, sha: str = "sha-a", cid: str | None = None,
@@ -37,25 +34,21 @@ def _fix(page: int, text: str, minutes: int, sha: str = "sha-a", cid: str | None
             "created_at": T0 + timedelta(minutes=minutes)}
 
 
-def _ocr(page: int, text: str, sha: str = "sha-a", scan: str = "s1") -> dict:
-    return {"scan_id": scan, "page_no": page, "text": text, "scan_sha256": sha}
-
-
 # ---- pure ------------------------------------------------------------------------------------
 
 def test_newest_correction_of_the_current_content_wins_and_pages_join_like_ocr():
     scan = {"scan_id": "s1", "sha256": "sha-a", "n_pages": 3}
-    pages = [_ocr(n, t) for n, t in OCR.items()] + [
-        _ocr(2, "old content page", sha="sha-old"), _ocr(2, "another scan", scan="s2")]
+    pages = [ocr_page(n, t) for n, t in OCR_PAGES.items()] + [
+        ocr_page(2, "old content page", sha="sha-old"), ocr_page(2, "another scan", scan="s2")]
     fixes = [_fix(2, "The cat sat\non the mat.", 5), _fix(2, "first try", 1),
              _fix(3, "a correction of the old content", 9, sha="sha-old"),
              _fix(1, "another scan's page", 9, scan="s2")]
     got = assemble_corrected(scan, pages, fixes)
-    expect = assemble_ocr_text([{"page_no": 1, "text": OCR[1]},
+    expect = assemble_ocr_text([{"page_no": 1, "text": OCR_PAGES[1]},
                                 {"page_no": 2, "text": "The cat sat\non the mat."},
-                                {"page_no": 3, "text": OCR[3]}])
+                                {"page_no": 3, "text": OCR_PAGES[3]}])
     assert (got.text, list(got.page_offsets)) == expect
-    assert got.text == f"{OCR[1]}\n\nThe cat sat\non the mat.\n\n{OCR[3]}"
+    assert got.text == f"{OCR_PAGES[1]}\n\nThe cat sat\non the mat.\n\n{OCR_PAGES[3]}"
     assert got.corrected == (2,) and got.uncorrected == (1, 3) and got.missing == ()
     assert got.correction_ids == ("c2-5",) and got.complete and not got.fully_corrected
     # same time: the larger id wins, for every reader alike
@@ -65,7 +58,8 @@ def test_newest_correction_of_the_current_content_wins_and_pages_join_like_ocr()
 
 def test_a_page_with_neither_ocr_nor_correction_leaves_the_text_unwritten():
     scan = {"scan_id": "s1", "sha256": "sha-a", "n_pages": 3}
-    got = assemble_corrected(scan, [_ocr(1, OCR[1])], [_fix(3, "typed from the image", 1)])
+    got = assemble_corrected(scan, [ocr_page(1, OCR_PAGES[1])],
+                             [_fix(3, "typed from the image", 1)])
     assert got.missing == (2,) and got.text == "" and not got.complete
     full = assemble_corrected(scan, [], [_fix(n, f"page {n}", n) for n in (3, 1, 2)])
     assert full.fully_corrected and full.text == "page 1\n\npage 2\n\npage 3"
@@ -74,46 +68,18 @@ def test_a_page_with_neither_ocr_nor_correction_leaves_the_text_unwritten():
 
 # ---- the writer ------------------------------------------------------------------------------
 
-def _lakehouse(root, scans: int = 1) -> Lakehouse:
-    """Registered scans (3 pages each) with their OCR pages and ``ocr`` texts, written as
-    OCR writes them (no Tesseract: the correction logic does not care who read the pages)."""
-    lh = Lakehouse(str(root))
-    test = Lineage(operation="test")
-    ids = [f"s{i + 1}" for i in range(scans)]
-    lh.append("scans", [{"scan_id": sid, "book_id": f"97800000000{i:02d}", "n_pages": 3,
-                         "pages_done": 3, "status": "ocr_done", "sha256": "sha-a",
-                         "source": f"Scans/{sid}.pdf", "mean_confidence": 80.0}
-                        for i, sid in enumerate(ids)], lineage=test)
-    lh.append("ocr_pages", [{**_ocr(n, t, scan=sid), "mean_confidence": 80.0}
-                            for sid in ids for n, t in OCR.items()]
-              + [_ocr(1, "a page of the old content", sha="sha-old")], lineage=test)
-    texts = []
-    for i, sid in enumerate(ids):
-        text, offsets = assemble_ocr_text([{"page_no": n, "text": t} for n, t in OCR.items()])
-        texts.append({"book_id": f"97800000000{i:02d}", "variant": "ocr", "text": text,
-                      "page_offsets": offsets, "derived_from": f"scan:{sid}"})
-    lh.append("texts", texts, lineage=test)
-    return lh
-
-
-def _text(lh: Lakehouse, book: str, variant: str) -> dict | None:
-    rows = [t for t in lh.read("texts").to_pylist()
-            if t["book_id"] == book and t["variant"] == variant]
-    return rows[0] if rows else None
-
-
 def test_saving_a_correction_writes_the_corrected_variant_with_lineage(tmp_path):
-    lh = _lakehouse(tmp_path / "lh")
+    lh = corrections_lakehouse(tmp_path / "lh")
     book = "9780000000000"
-    ocr_before = _text(lh, book, "ocr")
+    ocr_before = text_of(lh, book, "ocr")
     pages_before = lh.read("ocr_pages").to_pylist()
     saved = save_correction(lh, "s1", 2, "The cat sat\non the mat.", editor=" Ana ")
     assert saved.written and saved.editor == "Ana" and saved.page_no == 2
-    row = _text(lh, book, "corrected")
-    assert row["text"] == f"{OCR[1]}\n\nThe cat sat\non the mat.\n\n{OCR[3]}"
+    row = text_of(lh, book, "corrected")
+    assert row["text"] == f"{OCR_PAGES[1]}\n\nThe cat sat\non the mat.\n\n{OCR_PAGES[3]}"
     assert row["page_offsets"] == assemble_ocr_text(
         [{"page_no": n, "text": "The cat sat\non the mat." if n == 2 else t}
-         for n, t in OCR.items()])[1]
+         for n, t in OCR_PAGES.items()])[1]
     assert row["derived_from"] == f"scan:s1 corrections:{saved.correction_id}"
     commit = lh.history("texts")[0]
     assert commit.operation == "correct" and commit.config["editor"] == "Ana"
@@ -125,14 +91,14 @@ def test_saving_a_correction_writes_the_corrected_variant_with_lineage(tmp_path)
     tables = {n.table for n in _walk(lh.lineage("texts"))}
     assert {"corrections", "ocr_pages", "scans"} <= tables
     # nothing overwrote the OCR text
-    assert _text(lh, book, "ocr") == ocr_before
+    assert text_of(lh, book, "ocr") == ocr_before
     assert lh.read("ocr_pages").to_pylist() == pages_before
     corr = lh.read("corrections").to_pylist()
     assert len(corr) == 1 and corr[0]["scan_sha256"] == "sha-a" and corr[0]["book_id"] == book
     # a second save of the same page: history kept, the newest wins
     save_correction(lh, "s1", 2, "The cat sat on the mat.", editor="Ben")
     assert lh.read("corrections").num_rows == 2
-    assert "The cat sat on the mat." in _text(lh, book, "corrected")["text"]
+    assert "The cat sat on the mat." in text_of(lh, book, "corrected")["text"]
 
 
 def _walk(node):
@@ -142,7 +108,7 @@ def _walk(node):
 
 
 def test_bad_corrections_are_refused(tmp_path):
-    lh = _lakehouse(tmp_path / "lh")
+    lh = corrections_lakehouse(tmp_path / "lh")
     with pytest.raises(CorrectionError, match="No scan 'nope'"):
         save_correction(lh, "nope", 1, "x", editor="Ana")
     with pytest.raises(CorrectionError, match="has no page 4"):
@@ -157,48 +123,15 @@ def test_bad_corrections_are_refused(tmp_path):
 
 
 def test_a_rescan_makes_earlier_corrections_history(tmp_path):
-    lh = _lakehouse(tmp_path / "lh")
+    lh = corrections_lakehouse(tmp_path / "lh")
     save_correction(lh, "s1", 1, "Corrected title page", editor="Ana")
     lh.merge("scans", [{"scan_id": "s1", "sha256": "sha-b", "status": "new"}],
              columns=["sha256", "status"], lineage=Lineage(operation="test"))
-    lh.append("ocr_pages", [_ocr(n, f"new {n}", sha="sha-b") for n in (1, 2, 3)],
+    lh.append("ocr_pages", [ocr_page(n, f"new {n}", sha="sha-b") for n in (1, 2, 3)],
               lineage=Lineage(operation="test"))
     save_correction(lh, "s1", 3, "new three, corrected", editor="Ana")
-    assert _text(lh, "9780000000000", "corrected")["text"] == (
+    assert text_of(lh, "9780000000000", "corrected")["text"] == (
         "new 1\n\nnew 2\n\nnew three, corrected")
-
-
-def test_promotion_is_refused_until_every_page_is_corrected(tmp_path):
-    from corpus.cli import cli
-
-    lh = _lakehouse(tmp_path / "lh")
-    book = "9780000000000"
-    save_correction(lh, "s1", 2, "The cat sat on the mat.", editor="Ana")
-    with pytest.raises(CorrectionError, match=r"2 of 3 page\(s\) are not corrected yet \(1, 3\)"):
-        promote(lh, "s1", editor="Ana")
-    runner = CliRunner()
-    res = runner.invoke(cli, ["--root", str(tmp_path / "lh"), "promote", "s1", "--by", "Ana"])
-    assert res.exit_code == 2 and "not corrected yet" in res.stderr
-    assert _text(lh, book, "edited") is None and not lh.exists("promotions")
-    save_correction(lh, "s1", 1, "The Title\n\nby A. Writer", editor="Ana")
-    save_correction(lh, "s1", 3, "Page three ends.", editor="Ben")
-    res = runner.invoke(cli, ["--root", str(tmp_path / "lh"), "promote", "s1", "--by", "Cleo"])
-    assert res.exit_code == 0, res.output
-    assert f"book {book} edited from scan s1 (3 corrected pages" in res.stdout
-    edited = _text(lh, book, "edited")
-    corrected = _text(lh, book, "corrected")
-    assert edited["text"] == corrected["text"] == (
-        "The Title\n\nby A. Writer\n\nThe cat sat on the mat.\n\nPage three ends.")
-    assert edited["derived_from"] == corrected["derived_from"]
-    commit = lh.history("texts")[0]
-    assert commit.operation == "promote" and commit.config["editor"] == "Cleo"
-    assert commit.inputs["corrections"] == lh.version("corrections")
-    prom = lh.read("promotions").to_pylist()
-    assert len(prom) == 1 and prom[0]["editor"] == "Cleo" and prom[0]["book_id"] == book
-    assert prom[0]["n_pages"] == 3 and len(prom[0]["correction_ids"]) == 3
-    assert lh.history("promotions")[0].operation == "promote"
-    # the OCR text is untouched
-    assert _text(lh, book, "ocr")["text"].startswith("THE TITLE")
 
 
 def _race(lh: Lakehouse, round_: int) -> list[BaseException]:
@@ -218,7 +151,7 @@ def _race(lh: Lakehouse, round_: int) -> list[BaseException]:
         try:
             start.wait()
             other = Lakehouse(lh.config)
-            other.append("ocr_pages", [_ocr(1, f"reread {round_}", scan="s2")],
+            other.append("ocr_pages", [ocr_page(1, f"reread {round_}", scan="s2")],
                          lineage=Lineage(operation="ocr"))
             other.merge("texts", [{"book_id": "9780000000001", "variant": "ocr",
                                    "text": f"reread {round_}"}], lineage=Lineage(operation="ocr"))
@@ -239,16 +172,16 @@ def test_concurrent_saves_and_an_ocr_run_keep_every_correction(tmp_path):
     """Two editors save different pages of one scan at the same moment while an OCR run
     writes pages and an ``ocr`` text of another scan: both corrections end in ``corrected``
     (the last writer recomputes from every correction)."""
-    lh = _lakehouse(tmp_path / "lh", scans=2)
+    lh = corrections_lakehouse(tmp_path / "lh", scans=2)
     for round_ in range(3):
         errors = _race(lh, round_)
         assert not errors, errors
-        text = _text(lh, "9780000000000", "corrected")["text"]
+        text = text_of(lh, "9780000000000", "corrected")["text"]
         assert f"Ana fixed page 1 in round {round_}" in text
         assert f"Ben fixed page 3 in round {round_}" in text
-        assert OCR[2] in text
+        assert OCR_PAGES[2] in text
     assert lh.read("corrections").num_rows == 6
-    assert _text(lh, "9780000000001", "ocr")["text"] == "reread 2"
+    assert text_of(lh, "9780000000001", "ocr")["text"] == "reread 2"
 
 
 class _SlowLakehouse(Lakehouse):
@@ -267,7 +200,7 @@ class _SlowLakehouse(Lakehouse):
 
 
 def test_a_late_writer_with_a_stale_read_recomputes(tmp_path):
-    lh = _lakehouse(tmp_path / "lh")
+    lh = corrections_lakehouse(tmp_path / "lh")
     go = threading.Event()
     slow = _SlowLakehouse(lh.config, go)
     errors: list[BaseException] = []
@@ -285,7 +218,7 @@ def test_a_late_writer_with_a_stale_read_recomputes(tmp_path):
     go.set()  # Ana's stale text lands last, then she recomputes and writes again
     t.join()
     assert not errors, errors
-    text = _text(lh, "9780000000000", "corrected")["text"]
+    text = text_of(lh, "9780000000000", "corrected")["text"]
     assert "Ana's page one" in text and "Ben's page three" in text
     assert [c.operation for c in lh.history("texts")[:3]] == ["correct"] * 3
 
@@ -294,7 +227,7 @@ def test_a_late_writer_with_a_stale_read_recomputes(tmp_path):
 
 @pytest.fixture
 def server(tmp_path):
-    lh = _lakehouse(tmp_path / "lh")
+    lh = corrections_lakehouse(tmp_path / "lh")
     srv = make_server(lh, "127.0.0.1", 0)
     serve_in_thread(srv)
     yield lh, f"http://127.0.0.1:{srv.server_address[1]}"
@@ -400,11 +333,11 @@ def test_editor_corrects_a_page_in_a_real_browser(share_server, tmp_path):
         page.click("#promote")
         page.wait_for_selector("#result:has-text('Promoted')")
         browser.close()
-    corrected = _text(lh, book, "corrected")
+    corrected = text_of(lh, book, "corrected")
     assert corrected["text"].startswith("Page 1 of the book, as the editor read it.\n"
                                         "A second line.\n\nPage 2, corrected.")
     assert corrected["derived_from"].startswith(f"scan:{sid} corrections:")
-    edited = _text(lh, book, "edited")
+    edited = text_of(lh, book, "edited")
     assert edited["text"] == corrected["text"]
     commits = lh.history("texts")
     assert commits[0].operation == "promote" and commits[0].config["editor"] == "Ana"
@@ -412,44 +345,3 @@ def test_editor_corrects_a_page_in_a_real_browser(share_server, tmp_path):
     assert correct.config["editor"] == "Ana" and {"ocr_pages", "corrections", "texts"} <= set(
         correct.inputs)
     assert lh.read("promotions").to_pylist()[0]["scan_id"] == sid
-
-
-@pytest.mark.slow
-def test_a_real_ocr_run_beside_an_editor_loses_no_correction(small_share, tmp_path):
-    """`corpus ocr` recognises one scan in its own process while an editor keeps saving
-    corrections of another scan: OCR finishes whole, and every correction lands in
-    ``corrected`` (both write the ``texts`` table; the catalog retries the loser)."""
-    import os
-    import subprocess
-    import sys
-
-    from ingest.driver import run_ingest
-    from ingest.ocr import OcrConfig, run_ocr
-
-    share = tmp_path / "share"
-    shutil.copytree(small_share, share, symlinks=True)
-    lh = Lakehouse(str(tmp_path / "lakehouse"))
-    run_ingest(lh, share, workers=1)
-    pdfs = sorted((s for s in lh.read("scans").to_pylist() if s["source"].endswith(".pdf")),
-                  key=lambda s: s["scan_id"])
-    edited, other = pdfs[0], pdfs[1]
-    run_ocr(lh, config=OcrConfig(workers=1), scan_ids=[edited["scan_id"]])
-    env = {**os.environ, "CORPUS_ROOT": lh.root}
-    proc = subprocess.Popen([sys.executable, "-m", "corpus.cli", "ocr", "--scan",
-                             other["scan_id"], "--workers", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last: dict[int, str] = {}
-    saves = 0
-    while proc.poll() is None or saves < 3:
-        page = 1 + saves % edited["n_pages"]
-        last[page] = f"page {page}, correction {saves}"
-        save_correction(lh, edited["scan_id"], page, last[page], editor="Ana")
-        saves += 1
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    scans = {s["scan_id"]: s for s in lh.read("scans").to_pylist()}
-    assert scans[other["scan_id"]]["status"] == "ocr_done"
-    assert _text(lh, other["book_id"], "ocr") is not None
-    corrected = _text(lh, edited["book_id"], "corrected")["text"]
-    assert all(text in corrected for text in last.values()), (last, corrected)
-    assert lh.read("corrections").num_rows == saves

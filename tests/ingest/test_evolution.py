@@ -2,23 +2,21 @@
 
 ingest(A) then ingest(B) leaves books, the edited texts, scores and scans equal to a fresh
 ingest(B); files keeps every path ever seen; OCR afterwards touches only changed and new
-scans, and a rescan's text comes from its new pages. Hostile entries are quarantined.
+scans, and a rescan's text comes from its new pages. (Hostile entries quarantined by
+`corpus ingest` run unprivileged: tests/corpus/test_ingest_commands.py.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-import subprocess
-import sys
 
 import pyarrow as pa
 import pytest
 
 from catalog import Lakehouse, key_from_uri
 from ingest.driver import run_ingest
-from ingest.evolve import Evolution, add_hostile_entries
+from ingest.evolve import Evolution
 from ingest.ocr import OcrConfig, assemble_ocr_text, run_ocr
 
 SCAN_COLUMNS = ["scan_id", "book_id", "source", "n_pages", "sha256"]
@@ -161,56 +159,6 @@ def _evolve(lakehouse_config, source, tmp_path, *, ocr: bool) -> None:
                 assert after[source]["n_pages"] < old["n_pages"]
                 if old["book_id"] in old_texts:
                     assert texts[old["book_id"]] != old_texts[old["book_id"]]
-
-
-def _unprivileged() -> list[str]:
-    """A command prefix that takes root's power to read any file away (tests run as root
-    in CI): without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH a mode-000 file cannot be read."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    assert setpriv, "setpriv (util-linux) is needed to drop root's file capabilities"
-    caps = "-dac_override,-dac_read_search"
-    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
-
-
-def test_hostile_entries_are_quarantined_without_a_hang_or_traceback(lakehouse_config,
-                                                                     root_env, small_share,
-                                                                     tmp_path):
-    share = tmp_path / "share"
-    shutil.copytree(small_share, share, symlinks=True)
-    hostile = add_hostile_entries(share)
-    cmd = [*_unprivileged(), sys.executable, "-m", "corpus.cli", "ingest", str(share),
-           "--workers", "2"]
-    for _ in range(2):  # and again: the re-run must not hang on them either
-        p = subprocess.run(cmd, env=root_env, capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, p.stderr
-        assert "Traceback" not in p.stderr + p.stdout
-    files = {f["path"]: f for f in Lakehouse(lakehouse_config).read("files").to_pylist()}
-    for path, why in hostile.items():
-        row = files[path]
-        assert row["status"] == "quarantined" and why in row["reason"], row
-    # the editor fixes the permissions (size and mtime unchanged): the next run reads it
-    locked = next(p for p, why in hostile.items() if why == "cannot be read")
-    (share / locked).chmod(0o644)
-    p = subprocess.run(cmd, env=root_env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    row = next(f for f in Lakehouse(lakehouse_config).read("files").to_pylist()
-               if f["path"] == locked)
-    assert row["status"] == "ok" and row["kind"] == "edited", row
-
-
-@pytest.mark.timeout(60)
-def test_score_reports_pipes_and_unreadable_files_as_error_rows(tmp_path):
-    from corpus.score import iter_items
-
-    hostile = add_hostile_entries(tmp_path)
-    fifo = next(p for p, why in hostile.items() if why == "named pipe")
-    items = list(iter_items([str(tmp_path / fifo), str(tmp_path / "Editorial")],
-                            lakehouse=None))
-    pipes = [i for i in items if i.name == str(tmp_path / fifo)]
-    assert len(pipes) == 2  # named, and found in the folder: an error row each time
-    assert all("not a regular file" in i.error and i.text is None for i in pipes), pipes
 
 
 def test_a_rerun_repairs_rows_lost_from_the_tables(small_share, tmp_path):

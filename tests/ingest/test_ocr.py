@@ -1,13 +1,11 @@
-"""OCR of real scans from the sample share, resumability, failures, editors' flags."""
+"""OCR of real scans from the sample share, resumability, failures, editors' flags (the
+commands, and a kill mid-run: tests/corpus/test_ingest_commands.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 from rapidfuzz.distance import Levenshtein
@@ -16,7 +14,6 @@ from catalog import ConfigError, Lakehouse, key_from_uri
 from ingest.driver import run_ingest
 from ingest.flags import FlagError, add_flag, list_flags, resolve_flag
 from ingest.ocr import OcrConfig, OcrError, ocr_document, run_ocr
-from tests.proctree import assert_no_orphans, kill_when
 
 
 @pytest.fixture(scope="module")
@@ -102,30 +99,6 @@ def test_flags(ocred):
     assert {s["scan_id"]: s["status"] for s in lh.read("scans").to_pylist()}[sid] == "accepted"
 
 
-@pytest.mark.slow
-def test_kill_and_rerun_loses_nothing_and_duplicates_nothing(small_share, tmp_path):
-    root = tmp_path / "lakehouse"
-    lh = Lakehouse(str(root))
-    run_ingest(lh, small_share, workers=2)
-    total = sum(s["n_pages"] for s in lh.read("scans").to_pylist())
-    env = {**os.environ, "CORPUS_ROOT": str(root)}
-    cmd = [sys.executable, "-m", "corpus.cli", "ocr", "--workers", "2"]
-    log = root / "tables" / "ocr_pages" / "_delta_log"
-    # kill -9 after 2 pages landed, the pool's 2 workers busy: neither may outlive it
-    killed = kill_when(cmd, env, ready=lambda: log.exists() and len(list(log.glob("*.json")))
-                       >= 3, min_children=2, log=tmp_path / "ocr.log")
-    assert_no_orphans(killed)
-    done_before = lh.read("ocr_pages").num_rows
-    assert 0 < done_before < total, "the kill did not land mid-run"
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert f"({done_before} already done)" in done.stdout
-    pages = lh.read("ocr_pages").to_pylist()
-    keys = [(p["scan_id"], p["page_no"]) for p in pages]
-    assert len(keys) == len(set(keys)) == total
-    assert {s["status"] for s in lh.read("scans").to_pylist()} == {"ocr_done"}
-
-
 def test_corrupt_scan_fails_alone_and_text_layer_pages_are_read(small_share, tmp_path):
     import pymupdf
 
@@ -161,32 +134,6 @@ def test_corrupt_scan_fails_alone_and_text_layer_pages_are_read(small_share, tmp
     page = next(p for p in lh.read("ocr_pages").to_pylist()
                 if p["scan_id"] == ids["9780131103627"])
     assert page["engine"] == "text-layer" and "real text layer" in page["text"]
-
-
-def test_editor_commands(ocred):
-    lh, _ = ocred
-    env = {**os.environ, "CORPUS_ROOT": lh.root}
-
-    def corpus(*args, ok=True):
-        p = subprocess.run([sys.executable, "-m", "corpus.cli", *args], env=env,
-                           capture_output=True, text=True, timeout=120)
-        assert (p.returncode == 0) == ok, p.stderr
-        return p
-
-    queue = json.loads(corpus("scans", "--format", "json").stdout)
-    assert len(queue) == 5 and {"scan_id", "confidence", "status"} <= set(queue[0])
-    sid = queue[0]["scan_id"]
-    out = corpus("flag", sid, "--as", "needs_edit", "--note", "headers left in", "--by", "cy")
-    fid = out.stdout.split()[1].rstrip(":")
-    flagged = json.loads(corpus("scans", "--status", "flagged", "--format", "json").stdout)
-    assert [s["scan_id"] for s in flagged] == [sid]
-    open_flags = json.loads(corpus("flags", "--open", "--format", "json").stdout)
-    assert fid in {f["flag_id"] for f in open_flags}
-    corpus("flags", "resolve", fid)
-    assert fid not in {f["flag_id"] for f in json.loads(
-        corpus("flags", "--open", "--format", "json").stdout)}
-    bad = corpus("flag", "scan-nope", "--as", "ok", "--by", "cy", ok=False)
-    assert bad.returncode == 2 and "No scan" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from ingest.driver import run_ingest
 from ingest.ocr import OcrConfig, run_ocr
 from ingest.review import make_server, serve_in_thread
 from tests.browser import launch
+from tests.helpers import N_SYNTH, READY_SCANS, synthetic_queue, with_windows
 
 
 @pytest.fixture(scope="module")
@@ -232,59 +233,6 @@ def test_page_images_are_the_pages_ocr_reads(small_share, tmp_path):
 
 # ---- the queue: filters, sort and pages in SQL; flags from the page; reading levels -------
 
-N_SYNTH = 130  # more than two pages of 50
-
-
-def _synthetic(root, n: int = N_SYNTH, *, runs: bool = False) -> Lakehouse:
-    """A lakehouse with ``n`` registered scans (no files, no OCR: the queue needs neither),
-    a few books, one scan whose title is on its first OCR page, and optionally a trained
-    run with predictions."""
-    from datetime import UTC, datetime, timedelta
-
-    from catalog import Lineage
-
-    lh = Lakehouse(str(root))
-    now = datetime.now(UTC)
-    test = Lineage(operation="test")
-    statuses = ["new", "new", "ocr_done", "failed"]
-    lh.append("scans", [{
-        "scan_id": f"scan{i:05d}", "book_id": f"97800000{i:05d}",
-        "source": f"Scans/batch{i // 40}/b{i:05d}.pdf", "n_pages": 1 + i % 5,
-        "pages_done": 1 + i % 5 if statuses[i % 4] == "ocr_done" else 0,
-        "status": statuses[i % 4],
-        "mean_confidence": 40.0 + i % 60 if statuses[i % 4] == "ocr_done" else None,
-        "updated_at": now, "sha256": f"sha{i}"} for i in range(n)], lineage=test)
-    lh.append("books", [
-        {"book_id": "9780000000002", "title": "Moby-Dick", "author": "Herman Melville"},
-        {"book_id": "9780000000006", "title": "Emma", "author": "Jane Austen"},
-        {"book_id": "9780000000010", "title": "Persuasion", "author": "Jane Austen"},
-    ], lineage=test)
-    lh.append("ocr_pages", [{"scan_id": "scan00014", "page_no": 1, "scan_sha256": "sha14",
-                             "text": "\n  \nTHE WIND IN THE WILLOWS\n\nKenneth Grahame\n1908\n"}],
-              lineage=test)
-    if runs:
-        lh.append("runs", [
-            {"run_id": "old", "status": "finished", "started_at": now - timedelta(days=2),
-             "finished_at": now - timedelta(days=1)},
-            {"run_id": "new", "status": "finished", "started_at": now - timedelta(hours=2),
-             "finished_at": now - timedelta(hours=1)},
-            {"run_id": "running", "status": "running", "started_at": now},
-        ], lineage=test)
-        lh.append("predictions", [
-            {"run_id": "old", "book_id": "9780000000002", "variant": "ocr",
-             "target": "bt_easiness", "prediction": -9.0},
-            {"run_id": "new", "book_id": "9780000000002", "variant": "ocr",
-             "target": "bt_easiness", "prediction": -0.75},
-            {"run_id": "new", "book_id": "9780000000002", "variant": "edited",
-             "target": "bt_easiness", "prediction": -0.5},
-            {"run_id": "new", "book_id": "9780000000006", "variant": "ocr",
-             "target": "bt_easiness", "prediction": 1.25},
-            {"run_id": "running", "book_id": "9780000000006", "variant": "ocr",
-             "target": "bt_easiness", "prediction": 99.0},
-        ], lineage=test)
-    return lh
-
-
 def _ids(result) -> list[str]:
     return [r["scan_id"] for r in result.rows]
 
@@ -293,7 +241,7 @@ def test_queue_query_filters_sorts_and_pages_in_sql(tmp_path):
     from ingest.flags import add_flag
     from ingest.review_queue import QueueQuery, query_queue
 
-    lh = _synthetic(tmp_path / "lh")
+    lh = synthetic_queue(tmp_path / "lh")
     add_flag(lh, "scan00007", flag="needs_edit", editor="Ana")
     add_flag(lh, "scan00009", flag="ok", editor="Ben")
     first = query_queue(lh)
@@ -367,7 +315,7 @@ def test_queue_query_bad_parameters_are_plain_errors():
 def test_queue_shows_the_newest_finished_runs_prediction(tmp_path):
     from ingest.review_queue import QueueQuery, query_queue
 
-    lh = _synthetic(tmp_path / "lh", 20, runs=True)
+    lh = synthetic_queue(tmp_path / "lh", 20, runs=True)
     res = query_queue(lh)
     assert (res.run_id, res.target, res.level_note) == ("new", "bt_easiness", None)
     rows = {r["scan_id"]: r for r in res.rows}
@@ -380,38 +328,11 @@ def test_queue_shows_the_newest_finished_runs_prediction(tmp_path):
     assert _ids(by_level)[:2] == ["scan00006", "scan00002"]
 
 
-READY_SCANS = ["scan00002", "scan00012"]
-
-
-def _with_windows(lh: Lakehouse) -> Lakehouse:
-    """Predictions with window counts (as `corpus score --save` writes them) on the runs of
-    :func:`_synthetic`: only :data:`READY_SCANS` can be scored without editing."""
-    from datetime import UTC, datetime
-
-    from catalog import Lineage
-
-    def p(run, book, n, sd, variant="ocr", pred=0.5):
-        return {"run_id": run, "book_id": f"97800000{book:05d}", "variant": variant,
-                "target": "bt_easiness", "prediction": pred, "n_windows": n, "window_sd": sd,
-                "split": "scored", "created_at": datetime.now(UTC)}
-
-    lh.append("predictions", [
-        p("new", 2, 9, 0.15, pred=-0.70),   # se 0.05: ready (and newer than eval's -0.75)
-        p("new", 6, 4, 0.6, pred=1.25),     # se 0.30: too spread
-        p("running", 6, 9, 0.01),           # a newer run, but unfinished
-        p("new", 10, 1, None),              # one window: never ready
-        p("old", 11, 9, 0.01),              # only an older run scored it
-        p("new", 12, 16, 0.4),              # se 0.10: ready (the threshold is inclusive)
-        p("new", 13, 9, 0.01, "edited"),    # the edited text, not the raw scan
-    ], lineage=Lineage(operation="test"))
-    return lh
-
-
 def test_queue_filters_scans_that_can_be_scored_without_editing(tmp_path):
     from ingest.review import render_queue
     from ingest.review_queue import QueueQuery, query_queue
 
-    lh = _with_windows(_synthetic(tmp_path / "lh", 20, runs=True))
+    lh = with_windows(synthetic_queue(tmp_path / "lh", 20, runs=True))
     res = query_queue(lh, QueueQuery(ready=True))
     assert _ids(res) == READY_SCANS and res.total == 2
     assert [(r["n_windows"], round(r["pred_se"], 3)) for r in res.rows] == [(9, 0.05),
@@ -431,7 +352,7 @@ def test_queue_filters_scans_that_can_be_scored_without_editing(tmp_path):
         with pytest.raises(ConfigError, match="ready: expected 1"):
             QueueQuery.from_params({"ready": [bad]})
     # no run with window counts: nothing is ready, nothing breaks
-    assert query_queue(_synthetic(tmp_path / "bare", 5), QueueQuery(ready=True)).total == 0
+    assert query_queue(synthetic_queue(tmp_path / "bare", 5), QueueQuery(ready=True)).total == 0
 
 
 def test_queue_without_any_table_yet(tmp_path):
@@ -444,7 +365,7 @@ def test_queue_without_any_table_yet(tmp_path):
 
 @pytest.fixture
 def synth_server(tmp_path):
-    lh = _synthetic(tmp_path / "lh", runs=True)
+    lh = synthetic_queue(tmp_path / "lh", runs=True)
     server = make_server(lh, "127.0.0.1", 0)
     serve_in_thread(server)
     yield lh, f"http://127.0.0.1:{server.server_address[1]}"
@@ -551,7 +472,7 @@ def test_thousands_of_scans_one_page_at_a_time(tmp_path):
 
     from ingest.review_queue import QueueQuery, query_queue
 
-    lh = _synthetic(tmp_path / "lh", 5000)
+    lh = synthetic_queue(tmp_path / "lh", 5000)
     t = time.perf_counter()
     res = query_queue(lh, QueueQuery(page=61, per_page=50, q="scan0", sort="scan",
                                      dir="desc"))

@@ -8,17 +8,11 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 from rapidfuzz.distance import Levenshtein
 
-from catalog import TABLES, Lakehouse
+from catalog import Lakehouse
 from ingest.driver import run_ingest
 from sql import SqlSession
 
@@ -28,21 +22,6 @@ def fidelity(ours: str, truth: str) -> float:
     a = re.sub(r"\s+", " ", ours.lower()).strip()
     b = re.sub(r"\s+", " ", truth.lower()).strip()
     return 1 - Levenshtein.distance(a, b) / max(1, len(b))
-
-
-class Share(NamedTuple):
-    path: Path
-    truth: dict
-
-
-@pytest.fixture(scope="module",
-                params=["sample", pytest.param("dev", marks=pytest.mark.acceptance)])
-def share(request) -> Share:
-    """The bundled sample share and its key; in `make acceptance`, the development share."""
-    if request.param == "sample":
-        return Share(request.getfixturevalue("small_share"),
-                     request.getfixturevalue("small_truth"))
-    return Share(request.getfixturevalue("dev_share"), request.getfixturevalue("dev_truth"))
 
 
 @pytest.fixture(scope="module")
@@ -151,62 +130,6 @@ def test_rerun_is_idempotent(ingested, share):
     assert {n: lh.version(n) for n in before} == before
     full = run_ingest(lh, share.path, workers=2, full=True)
     assert full.n_read == full.n_files and set(full.written.values()) == {0}
-
-
-def _stable(lh: Lakehouse, name: str):
-    """A table without run-dependent columns, sorted by its keys."""
-    t = lh.read(name)
-    t = t.drop_columns([c for c in ("ingested_at", "updated_at", "created_at", "blob_uri")
-                        if c in t.column_names])
-    return t.sort_by([(k, "ascending") for k in TABLES[name].keys])
-
-
-@pytest.mark.slow
-def test_incremental_and_kill_and_rerun(share, tmp_path):
-    src, share = share.path, tmp_path / "share"
-    shutil.copytree(src, share, symlinks=True)  # copy2: keeps modification times
-    root = tmp_path / "lakehouse"
-    env = {**os.environ, "CORPUS_ROOT": str(root)}
-    cmd = [sys.executable, "-m", "corpus.cli", "ingest", str(share), "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Kill it as soon as the first table commit lands: mid-way through the table writes.
-    first = root / "tables" / "books" / "_delta_log"
-    deadline = time.monotonic() + 300
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (root / "tables" / "files").exists(), "the run finished before it was killed"
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    lh = Lakehouse(str(root))
-    clean = Lakehouse(str(tmp_path / "clean"))
-    run_ingest(clean, share, workers=2)
-    for name in ("files", "books", "texts", "scans", "scores"):
-        assert _stable(lh, name).equals(_stable(clean, name)), name
-
-    # incremental: one edited chapter changes only its rows. A book with no other edited
-    # version: editing it would make it newer than a correction, which changes that row too.
-    def alone(ch: Path) -> bool:
-        isbn = re.search(r"\d{13}", ch.parent.name).group(0)
-        return [ch.parent] == [p for p in (share / "Editorial").rglob(f"*{isbn}*")]
-
-    folder = next(p for p in sorted((share / "Editorial" / "Finished").rglob("ch01.txt"))
-                  if alone(p))
-    folder.write_text(folder.read_text() + "\n\nA new closing paragraph.\n")
-    isbn = re.search(r"\d{13}", folder.parent.name).group(0)
-    before = {b["book_id"]: b for b in lh.read("books").to_pylist()}
-    report = run_ingest(lh, share, workers=2)
-    # only the changed book's files are read again (the record cache holds no text)
-    book_files = [r for r in lh.read("files").to_pylist()
-                  if r["book_id"] == isbn and r["kind"] == "edited" and r["status"] != "removed"]
-    assert report.n_read == len(book_files) < 10 and report.n_dirty == 1
-    assert report.written["books"] == 1 and report.written["texts"] == 1
-    assert report.written["files"] == 1
-    after = {b["book_id"]: b for b in lh.read("books").to_pylist()}
-    assert after[isbn]["text_sha256"] != before[isbn]["text_sha256"]
-    texts = {t["book_id"]: t["text"] for t in lh.read("texts").to_pylist()}
-    assert "A new closing paragraph." in texts[isbn]
 
 
 def test_a_rewrite_with_the_same_size_and_mtime_needs_full(small_share, tmp_path):

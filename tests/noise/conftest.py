@@ -1,6 +1,7 @@
-"""Fixtures of the noise tests: real edited/OCR pairs (the share ingested, scans OCR'd by
-Tesseract). The share fixtures themselves (``small_share``, ``small_truth``, ``dev_share``,
-``dev_truth``) and the recorded ``ocr_pairs`` live in tests/conftest.py.
+"""Fixtures of the noise tests: the development share's edited/OCR pairs. The share fixtures
+(``small_share``, ``small_truth``, ``dev_share``, ``dev_truth``), the OCR'd sample share
+(``small_pairs``, shared with the command tests in tests/corpus/) and the recorded
+``ocr_pairs`` live in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -8,20 +9,6 @@ from __future__ import annotations
 import pytest
 
 from catalog import Lakehouse
-
-
-@pytest.fixture(scope="session")
-def small_pairs(small_share, tmp_path_factory) -> Lakehouse:
-    """The bundled sample share ingested and OCR'd: 4 books with an ``edited`` and an
-    ``ocr`` text (2 pages each: title/copyright page, body page) and one scan-only book.
-    About 10 s."""
-    from ingest.driver import run_ingest
-    from ingest.ocr import OcrConfig, run_ocr
-
-    lh = Lakehouse(str(tmp_path_factory.mktemp("noise_small") / "lakehouse"))
-    run_ingest(lh, small_share, workers=2)
-    run_ocr(lh, config=OcrConfig(workers=2))
-    return lh
 
 
 @pytest.fixture(scope="session")

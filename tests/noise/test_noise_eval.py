@@ -1,4 +1,5 @@
-"""`corpus noise --evaluate`: metrics, the held-out split, and mined noise against real OCR."""
+"""Noise evaluation: metrics, the held-out split, and mined noise against real OCR (the
+`corpus noise --evaluate` command: tests/corpus/test_noise_commands.py)."""
 
 from __future__ import annotations
 
@@ -46,25 +47,6 @@ def test_text_stats_counts_kinds_and_confusions():
     assert [char_class(c) for c in ("", "\n", " ", "7", "é", "—")] == \
         ["none", "newline", "space", "digit", "letter", "punct"]
     assert np.isfinite(s.cer)
-
-
-def test_evaluate_command_on_the_bundled_sample(small_pairs):
-    """Four scanned books: three mined, one held out; every recipe scored (json)."""
-    import json
-
-    from click.testing import CliRunner
-
-    from corpus.cli import cli
-
-    res = CliRunner().invoke(cli, ["--root", small_pairs.root, "noise", "--evaluate",
-                                   "--format", "json", "--workers", "1"], obj={})
-    assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
-    assert len(out["heldout_books"]) == 1 and len(out["mining_books"]) == 3
-    rows = {s["recipe"]: s for s in out["scores"]}
-    assert set(rows) == {"mined", "uniform", "nlpaug"}
-    assert rows["mined"]["books"] == 1 and 0 <= rows["mined"]["edit_kind_jsd"] <= 1
-    assert set(out["inputs"]) == {"texts", "books"}
 
 
 @pytest.fixture(scope="module")

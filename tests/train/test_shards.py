@@ -1,4 +1,5 @@
-"""`corpus shards build`: windows, the book split, targets, shard files, manifest versions."""
+"""Shard building: windows, the book split, targets, shard files, manifest versions (the
+`corpus shards` commands: tests/corpus/test_train_commands.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ import csv
 import hashlib
 import io
 import itertools
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +16,9 @@ import pytest
 
 from catalog import ConfigError, CorpusError, Lakehouse, Lineage, key_from_uri, sha256_file
 from catalog.rules import current_values
-from corpus.demo import sample_passages
 from ingest.passages import ImportConfig, run_import
-from tests.train.conftest import TOKENIZER, small_config
+from ingest.sample import sample_passages
+from tests.helpers import TOKENIZER, small_config
 from train.backbones import load_tokenizer, resolve_backbone
 from train.shards import (
     SHARD_SCHEMA,
@@ -397,30 +395,6 @@ def test_same_inputs_give_the_same_shard_files(sample_lakehouse):
     assert b.version > a.version
     sha_a = read_manifest(lh, "c", version=a.version)[0]["sha256"].to_pylist()
     assert read_manifest(lh, "c", version=b.version)[0]["sha256"].to_pylist() == sha_a
-
-
-@pytest.mark.slow
-def test_cli_shards_build_list_show(sample_lakehouse):
-    env = {"CORPUS_ROOT": sample_lakehouse.root, "HF_HUB_OFFLINE": "1",
-           "PATH": str(Path(sys.executable).parent)}
-    cmd = [sys.executable, "-m", "corpus.cli"]
-    p = subprocess.run([*cmd, "shards", "build", "--name", "cli", "--tokenizer", TOKENIZER,
-                        "--seq-len", "128", "--window", "overlap", "--stride", "32",
-                        "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert "dataset cli = shards@" in p.stdout and "train:" in p.stdout
-    p = subprocess.run([*cmd, "shards", "show", "cli", "--format", "csv"], env=env,
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    got = list(csv.DictReader(io.StringIO(p.stdout)))
-    manifest, _ = read_manifest(sample_lakehouse, "cli")
-    assert [r["sha256"] for r in got] == manifest["sha256"].to_pylist()
-    p = subprocess.run([*cmd, "shards", "list", "--format", "csv"], env=env,
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0 and '"cli","train"' in p.stdout
-    p = subprocess.run([*cmd, "shards", "build", "--name", "x", "--tokenizer", "gpt-17"],
-                       env=env, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and p.stderr.startswith("error:") and "Traceback" not in p.stderr
 
 
 def test_a_shards_table_from_an_older_schema_gains_the_new_columns(sample_lakehouse):

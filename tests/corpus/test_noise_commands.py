@@ -1,4 +1,6 @@
-"""`corpus align` and `corpus mine` as a user runs them (a real subprocess)."""
+"""The noise stage's commands as a user runs them: `corpus align` and `corpus mine` (a real
+subprocess), `corpus noise` and `corpus noise --evaluate` (in-process). The stage's own logic
+is tested in tests/noise/."""
 
 from __future__ import annotations
 
@@ -8,7 +10,13 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 from rapidfuzz.distance import Levenshtein
+
+from catalog import Lakehouse
+from corpus.cli import cli
+from noise.mine import MineConfig, run_mine
+from tests.helpers import copy_lakehouse
 
 CORPUS = [sys.executable, "-m", "corpus.cli"]
 
@@ -81,3 +89,39 @@ def test_align_book_variants_and_mine(small_pairs):
     assert set(js["inputs"]) == {"texts", "books"}
     p = run(root, "mine", "--variant", "noisy/none/0", ok=False)
     assert p.returncode == 2 and "No book has both" in p.stderr
+
+
+# ---- corpus noise ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mined(small_pairs, tmp_path_factory) -> Lakehouse:
+    """A copy of the OCR'd sample share (so other tests' lakehouse stays untouched), mined."""
+    lh = copy_lakehouse(small_pairs, tmp_path_factory.mktemp("noise_mined") / "lakehouse")
+    run_mine(lh, config=MineConfig())
+    return lh
+
+
+def test_cli_noise_and_errors(mined, tmp_path):
+    book = sorted(t["book_id"] for t in mined.read("texts").to_pylist()
+                  if t["variant"] == "edited")[0]
+    res = CliRunner().invoke(cli, ["--root", mined.root, "noise", "--seed", "9", "--books",
+                                   book, "--workers", "1", "--cer-scale", "2"], obj={})
+    assert res.exit_code == 0, res.output
+    assert f"noisy/mined-v{mined.version('artifacts')}/9" in res.output
+    res = CliRunner().invoke(cli, ["--root", mined.root, "noise", "--books", "nope"], obj={})
+    assert res.exit_code == 2 and "No edited text" in res.output
+    empty = tmp_path / "empty"
+    res = CliRunner().invoke(cli, ["--root", str(empty), "noise"], obj={})
+    assert res.exit_code == 2 and "corpus mine" in res.output
+
+
+def test_evaluate_command_on_the_bundled_sample(small_pairs):
+    """Four scanned books: three mined, one held out; every recipe scored (json)."""
+    res = CliRunner().invoke(cli, ["--root", small_pairs.root, "noise", "--evaluate",
+                                   "--format", "json", "--workers", "1"], obj={})
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert len(out["heldout_books"]) == 1 and len(out["mining_books"]) == 3
+    rows = {s["recipe"]: s for s in out["scores"]}
+    assert set(rows) == {"mined", "uniform", "nlpaug"}
+    assert rows["mined"]["books"] == 1 and 0 <= rows["mined"]["edit_kind_jsd"] <= 1
+    assert set(out["inputs"]) == {"texts", "books"}

@@ -1,0 +1,116 @@
+"""The train stage's commands as a user runs them: `corpus shards build/list/show` (a real
+subprocess), `corpus train` (and `--plan`), `corpus eval` and `corpus score --run`
+(in-process). The stage's own logic is tested in tests/train/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from catalog import Lakehouse
+from corpus.cli import cli
+from tests.helpers import TOKENIZER, evaluated_run, import_sample, run_steps, small_config
+from train.shards import build_shards, read_manifest
+
+
+@pytest.fixture(scope="module")
+def lakehouse(tmp_path_factory) -> Lakehouse:
+    """The sample imported and dataset ``clear`` built (``small_config``), for this module."""
+    lh = Lakehouse(str(tmp_path_factory.mktemp("recipe") / "lakehouse"))
+    import_sample(lh)
+    build_shards(lh, config=small_config())
+    return lh
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """An untrained seeded model saved as run ``r1`` of the sample and evaluated."""
+    return evaluated_run(tmp_path_factory.mktemp("eval"))
+
+
+# ---- corpus shards -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_shards_build_list_show(sample_lakehouse):
+    env = {"CORPUS_ROOT": sample_lakehouse.root, "HF_HUB_OFFLINE": "1",
+           "PATH": str(Path(sys.executable).parent)}
+    cmd = [sys.executable, "-m", "corpus.cli"]
+    p = subprocess.run([*cmd, "shards", "build", "--name", "cli", "--tokenizer", TOKENIZER,
+                        "--seq-len", "128", "--window", "overlap", "--stride", "32",
+                        "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "dataset cli = shards@" in p.stdout and "train:" in p.stdout
+    p = subprocess.run([*cmd, "shards", "show", "cli", "--format", "csv"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = list(csv.DictReader(io.StringIO(p.stdout)))
+    manifest, _ = read_manifest(sample_lakehouse, "cli")
+    assert [r["sha256"] for r in got] == manifest["sha256"].to_pylist()
+    p = subprocess.run([*cmd, "shards", "list", "--format", "csv"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and '"cli","train"' in p.stdout
+    p = subprocess.run([*cmd, "shards", "build", "--name", "x", "--tokenizer", "gpt-17"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("error:") and "Traceback" not in p.stderr
+
+
+# ---- corpus train ----------------------------------------------------------------------------
+def test_corpus_train_plan_command(tmp_path):
+    args = ["--root", str(tmp_path / "lh"), "train", "--plan", "--backbone", "all-minilm-l6-v2",
+            "--seq-len", "128", "--batch", "8", "--device", "cpu", "--device-mem", "0.25",
+            "--books", "1000", "--tokens-per-book", "4096", "--tokens-per-s", "2048",
+            "--gpus", "2", "--price", "3", "--format", "json"]
+    res = CliRunner().invoke(cli, args, obj={})
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["config"]["dtype"] == "float32"
+    assert 0.2 < report["memory_gib"]["peak"] < 0.5 and report["fits"] is False
+    assert report["cost"]["tokens"] == 4096 * 1000
+    text = CliRunner().invoke(cli, [*args[:-2], "--device-mem", "16"], obj={})
+    assert "fits in 16 GiB" in text.output and "GPU-h" in text.output
+    missing = CliRunner().invoke(cli, ["--root", str(tmp_path / "lh"), "train"], obj={})
+    assert missing.exit_code == 2 and "needs --shards" in missing.output
+
+
+@pytest.mark.slow
+def test_corpus_train_command(lakehouse, tmp_path):
+    res = CliRunner().invoke(cli, [
+        "--root", lakehouse.root, "train", "--shards", f"clear@{lakehouse.version('shards')}",
+        "--backbone", "all-minilm-l6-v2", "--head", "dense", "--lora-r", "4", "--batch", "4",
+        "--grad-accum", "2", "--max-steps", "3", "--nproc", "1", "--max-restarts", "0",
+        "--run-dir", str(tmp_path / "cli-run")], obj={})
+    assert res.exit_code == 0, res.output
+    assert "finished after 1 attempt(s), 3 steps" in res.output
+    cfg = json.loads((tmp_path / "cli-run" / "config.json").read_text())
+    assert cfg["grad_accum"] == 2 and cfg["model"]["lora_r"] == 4 and cfg["seq_len"] == 64
+    # each step trained batch x grad_accum samples
+    steps = run_steps(tmp_path / "cli-run")
+    assert [len(steps[k][0]) for k in (1, 2, 3)] == [8, 8, 8]
+    # shards tokenised for another backbone are refused before anything starts
+    bad = CliRunner().invoke(cli, ["--root", lakehouse.root, "train", "--shards", "clear",
+                                   "--backbone", "smollm2-135m"], obj={})
+    assert bad.exit_code == 2 and "were tokenised with" in bad.output
+
+
+# ---- corpus eval, corpus score --run -------------------------------------------------------
+def test_cli_eval_and_score_by_run(evaluated, tmp_path):
+    lh, *_ = evaluated
+    res = CliRunner().invoke(cli, ["--root", lh.root, "eval", "r1", "--variants", "edited",
+                                   "--out", str(tmp_path / "rep"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out["variants"]) == {"edited"}
+    book = lh.read("predictions").to_pylist()[0]
+    res = CliRunner().invoke(cli, ["--root", lh.root, "score", f"{book['book_id']}:"
+                                   f"{book['variant']}", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout.splitlines()[0])
+    assert row["prediction"] == pytest.approx(book["prediction"], abs=1e-5)
+    res = CliRunner().invoke(cli, ["--root", lh.root, "eval", "nope"])
+    assert res.exit_code == 2 and "no run 'nope'" in res.output
