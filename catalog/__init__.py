@@ -1,4 +1,5 @@
-"""Ground floor of Corpus: config, table schemas, errors, object storage, Delta tables, lineage.
+"""Ground floor of Corpus: config, table schemas, errors, object storage, Delta tables, lineage,
+and every data rule two stages share (catalog/rules.py).
 
 Stages import from here and never from each other.
 """

@@ -89,7 +89,8 @@ def _declare() -> list[TableSpec]:
             "texts",
             pa.schema([
                 _f("book_id", pa.string(), False),
-                _f("variant", pa.string(), False),  # edited|ocr|corrected|noisy/<recipe>/<seed>
+                # edited|ocr|corrected|noisy/<recipe>-v<N>/<seed> (catalog/rules.py)
+                _f("variant", pa.string(), False),
                 _f("text", pa.large_string(), False),
                 _f("n_chars", pa.int64()),
                 _f("chapter_offsets", pa.list_(pa.int64())),

@@ -421,17 +421,18 @@ class Lakehouse:
             raise
         return self._handles[name].version()
 
-    def upsert(self, name: str, data: Any, *, lineage: Lineage) -> int:
-        """Insert or update rows by the table's keys; returns the new table version.
+    def upsert(self, name: str, data: Any, *, lineage: Lineage,
+               on: Iterable[str] | None = None) -> int:
+        """Insert or update rows by the table's keys (or ``on``); returns the new version.
 
         The first write of a table is an append (no merge plan, no join over nothing); every
         later one a :meth:`merge`. Source rows must be unique on the keys.
         """
         if not self.exists(name):
             table = conform(spec(name), data)
-            _check_unique(name, table, spec(name).keys, "upsert into")
+            _check_unique(name, table, on or spec(name).keys, "upsert into")
             return self.append(name, table, lineage=lineage)
-        return self.merge(name, data, lineage=lineage)["version"]
+        return self.merge(name, data, lineage=lineage, on=on)["version"]
 
     def overwrite(
         self, name: str, data: Any, *, lineage: Lineage, predicate: str | None = None

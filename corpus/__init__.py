@@ -1,1 +1,2 @@
-"""Top floor of Corpus: the `corpus` CLI, pipeline runs (the demo), scoring end to end."""
+"""Top floor of Corpus: the `corpus` CLI (cli.py and commands/<stage>.py), pipeline runs (the
+demo), scoring end to end."""

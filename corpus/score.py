@@ -310,8 +310,5 @@ def save_predictions(lakehouse: Lakehouse, rows: Iterable[dict], *, run_id: str,
         inputs["texts"] = texts_version
     lineage = Lineage(operation="score", inputs=inputs, config={"run_id": run_id})
     data = list(out.values())
-    if lakehouse.exists("predictions"):
-        version = lakehouse.merge("predictions", data, lineage=lineage,
-                                  on=("run_id", "book_id", "variant", "target", "split"))
-        return len(data), version["version"]
-    return len(data), lakehouse.append("predictions", data, lineage=lineage)
+    return len(data), lakehouse.upsert("predictions", data, lineage=lineage,
+                                       on=("run_id", "book_id", "variant", "target", "split"))

@@ -1,1 +1,2 @@
-"""Ingest stage: bring outside data (an editorial share, labelled passages) into the catalog."""
+"""Ingest stage: bring outside data (an editorial share, labelled passages, scans through OCR)
+into the catalog, and the editors' desk over the scans."""

@@ -1,0 +1,1 @@
+"""Noise stage: align raw and edited texts, mine OCR artifacts, write and judge noisy variants."""

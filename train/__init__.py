@@ -1,0 +1,1 @@
+"""Train stage: token shards, the sharded loader, the model, torchrun training, evaluation."""

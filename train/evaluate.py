@@ -574,15 +574,12 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
                                                 "shards": int(run["shards_version"]), **pins},
                       config={"run_id": run_id, "variants": list(wanted),
                               "report": str(out.resolve())})
-    if lakehouse.exists("predictions"):
-        # a re-eval replaces its rows, and only those: `corpus score --save` rows of the
-        # same run and book (split "scored") are kept
-        lakehouse.merge("predictions", rows, lineage=lineage,
-                        on=("run_id", "book_id", "variant", "target", "split"))
-    else:
-        lakehouse.append("predictions", rows, lineage=lineage)
+    # a re-eval replaces its rows, and only those: `corpus score --save` rows of the same
+    # run and book (split "scored") are kept
+    version = lakehouse.upsert("predictions", rows, lineage=lineage,
+                               on=("run_id", "book_id", "variant", "target", "split"))
     return EvalResult(run_id=run_id, report_dir=out, summary=summary, n_predictions=len(rows),
-                      predictions_version=lakehouse.version("predictions"))
+                      predictions_version=version)
 
 
 def _history(run: Mapping[str, Any]) -> list[dict[str, Any]]:

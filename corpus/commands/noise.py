@@ -8,7 +8,7 @@ import json
 import click
 
 from catalog import CorpusError
-from catalog.rules import OCR
+from catalog.rules import OCR, parse_text_ref
 from corpus.commands.common import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -39,8 +39,8 @@ def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tup
             return read_document(path).text, path.name
         text, _ = decode_text(path.read_bytes(), name=str(path))
         return text.replace("\r\n", "\n").replace("\r", "\n"), path.name
-    book, sep, variant = ref.partition(":")
-    if not sep or not book or not variant:
+    book, variant = parse_text_ref(ref)
+    if ":" not in ref or not book or not ref.partition(":")[2]:
         raise CorpusError(f"{ref!r} is neither a file nor a book variant BOOK_ID:VARIANT "
                           "(e.g. 9781038783486:ocr).")
     import pyarrow.dataset as pads

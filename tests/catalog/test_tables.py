@@ -109,6 +109,23 @@ def test_merge_upserts_by_key(lakehouse):
     assert set(rows(lakehouse, "flags")) == {"3"}
 
 
+def test_upsert_appends_first_then_merges(lakehouse):
+    with pytest.raises(SchemaError, match="more than once"):
+        lakehouse.upsert("flags", flags([1, 1]), lineage=LIN)
+    assert not lakehouse.exists("flags")
+    v1 = lakehouse.upsert("flags", flags([1, 2]), lineage=LIN)
+    assert lakehouse.history("flags", 1)[0].delta_operation == "WRITE"
+    v2 = lakehouse.upsert("flags", flags([2, 3], flag="rescan"), lineage=LIN)
+    assert v2 == v1 + 1 and lakehouse.history("flags", 1)[0].delta_operation == "MERGE"
+    got = rows(lakehouse, "flags")
+    assert {k: r["flag"] for k, r in got.items()} == {"1": "ok", "2": "rescan", "3": "rescan"}
+    # by another key: a row of the same scan replaces the scan's row
+    lakehouse.upsert("flags", flags([9], flag="needs_edit").set_column(
+        1, "scan_id", pa.array(["scan-1"])), lineage=LIN, on=("scan_id",))
+    assert {k: r["flag"] for k, r in rows(lakehouse, "flags").items()} == {
+        "9": "needs_edit", "2": "rescan", "3": "rescan"}
+
+
 def test_merge_of_owned_columns_keeps_the_others(lakehouse):
     lakehouse.append("flags", flags([1, 2], flag="ok"), lineage=LIN)
     src = flags([1, 2, 3], flag="rescan", editor="bob")
