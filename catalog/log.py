@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TypeVar
 
 T = TypeVar("T")
@@ -42,11 +43,23 @@ def setup_logging(verbosity: int = 0) -> None:
 
 
 def progress(
-    items: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it"
+    items: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it",
+    summary: bool = False, note: Callable[[], str] | None = None,
 ) -> Iterator[T]:
-    """Wrap long work in a progress bar on stderr; silent when stderr is not a terminal."""
+    """Wrap long work in a progress bar on stderr (rate and ETA when ``total`` is known);
+    silent when stderr is not a terminal, except for one summary line at the end with
+    ``summary`` (what ran, how many, how fast, and ``note()`` after it)."""
     from tqdm.auto import tqdm  # imported here: every CLI call would pay for it otherwise
 
-    yield from tqdm(
-        items, desc=desc, total=total, unit=unit, disable=not sys.stderr.isatty(), leave=False
-    )
+    on_terminal = sys.stderr.isatty()
+    t0 = time.perf_counter()
+    n = 0
+    for item in tqdm(items, desc=desc, total=total, unit=unit, disable=not on_terminal,
+                     leave=False):
+        n += 1
+        yield item
+    if summary and not on_terminal:
+        seconds = time.perf_counter() - t0
+        rate = f"{n / seconds:,.1f}" if seconds > 0 else "-"
+        print(f"{desc}: {n:,} {unit}{'' if n == 1 else 's'} in {seconds:,.1f} s "
+              f"({rate} {unit}/s){note() if note else ''}", file=sys.stderr, flush=True)

@@ -110,10 +110,11 @@ def put_content_addressed(store: ObjectStore, path: str | os.PathLike[str],
 
 
 class LocalStore:
-    """Objects as plain files under ``<root>/objects``."""
+    """Objects as plain files under ``<root>/objects`` (or another folder ``base`` of the
+    root, e.g. a table's, for data files written before their commit)."""
 
-    def __init__(self, root: str | os.PathLike[str]):
-        self.base = Path(root) / OBJECTS
+    def __init__(self, root: str | os.PathLike[str], base: str = OBJECTS):
+        self.base = Path(root) / base
         self._base_str = str(self.base)
 
     def _path(self, key: str) -> Path:
@@ -191,15 +192,16 @@ class LocalStore:
 
 
 class S3Store:
-    """Objects in an S3 bucket under ``<prefix>/objects`` (boto3, standard retries)."""
+    """Objects in an S3 bucket under ``<prefix>/objects`` (or ``<prefix>/<base>``; boto3,
+    standard retries)."""
 
-    def __init__(self, config: LakehouseConfig):
+    def __init__(self, config: LakehouseConfig, base: str = OBJECTS):
         import boto3
         from botocore.config import Config
 
         opts = config.storage_options
         self.bucket = config.bucket
-        self.base = "/".join(p for p in (config.prefix, OBJECTS) if p)
+        self.base = "/".join(p for p in (config.prefix, base) if p)
         self.client = boto3.client(
             "s3",
             endpoint_url=opts.get("AWS_ENDPOINT_URL"),
@@ -289,9 +291,10 @@ class S3Store:
         )
 
 
-def open_store(config: LakehouseConfig) -> ObjectStore:
-    """The object store of a lakehouse: S3 for ``s3://`` roots, a local folder otherwise."""
-    return S3Store(config) if config.is_s3 else LocalStore(config.root)
+def open_store(config: LakehouseConfig, base: str = OBJECTS) -> ObjectStore:
+    """The object store of a lakehouse: S3 for ``s3://`` roots, a local folder otherwise;
+    keys under ``base`` (``objects``; a table's folder for its uncommitted data files)."""
+    return S3Store(config, base) if config.is_s3 else LocalStore(config.root, base)
 
 
 @functools.lru_cache(maxsize=4)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.dataset as pads
 
+    from catalog.datafiles import DataFile
     from catalog.schemas import TableSpec
 
 log = logging.getLogger(__name__)
@@ -589,6 +590,103 @@ class Lakehouse:
         metrics["version"] = self.version(name)
         return metrics
 
+    def commit_files(self, name: str, files: Iterable[DataFile], *, lineage: Lineage,
+                     replace: Iterable[tuple] = ()) -> int | None:
+        """Commit data files that workers wrote (:mod:`catalog.datafiles`) in ONE commit.
+
+        ``replace`` lists keys (tuples of the table's key columns) whose rows the files
+        replace: in the same commit, a file holding only rows with such keys is removed and a
+        file mixing them with other rows is rewritten without them (read here). Rows must be
+        unique on the keys across what stays and what is added; the caller makes sure the
+        new files hold each key once.
+
+        Returns:
+            The new table version, or None when there was nothing to commit.
+        """
+        files = list(files)
+        wrong = sorted({f.table for f in files} - {name})
+        if wrong:
+            raise SchemaError(f"commit to {name!r} was handed data files of {wrong}.")
+        replace = {tuple(k) for k in replace}
+        self._ensure(name)
+        written: list[DataFile] = []  # rewrites of mixed files, made once per attempt
+
+        def run() -> bool:
+            dt = self.open(name)
+            actions = [f.add_action() for f in files]
+            for f in written:  # an earlier attempt's rewrites: stale now
+                self._delete_data_file(name, f.path)
+            written.clear()
+            if replace:
+                actions += self._replace_actions(name, dt, replace, written)
+            if not actions:
+                return False
+            dt.create_write_transaction(actions, mode="append", schema=dt.schema(),
+                                        commit_properties=self._props(lineage))
+            return True
+
+        committed = self._retrying(name, "commit", run)
+        self._handles.pop(name, None)  # the append handle's snapshot is stale now
+        return self.version(name) if committed else None
+
+    def _replace_actions(self, name: str, dt: DeltaTable, replace: set[tuple],
+                         written: list[DataFile]) -> list:
+        """Remove actions for the files holding rows with keys in ``replace``, and add
+        actions for rewrites of those files that also hold other rows."""
+        import time
+
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from deltalake.transaction import RemoveAction
+
+        from catalog.datafiles import write_data_file
+
+        keys = list(spec(name).keys)
+        per_col = {k: {r[i] for r in replace} for i, k in enumerate(keys)}
+        maybe = {}
+        for a in pa.table(dt.get_add_actions(flatten=True)).to_pylist():
+            ruled_out = False
+            for k, vals in per_col.items():
+                lo, hi = a.get(f"min.{k}"), a.get(f"max.{k}")
+                if lo is not None and hi is not None and not any(lo <= v <= hi for v in vals):
+                    ruled_out = True  # the statistics say no key of this file is replaced
+                    break
+            if not ruled_out:
+                maybe[a["path"]] = a
+        if not maybe:
+            return []
+        wanted = pa.array(sorted("\x1f".join(map(str, k)) for k in replace), pa.string())
+
+        def hits(table: pa.Table) -> pa.ChunkedArray:
+            joined = pc.binary_join_element_wise(
+                *[table.column(k).cast(pa.string()) for k in keys], "\x1f")
+            return pc.is_in(joined, value_set=wanted)
+
+        now = int(time.time() * 1000)
+        actions = []
+        for frag in scan_dataset(name, dt).get_fragments():
+            path = next((p for p in maybe if frag.path == p or frag.path.endswith("/" + p)),
+                        None)
+            if path is None:
+                continue
+            hit = hits(frag.to_table(columns=keys))
+            n_hit = pc.sum(hit).as_py() or 0
+            if not n_hit:
+                continue
+            actions.append(RemoveAction(path, True, now, maybe[path]["size_bytes"]))
+            if n_hit < len(hit):  # other rows share the file: they stay, in a new one
+                rows = frag.to_table()
+                keep = rows.filter(pc.invert(hits(rows))).cast(spec(name).schema)
+                f = write_data_file(self.config, name, keep)
+                written.append(f)
+                actions.append(f.add_action())
+        return actions
+
+    def _delete_data_file(self, name: str, path: str) -> None:
+        from catalog.datafiles import _table_store
+
+        _table_store(self.config, name).delete(path)
+
     # ---- history, lineage ------------------------------------------------------------
     def history(self, name: str, limit: int | None = None) -> list[Commit]:
         """Commits of table ``name``, newest first."""
@@ -629,7 +727,9 @@ class Lakehouse:
     def vacuum(
         self, name: str, *, retention_hours: int = 168, dry_run: bool = True
     ) -> list[str]:
-        """Delete files no longer referenced by versions newer than the retention window.
+        """Delete files no longer referenced by versions newer than the retention window, and
+        files no commit ever referenced (the data files of a job that failed before its
+        commit, :mod:`catalog.datafiles`) once they are older than the window.
 
         Time travel to versions older than the window stops working for vacuumed files;
         hence the one-week default and ``dry_run`` by default.
@@ -637,7 +737,7 @@ class Lakehouse:
         dt = self.open(name)
         return dt.vacuum(
             retention_hours=retention_hours, dry_run=dry_run,
-            enforce_retention_duration=False,
+            enforce_retention_duration=False, full=True,
             commit_properties=self._props(Lineage(operation="vacuum")),
         )
 

@@ -3,10 +3,14 @@
 Pages come from the object store (the bytes ingest kept), not from the share, so scans can
 be OCR'd after the share is retired. A page of an image-only PDF is rendered at the
 resolution of its embedded image (no blind upsampling); a page with a real text layer is
-read, not OCR'd; a page image is recognised as it is. Pages fan out over a process pool
-with ``OMP_THREAD_LIMIT=1`` (Tesseract's own threads fight a pool). Each finished page is
-one ``ocr_pages`` commit, so a killed run loses only the pages in flight and a rerun does
-only what is missing. A scan that cannot be read is marked ``failed`` with the reason.
+read, not OCR'd; a page image is recognised as it is. Pages fan out over an executor
+(:mod:`catalog.executor`: a local process pool, or a Ray cluster), a bounded window of
+pages in flight, with ``OMP_THREAD_LIMIT=1`` (Tesseract's own threads fight a pool). Finished
+pages stream back and are committed to ``ocr_pages`` in micro-batches: a page at once when
+the last commit is :data:`COMMIT_SECONDS` old, else with the pages that come in meanwhile
+(at most :data:`COMMIT_PAGES`), so a killed run loses only the pages in flight and the
+last seconds, a rerun does only what is missing, and a large cluster does not make a commit
+per page. A scan that cannot be read is marked ``failed`` with the reason.
 
 Scans are versioned by content (``scans.sha256``, set by ingest): every page row records
 the content it was read from (``ocr_pages.scan_sha256``). A rescan saved over the old one
@@ -27,9 +31,8 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -44,10 +47,9 @@ from catalog import (
     TableNotFoundError,
     key_from_uri,
 )
-from catalog.log import progress
+from catalog.executor import Executor, Failed, check_executor, make_executor
 from catalog.rules import OCR, PAGE_SEPARATOR
 from catalog.storage import ObjectStore, cached_store
-from catalog.workers import process_pool
 from ingest.scan_status import ocr_state, status_sql
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ DEFAULT_DPI = 300           # for a page without an embedded image to take the r
 FOOT_FRACTION = 0.1         # the bottom strip of a page read again for a dropped page number
 FOOT_MAX_CHARS = 12         # a foot line longer than this is body text, not a page number
 FOOT_MIN_CONFIDENCE = 40    # words Tesseract is less sure of are specks, not page numbers
+COMMIT_SECONDS = 2.0        # a page is committed at once when the last commit is this old
+COMMIT_PAGES = 256          # ... and never more pages than this wait for one commit
+FAILURES_KEPT = 20          # failed scans named in a commit's lineage (all are counted)
 
 
 class OcrError(CorpusError):
@@ -72,22 +77,23 @@ class OcrConfig:
         lang: Tesseract language(s), e.g. ``eng`` or ``eng+deu``.
         page_foot: Read each page's bottom strip again for a page number that layout
             analysis dropped (~20% more Tesseract time per page).
-        workers: Processes recognising pages in parallel.
-        executor: ``local`` (a process pool) or ``ray``.
-        ray_address: A Ray cluster address; local Ray when None.
+        workers: Workers recognising pages in parallel (None: every core here, every CPU of
+            the cluster on Ray).
+        executor: ``local`` (a process pool) or ``ray`` (:mod:`catalog.executor`).
+        ray_address: The Ray cluster (default ``CORPUS_RAY_ADDRESS``, else Ray on this
+            machine, bound to 127.0.0.1).
     """
 
     lang: str = "eng"
     page_foot: bool = True
-    workers: int = 2
+    workers: int | None = 2
     executor: str = "local"
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}.")
-        if self.executor not in ("local", "ray"):
-            raise ConfigError(f"--executor must be local or ray, got {self.executor!r}.")
+        check_executor(self.executor)
         if not self.lang or not all(p.isalnum() or p == "_" for p in self.lang.split("+")):
             raise ConfigError(f"--lang must look like eng or eng+deu, got {self.lang!r}.")
 
@@ -411,6 +417,7 @@ class OcrReport:
     pages_done: int = 0
     pages_skipped: int = 0
     seconds: float = 0.0
+    executor: dict = field(default_factory=dict)
 
 
 def run_ocr(lakehouse: Lakehouse, *, config: OcrConfig,
@@ -444,20 +451,35 @@ def run_ocr(lakehouse: Lakehouse, *, config: OcrConfig,
     pages_of = Counter(t.blob_key for t in tasks)
     tasks.sort(key=lambda t: -size.get(t.blob_key, 0) / pages_of[t.blob_key])
     report = OcrReport(scans_failed=dict(failed), pages_skipped=len(done_rows))
+    executor = make_executor(config.executor, workers=config.workers,
+                             address=config.ray_address)
     lineage = Lineage(operation="ocr", inputs=pins,
-                      config={"lang": config.lang, "workers": config.workers,
-                              "page_foot": config.page_foot,
-                              "executor": config.executor})
+                      config={"lang": config.lang, "page_foot": config.page_foot,
+                              "executor": executor.describe()})
     errors: dict[str, str] = {}
-    for row in _recognise(lakehouse.config, tasks, config):
+    buffer: list[dict] = []
+    last = float("-inf")
+    for row in _recognise(lakehouse.config, tasks, config, executor):
         if "error" in row:
             errors.setdefault(row["scan_id"], row["error"])
-            continue
-        lakehouse.append("ocr_pages", [row], lineage=lineage)  # one commit a page: resumable
-        report.pages_done += 1
+        else:
+            buffer.append(row)
+        # micro-batches: at once after a quiet spell, else what came in meanwhile
+        if buffer and (time.monotonic() - last >= COMMIT_SECONDS
+                       or len(buffer) >= COMMIT_PAGES):
+            lakehouse.append("ocr_pages", buffer, lineage=lineage)
+            report.pages_done += len(buffer)
+            buffer, last = [], time.monotonic()
+    if buffer:
+        lakehouse.append("ocr_pages", buffer, lineage=lineage)
+        report.pages_done += len(buffer)
     failed.update(errors)
     report.scans_failed = failed
-    report.scans_done = _finish_scans(lakehouse, rows, failed, lineage)
+    report.executor = executor.summary()
+    finish = Lineage(operation="ocr", inputs=pins, config={
+        **lineage.config, "failed": len(failed),
+        "failures": dict(sorted(failed.items())[:FAILURES_KEPT])})
+    report.scans_done = _finish_scans(lakehouse, rows, failed, finish)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -506,52 +528,51 @@ def page_counts(store: ObjectStore, scans: pa.Table, files: pa.Table) -> dict[st
                                     for f in scan_page_files(s["source"], rows)])
 
 
-def _recognise(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
-    """Yield page rows as they finish (any order)."""
+@dataclass(frozen=True)
+class _OcrJob:
+    """What a worker needs to recognise pages: where the blobs are, Tesseract's settings."""
+
+    lakehouse: LakehouseConfig
+    lang: str
+    page_foot: bool
+
+
+def _ocr_worker(job: _OcrJob) -> _OcrJob:
+    # a fresh worker: no blobs cached by another job, Tesseract on one thread
+    _blob.cache_clear()
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    return job
+
+
+def _ocr_pages(job: _OcrJob, batch: list[PageTask]) -> list[dict]:
+    """The worker function: the ``ocr_pages`` row of each page (or its ``error``)."""
+    return [ocr_page(job.lakehouse, t, job.lang, job.page_foot) for t in batch]
+
+
+def _page_key(task: PageTask) -> str:
+    return f"{task.scan_id} page {task.page_no}"
+
+
+def _recognise(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig,
+               executor: Executor | None = None) -> Iterator[dict]:
+    """Yield page rows as they finish (any order); a page whose work raised comes back as a
+    row with its ``error``."""
     if not tasks:
         return
-    if ocr.executor == "ray":
-        yield from _recognise_ray(config, tasks, ocr)
-        return
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # inherited by the forked workers
-    if ocr.workers == 1:
-        for t in progress(tasks, desc="pages", unit="page"):
-            yield ocr_page(config, t, ocr.lang, ocr.page_foot)
-        return
-    with process_pool(ocr.workers, initializer=_fresh_worker) as pool:
-        pending: set[Future] = set()
-        queue = list(reversed(tasks))
-        bar = progress(range(len(tasks)), desc="pages", unit="page")
-        while queue or pending:
-            # a short queue per worker: a kill loses only what is in flight
-            while queue and len(pending) < ocr.workers * 2:
-                pending.add(pool.submit(ocr_page, config, queue.pop(), ocr.lang,
-                                         ocr.page_foot))
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished:
-                next(bar, None)
-                yield f.result()
-
-
-def _fresh_worker() -> None:
-    # forked from the parent: no inherited S3 connections or cached blobs
-    cached_store.cache_clear()
-    _blob.cache_clear()
-
-
-def _recognise_ray(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfig):
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'ray[default]'.") from None
-    if not ray.is_initialized():
-        ray.init(address=ocr.ray_address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_THREAD_LIMIT": "1"}})
-    remote = ray.remote(ocr_page)
-    pending = [remote.remote(config, t, ocr.lang, ocr.page_foot) for t in tasks]
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(ready[0])
+    executor = executor or make_executor(ocr.executor, workers=ocr.workers,
+                                         address=ocr.ray_address)
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # inherited by forked workers
+    by_key = {_page_key(t): t for t in tasks}
+    # one page a batch: a page is seconds of work, and a kill loses only what is in flight
+    for out in executor.map(_ocr_pages, [[t] for t in tasks], setup=_ocr_worker,
+                            setup_args=(_OcrJob(config, ocr.lang, ocr.page_foot),),
+                            desc="ocr", unit="page", total=len(tasks), key=_page_key,
+                            ordered=False):
+        if isinstance(out, Failed):
+            t = by_key[out.key]
+            out = {"scan_id": t.scan_id, "page_no": t.page_no,
+                   "error": f"page {t.page_no}: {out.reason}"}
+        yield out
 
 
 def _finish_scans(lakehouse: Lakehouse, rows: list[dict], failed: dict[str, str],

@@ -10,9 +10,14 @@ few times its size in memory, and it is deterministic: every random choice comes
 generator seeded from ``(seed, book_id)`` with a stable hash.
 
 :func:`run_noise` (driver) builds the model from pinned ``artifacts`` and ``alignments``
-versions, generates the variants of many books in a process pool and merges them into
-``texts`` as ``noisy/<recipe>-v<N>/<seed>`` (:func:`catalog.rules.noisy_variant`; ``N`` is
-the ``artifacts`` version the model came from), with lineage.
+versions and maps the books over an executor (:mod:`catalog.executor`: a local process pool
+or a Ray cluster; the model is handed to each worker once). Each worker writes its batch's
+variants as a Parquet file into ``texts`` (:mod:`catalog.datafiles`: the texts never travel
+back to the driver); the driver commits every file in ONE ``texts`` commit as
+``noisy/<recipe>-v<N>/<seed>`` (:func:`catalog.rules.noisy_variant`; ``N`` is the
+``artifacts`` version the model came from), with lineage. A rerun replaces its rows in that
+same commit. A book whose variant cannot be made is reported with its reason and counted in
+the commit's lineage (``failed``, ``failures``); the others are written.
 """
 
 from __future__ import annotations
@@ -23,22 +28,28 @@ import hashlib
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 
-from catalog import ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
-from catalog.log import progress
+from catalog import (
+    ConfigError,
+    CorpusError,
+    Lakehouse,
+    LakehouseConfig,
+    Lineage,
+    TableNotFoundError,
+)
+from catalog.executor import Executor, Failed, check_executor, make_executor
 from catalog.rules import EDITED, OCR, PAGE_SEPARATOR, noisy_variant
-from catalog.workers import process_pool
 from noise.model import NoiseModel, PageLayout, fill, isbn_hyphenated
 
 log = logging.getLogger(__name__)
 
 RECIPES = ("mined", "uniform")
+FAILURES_KEPT = 20           # failed books named in a commit's lineage (all are counted)
 CHUNK_CHARS = 1 << 18        # ~256k characters of edited text per chunk
 _LINE = re.compile(r"[^\n]+")
 
@@ -444,9 +455,13 @@ class NoiseConfig:
             (``fnmatch.fnmatchcase``, e.g. ``clear-1*``; an id is a pattern matching
             itself). Default: every book with an edited text. A pattern that matches no
             book with an edited text is an error (:func:`select_books`).
-        workers: Processes generating books in parallel.
-        chunk_chars: Characters of edited text handled at once.
-        batch_books: Books written per ``texts`` commit.
+        workers: Workers generating books in parallel (None: every core here, every CPU of
+            the cluster on Ray).
+        chunk_chars: Characters of edited text handled at once (and per worker batch).
+        batch_books: At most this many variants per worker batch (one data file each).
+        executor: ``local`` (a process pool) or ``ray`` (:mod:`catalog.executor`).
+        ray_address: The Ray cluster (default ``CORPUS_RAY_ADDRESS``, else Ray on this
+            machine).
     """
 
     recipe: str = "mined"
@@ -454,9 +469,11 @@ class NoiseConfig:
     per_book: int = 1
     cer_scale: float = 1.0
     books: tuple[str, ...] = ()
-    workers: int = 2
+    workers: int | None = 2
     chunk_chars: int = CHUNK_CHARS
-    batch_books: int = 256
+    batch_books: int = 64
+    executor: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -468,8 +485,9 @@ class NoiseConfig:
             raise ConfigError(f"--per-book must be at least 1, got {self.per_book}.")
         if not 0 <= self.cer_scale <= 20:
             raise ConfigError(f"--cer-scale must be between 0 and 20, got {self.cer_scale}.")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}.")
+        check_executor(self.executor)
         if self.chunk_chars < 1000:
             raise ConfigError(f"chunk_chars must be at least 1000, got {self.chunk_chars}.")
         if self.batch_books < 1:
@@ -488,6 +506,9 @@ class NoiseReport:
     seconds: float = 0.0
     texts_version: int | None = None
     model: dict = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # "book_id/seed" -> reason
+    executor: dict = field(default_factory=dict)
+    texts_written: int | None = None  # the texts version of the commit (None: no commit)
 
 
 def make_batch(tasks: Sequence[tuple[dict, BookMeta, int]], *, model: NoiseModel,
@@ -505,57 +526,80 @@ def make_batch(tasks: Sequence[tuple[dict, BookMeta, int]], *, model: NoiseModel
     return [(meta.book_id, seed, out) for (_, meta, seed), out in zip(tasks, outs, strict=True)]
 
 
-# A pool worker's model and options: set once per process by the pool initializer, so that
-# tasks carry only texts (the model is pickled once per worker, not once per book).
-_WORKER: dict = {}
+@dataclass(frozen=True)
+class _Job:
+    """A worker's part of a noise run, made once per worker (the model is the big part)."""
+
+    model: NoiseModel
+    config: NoiseConfig
+    uniform_cer: float
+    # for written variants (run_noise): where to write, the names, the shared columns
+    lakehouse: LakehouseConfig | None = None
+    names: dict[int, str] = field(default_factory=dict)
+    edited_version: int | None = None
+    created_at: datetime | None = None
 
 
-def _init_worker(model: NoiseModel, config: NoiseConfig, uniform_cer: float) -> None:
-    _WORKER.update(model=model, config=config, uniform_cer=uniform_cer)
+def _worker_job(job: _Job) -> _Job:
+    return job  # the setup of each worker: the job as it was handed over
 
 
-def _pool_batch(tasks: list) -> list[tuple[str, int, NoisyText]]:
-    return make_batch(tasks, **_WORKER)
+def _task_key(task: tuple) -> str:
+    return f"{task[1].book_id}/{task[2]}"
+
+
+def _variants(job: _Job, batch: list) -> list[tuple[str, int, NoisyText]]:
+    """The worker function of :func:`generate`: the variants themselves."""
+    return make_batch(batch, model=job.model, config=job.config, uniform_cer=job.uniform_cer)
+
+
+def _write_variants(job: _Job, batch: list) -> list[dict]:
+    """The worker function of :func:`run_noise`: a batch's variants written as one data file
+    of ``texts`` (not committed); per book what the driver needs (the file on the first)."""
+    from catalog.datafiles import write_data_file
+
+    rows, out = [], []
+    for (row, _, _), (book_id, seed, text) in zip(batch, _variants(job, batch), strict=True):
+        rows.append({"book_id": book_id, "variant": job.names[seed], "text": text.text,
+                     "n_chars": len(text.text), "chapter_offsets": text.chapter_offsets or None,
+                     "page_offsets": text.page_offsets or None,
+                     "derived_from": f"texts@{job.edited_version}:{book_id}/{EDITED}",
+                     "created_at": job.created_at})
+        out.append({"book_id": book_id, "variant": job.names[seed],
+                    "chars_in": len(row["text"]), "chars_out": len(text.text), "file": None})
+    out[0]["file"] = write_data_file(job.lakehouse, "texts", rows)
+    return out
+
+
+def _tasks(rows: Iterable[dict], metas: dict[str, BookMeta], config: NoiseConfig) -> Iterator:
+    return ((row, metas.get(row["book_id"]) or BookMeta(row["book_id"]), config.seed + k)
+            for row in rows for k in range(config.per_book))
 
 
 def _batches(tasks: Iterable, chars: int, books: int = 64) -> Iterator[list]:
     """Consecutive tasks grouped up to ``chars`` characters or ``books`` books."""
-    batch, size = [], 0
-    for t in tasks:
-        batch.append(t)
-        size += len(t[0]["text"])
-        if size >= chars or len(batch) >= books:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+    from catalog.executor import batched
+
+    return batched(tasks, size=books, weight=lambda t: len(t[0]["text"]), limit=chars)
 
 
 def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseModel,
-             config: NoiseConfig, uniform_cer: float = 0.0,
-             ) -> Iterator[tuple[str, int, NoisyText]]:
-    """Variants of edited ``texts`` rows, in parallel over books: ``(book_id, seed, text)``.
+             config: NoiseConfig, uniform_cer: float = 0.0, executor: Executor | None = None,
+             ) -> Iterator[tuple[str, int, NoisyText] | Failed]:
+    """Variants of edited ``texts`` rows, in parallel over books: ``(book_id, seed, text)``,
+    or :class:`~catalog.executor.Failed` for a book whose variant cannot be made.
 
     Short books go to the workers in batches (see :func:`noisy_texts`); output order
     follows input order, and a book's variant does not depend on its batch.
     """
-    tasks = ((row, metas.get(row["book_id"]) or BookMeta(row["book_id"]), config.seed + k)
-             for row in rows for k in range(config.per_book))
-    batches = _batches(tasks, config.chunk_chars)
-    if config.workers == 1:
-        for b in batches:
-            yield from make_batch(b, model=model, config=config, uniform_cer=uniform_cer)
-        return
-    with process_pool(config.workers, initializer=_init_worker,
-                      initargs=(model, config, uniform_cer)) as pool:
-        # a few batches in flight per worker: the texts are streamed, never all in memory
-        pending: deque = deque()
-        for b in batches:
-            pending.append(pool.submit(_pool_batch, b))
-            if len(pending) >= 2 * config.workers:
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
+    executor = executor or make_executor(config.executor, workers=config.workers,
+                                         address=config.ray_address)
+    yield from executor.map(
+        _variants, _batches(_tasks(rows, metas, config), config.chunk_chars,
+                            config.batch_books),
+        setup=_worker_job, setup_args=(_Job(model, config, uniform_cer),), desc="noise",
+        unit="book",
+        key=_task_key)
 
 
 def load_noise_model(lakehouse: Lakehouse, *, artifacts_version: int | None = None,
@@ -655,10 +699,11 @@ def _edited_rows(lakehouse: Lakehouse, version: int, wanted: set[str] | None,
 
 
 def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
-    """Generate noisy variants of edited books and merge them into ``texts``.
+    """Generate noisy variants of edited books and commit them to ``texts``.
 
-    Edited texts are streamed from the pinned ``texts`` version; variants are merged in
-    commits of ``batch_books`` books, each recording the pinned inputs and the recipe.
+    Edited texts are streamed from the pinned ``texts`` version to the executor's workers,
+    which write the variants as data files; the driver commits them all in one commit that
+    records the pinned inputs, the recipe, the executor and the failures.
     """
     t0 = time.perf_counter()
     if not (lakehouse.exists("artifacts") and lakehouse.exists("alignments")):
@@ -683,39 +728,44 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
              for k in range(config.per_book)}
     report = NoiseReport(variants=sorted(names.values()), texts_version=pins["texts"],
                          model=model.summary(), books=n_books)
-    lineage = Lineage(
-        operation="noise", inputs=pins,
-        config={"recipe": config.recipe, "seed": config.seed, "per_book": config.per_book,
-                "cer_scale": config.cer_scale, "chunk_chars": config.chunk_chars,
-                "books": list(config.books), "model": model.summary()})
-    edited_version = pins["texts"]
-    batch: list[dict] = []
-    now = datetime.now(UTC)
-    # new variants are appended (cheap); a rerun replaces its rows by merging on the keys.
-    # Not Lakehouse.upsert: texts always exists here, so it would merge every batch.
-    write = lakehouse.merge if present & set(names.values()) else lakehouse.append
+    executor = make_executor(config.executor, workers=config.workers,
+                             address=config.ray_address)
+    job = _Job(model, config, uniform_cer, lakehouse.config, names, pins["texts"],
+               datetime.now(UTC))
 
     def counted(rows: Iterator[dict]) -> Iterator[dict]:
         for r in rows:
             report.chars_in += len(r["text"]) * config.per_book
             yield r
 
-    rows = counted(_edited_rows(lakehouse, edited_version, wanted))
-    for book_id, seed, out in progress(
-            generate(rows, metas, model=model, config=config, uniform_cer=uniform_cer),
-            desc="variants", total=n_books * config.per_book, unit="book"):
-        batch.append({"book_id": book_id, "variant": names[seed], "text": out.text,
-                      "n_chars": len(out.text), "chapter_offsets": out.chapter_offsets or None,
-                      "page_offsets": out.page_offsets or None,
-                      "derived_from": f"texts@{edited_version}:{book_id}/{EDITED}",
-                      "created_at": now})
-        report.chars_out += len(out.text)
-        if len(batch) >= config.batch_books * config.per_book:
-            write("texts", batch, lineage=lineage)
-            report.rows += len(batch)
-            batch = []
-    if batch:
-        write("texts", batch, lineage=lineage)
-        report.rows += len(batch)
+    rows = counted(_edited_rows(lakehouse, pins["texts"], wanted))
+    files, keys = [], []
+    for out in executor.map(
+            _write_variants, _batches(_tasks(rows, metas, config), config.chunk_chars,
+                                      config.batch_books),
+            setup=_worker_job, setup_args=(job,),
+            desc="noise", unit="book", total=n_books * config.per_book, key=_task_key):
+        if isinstance(out, Failed):
+            report.failed[out.key] = out.reason
+            log.warning("noise: no variant for %s: %s", out.key, out.reason)
+            continue
+        if out["file"] is not None:
+            files.append(out["file"])
+        keys.append((out["book_id"], out["variant"]))
+        report.chars_out += out["chars_out"]
+    report.executor = executor.summary()
+    lineage = Lineage(
+        operation="noise", inputs=pins,
+        config={"recipe": config.recipe, "seed": config.seed, "per_book": config.per_book,
+                "cer_scale": config.cer_scale, "chunk_chars": config.chunk_chars,
+                "books": list(config.books), "model": model.summary(),
+                "executor": executor.describe(), "failed": len(report.failed),
+                "failures": dict(sorted(report.failed.items())[:FAILURES_KEPT])})
+    # one commit for the whole run; a rerun's rows replace the earlier ones in it (only when
+    # the variants exist already: otherwise there is nothing to look for)
+    version = lakehouse.commit_files("texts", files, lineage=lineage,
+                                     replace=keys if present & set(names.values()) else ())
+    report.rows = len(keys)
+    report.texts_written = version
     report.seconds = time.perf_counter() - t0
     return report

@@ -276,3 +276,46 @@ def dev_share(tmp_path_factory) -> Path:
     with tarfile.open(SHARED / "legacy_share.tar.gz") as tar:
         tar.extractall(dest, filter="tar")  # keeps modification times, refuses unsafe paths
     return dest / "legacy_share"
+
+
+# ---- a Ray cluster of two nodes on 127.0.0.1 --------------------------------------------------
+# On this machine Ray's token auth is off and both nodes stay on loopback with these set.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str
+    nodes: int
+
+
+@pytest.fixture(scope="session")
+def _ray_nodes():
+    """Two Ray nodes of one CPU each (a head and a worker node), bound to 127.0.0.1, started
+    once per session on first use (~20 s) and stopped by their handles at its end."""
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    cluster.wait_for_nodes()
+    yield RayCluster(address=cluster.address, nodes=2)
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(_ray_nodes) -> RayCluster:
+    """The session's two-node cluster, this process connected to it for the test (and
+    disconnected after it: later tests fork process pools from this process)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address=_ray_nodes.address, log_to_driver=False, logging_level="WARNING")
+    yield _ray_nodes
+    ray.shutdown()

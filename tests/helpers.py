@@ -222,3 +222,28 @@ def with_windows(lh: Lakehouse) -> Lakehouse:
         p("new", 13, 9, 0.01, "edited"),    # the edited text, not the raw scan
     ], lineage=Lineage(operation="test"))
     return lh
+
+
+# ---- comparing the tables two runs wrote (local vs Ray) ------------------------------------------
+VOLATILE = frozenset({"created_at", "updated_at", "ingested_at", "seconds", "build_id"})
+
+
+def table_rows(lh: Lakehouse, name: str, *, drop=VOLATILE, where=None) -> list[dict]:
+    """The rows of table ``name`` without the volatile columns, sorted by the table's keys
+    (then by every column): what two runs that did the same work must agree on."""
+    from catalog import spec
+
+    rows = [{k: v for k, v in r.items() if k not in drop} for r in lh.read(name).to_pylist()
+            if where is None or where(r)]
+    keys = spec(name).keys
+    return sorted(rows, key=lambda r: ([str(r.get(k)) for k in keys], repr(sorted(r.items()))))
+
+
+def lineage_config(lh: Lakehouse, name: str, *, version: int | None = None,
+                   drop=("executor", "build_id")) -> dict:
+    """The newest commit's (or commit ``version``'s) operation, inputs and config, without the
+    executor (the one part of lineage that may differ between runs)."""
+    commits = lh.history(name)
+    c = commits[0] if version is None else next(x for x in commits if x.version == version)
+    return {"operation": c.operation, "inputs": c.inputs,
+            "config": {k: v for k, v in c.config.items() if k not in drop}}

@@ -65,10 +65,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from catalog import ConfigError, CorpusError, Lakehouse, Lineage, SchemaError, sha256_file
-from catalog.log import progress
+from catalog import (
+    ConfigError,
+    CorpusError,
+    Lakehouse,
+    LakehouseConfig,
+    Lineage,
+    SchemaError,
+    sha256_file,
+)
+from catalog.executor import Executor, Failed, check_executor, make_executor
 from catalog.rules import DEFAULT_SEQ_LEN, EDITED, current_values, match_variants
-from catalog.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,7 @@ SPLIT_BY = ("book", "work")
 DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SEP = "|"  # sample id separator: never in an ISBN, a passage id or a variant name
 LABEL = "label"  # a shard file's float label column
+FAILURES_KEPT = 20  # texts that failed, named in the commit's lineage (all are counted)
 LEGACY_LABEL = "target"  # its name in shard files written before the rename
 
 SHARD_SCHEMA = pa.schema([
@@ -128,10 +136,15 @@ class ShardsConfig:
         split_by: ``book`` (each book on its own) or ``work`` (books with the same author
             and title in ``books`` share a split: passages cut from one source volume never
             straddle training and validation).
-        workers: Tokenizer processes (1 = in this process).
+        workers: Tokenizer workers (1 = in this process; None: every core here, every CPU
+            of the cluster on Ray).
         shard_mb: Target size of a shard file before compression, in MiB.
         shard_samples: Optional cap on samples per shard (small shards for tests).
         batch_texts: Texts per tokenizer batch.
+        executor: ``local`` (a process pool) or ``ray`` (:mod:`catalog.executor`): each
+            worker tokenises groups of texts and writes their shard files itself.
+        ray_address: The Ray cluster (default ``CORPUS_RAY_ADDRESS``, else Ray on this
+            machine).
     """
 
     dataset: str
@@ -145,10 +158,12 @@ class ShardsConfig:
     seed: int = 0
     split_by: str = "book"
     books: tuple[str, ...] = ()
-    workers: int = 1
+    workers: int | None = 1
     shard_mb: float = 32.0
     shard_samples: int | None = None
     batch_texts: int = 64
+    executor: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if not DATASET_RE.match(self.dataset or ""):
@@ -187,8 +202,9 @@ class ShardsConfig:
         if self.split_by not in SPLIT_BY:
             raise ConfigError(f"shards: split_by must be one of {', '.join(SPLIT_BY)}, got "
                               f"{self.split_by!r}.")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"shards: workers must be >= 1, got {self.workers!r}.")
+        check_executor(self.executor)
         if not self.shard_mb > 0:
             raise ConfigError(f"shards: shard_mb must be > 0, got {self.shard_mb!r}.")
         if self.shard_samples is not None and self.shard_samples < 1:
@@ -304,29 +320,50 @@ def cut_windows(
     ]
 
 
-# ---- tokenising (in worker processes) ---------------------------------------------------
-_WORKER: dict[str, Any] = {}
+# ---- tokenising (in the executor's workers) ---------------------------------------------
+@dataclass(frozen=True)
+class _TokJob:
+    """What a worker tokenises with, and (for a build) where its shard files go."""
+
+    tokenizer: str
+    seq_len: int
+    window: str
+    stride: int | None
+    batch_texts: int = 64
+    lakehouse: LakehouseConfig | None = None
+    dataset: str = ""
+    max_bytes: int = 0
+    max_samples: int | None = None
 
 
-def _init_worker(tokenizer: str, in_pool: bool, tok: Any = None) -> None:
-    if in_pool:
-        # One Rust thread per worker process: the pool already uses every core.
+@dataclass
+class _TokState:
+    job: _TokJob
+    tok: Any
+    special: tuple[list[int], list[int]]
+
+
+def _tok_setup(job: _TokJob, tok: Any = None) -> _TokState:
+    """A worker's tokenizer, loaded once (``tok``: one already loaded in this process)."""
+    from catalog.executor import in_worker
+
+    if in_worker():
+        # One Rust thread per worker process: the executor already uses every core.
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     if tok is None:
         from train.backbones import load_tokenizer
 
-        tok = load_tokenizer(tokenizer)
+        tok = load_tokenizer(job.tokenizer)
     # A tokenizer.json may ask for truncation (all-MiniLM-L6-v2's: 128 tokens) or padding;
     # the backend applies it to every call. Shards cut their own windows from whole texts.
     tok.backend_tokenizer.no_truncation()
     tok.backend_tokenizer.no_padding()
-    _WORKER["tok"] = tok
-    _WORKER["special"] = special_tokens(tok)
+    return _TokState(job, tok, special_tokens(tok))
 
 
-def _encode_batch(texts: list[str]) -> list[np.ndarray]:
+def _encode_batch(state: _TokState, texts: list[str]) -> list[np.ndarray]:
     """Token ids of each text, without special tokens, as int32 arrays."""
-    backend = _WORKER["tok"].backend_tokenizer
+    backend = state.tok.backend_tokenizer
     # encode_batch_fast skips character offsets, which shards never need.
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     return [np.asarray(e.ids, dtype=np.int32) for e in encode(texts, add_special_tokens=False)]
@@ -339,32 +376,22 @@ class _Task:
     texts: list[str]
     labels: list[float]
 
-
-def _tokenise_task(task: _Task, seq_len: int, window: str, stride: int | None) -> pa.Table:
-    """Tokenise a batch of texts and cut windows: the rows of the shard files (one table)."""
-    return _windows_table(task, _encode_batch(task.texts), seq_len, window, stride)
-
-
-def _tokenised_in_process(tasks: list[_Task], seq_len: int, window: str,
-                          stride: int | None) -> Iterator[pa.Table]:
-    """:func:`_tokenise_task` for each task in this process, the next batch tokenised in a
-    thread (the Rust tokenizer releases the GIL and uses every core) while this one's
-    windows are cut."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="tokenise") as pool:
-        ahead = [pool.submit(_encode_batch, t.texts) for t in tasks[:1]]
-        for i, task in enumerate(tasks):
-            ids = ahead.pop(0).result()
-            if i + 1 < len(tasks):
-                ahead.append(pool.submit(_encode_batch, tasks[i + 1].texts))
-            yield _windows_table(task, ids, seq_len, window, stride)
+    def part(self, start: int, end: int) -> _Task:
+        return _Task(self.book_ids[start:end], self.variants[start:end], self.texts[start:end],
+                     self.labels[start:end])
 
 
-def _windows_table(task: _Task, encoded: list[np.ndarray], seq_len: int, window: str,
-                   stride: int | None) -> pa.Table:
+def _tokenise_rows(state: _TokState, batch: list[_Task]) -> list[pa.Table]:
+    """The worker function of :func:`tokenise`: each task's sample rows (one table)."""
+    job = state.job
+    return [_windows_table(state, t, _encode_batch(state, t.texts), job.seq_len, job.window,
+                           job.stride) for t in batch]
+
+
+def _windows_table(state: _TokState, task: _Task, encoded: list[np.ndarray], seq_len: int,
+                   window: str, stride: int | None) -> pa.Table:
     """The sample rows (:data:`SHARD_SCHEMA`) of a batch of texts' token ids."""
-    prefix, suffix = _WORKER["special"]
+    prefix, suffix = state.special
     sample_ids, books, variants, windows, labels, pieces = [], [], [], [], [], []
     for book, variant, label, ids in zip(task.book_ids, task.variants, task.labels,
                                          encoded, strict=True):
@@ -411,54 +438,150 @@ def tokenise(
     batch_texts: int = 64,
     workers: int = 1,
     tok: Any = None,
+    executor: Executor | None = None,
 ) -> Iterator[tuple[str, pa.Table]]:
     """Tokenise each split's texts and cut their windows into sample rows.
 
     Args:
         parts: Split name -> texts (``book_id, variant, text, label``, as
             :func:`split_texts` gives them); splits are done in :data:`SPLITS` order.
-        tokenizer: Tokenizer alias or local folder (what worker processes load).
+        tokenizer: Tokenizer alias or local folder (what workers load).
         seq_len: Maximum tokens per sample, special tokens included.
         window: ``first``, ``chunks`` or ``overlap`` (see :func:`window_starts`).
         stride: Start-to-start distance for ``overlap``.
         batch_texts: Texts per tokenizer batch.
-        workers: Tokenizer processes; the output is the same for any number.
-        tok: The tokenizer already loaded in this process (loaded from ``tokenizer`` when
-            None and needed).
+        workers: Tokenizer processes of the default (local) executor; the output is the
+            same for any number.
+        tok: The tokenizer already loaded in this process (used when the work runs here).
+        executor: Where to tokenise (default: a local one of ``workers``).
 
     Yields:
         ``(split, rows)`` per batch of texts, in text order: ``rows`` in
         :data:`SHARD_SCHEMA`, the windows of each text in order (a text without tokens has
         none).
     """
-    splits = [s for s in SPLITS if s in parts]
-    n_tasks = -(-sum(parts[s].num_rows for s in splits) // batch_texts)
-    pool = None
-    # A pool costs ~1-2 s to start (a tokenizer per worker); below a few batches per worker
-    # one process (the tokenizer's own threads) is faster. Output is the same either way.
-    if workers > 1 and n_tasks >= 4 * workers:
-        pool = process_pool(workers, initializer=_init_worker, initargs=(tokenizer, True))
-    else:
-        _init_worker(tokenizer, False, tok)
-    try:
-        tasks_of = {split: list(_tasks(parts[split], batch_texts)) for split in splits}
-        if pool is not None:
-            from functools import partial
+    job = _TokJob(tokenizer, seq_len, window, stride, batch_texts)
+    executor = executor or make_executor("local", workers=workers)
+    for split in [s for s in SPLITS if s in parts]:
+        tasks = list(_tasks(parts[split], batch_texts))
+        # below a few batches per worker one process (the tokenizer's own threads) is
+        # faster than starting a pool; the output is the same either way
+        inline = executor.kind == "local" and len(tasks) < 4 * executor.workers
+        for rows in executor.map(
+                _tokenise_rows, [[t] for t in tasks],
+                setup=_tok_setup, setup_args=(job, tok) if inline or tok is None else (job,),
+                desc=f"tokenise {split}", unit="batch", total=len(tasks),
+                inline_below=len(tasks) + 1 if inline else 0):
+            if isinstance(rows, Failed):
+                raise CorpusError(f"shards: a batch of texts could not be tokenised: "
+                                  f"{rows.reason}")
+            yield split, rows
 
-            # Every split's batches are submitted now: the workers tokenise the next split
-            # while the caller writes the shards of the one before.
-            task_fn = partial(_tokenise_task, seq_len=seq_len, window=window, stride=stride)
-            results_of = {split: pool.map(task_fn, tasks_of[split]) for split in splits}
-        for split in splits:
-            tasks = tasks_of[split]
-            results = (results_of[split] if pool is not None
-                       else _tokenised_in_process(tasks, seq_len, window, stride))
-            for rows in progress(results, desc=f"tokenise {split}", total=len(tasks),
-                                 unit="batch"):
-                yield split, rows
-    finally:
-        if pool is not None:
-            pool.shutdown()
+
+# ---- building: groups of texts, each written as shard files by a worker ------------------
+CHARS_PER_TOKEN = 4  # what a group's size is estimated with (English prose, subword tokens)
+# A group is about this many shard files' worth of text: the worker cuts exact shards from it,
+# and only its last shard is partial (larger groups: fewer partial shards, fewer tasks).
+GROUP_SHARDS = 4
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Consecutive texts of one split that one worker turns into shard files."""
+
+    split: str
+    index: int
+    texts: _Task
+
+
+def _group_key(group: _Group) -> str:
+    return f"{group.split} group {group.index}"
+
+
+def plan_groups(parts: Mapping[str, pa.Table], *, seq_len: int, window: str,
+                stride: int | None, max_bytes: int, max_samples: int | None,
+                ) -> list[_Group]:
+    """Cut each split's texts (in order) into groups of about :data:`GROUP_SHARDS` shard
+    files each.
+
+    A group's size is estimated from its texts' characters (about :data:`CHARS_PER_TOKEN`
+    characters a token, four bytes a token id, the windows the setting cuts), so the groups,
+    and with them the shard files, depend only on the texts and the settings: never on the
+    executor or the number of workers.
+    """
+    groups = []
+    body = max(1, seq_len - 2)
+    for split in [s for s in SPLITS if s in parts]:
+        texts = parts[split]
+        lengths = pc.utf8_length(texts.column("text")).to_pylist() if texts.num_rows else []
+        task = next(_tasks(texts, max(1, texts.num_rows)), None)
+        start, size, samples = 0, 0, 0
+        for i, n in enumerate(lengths):
+            tokens = max(1, (n or 0) // CHARS_PER_TOKEN)
+            if window == "first":
+                wins = 1
+            elif window == "chunks":
+                wins = -(-tokens // body)
+            else:
+                wins = 1 + -(-max(0, tokens - body) // (stride or body))
+            size += 4 * min(tokens + wins * 2, wins * seq_len)
+            samples += wins
+            if size >= GROUP_SHARDS * max_bytes or (
+                    max_samples is not None and samples >= GROUP_SHARDS * max_samples):
+                groups.append(_Group(split, len(groups), task.part(start, i + 1)))
+                start, size, samples = i + 1, 0, 0
+        if start < len(lengths):
+            groups.append(_Group(split, len(groups), task.part(start, len(lengths))))
+    return groups
+
+
+def _encode_each(state: _TokState, task: _Task) -> tuple[list[np.ndarray | None], list[str]]:
+    """Token ids of each text; when the batch fails, text by text (a text that fails is
+    None, with its reason)."""
+    try:
+        return list(_encode_batch(state, task.texts)), []
+    except Exception:
+        ids: list[np.ndarray | None] = []
+        reasons = []
+        for i, text in enumerate(task.texts):
+            try:
+                ids.extend(_encode_batch(state, [text]))
+            except Exception as e:
+                ids.append(None)
+                reasons.append(f"{task.book_ids[i]}{SEP}{task.variants[i]}: "
+                               f"{type(e).__name__}: {e}")
+        return ids, reasons
+
+
+def _write_groups(state: _TokState, batch: list[_Group]) -> list[dict]:
+    """The worker function of :func:`build_shards`: each group tokenised, cut into windows
+    and written as shard files into the object store; its manifest entries come back."""
+    from catalog.storage import cached_store
+
+    job = state.job
+    out = []
+    for group in batch:
+        writer = ShardWriter(cached_store(job.lakehouse), job.dataset, group.split,
+                             job.max_bytes, job.max_samples)
+        n_first, failed = 0, []
+        t = group.texts
+        for start in range(0, len(t.texts), job.batch_texts):
+            part = t.part(start, start + job.batch_texts)
+            ids, reasons = _encode_each(state, part)
+            if reasons:
+                failed += reasons
+                keep = [i for i, x in enumerate(ids) if x is not None]
+                part = _Task(*[[col[i] for i in keep] for col in
+                               (part.book_ids, part.variants, part.texts, part.labels)])
+                ids = [ids[i] for i in keep]
+            rows = _windows_table(state, part, ids, job.seq_len, job.window, job.stride)
+            # Window 0 exists for every text that has at least one token.
+            n_first += pc.sum(pc.equal(rows.column("window"), 0)).as_py() or 0
+            writer.add(rows)
+        writer.flush()
+        out.append({"split": group.split, "written": writer.written, "n_first": n_first,
+                    "texts": len(t.texts), "failed": failed})
+    return out
 
 
 # ---- the core over Arrow data: texts and scores in, manifest rows out ---------------------
@@ -762,6 +885,8 @@ class ShardsReport:
     empty_texts: int              # texts with no tokens at all
     seconds: float = 0.0
     excluded_books: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # texts that could not be tokenised
+    executor: dict = field(default_factory=dict)  # where it ran (Executor.summary)
 
 
 def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
@@ -795,42 +920,58 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
 
     from train.backbones import load_tokenizer
 
-    tok = load_tokenizer(config.tokenizer)
+    tok = load_tokenizer(config.tokenizer)  # here: its pad id goes into the manifest
     max_bytes = int(config.shard_mb * 2**20)
-    writers = {s: ShardWriter(lakehouse.store, config.dataset, s, max_bytes, config.shard_samples)
-               for s in SPLITS}
+    groups = plan_groups(parts, seq_len=config.seq_len, window=config.window,
+                         stride=config.stride, max_bytes=max_bytes,
+                         max_samples=config.shard_samples)
+    executor = make_executor(config.executor, workers=config.workers,
+                             address=config.ray_address)
+    job = _TokJob(config.tokenizer, config.seq_len, config.window, config.stride,
+                  config.batch_texts, lakehouse.config, config.dataset, max_bytes,
+                  config.shard_samples)
+    written: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     n_first = 0
-    for split, rows in tokenise(parts, tokenizer=config.tokenizer, seq_len=config.seq_len,
-                                window=config.window, stride=config.stride,
-                                batch_texts=config.batch_texts, workers=config.workers, tok=tok):
-        # Window 0 exists for every text that has at least one token.
-        n_first += pc.sum(pc.equal(rows.column("window"), 0)).as_py() or 0
-        writers[split].add(rows)
-    for writer in writers.values():
-        writer.flush()
-    n_texts = sum(parts[s].num_rows for s in SPLITS)
+    failed: list[str] = []
+    # in order: the shards of a split are numbered in text order, whoever wrote them
+    here = executor.kind == "local" and executor.workers == 1  # reuse the loaded tokenizer
+    for out in executor.map(_write_groups, [[g] for g in groups], setup=_tok_setup,
+                            setup_args=(job, tok) if here else (job,), desc="shards",
+                            unit="group",
+                            total=len(groups), key=_group_key):
+        if isinstance(out, Failed):
+            raise CorpusError(f"shards: {out.key} could not be written ({out.reason}); "
+                              "nothing was committed. Shard files are content-addressed: "
+                              "a rerun reuses those already written.")
+        for entry in out["written"]:
+            written[out["split"]].append({**entry,
+                                          "shard_index": len(written[out["split"]])})
+        n_first += out["n_first"]
+        failed += out["failed"]
+    n_texts = sum(parts[s].num_rows for s in SPLITS) - len(failed)
 
     build_id = uuid.uuid4().hex[:16]
     rows = manifest_rows(
-        [w for s in SPLITS for w in writers[s].written], config=config,
+        [w for s in SPLITS for w in written[s]], config=config,
         pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
         texts_version=pins["texts"], scores_version=pins["scores"], build_id=build_id,
         created_at=datetime.now(UTC),
     )
     book_counts = {s: len(pc.unique(parts[s].column("book_id"))) for s in SPLITS}
-    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
+           if k not in ("workers", "executor", "ray_address")}
     lineage = Lineage(
         operation="shards", inputs=pins,
         config={**cfg, "variants_matched": selection.variants, "build_id": build_id,
                 "excluded_no_target": len(selection.excluded_books),
-                "val_books": book_counts["validation"]},
+                "val_books": book_counts["validation"], "executor": executor.describe(),
+                "failed": len(failed), "failures": failed[:FAILURES_KEPT]},
     )
     # Columns the spec declared since the table was created are added by the catalog
     # before this write (Lakehouse.create/add_columns), never by hand here.
     quoted = config.dataset.replace("'", "''")
     version = lakehouse.overwrite("shards", rows, lineage=lineage,
                                   predicate=f"dataset = '{quoted}'")
-    written = {s: writers[s].written for s in SPLITS}
     report = ShardsReport(
         dataset=config.dataset, version=version, build_id=build_id,
         texts_version=pins["texts"], scores_version=pins["scores"],
@@ -840,7 +981,7 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
         tokens={s: sum(w["n_tokens"] for w in written[s]) for s in SPLITS},
         books=book_counts, texts=n_texts, excluded_no_target=len(selection.excluded_books),
         empty_texts=n_texts - n_first, seconds=time.perf_counter() - t0,
-        excluded_books=selection.excluded_books,
+        excluded_books=selection.excluded_books, failed=failed, executor=executor.summary(),
     )
     log.info("shards %s@%d: %s", config.dataset, version, report.samples)
     return report

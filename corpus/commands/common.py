@@ -77,6 +77,29 @@ def books_option(what: str):
              f"comma-separated (default: {what}).")
 
 
+def executor_options(fn):
+    """``--executor local|ray`` and ``--ray-address``, the same on every stage that maps
+    work over workers (catalog/executor.py)."""
+    fn = click.option(
+        "--ray-address", default=None, metavar="ADDR", envvar="CORPUS_RAY_ADDRESS",
+        help="The Ray cluster to run on with --executor ray, e.g. 10.0.0.5:6379 or "
+             "ray://head:10001 (or CORPUS_RAY_ADDRESS; default: start Ray on this machine, "
+             "bound to 127.0.0.1).")(fn)
+    return click.option(
+        "--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+        help="Where the work runs: local (a process pool here) or ray (a Ray cluster; "
+             "--workers then counts Ray workers, default one per CPU of the cluster). The "
+             "tables and lineage are the same either way.")(fn)
+
+
+def stage_workers(workers: int | None, executor: str) -> int | None:
+    """The ``workers`` a stage config gets: every core here by default on ``local``; on
+    ``ray`` None (one per CPU of the cluster) unless ``--workers`` was given."""
+    from catalog.workers import default_workers
+
+    return default_workers(workers) if executor == "local" else workers
+
+
 def format_option(*choices: str, default: str = "table"):
     """``--format`` with the given choices."""
     return click.option("--format", "fmt", type=click.Choice(list(choices)), default=default,

@@ -10,7 +10,9 @@ from corpus.commands.common import (
     command,
     console,
     err_console,
+    executor_options,
     lakehouse,
+    stage_workers,
 )
 
 
@@ -93,17 +95,17 @@ def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool, f
 @click.option("--page-foot/--no-page-foot", default=True, show_default=True,
               help="Read each page's bottom strip again for a page number that layout "
                    "analysis dropped (~20% more Tesseract time).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
-              show_default=True, help="Process pool here, or a Ray cluster.")
-@click.option("--ray-address", default=None, help="Ray cluster address (default: local Ray).")
+@executor_options
 @click.pass_context
 def ocr(ctx: click.Context, scan_ids: tuple[str, ...], workers: int | None, lang: str,
         page_foot: bool, executor: str, ray_address: str | None) -> None:
-    """OCR every registered scan not yet done (resumable: reruns do only what is missing)."""
-    from catalog.workers import default_workers
+    """OCR every registered scan not yet done (resumable: reruns do only what is missing).
+
+    Example: corpus ocr --executor ray --ray-address 10.0.0.5:6379
+    """
     from ingest.ocr import OcrConfig, run_ocr
 
-    config = OcrConfig(lang=lang, page_foot=page_foot, workers=default_workers(workers),
+    config = OcrConfig(lang=lang, page_foot=page_foot, workers=stage_workers(workers, executor),
                        executor=executor, ray_address=ray_address)
     r = run_ocr(lakehouse(ctx), config=config, scan_ids=scan_ids or None)
     console.print(f"{r.pages_done} page(s) recognised ({r.pages_skipped} already done) in "

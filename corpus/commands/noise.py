@@ -19,8 +19,11 @@ from corpus.commands.common import (
     books_option,
     command,
     console,
+    err_console,
+    executor_options,
     group,
     lakehouse,
+    stage_workers,
 )
 
 
@@ -190,23 +193,29 @@ def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) ->
 @click.option("--cer-scale", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Multiply every book's drawn character error level.")
 @click.option("--workers", type=WORKERS, default=None,
-              help="Worker processes (default: all cores).")
+              help="Worker processes (default: all cores; with --executor ray, one per CPU "
+                   "of the cluster).")
+@executor_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format.")
 @click.pass_context
 def noise(ctx: click.Context, recipe: str, seed: int, books: tuple[str, ...], per_book: int,
-          cer_scale: float, workers: int | None, fmt: str) -> None:
+          cer_scale: float, workers: int | None, executor: str, ray_address: str | None,
+          fmt: str) -> None:
     """Write noisy variants of edited books (texts variant noisy/<recipe>-v<N>/<seed>).
 
-    `corpus noise evaluate` compares such variants with real OCR instead.
+    The variants of the whole run are one texts commit. `corpus noise evaluate` compares
+    such variants with real OCR instead.
+
+    Example: corpus noise --seed 0 --per-book 2 --executor ray
     """
     if ctx.invoked_subcommand is not None:
         return
-    from catalog.workers import default_workers
     from noise.generate import NoiseConfig, run_noise
 
     config = NoiseConfig(recipe=recipe, seed=seed, per_book=per_book, cer_scale=cer_scale,
-                         books=books, workers=default_workers(workers))
+                         books=books, workers=stage_workers(workers, executor),
+                         executor=executor, ray_address=ray_address)
     r = run_noise(lakehouse(ctx), config=config)
     if fmt == "json":
         click.echo(json.dumps(r.__dict__, indent=2, default=str))
@@ -214,6 +223,8 @@ def noise(ctx: click.Context, recipe: str, seed: int, books: tuple[str, ...], pe
     console.print(f"{r.rows} variant(s) of {r.books} book(s) in {r.seconds:.1f} s "
                   f"({r.chars_in:,} characters in, {r.chars_out:,} out): "
                   + ", ".join(r.variants))
+    for key, reason in r.failed.items():
+        err_console.print(f"  failed {key}: {reason}", markup=False, highlight=False)
 
 
 @noise.command("evaluate")

@@ -13,8 +13,10 @@ from corpus.commands.common import (
     books_option,
     console,
     err_console,
+    executor_options,
     group,
     lakehouse,
+    stage_workers,
     write_table,
 )
 
@@ -44,25 +46,34 @@ def shards() -> None:
 @click.option("--split-by", type=click.Choice(["book", "work"]), default="book",
               show_default=True, help="work: books with the same author and title (passages "
               "of one source volume) share a split.")
-@click.option("--workers", type=WORKERS, default=None, help="Tokenizer processes (default: cores).")
+@click.option("--workers", type=WORKERS, default=None,
+              help="Tokenizer processes (default: cores; with --executor ray, one per CPU of "
+                   "the cluster).")
+@executor_options
 @click.option("--shard-mb", type=POSITIVE, default=32.0, show_default=True,
               help="Target shard size (MiB, before compression).")
 @click.option("--shard-samples", type=AT_LEAST_1, default=None, help="Cap on samples per shard.")
 @click.pass_context
 def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int, window: str,
                  stride: int | None, target: str, variants: str, val_frac: float, seed: int,
-                 books: tuple[str, ...], split_by: str, workers: int | None, shard_mb: float,
-                 shard_samples: int | None) -> None:
-    """Tokenise pinned texts into shard files and a new `shards` table version."""
-    from catalog.workers import default_workers
+                 books: tuple[str, ...], split_by: str, workers: int | None, executor: str,
+                 ray_address: str | None, shard_mb: float, shard_samples: int | None) -> None:
+    """Tokenise pinned texts into shard files and a new `shards` table version.
+
+    Each worker tokenises groups of texts and writes their shard files itself; the manifest
+    is one commit.
+
+    Example: corpus shards build --name books --tokenizer all-minilm-l6-v2 --seq-len 256
+    --window chunks --executor ray
+    """
     from train.shards import ShardsConfig, build_shards
 
     config = ShardsConfig(
         dataset=dataset, tokenizer=tokenizer, seq_len=seq_len, window=window, stride=stride,
         target=target, variants=tuple(variants.split(",")), val_frac=val_frac, seed=seed,
         split_by=split_by, books=books,
-        workers=default_workers(workers), shard_mb=shard_mb,
-        shard_samples=shard_samples,
+        workers=stage_workers(workers, executor), executor=executor, ray_address=ray_address,
+        shard_mb=shard_mb, shard_samples=shard_samples,
     )
     r = build_shards(lakehouse(ctx), config=config)
     console.print(f"dataset {r.dataset} = shards@{r.version} (texts@{r.texts_version}, "

@@ -66,7 +66,8 @@ def test_killed_noise_leaves_no_worker_behind(pairs_copy, tmp_path):
 # ---- train ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_killed_shards_build_leaves_no_worker_behind(tmp_path):
-    # the 60 sample passages nine times over (new ids): enough batches for a pool of 2
+    # the 60 sample passages nine times over (new ids), in small shards: enough groups of
+    # texts for a pool of 2
     with open(sample_passages(), newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     many = tmp_path / "passages.csv"
@@ -80,5 +81,6 @@ def test_killed_shards_build_leaves_no_worker_behind(tmp_path):
     env = {**os.environ, "CORPUS_ROOT": lh.root, "HF_HUB_OFFLINE": "1"}
     killed = kill_when([sys.executable, "-m", "corpus.cli", "shards", "build", "--name", "k",
                         "--tokenizer", "all-minilm-l6-v2", "--seq-len", "64", "--window", "chunks",
-                        "--workers", "2"], env, min_children=2, log=tmp_path / "shards.log")
+                        "--shard-samples", "8", "--workers", "2"], env, min_children=2,
+                       log=tmp_path / "shards.log")
     assert_no_orphans(killed)
