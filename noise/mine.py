@@ -114,9 +114,8 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 
 from catalog import TABLES, ConfigError, CorpusError, Lakehouse, Lineage, TableNotFoundError
-from catalog.log import progress
+from catalog.executor import Executor, Failed, check_executor, make_executor
 from catalog.rules import CORRECTED, EDITED, OCR, PAGE_SEPARATOR
-from catalog.workers import process_pool
 from noise.align import Alignment, Block, align, cleanup
 
 log = logging.getLogger(__name__)
@@ -128,6 +127,7 @@ _YEAR = re.compile(r"(?<!\d)(1[5-9]\d\d|20\d\d)(?!\d)")
 _NUMBER = re.compile(r"\d+")
 _ROMAN = re.compile(r"(?i)(?=[mdclxvi])m{0,3}(cm|cd|d?c{0,3})(xc|xl|l?x{0,3})(ix|iv|v?i{0,3})$")
 _LINE = re.compile(r"[^\n]+")
+FAILURES_KEPT = 20  # books that failed, named in the commits' lineage (all are counted)
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,11 @@ class MineConfig:
         page_number_chars: At most this many non-space characters make a page number line.
         front_max_matched: A leading page with at most this share of its characters matched
             to the edited text is front matter.
-        workers: Processes aligning books in parallel.
+        workers: Workers aligning books in parallel (None: every core here, every CPU of
+            the cluster on Ray).
+        executor: ``local`` (a process pool) or ``ray`` (:mod:`catalog.executor`).
+        ray_address: The Ray cluster (default ``CORPUS_RAY_ADDRESS``, else Ray on this
+            machine).
     """
 
     raw_variant: str = OCR
@@ -157,7 +161,9 @@ class MineConfig:
     header_lines: int = 3
     page_number_chars: int = 8
     front_max_matched: float = 0.3
-    workers: int = 1
+    workers: int | None = 1
+    executor: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if not self.raw_variant or self.raw_variant == self.reference:
@@ -172,8 +178,9 @@ class MineConfig:
         if not 0.0 <= self.front_max_matched < 1.0:
             raise ConfigError("front_max_matched must be in [0, 1), got "
                               f"{self.front_max_matched}.")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}.")
+        check_executor(self.executor)
 
 
 @dataclass(frozen=True)
@@ -627,8 +634,13 @@ def _char_edit(out: BookMining, ed: str, r0: int, r1: int, e: str, r: str,
 
 # ---- all books ----------------------------------------------------------------------------
 
-def _mine_one(args: tuple[Pair, MineConfig]) -> BookMining:
-    return mine_book(args[0], config=args[1])
+def _config(config: MineConfig) -> MineConfig:
+    return config  # a worker's state: the options, handed over once
+
+
+def _mine_books(config: MineConfig, batch: list[Pair]) -> list[BookMining]:
+    """The worker function: each pair's alignment row and observations."""
+    return [mine_book(p, config=config) for p in batch]
 
 
 def _as_pairs(pairs: Iterable[Pair] | Mapping[str, tuple[str, str]]) -> list[Pair]:
@@ -668,6 +680,7 @@ def _occurrences(texts: list[str], keys: set[tuple[str, str]]) -> dict[tuple[str
 
 def mine(pairs: Iterable[Pair] | Mapping[str, tuple[str, str]], *,
          config: MineConfig = MineConfig(), texts_version: int | None = None,
+         executor: Executor | None = None, failures: dict[str, str] | None = None,
          ) -> tuple[pa.Table, pa.Table]:
     """Align every pair and mine its artifacts (pure: no I/O).
 
@@ -675,20 +688,31 @@ def mine(pairs: Iterable[Pair] | Mapping[str, tuple[str, str]], *,
         pairs: :class:`Pair` objects, or ``{book_id: (edited, raw)}`` (one page each).
         config: Mining options.
         texts_version: The ``texts`` version the pairs were read from (stored in both tables).
+        executor: Where the books are aligned (default: as ``config`` says).
+        failures: Where to put ``{book_id: reason}`` of pairs that cannot be mined (they are
+            left out); without it such a pair is an error.
 
     Returns:
         ``(alignments, artifacts)`` as Arrow tables with the catalog schemas; artifacts
         sorted by kind, then count (descending).
+
+    Raises:
+        CorpusError: a pair cannot be mined and ``failures`` is None.
     """
     todo = _as_pairs(pairs)
-    if config.workers > 1 and len(todo) >= 4:
-        with process_pool(config.workers) as pool:
-            books = list(progress(pool.map(_mine_one, [(p, config) for p in todo],
-                                           chunksize=1), total=len(todo), desc="mine",
-                                  unit="book"))
-    else:
-        books = [mine_book(p, config=config)
-                 for p in progress(todo, desc="mine", unit="book")]
+    executor = executor or make_executor(config.executor, workers=config.workers,
+                                         address=config.ray_address)
+    got = list(executor.map(_mine_books, [[p] for p in todo], setup=_config,
+                            setup_args=(config,), desc="mine", unit="book",
+                            total=len(todo), key=lambda p: p.book_id, inline_below=4))
+    bad = {out.key: out.reason for out in got if isinstance(out, Failed)}
+    if bad and failures is None:
+        raise CorpusError(f"mine: {len(bad)} book(s) cannot be mined, e.g. "
+                          f"{next(iter(bad))}: {next(iter(bad.values()))}")
+    if bad:
+        failures.update(bad)
+        todo = [p for p in todo if p.book_id not in bad]
+    books = [out for out in got if not isinstance(out, Failed)]
     rows = []
     for p, bm in zip(todo, books, strict=True):
         rows.append({**bm.row, "raw_variant": config.raw_variant, "texts_version": texts_version,
@@ -799,6 +823,8 @@ class MineReport:
     wer: float | None = None
     kinds: dict[str, int] = field(default_factory=dict)
     top: list[dict] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # book_id -> reason
+    executor: dict = field(default_factory=dict)  # where it ran (Executor.summary)
 
 
 def read_pairs(lakehouse: Lakehouse, *, config: MineConfig,
@@ -856,8 +882,20 @@ def run_mine(lakehouse: Lakehouse, *, config: MineConfig) -> MineReport:
         raise CorpusError(f"No book has both a {config.reference!r} and a {config.raw_variant!r} "
                           f"text in texts@{pins['texts']}: run `corpus ocr` first (or pick "
                           "another --variant).")
-    alignments, artifacts = mine(pairs, config=config, texts_version=pins["texts"])
-    lineage = Lineage(operation="mine", inputs=pins, config=asdict(config))
+    executor = make_executor(config.executor, workers=config.workers,
+                             address=config.ray_address)
+    failed: dict[str, str] = {}
+    alignments, artifacts = mine(pairs, config=config, texts_version=pins["texts"],
+                                 executor=executor, failures=failed)
+    if not alignments.num_rows:
+        raise CorpusError(f"mine: none of the {len(pairs)} book(s) could be mined, e.g. "
+                          f"{next(iter(failed.items()))}.")
+    pairs = [p for p in pairs if p.book_id not in failed]
+    opts = {k: v for k, v in asdict(config).items()
+            if k not in ("workers", "executor", "ray_address")}
+    lineage = Lineage(operation="mine", inputs=pins, config={
+        **opts, "executor": executor.describe(), "failed": len(failed),
+        "failures": dict(sorted(failed.items())[:FAILURES_KEPT])})
     # Only this variant's rows are replaced: mining a noisy variant keeps the OCR patterns.
     only = "raw_variant = '" + config.raw_variant.replace("'", "''") + "'"
     versions = {
@@ -877,4 +915,4 @@ def run_mine(lakehouse: Lakehouse, *, config: MineConfig) -> MineReport:
         cer=sum(r["n_ops"] for r in rows) / n_ref,
         body_cer=sum(r["body_cer"] * r["n_ref_chars"] for r in rows) / n_ref,
         wer=sum(r["word_distance"] for r in rows) / max(1, sum(r["n_ref_words"] for r in rows)),
-        kinds=dict(kinds), top=top)
+        kinds=dict(kinds), top=top, failed=failed, executor=executor.summary())

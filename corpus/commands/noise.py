@@ -137,23 +137,32 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
 @command()
 @click.option("--variant", default=OCR, show_default=True,
               help="The raw variant to mine against each book's edited text.")
-@click.option("--workers", type=WORKERS, default=1, show_default=True,
-              help="Processes aligning books in parallel.")
+@click.option("--workers", type=WORKERS, default=None,
+              help="Processes aligning books in parallel (default 1; with --executor ray, "
+                   "one per CPU of the cluster).")
+@executor_options
 @click.option("--show", type=AT_LEAST_0, default=10, show_default=True,
               help="How many of the most frequent confusions to list.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              help="Output format.")
 @click.pass_context
-def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) -> None:
+def mine(ctx: click.Context, variant: str, workers: int | None, executor: str,
+         ray_address: str | None, show: int, fmt: str) -> None:
     """Align every book that has an edited and a raw variant; mine the OCR artifacts.
 
     Writes `alignments` (per book CER, WER, edit counts, body CER) and `artifacts` (every
     pattern with its kind, raw and edited forms, context, count, probability per opportunity
     and number of books; see noise/mine.py), replacing the rows of this variant; both
     commits record the texts version they came from.
+
+    Example: corpus mine --variant ocr --executor ray --ray-address 10.0.0.5:6379
     """
     from noise.mine import MineConfig, run_mine
 
-    r = run_mine(lakehouse(ctx), config=MineConfig(raw_variant=variant, workers=workers))
+    if executor == "local" and workers is None:
+        workers = 1  # alignment is memory-bound: one process unless asked
+    r = run_mine(lakehouse(ctx), config=MineConfig(raw_variant=variant, workers=workers,
+                                                   executor=executor, ray_address=ray_address))
     if fmt == "json":
         click.echo(json.dumps(r.__dict__, indent=2, default=str, ensure_ascii=False))
         return
@@ -179,6 +188,8 @@ def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) ->
             c.add_row(a["kind"], repr(a["edited"]), repr(a["raw"]), str(a["count"]),
                       f"{a['probability']:.4f}", str(a["n_books"]))
         console.print(c)
+    for book, reason in r.failed.items():
+        err_console.print(f"  failed {book}: {reason}", markup=False, highlight=False)
 
 
 @group(invoke_without_command=True)

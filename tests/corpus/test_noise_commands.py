@@ -119,7 +119,7 @@ def test_evaluate_command_on_the_bundled_sample(small_pairs):
     res = CliRunner().invoke(cli, ["--root", small_pairs.root, "noise", "--evaluate",
                                    "--format", "json", "--workers", "1"], obj={})
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)  # stderr has the summary line of each stage's work
     assert len(out["heldout_books"]) == 1 and len(out["mining_books"]) == 3
     rows = {s["recipe"]: s for s in out["scores"]}
     assert set(rows) == {"mined", "uniform", "nlpaug"}

@@ -60,7 +60,8 @@ def test_mine_on_ray_equals_local(small_pairs, ray_cluster, tmp_path):
     local = copy_lakehouse(small_pairs, tmp_path / "local")
     ray = copy_lakehouse(small_pairs, tmp_path / "ray")
     a = run_mine(local, config=MineConfig(workers=1))
-    b = run_mine(ray, config=MineConfig(executor="ray", ray_address=ray_cluster.address))
+    b = run_mine(ray, config=MineConfig(executor="ray", workers=None,
+                                        ray_address=ray_cluster.address))
     assert b.executor["nodes"] == ray_cluster.nodes and a.books == b.books == 4
     for name in ("alignments", "artifacts"):
         assert table_rows(ray, name) == table_rows(local, name)
