@@ -11,6 +11,12 @@ An input is:
 * a catalog book: ``BOOK_ID`` (its ``edited`` text) or ``BOOK_ID:VARIANT``
   (e.g. ``9781234567897:ocr``), read from ``texts`` pinned at one version for the call.
 A bad input becomes a row with its error; the others are still scored.
+
+:func:`score_items` maps the work over an executor (:mod:`catalog.executor`): the driver
+reads catalog texts at the pinned version and names the files; each worker loads the model
+once, reads and OCRs its files and predicts, and the rows stream back in input order. On
+Ray the files must be at the same path on every node; the model is fetched by each worker
+from the run's checkpoint (or is a folder every node sees).
 """
 
 from __future__ import annotations
@@ -21,10 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catalog import ConfigError, Lakehouse, TableNotFoundError
+from catalog import ConfigError, Lakehouse, LakehouseConfig, TableNotFoundError
+from catalog.executor import Executor, Failed, make_executor
 from catalog.rules import parse_text_ref
 
 log = logging.getLogger(__name__)
+
+
+UNREAD = "file"  # the source of an Item that names a file still to read
 
 
 @dataclass(frozen=True)
@@ -104,10 +114,13 @@ def catalog_items(lakehouse: Lakehouse, refs: Sequence[str], *, version: int) ->
 
 
 def iter_items(inputs: Iterable[str], *, lakehouse: Lakehouse | None, lang: str = "eng",
-               chunk: int = 64, texts_version: int | None = None) -> Iterator[Item]:
+               chunk: int = 64, texts_version: int | None = None,
+               read: bool = True) -> Iterator[Item]:
     """Every input as an :class:`Item`, lazily: files are read one at a time, catalog refs
     looked up ``chunk`` at a time, all at one pinned ``texts`` version (``texts_version``,
-    else the latest when the first ref is looked up)."""
+    else the latest when the first ref is looked up). With ``read=False`` a file is named,
+    not read (``source`` ``file``, no text, no error): a worker reads it (:func:`read_item`).
+    """
     version: int | None = texts_version
     pending: list[str] = []
 
@@ -136,7 +149,7 @@ def iter_items(inputs: Iterable[str], *, lakehouse: Lakehouse | None, lang: str 
         p = Path(raw)
         if p.exists():
             yield from flush()
-            yield read_file(p, lang=lang)
+            yield read_file(p, lang=lang) if read else Item(raw, UNREAD)
         else:
             pending.append(raw)
             if len(pending) >= chunk:
@@ -221,6 +234,91 @@ def load_scorer(*, model_dir: str | Path, seq_len: int, stride: int = 0,
                   stride=stride, label=label or str(model_dir))
 
 
+def read_item(item: Item, *, lang: str = "eng") -> Item:
+    """``item`` with its text: a named file (:data:`UNREAD`) read now, others as they are."""
+    if item.source == UNREAD and item.text is None and item.error is None:
+        return read_file(Path(item.name), lang=lang)
+    return item
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """What a worker scores with: the model (a folder, or a run's checkpoint in the
+    lakehouse, fetched by the worker), its window settings and the OCR language."""
+
+    seq_len: int
+    stride: int = 0
+    lang: str = "eng"
+    model_dir: str | None = None
+    lakehouse: LakehouseConfig | None = None
+    checkpoint_uri: str | None = None
+    label: str = ""
+
+
+def _load_job(job: ScoreJob, scorer: Scorer | None = None) -> tuple[ScoreJob, Scorer]:
+    """A worker's state: the model loaded once (``scorer``: one already loaded here)."""
+    from catalog.executor import in_worker
+
+    if scorer is None:
+        if in_worker():
+            import torch
+
+            torch.set_num_threads(1)  # one worker per core: no threads fighting
+        model_dir = job.model_dir
+        if job.checkpoint_uri is not None:
+            from train.evaluate import fetch_model
+
+            model_dir = str(fetch_model(Lakehouse(job.lakehouse), job.checkpoint_uri))
+        scorer = load_scorer(model_dir=model_dir, seq_len=job.seq_len, stride=job.stride,
+                             label=job.label)
+    return job, scorer
+
+
+def _score_batch(state: tuple[ScoreJob, Scorer], batch: list[Item]) -> list[dict]:
+    """The worker function: read what is still to read, predict, one row per item."""
+    job, scorer = state
+    items = [read_item(it, lang=job.lang) for it in batch]
+    return list(score_stream(items, scorer.windows, batch=max(1, len(items))))
+
+
+def _item_name(item: Item) -> str:
+    return item.name
+
+
+def score_items(items: Iterable[Item], *, job: ScoreJob, batch: int = 16,
+                executor: Executor | None = None, scorer: Scorer | None = None,
+                total: int | None = None) -> Iterator[dict]:
+    """Rows of :func:`score_stream` for ``items`` (files may be unread: :func:`read_item`),
+    in input order, ``batch`` items at a time over ``executor`` (default: this process).
+
+    An item whose batch fails is retried alone; one that still fails is a row with its
+    error. ``scorer`` is a model already loaded in this process (used when the work runs
+    here).
+    """
+    from collections import deque
+
+    from catalog.executor import batched
+
+    executor = executor or make_executor("local", workers=1)
+    here = executor.kind == "local" and executor.workers == 1
+    fed: deque[Item] = deque()  # items handed to the executor, not yet answered
+
+    def feed() -> Iterator[Item]:
+        for it in items:
+            fed.append(it)
+            yield it
+
+    for row in executor.map(_score_batch, batched(feed(), size=batch), setup=_load_job,
+                            setup_args=(job, scorer) if here else (job,), desc="score",
+                            unit="text", total=total, key=_item_name):
+        item = fed.popleft()  # results come in input order, one per item
+        if isinstance(row, Failed):
+            row = {"name": item.name, "source": item.source, "n_chars": None,
+                   "prediction": None, "n_windows": None, "window_sd": None,
+                   "error": f"{item.name}: {row.reason}"}
+        yield row
+
+
 # the columns of a scored row, in output order
 COLUMNS = ("name", "source", "n_chars", "prediction", "n_windows", "window_sd", "error")
 
@@ -267,13 +365,15 @@ def resolve_run(lakehouse: Lakehouse, run_id: str | None) -> tuple[str, int | No
 
 
 def find_scoring_run(lakehouse: Lakehouse, run_id: str | None) -> dict:
-    """``{run_id, model_dir, seq_len, target}`` of a training run (the newest finished run
-    with a checkpoint when ``run_id`` is None); ``target`` is the metric it predicts."""
+    """``{run_id, model_dir, checkpoint_uri, seq_len, target}`` of a training run (the newest
+    finished run with a checkpoint when ``run_id`` is None); ``target`` is the metric it
+    predicts."""
     from train.evaluate import fetch_model, find_run, run_seq_len, run_target
 
     run = find_run(lakehouse, run_id)
     return {"run_id": run["run_id"],
             "model_dir": str(fetch_model(lakehouse, run["checkpoint_uri"])),
+            "checkpoint_uri": run["checkpoint_uri"],
             "seq_len": run_seq_len(run), "target": run_target(lakehouse, run)}
 
 

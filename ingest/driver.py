@@ -1,12 +1,14 @@
 """`corpus ingest SHARE`: migrate an editorial share into the lakehouse, and follow it.
 
-The driver walks the share, fans the per-file work out over a process pool, assembles the
-books (pure, :mod:`ingest.assemble`) and brings each table to the share's state in one
-commit whose lineage names the share. The contract, for any sequence of edits to the share
-(add, change, delete, move, new edition, rescan, new score sheet): ingest(A) then ingest(B)
-leaves ``books``, the ``edited`` texts, ``scores`` and ``scans`` equal to a fresh
-ingest(B); ``files`` keeps every path ever seen (a path that left the share is
-``removed``, its bytes still stored) and older table versions keep the old state.
+The driver walks the share, fans the per-file work out over an executor (a local process
+pool, or a Ray cluster whose nodes see the share at the same path: :mod:`catalog.executor`;
+the file records stream back), assembles the books (pure, :mod:`ingest.assemble`) and
+brings each table to the share's state in one commit whose lineage names the share. The
+contract, for any sequence of edits to the share (add, change, delete, move, new edition,
+rescan, new score sheet): ingest(A) then ingest(B) leaves ``books``, the ``edited`` texts,
+``scores`` and ``scans`` equal to a fresh ingest(B); ``files`` keeps every path ever seen (a
+path that left the share is ``removed``, its bytes still stored) and older table versions
+keep the old state.
 
 A re-run reads only what changed. Per-file records (path, size, mtime, and what the readers
 found, but no text) are kept in the object store as Parquet, in buckets by path hash, keyed
@@ -29,16 +31,14 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog import Lakehouse, LakehouseConfig, Lineage, TableNotFoundError, rules, spec
-from catalog.log import progress
+from catalog.executor import Executor, Failed, make_executor
 from catalog.storage import ObjectStore, cached_store
-from catalog.workers import default_workers, process_pool
 from ingest.assemble import Assembled, assemble, current_version_paths
 from ingest.scan_status import FLAG_STATUSES
 from ingest.share import EDITED, SCORES, FileRecord, inspect_file, walk_paths
@@ -67,6 +67,7 @@ class IngestReport:
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     score_rejects: list = field(default_factory=list)
     seconds: float = 0.0
+    executor: dict = field(default_factory=dict)  # where the files were read (summary)
 
 
 def _inspect(root: str, config: LakehouseConfig | None, rel: str) -> FileRecord:
@@ -185,18 +186,42 @@ def save_record_cache(store: ObjectStore, prefix: str, old: Cached, new: Cached)
     return len(changed)
 
 
+@dataclass(frozen=True)
+class _Share:
+    """What a worker inspects files with: the share's root and the lakehouse (None: a dry
+    run stores nothing)."""
+
+    root: str
+    config: LakehouseConfig | None
+
+
+def _share_job(job: _Share) -> _Share:
+    return job  # a worker's state: the share and where to store, handed over once
+
+
+def _inspect_files(job: _Share, batch: list[str]) -> list[FileRecord]:
+    """The worker function: each file hashed, stored, classified and read."""
+    return [_inspect(job.root, job.config, rel) for rel in batch]
+
+
 def inventory(share: Path, paths: list[str], *, config: LakehouseConfig | None,
-              workers: int) -> dict[str, FileRecord]:
-    """Inspect the given files of the share (in parallel when ``workers`` > 1)."""
+              workers: int | None = None, executor: Executor | None = None,
+              ) -> dict[str, FileRecord]:
+    """Inspect the given files of the share, in parallel over ``executor`` (default: a local
+    pool of ``workers``; one process when ``workers`` is 1 or the files are few).
+
+    A file whose inspection raised (a reader bug, not a bad file: those become reasons) is
+    quarantined with the error as its reason; the others are kept.
+    """
+    from ingest.share import _unusable_record
+
     root = str(share.resolve())
-    # a pool costs more to start than a few files cost to read (a typical re-run)
-    if workers <= 1 or len(paths) < SMALL_BATCH:
-        it = ((rel, _inspect(root, config, rel)) for rel in paths)
-        return dict(progress(it, desc="files", total=len(paths), unit="file"))
-    # Import the readers before the pool starts: forked workers then share them instead of
-    # each paying ~0.5 s of imports (PyMuPDF, python-docx, lxml, ebooklib...).
-    import ingest.readers
-    import ingest.scoresheets  # noqa: F401
+    executor = executor or make_executor("local", workers=workers)
+    if executor.kind == "local" and executor.workers > 1 and len(paths) >= SMALL_BATCH:
+        # Import the readers before the pool starts: forked workers then share them instead
+        # of each paying ~0.5 s of imports (PyMuPDF, python-docx, lxml, ebooklib...).
+        import ingest.readers
+        import ingest.scoresheets  # noqa: F401
 
     def size(rel: str) -> int:
         try:
@@ -204,15 +229,24 @@ def inventory(share: Path, paths: list[str], *, config: LakehouseConfig | None,
         except OSError:
             return 0
 
-    # Heaviest first (sorted by size) keeps both cores busy until the end.
+    # Heaviest first (sorted by size) keeps every worker busy until the end.
     order = sorted(paths, key=lambda rel: -size(rel))
-    # A forked worker must not reuse the parent's S3 client (its connections are not
-    # fork-safe): each worker starts with an empty client cache.
-    with process_pool(workers, initializer=cached_store.cache_clear) as pool:
-        return dict(zip(order, progress(pool.map(partial(_inspect, root, config), order,
-                                                 chunksize=4),
-                                        desc="files", total=len(order), unit="file"),
-                        strict=True))
+    # a pool costs more to start than a few files cost to read (a typical re-run)
+    records = executor.map(_inspect_files, [order[i:i + 4] for i in range(0, len(order), 4)],
+                           setup=_share_job, setup_args=(_Share(root, config),),
+                           desc="ingest", unit="file", total=len(order),
+                           inline_below=-(-SMALL_BATCH // 4))
+    out = {}
+    for rel, rec in zip(order, records, strict=True):
+        if isinstance(rec, Failed):
+            log.warning("%s: could not be inspected (%s): quarantined", rel, rec.reason)
+            try:
+                st = os.lstat(share / rel)
+            except OSError:
+                st = os.stat_result((0,) * 10)
+            rec = _unusable_record(rel, st, f"could not be inspected: {rec.reason}")
+        out[rel] = rec
+    return out
 
 
 def changed_rows(old: pa.Table, new: pa.Table, keys: tuple[str, ...]) -> pa.Table:
@@ -378,15 +412,17 @@ def _no_cyclic_gc():
 
 def run_ingest(
     lakehouse: Lakehouse, share: str | Path, *, workers: int | None = None,
-    dry_run: bool = False, full: bool = False,
+    dry_run: bool = False, full: bool = False, executor: str = "local",
+    ray_address: str | None = None,
 ) -> IngestReport:
     """Ingest ``share`` into the lakehouse (see the module docstring and :func:`_ingest`)."""
+    ex = make_executor(executor, workers=workers, address=ray_address)
     with _no_cyclic_gc():
-        return _ingest(lakehouse, share, workers=workers, dry_run=dry_run, full=full)
+        return _ingest(lakehouse, share, executor=ex, dry_run=dry_run, full=full)
 
 
 def _ingest(
-    lakehouse: Lakehouse, share: str | Path, *, workers: int | None = None,
+    lakehouse: Lakehouse, share: str | Path, *, executor: Executor,
     dry_run: bool = False, full: bool = False,
 ) -> IngestReport:
     """Ingest ``share`` into the lakehouse (see the module docstring).
@@ -394,13 +430,13 @@ def _ingest(
     Args:
         lakehouse: Where to write.
         share: The share's root folder.
-        workers: Processes for the per-file work (default: all cores).
+        executor: Where the per-file work runs (a local pool of all cores by default; on
+            Ray every node must see the share at this path).
         dry_run: Inspect and assemble, store nothing, write nothing.
         full: Read and hash every file again, ignoring the records of the previous run.
     """
     t0 = datetime.now(UTC)
     share = Path(share).resolve()
-    workers = default_workers(workers)
     config = None if dry_run else lakehouse.config
     paths = walk_paths(share)
     # (size, mtime_ns) as seen *before* reading: a file changed during the run is read again
@@ -423,7 +459,7 @@ def _ingest(
     if records_by_path:
         log.info("%d of %d files unchanged since the last ingest: not read again",
                  len(records_by_path), len(paths))
-    records_by_path.update(inventory(share, todo, config=config, workers=workers))
+    records_by_path.update(inventory(share, todo, config=config, executor=executor))
     fresh = set(todo)
     records = [records_by_path[rel] for rel in paths]
     old_files = None if dry_run else _read(lakehouse, "files")
@@ -459,7 +495,7 @@ def _ingest(
             rec.kind == SCORES and p not in present for p, (_, rec) in cached.items()):
         need += [r.path for r in records if r.kind == SCORES and r.path not in fresh]
     if need:
-        records_by_path.update(inventory(share, need, config=config, workers=workers))
+        records_by_path.update(inventory(share, need, config=config, executor=executor))
         fresh |= set(need)
         records = [records_by_path[rel] for rel in paths]
     store = None if dry_run else lakehouse.store
@@ -474,6 +510,7 @@ def _ingest(
     report.quarantined = list(zip(held.column("path").to_pylist(),
                                   held.column("reason").to_pylist(), strict=True))
     report.score_rejects = list(out.score_rejects)
+    report.executor = executor.summary()
     if dry_run:
         report.seconds = (datetime.now(UTC) - t0).total_seconds()
         return report
@@ -488,7 +525,7 @@ def _ingest(
     lineage = Lineage(
         operation="ingest", sources=[f"{share} ({len(records)} files, manifest "
                                      f"sha256:{digest})"],
-        config={"share": str(share), "workers": workers},
+        config={"share": str(share), "executor": executor.describe()},
     )
     share_paths = set(files.column("path").to_pylist())
     dirty_ids = pa.array(sorted(dirty), pa.string())

@@ -52,7 +52,9 @@ def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col
 @command()
 @click.argument("share", type=click.Path(file_okay=False))
 @click.option("--workers", type=WORKERS, default=None,
-              help="Worker processes (default: all cores).")
+              help="Worker processes (default: all cores; with --executor ray, one per CPU "
+                   "of the cluster).")
+@executor_options
 @click.option("--dry-run", is_flag=True, help="Inspect and report; store and write nothing.")
 @click.option("--full", is_flag=True,
               help="Read and hash every file again, even those unchanged (path, size, mtime) "
@@ -60,12 +62,19 @@ def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col
 @click.option("--show", type=AT_LEAST_0, default=20, show_default=True,
               help="How many quarantined files and rejected score rows to list.")
 @click.pass_context
-def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool, full: bool,
-           show: int) -> None:
-    """Migrate an editorial SHARE into the lakehouse: every file accounted for."""
+def ingest(ctx: click.Context, share: str, workers: int | None, executor: str,
+           ray_address: str | None, dry_run: bool, full: bool, show: int) -> None:
+    """Migrate an editorial SHARE into the lakehouse: every file accounted for.
+
+    With --executor ray, every node of the cluster must see SHARE at the same path (a shared
+    file system); the file records stream back and this process commits.
+
+    Example: corpus ingest /mnt/share/legacy --executor ray --ray-address 10.0.0.5:6379
+    """
     from ingest.driver import run_ingest
 
-    r = run_ingest(lakehouse(ctx), share, workers=workers, dry_run=dry_run, full=full)
+    r = run_ingest(lakehouse(ctx), share, workers=workers, dry_run=dry_run, full=full,
+                   executor=executor, ray_address=ray_address)
     console.print(f"{r.n_files} files in {r.share} ({r.seconds:.1f} s; {r.n_read} read, "
                   f"{r.n_files - r.n_read} unchanged since the last ingest): "
                   + ", ".join(f"{n} {k}" for k, n in sorted(r.by_status.items())))

@@ -10,8 +10,10 @@ from catalog.rules import DEFAULT_SEQ_LEN
 from corpus.commands.common import (
     AT_LEAST_0,
     AT_LEAST_1,
+    WORKERS,
     command,
     err_console,
+    executor_options,
     lakehouse,
 )
 
@@ -36,10 +38,16 @@ from corpus.commands.common import (
                    "the run, with its window count and spread (one commit); needs a run "
                    "(--run or the newest), not --model. Files given by path are scored "
                    "but not saved: they are not catalog books.")
+@click.option("--workers", type=WORKERS, default=None,
+              help="Processes reading and scoring batches in parallel, each with its own copy "
+                   "of the model (default 1: this process, the model on every core; with "
+                   "--executor ray, one per CPU of the cluster).")
+@executor_options
 @click.pass_context
 def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
           run_id: str | None, seq_len: int | None, stride: int, batch: int, lang: str,
-          fmt: str, save: bool) -> None:
+          fmt: str, save: bool, workers: int | None, executor: str,
+          ray_address: str | None) -> None:
     """Predict the reading level of files, folders of files, scans and catalog books.
 
     An input is a file (txt, docx, html, epub, pdf; a PDF without a text layer or a page
@@ -47,14 +55,22 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
     BOOK_ID:VARIANT (e.g. 9781234567897:ocr). Inputs that cannot be read are reported as
     rows with their error and the rest is scored; the exit status is then 1. Each row
     gives the number of windows the text was cut into and the spread of their predictions.
+
+    With --executor ray each worker loads the model once (a run's checkpoint is fetched from
+    the lakehouse; a --model folder must be on every node, as must the files given).
+
+    Example: corpus score new_books/ scan.pdf --format csv --executor ray
     """
     from catalog import ConfigError, TableNotFoundError
+    from catalog.executor import make_executor
     from corpus.score import (
+        ScoreJob,
+        expand,
         find_scoring_run,
         iter_items,
         load_scorer,
         save_predictions,
-        score_stream,
+        score_items,
         write_rows,
     )
 
@@ -74,9 +90,20 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
             texts_version = lh.version("texts")  # pinned for the whole call, and recorded
         except TableNotFoundError:
             texts_version = None
-    scorer = load_scorer(model_dir=model_dir, seq_len=seq_len or DEFAULT_SEQ_LEN, stride=stride)
-    rows = score_stream(iter_items(inputs, lakehouse=lh, lang=lang, texts_version=texts_version),
-                        scorer.windows, batch=batch)
+    seq_len = seq_len or DEFAULT_SEQ_LEN
+    ex = make_executor(executor, workers=workers or 1 if executor == "local" else workers,
+                       address=ray_address)
+    job = ScoreJob(seq_len=seq_len, stride=stride, lang=lang, model_dir=str(model_dir),
+                   label=str(model_dir))
+    if run is not None and ex.kind == "ray":  # each worker fetches the run's checkpoint
+        job = ScoreJob(seq_len=seq_len, stride=stride, lang=lang, lakehouse=lh.config,
+                       checkpoint_uri=run["checkpoint_uri"], label=str(model_dir))
+    here = ex.kind == "local" and ex.workers == 1
+    scorer = load_scorer(model_dir=model_dir, seq_len=seq_len, stride=stride) if here else None
+    names = list(expand(inputs))
+    rows = score_items(iter_items(names, lakehouse=lh, lang=lang, texts_version=texts_version,
+                                  read=False),
+                       job=job, batch=batch, executor=ex, scorer=scorer, total=len(names))
     kept: list[dict] = []
     if save:
         def _tee(rows):
@@ -86,7 +113,7 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
                 yield r
         rows = _tee(rows)
     done, failed = write_rows(rows, fmt=fmt, stream=sys.stdout)
-    err_console.print(f"{done} scored, {failed} failed (model {scorer.label})")
+    err_console.print(f"{done} scored, {failed} failed (model {job.label})")
     if save and run is not None:
         n, version = save_predictions(lh, kept, run_id=run["run_id"], target=run["target"],
                                       texts_version=texts_version)

@@ -3,9 +3,14 @@ a local run gives (the executor itself: tests/catalog/test_executor.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
 
 from catalog import Lakehouse, Lineage
+from catalog.executor import Failed
 from noise.generate import NoiseConfig, run_noise
 from noise.mine import MineConfig, run_mine
 from tests.helpers import copy_lakehouse, lineage_config, table_rows
@@ -67,3 +72,74 @@ def test_mine_on_ray_equals_local(small_pairs, ray_cluster, tmp_path):
         assert table_rows(ray, name) == table_rows(local, name)
         assert ray.version(name) == local.version(name)
         assert lineage_config(ray, name) == lineage_config(local, name)
+
+
+# ---- a worker killed mid-job ------------------------------------------------------------------
+def _kill_after_first_result(monkeypatch, victims):
+    """Make the executors' progress kill one worker process (``victims()`` gives their pids)
+    as soon as the first variant is in: mid-job, with more work in flight and to come."""
+    import catalog.log
+
+    real = catalog.log.progress
+
+    def progress(items, **kw):
+        done = False
+        for item in real(items, **kw):
+            if not done and not isinstance(item, Failed):  # a batch's file is written
+                os.kill(victims()[0], signal.SIGKILL)
+                done = True
+            yield item
+
+    monkeypatch.setattr(catalog.log, "progress", progress)
+
+
+def test_a_killed_ray_worker_is_retried_and_the_run_equals_a_clean_one(
+        mined_base, noise_local, ray_cluster, monkeypatch, tmp_path):
+    from catalog.executor import RayExecutor
+
+    started = []
+    real_start = RayExecutor._start
+
+    def start(self, *args):
+        real_start(self, *args)
+        started.append(self)
+
+    monkeypatch.setattr(RayExecutor, "_start", start)
+    _kill_after_first_result(monkeypatch, lambda: started[-1].pids)
+    lh = copy_lakehouse(mined_base, tmp_path / "lh")
+    before = lh.version("texts")
+    run_noise(lh, config=NoiseConfig(executor="ray", ray_address=ray_cluster.address,
+                                     **NOISE))
+    local, _ = noise_local
+    assert table_rows(lh, "texts") == table_rows(local, "texts")
+    assert lh.version("texts") == before + 1
+
+
+def test_a_killed_pool_worker_stops_the_run_without_a_commit_and_a_rerun_is_clean(
+        mined_base, noise_local, monkeypatch, tmp_path):
+    from catalog.executor import WorkerLostError
+    from tests.proctree import children
+
+    lh = copy_lakehouse(mined_base, tmp_path / "lh")
+    before = lh.version("texts")
+    me = Path("/proc/self/cmdline").read_bytes()
+
+    def pool_workers() -> list[int]:  # forked: our own command line (not a Ray process)
+        return sorted(p for p in children(os.getpid())
+                      if Path(f"/proc/{p}/cmdline").read_bytes() == me)
+
+    _kill_after_first_result(monkeypatch, pool_workers)
+    with pytest.raises(WorkerLostError, match="run the command again"):
+        run_noise(lh, config=NoiseConfig(workers=2, **NOISE))
+    monkeypatch.undo()
+    assert lh.version("texts") == before  # no partial commit
+    run_noise(lh, config=NoiseConfig(workers=2, **NOISE))
+    local, _ = noise_local
+    assert table_rows(lh, "texts") == table_rows(local, "texts")
+    assert lh.version("texts") == before + 1
+    # the data files the killed run's workers wrote are orphans: vacuum removes them
+    orphans = lh.vacuum("texts", retention_hours=0, dry_run=True)
+    assert orphans and all(f.endswith(".parquet") for f in orphans)
+    assert sorted(lh.vacuum("texts", retention_hours=0, dry_run=False)) == sorted(orphans)
+    assert lh.vacuum("texts", retention_hours=0, dry_run=True) == []
+    assert table_rows(lh, "texts") == table_rows(local, "texts")
