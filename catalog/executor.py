@@ -18,8 +18,9 @@ What every backend guarantees:
   worker by default); the next batch is read from the stage's iterator only when one
   finishes, so a stage streaming a table never holds more than the window in memory and a
   cluster is never handed the whole job at once.
-* **A dead worker.** On Ray the actor is restarted and its calls are retried
-  (:data:`RAY_RETRIES`); the stage's functions are pure, so a retry gives the same rows.
+* **A dead worker.** On Ray a new actor takes its place and gets its batches again (up to
+  :data:`RAY_RETRIES` deaths a map); the stage's functions are pure, so a retry gives the
+  same rows.
   A local pool cannot lose a worker and carry on: the job stops with one
   :class:`WorkerLostError`, and the driver commits nothing of the map in flight.
 * **Progress.** A bar with rate and ETA on stderr when it is a terminal, one summary line
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "ray")
 RAY_ADDRESS_ENV = "CORPUS_RAY_ADDRESS"
-RAY_RETRIES = 3          # restarts of a dead Ray actor, and retries of its calls
+RAY_RETRIES = 3          # Ray workers that may die in one map (each replaced, its work redone)
 REASON_CHARS = 500       # a failure's reason is cut here (a row, not a log)
 # Errors of the infrastructure, not of an item: they stop the job instead of becoming rows.
 FATAL = (StorageError, CommitConflictError, MemoryError)
@@ -349,12 +350,36 @@ def ray_init(address: str | None = None) -> None:
     common = {"log_to_driver": False, "configure_logging": False}
     try:
         if address:
+            _check_reachable(address)
             ray.init(address=address, **common)
         else:
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **common)
     except ConnectionError as e:
         raise ConfigError(f"Cannot reach the Ray cluster at {address}: {e}. Check "
                           f"--ray-address (or {RAY_ADDRESS_ENV}).") from None
+
+
+RAY_CONNECT_SECONDS = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """One quick TCP connection to ``HOST:PORT`` (or ``ray://HOST:PORT``): Ray itself waits
+    minutes for a cluster that does not answer, this says so in seconds."""
+    import socket
+
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must look like HOST:PORT or ray://HOST:PORT, got "
+                          f"{address!r}.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=RAY_CONNECT_SECONDS):
+            pass
+    except OSError as e:
+        raise ConfigError(f"Cannot reach the Ray cluster at {address} ({e.strerror or e}). "
+                          f"Check --ray-address (or {RAY_ADDRESS_ENV}) and that the cluster "
+                          "runs.") from None
 
 
 class RayExecutor(Executor):
@@ -388,13 +413,14 @@ class RayExecutor(Executor):
         from catalog.version import code_version
 
         ray_init(self.address)
-        actor = ray.remote(num_cpus=1, max_restarts=RAY_RETRIES,
-                           max_task_retries=RAY_RETRIES)(_RayWorker)
+        # Restarts are ours (_replace), not Ray's: Ray restarts an actor whose constructor
+        # arguments live in the object store only with a warning on every run.
+        self._actor = ray.remote(num_cpus=1, max_restarts=0)(_RayWorker)
+        self._setup = setup
         # once in the object store, not once per actor; held while the actors live (a
-        # restarted actor is built from it again)
-        self._args = args = ray.put(setup_args)
-        self.actors = [actor.options(scheduling_strategy="SPREAD").remote(setup, args)
-                       for _ in range(self.workers)]
+        # replaced actor is built from it again)
+        self._args = ray.put(setup_args)
+        self.actors = [self._new_actor() for _ in range(self.workers)]
         hello = ray.get([a.hello.remote() for a in self.actors])
         self.pids = [pid for _, _, pid in hello]
         mine = code_version()
@@ -403,42 +429,62 @@ class RayExecutor(Executor):
             log.warning("Ray workers run Corpus %s, this driver %s: install the same version "
                         "on the cluster (lineage records the driver's)", ", ".join(other), mine)
 
+    def _new_actor(self):
+        return self._actor.options(scheduling_strategy="SPREAD").remote(self._setup,
+                                                                         self._args)
+
     def _map(self, fn, batches, setup, setup_args, ordered, inline_below):
         import ray
         from ray.exceptions import RayActorError
 
         self._start(setup, setup_args)
+        name = getattr(fn, "__name__", "the job")
+        deaths = 0
         try:
             window = 2 * len(self.actors)
             load = dict.fromkeys(range(len(self.actors)), 0)
-            pending: dict[Any, tuple[int, int, list]] = {}  # ref -> (seq, actor, batch)
+            # ref -> (seq, actor index, the actor it was sent to, batch)
+            pending: dict[Any, tuple[int, int, Any, list]] = {}
             done: dict[int, tuple[list, list, str]] = {}
             source = iter(batches)
             exhausted, seq, next_out = False, 0, 0
+
+            def send(s: int, a: int, batch: list) -> None:
+                load[a] += 1
+                pending[self.actors[a].run.remote(fn, batch)] = (s, a, self.actors[a], batch)
+
             while pending or not exhausted or done:
                 while not exhausted and len(pending) + len(done) < window:
                     batch = next(source, None)
                     if batch is None:
                         exhausted = True
                         break
-                    a = min(load, key=load.__getitem__)
-                    load[a] += 1
-                    ref = self.actors[a].run.remote(fn, batch)
-                    pending[ref] = (seq, a, batch)
+                    send(seq, min(load, key=load.__getitem__), batch)
                     seq += 1
                 if pending:
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     for ref in ready:
-                        s, a, batch = pending.pop(ref)
+                        s, a, actor, batch = pending.pop(ref)
                         load[a] -= 1
                         try:
                             node, outs = ray.get(ref)
                         except RayActorError as e:
-                            raise WorkerLostError(
-                                f"A Ray worker died {RAY_RETRIES + 1} times while running "
-                                f"{getattr(fn, '__name__', 'the job')} ({e.__class__.__name__})"
-                                ". The job stopped; run the command again (what is not "
-                                "committed is redone).") from None
+                            # the worker died (killed, out of memory, its node lost): a new
+                            # one takes its place and the batch again (the work is pure)
+                            if actor is self.actors[a]:
+                                deaths += 1
+                                if deaths > RAY_RETRIES:
+                                    raise WorkerLostError(
+                                        f"Ray workers died {deaths} times while running {name}"
+                                        f" ({e.__class__.__name__}). The job stopped; run the "
+                                        "command again (what is not committed is redone)."
+                                    ) from None
+                                log.warning("a Ray worker died running %s (%s): replaced, its "
+                                            "batches sent again", name, e.__class__.__name__)
+                                self.actors[a] = self._new_actor()
+                                self.pids[a] = -1
+                            send(s, a, batch)
+                            continue
                         if isinstance(outs, BaseException):
                             # the stage's setup failed (the same on every worker), or the
                             # storage did

@@ -740,9 +740,13 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
 
     rows = counted(_edited_rows(lakehouse, pins["texts"], wanted))
     files, keys = [], []
+    # at least two batches per worker when the books are few: none idles (a book's variant
+    # does not depend on its batch)
+    per_batch = max(1, min(config.batch_books,
+                           -(-n_books * config.per_book // (2 * executor.workers))))
     for out in executor.map(
             _write_variants, _batches(_tasks(rows, metas, config), config.chunk_chars,
-                                      config.batch_books),
+                                      per_batch),
             setup=_worker_job, setup_args=(job,),
             desc="noise", unit="book", total=n_books * config.per_book, key=_task_key):
         if isinstance(out, Failed):

@@ -49,6 +49,11 @@ def _die_once(marks: str, batch: list[int]) -> list[int]:
     return [x + 1 for x in batch]
 
 
+def _die(marks: str, batch: list[int]) -> list[int]:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return batch
+
+
 def _marks(marks: str) -> str:
     return marks
 
@@ -188,3 +193,11 @@ def test_ray_window_and_a_killed_worker_is_restarted(ray_cluster, tmp_path):
     # the worker that ran item 3 was killed; Ray restarted it and ran the item again
     assert (tmp_path / "killed").exists()
     assert [first, *rest] == [i + 1 for i in range(12)]
+
+
+@pytest.mark.slow
+def test_ray_workers_that_keep_dying_are_one_clear_error(ray_cluster, tmp_path):
+    ex = make_executor("ray", address=ray_cluster.address)
+    with pytest.raises(WorkerLostError, match=r"Ray workers died 4 times.*run the command"):
+        list(ex.map(_die, [[1], [2]], setup=_marks, setup_args=(str(tmp_path),), desc="die"))
+    assert not ex.actors
