@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
 RAY_ADDRESS_ENV = "CORPUS_RAY_ADDRESS"
 RAY_RETRIES = 3          # Ray workers that may die in one map (each replaced, its work redone)
+# batches in flight per Ray worker: one running, the next ones already on the worker, so
+# that the round trip to the driver never leaves it idle
+RAY_IN_FLIGHT = 4
 REASON_CHARS = 500       # a failure's reason is cut here (a row, not a log)
 # Errors of the infrastructure, not of an item: they stop the job instead of becoming rows.
 FATAL = (StorageError, CommitConflictError, MemoryError)
@@ -441,7 +444,7 @@ class RayExecutor(Executor):
         name = getattr(fn, "__name__", "the job")
         deaths = 0
         try:
-            window = 2 * len(self.actors)
+            window = RAY_IN_FLIGHT * len(self.actors)
             load = dict.fromkeys(range(len(self.actors)), 0)
             # ref -> (seq, actor index, the actor it was sent to, batch)
             pending: dict[Any, tuple[int, int, Any, list]] = {}
@@ -502,6 +505,8 @@ class RayExecutor(Executor):
             self.close()
 
     def close(self) -> None:
+        if not self.actors:
+            return
         import ray
 
         for a in self.actors:

@@ -686,16 +686,31 @@ def _edited_ids(lakehouse: Lakehouse, version: int) -> tuple[list[str], set[str]
 
 def _edited_rows(lakehouse: Lakehouse, version: int, wanted: set[str] | None,
                  ) -> Iterator[dict]:
-    """The edited texts, streamed in small record batches (never the whole table)."""
-    ds = lakehouse.dataset("texts", version)
-    for b in ds.to_batches(columns=["book_id", "variant", "text", "chapter_offsets"],
-                           batch_size=32):
-        variants = b.column("variant").to_pylist()
-        ids = b.column("book_id").to_pylist()
-        for i, (book, v) in enumerate(zip(ids, variants, strict=True)):
-            if v == EDITED and (wanted is None or book in wanted):
-                yield {"book_id": book, "text": b.column("text")[i].as_py(),
-                       "chapter_offsets": b.column("chapter_offsets")[i].as_py()}
+    """The edited texts, streamed in small record batches (never the whole table).
+
+    A data file's variants are read first: a file without an edited text (the variants
+    earlier noise runs wrote) is never decoded.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for frag in lakehouse.dataset("texts", version).get_fragments():
+        variants = frag.to_table(columns=["variant"]).column("variant").cast(pa.string())
+        keep = pc.equal(variants, EDITED).to_pylist()
+        if not any(keep):
+            continue
+        at = 0
+        for b in frag.to_batches(columns=["book_id", "text", "chapter_offsets"],
+                                 batch_size=32):
+            mine = keep[at:at + b.num_rows]
+            at += b.num_rows
+            if not any(mine):
+                continue
+            ids = b.column("book_id").to_pylist()
+            for i in (i for i, k in enumerate(mine) if k):
+                if wanted is None or ids[i] in wanted:
+                    yield {"book_id": ids[i], "text": b.column("text")[i].as_py(),
+                           "chapter_offsets": b.column("chapter_offsets")[i].as_py()}
 
 
 def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
