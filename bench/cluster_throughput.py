@@ -20,10 +20,10 @@ included; connecting this process to a cluster and copying the lakehouse are not
 Throughput = books (noise: variants) or texts (shards) per second. Goals: ray x2 >= 0.8x the
 local pool, ray x2 >= 1.7x ray x1.
 
-Run from the repository root (about 15 minutes on 2 cores)::
+Run from the repository root (about 20 minutes on 2 cores with 5 rounds)::
 
     CORPUS_SHARED_DATA=../shared/data HF_HUB_OFFLINE=1 .venv/bin/python \\
-        bench/cluster_throughput.py [--times 10] [--rounds 3]
+        bench/cluster_throughput.py [--times 10] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ def setup(dest: Path, times: int, per_book: int) -> Lakehouse:
     return lh
 
 
+def driver_cpu() -> float:
+    """CPU seconds of this process (every thread): what the driver takes from the cores."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def start_cluster(nodes: int):
     from ray.cluster_utils import Cluster
 
@@ -105,7 +113,7 @@ def connect(address: str | None) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--times", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-book", type=int, default=16, help="variants per book, timed noise")
     ap.add_argument("--setup-per-book", type=int, default=8,
                     help="variants per book made once for the shards")
@@ -121,6 +129,9 @@ def main() -> None:
              "ray x1": clusters["ray x1"].address}
     timings: dict[str, dict[str, list[float]]] = {"noise": {s: [] for s in sides},
                                                   "shards": {s: [] for s in sides}}
+    cpu: dict[str, dict[str, list[float]]] = {"noise": {s: [] for s in sides},
+                                              "shards": {s: [] for s in sides}}
+    load: list[float] = []  # the machine's 1-minute load average before each run
     work: dict[str, int] = {}
     seed = 100
     try:
@@ -135,20 +146,23 @@ def main() -> None:
                 # every run on a fresh copy of the set-up lakehouse (untimed): the same
                 # tables for every side and round
                 run_lh = copy_lakehouse(lh, tmp / f"run-{r}-{side.replace(' ', '')}")
-                t0 = time.perf_counter()
+                load.append(os.getloadavg()[0])
+                c0, t0 = driver_cpu(), time.perf_counter()
                 nr = run_noise(run_lh, config=NoiseConfig(seed=seed, per_book=args.per_book,
                                                           **kw))
                 timings["noise"][side].append(time.perf_counter() - t0)
+                cpu["noise"][side].append(driver_cpu() - c0)
                 work["noise"] = nr.rows
                 work["noise_chars"] = nr.chars_in
                 shutil.rmtree(run_lh.root)
                 run_lh = copy_lakehouse(lh, tmp / f"run-{r}-{side.replace(' ', '')}")
-                t0 = time.perf_counter()
+                c0, t0 = driver_cpu(), time.perf_counter()
                 sr = build_shards(run_lh, config=ShardsConfig(
                     dataset=f"p9-{side.replace(' ', '')}-{r}", tokenizer="all-minilm-l6-v2",
                     seq_len=128, window="chunks", variants=variants, shard_mb=args.shard_mb,
                     **kw))
                 timings["shards"][side].append(time.perf_counter() - t0)
+                cpu["shards"][side].append(driver_cpu() - c0)
                 shutil.rmtree(run_lh.root)
                 work["shards"] = sr.texts
                 work["shards_tokens"] = sum(sr.tokens.values())
@@ -168,12 +182,13 @@ def main() -> None:
               for stage in med}
     print(f"\nwork: noise {work['noise']:,} variants of {work['noise_chars']:,} characters; "
           f"shards {work['shards']:,} texts, {work['shards_tokens']:,} tokens")
-    print(f"{'stage':<8} {'side':<8} {'median s':>9} {'per s':>10}  runs")
+    print(f"load average before the runs: {min(load):.1f} to {max(load):.1f}")
+    print(f"{'stage':<8} {'side':<8} {'median s':>9} {'per s':>10} {'driver cpu s':>13}  runs")
     for stage in med:
         for side in sides:
             runs = ", ".join(f"{x:.2f}" for x in timings[stage][side])
-            print(f"{stage:<8} {side:<8} {med[stage][side]:>9.2f} {rate[stage][side]:>10.1f}"
-                  f"  {runs}")
+            print(f"{stage:<8} {side:<8} {med[stage][side]:>9.2f} {rate[stage][side]:>10.1f} "
+                  f"{statistics.median(cpu[stage][side]):>13.2f}  {runs}")
     for stage, rs in ratios.items():
         a, b = rs["ray x2 / local"], rs["ray x2 / ray x1"]
         print(f"{stage}: ray x2 / local pool {a:.2f}x (goal >= {GOAL_LOCAL}x: "
@@ -181,6 +196,7 @@ def main() -> None:
               f"(goal >= {GOAL_SCALE}x: {'met' if b >= GOAL_SCALE else 'NOT met'})")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"args": vars(args), "work": work, "timings": timings,
+                               "driver_cpu": cpu, "load": load,
                                "median": med, "per_second": rate, "ratios": ratios},
                               indent=2))
 

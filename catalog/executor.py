@@ -14,14 +14,13 @@ What every backend guarantees:
   are run again one at a time; an item that still raises comes back as :class:`Failed` with
   its reason, and the job goes on. Errors of the storage itself (:class:`StorageError`)
   stop the job instead: they are not the document's fault.
-* **Bounded concurrency and backpressure.** At most ``window`` batches are in flight (two per
-  worker by default); the next batch is read from the stage's iterator only when one
-  finishes, so a stage streaming a table never holds more than the window in memory and a
-  cluster is never handed the whole job at once.
+* **Bounded concurrency and backpressure.** A window of batches is in flight (two per pool
+  worker, :data:`RAY_IN_FLIGHT` per Ray worker); the next batch is read from the stage's
+  iterator only when one finishes, so a stage streaming a table never holds more than the
+  window in memory and a cluster is never handed the whole job at once.
 * **A dead worker.** On Ray a new actor takes its place and gets its batches again (up to
   :data:`RAY_RETRIES` deaths a map); the stage's functions are pure, so a retry gives the
-  same rows.
-  A local pool cannot lose a worker and carry on: the job stops with one
+  same rows. A local pool cannot lose a worker and carry on: the job stops with one
   :class:`WorkerLostError`, and the driver commits nothing of the map in flight.
 * **Progress.** A bar with rate and ETA on stderr when it is a terminal, one summary line
   per map when it is not (:func:`catalog.log.progress`).
@@ -243,10 +242,15 @@ def _pool_init(setup: Callable[..., Any] | None, setup_args: tuple) -> None:
 
     cached_store.cache_clear()
     _STATE["worker"] = True
-    _STATE["state"] = setup(*setup_args) if setup is not None else None
+    try:
+        _STATE["state"] = setup(*setup_args) if setup is not None else None
+    except Exception as e:  # raised by every task instead: a dead pool would hide it
+        _STATE["error"] = e
 
 
 def _pool_run(fn: Callable, batch: list) -> list:
+    if "error" in _STATE:
+        raise _STATE["error"]  # the stage's setup failed: the same on every worker
     return run_batch(fn, _STATE["state"], batch)
 
 

@@ -90,6 +90,10 @@ class ObjectStore(Protocol):
         """Keys under a prefix, sorted."""
         ...
 
+    def modified(self, prefix: str = "") -> dict[str, float]:
+        """Keys under a prefix with their modification times (seconds since the epoch)."""
+        ...
+
     def delete(self, key: str) -> None:
         """Delete an object (no error if absent)."""
         ...
@@ -186,6 +190,9 @@ class LocalStore:
             if p.is_file() and not p.name.startswith(".tmp-")
         )
         return iter(sorted(keys))
+
+    def modified(self, prefix: str = "") -> dict[str, float]:
+        return {k: self._path(k).stat().st_mtime for k in self.list(prefix)}
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -284,6 +291,15 @@ class S3Store:
             for obj in page.get("Contents", [])
         ]
         return iter(sorted(keys))
+
+    def modified(self, prefix: str = "") -> dict[str, float]:
+        full = f"{self.base}/{prefix}" if prefix else f"{self.base}/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=full
+        )
+        return {obj["Key"][len(self.base) + 1:]: obj["LastModified"].timestamp()
+                for page in self._call(f"s3://{self.bucket}/{full}", list, pages)
+                for obj in page.get("Contents", [])}
 
     def delete(self, key: str) -> None:
         self._call(

@@ -1,17 +1,22 @@
 """Token shards: book texts tokenised once, cut into windows, written as versioned Parquet files.
 
 ``corpus shards build`` reads a pinned version of ``texts`` and ``scores``, tokenises every
-selected variant of every book that has the target score (a Hugging Face fast tokenizer, in
-batches over a process pool), cuts windows, splits train/validation *by book* (every variant
-of a validation book is in validation), writes shard files into the lakehouse's object store
-and one ``shards`` manifest row per shard.
+selected variant of every book that has the target score (a Hugging Face fast tokenizer),
+cuts windows, splits train/validation *by book* (every variant of a validation book is in
+validation), writes shard files into the lakehouse's object store and one ``shards``
+manifest row per shard.
 
 The work is a pure core over Arrow data and a thin driver. The core: :func:`select_texts`
 (variants, book patterns, books without the target left out), :func:`split_texts` (by book or
-by work), :func:`tokenise` (windows cut into sample rows), :func:`shard_entry` and
-:func:`manifest_rows` (the manifest rows of what was written). The driver,
-:func:`build_shards`, pins and reads the inputs, writes shard files (:class:`ShardWriter`)
-and commits the manifest with lineage.
+by work), :func:`tokenise` (windows cut into sample rows), :func:`plan_groups` (consecutive
+texts of a split, about :data:`GROUP_SHARDS` shard files' worth each), :func:`shard_entry`
+and :func:`manifest_rows` (the manifest rows of what was written). The driver,
+:func:`build_shards`, pins and reads the inputs and maps the groups over an executor
+(:mod:`catalog.executor`: a local pool or a Ray cluster): each worker loads the tokenizer
+once, tokenises a group, cuts it into shard files (:class:`ShardWriter`) and writes them
+into the object store itself; only their manifest entries come back. The driver numbers the
+shards in text order and commits the manifest with lineage. The groups depend only on the
+texts and the settings, so the files are the same whoever wrote them.
 
 Versioning: a build replaces the dataset's manifest rows in one Delta commit, so a dataset
 version is a ``shards`` table version. Shard files are content-addressed
@@ -985,6 +990,29 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
     )
     log.info("shards %s@%d: %s", config.dataset, version, report.samples)
     return report
+
+
+def orphan_shard_files(lakehouse: Lakehouse, *, retention_hours: float) -> list[str]:
+    """Object keys of shard files that no version of the ``shards`` table references (the
+    files of a build that stopped before its commit), older than ``retention_hours``: what
+    ``corpus vacuum shards`` deletes. Files of every version still in the table's log are
+    kept, so time travel to them keeps working."""
+    from catalog import TableNotFoundError, key_from_uri
+
+    try:
+        versions = [c.version for c in lakehouse.history("shards")]
+    except TableNotFoundError:
+        versions = []
+    used: set[str] = set()
+    for v in versions:
+        try:
+            uris = lakehouse.read("shards", version=v, columns=["shard_uri"])
+        except CorpusError:  # a version whose files were vacuumed: nothing to keep for it
+            continue
+        used.update(key_from_uri(u) for u in uris.column("shard_uri").to_pylist() if u)
+    cutoff = time.time() - retention_hours * 3600
+    return sorted(k for k, at in lakehouse.store.modified("shards/").items()
+                  if k.endswith(".parquet") and k not in used and at <= cutoff)
 
 
 def read_manifest(lakehouse: Lakehouse, dataset: str, *, version: int | None = None,

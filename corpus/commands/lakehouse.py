@@ -127,8 +127,24 @@ def optimize(ctx: click.Context, table: str) -> None:
 @click.option("--apply", is_flag=True, help="Delete the files (default: list them only).")
 @click.pass_context
 def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) -> None:
-    """Remove data files no longer referenced by versions inside the retention window."""
-    files = lakehouse(ctx).vacuum(table, retention_hours=retention_hours, dry_run=not apply)
+    """Remove data files no longer referenced by versions inside the retention window, and
+    files no commit references (a job that stopped before its commit) once older than it;
+    for `shards`, also shard files no version of the manifest references.
+
+    Example: corpus vacuum texts --retention-hours 0 --apply
+    """
+    lh = lakehouse(ctx)
+    files = []
+    if table != "shards" or lh.exists(table):  # a first build that stopped left no table
+        files = lh.vacuum(table, retention_hours=retention_hours, dry_run=not apply)
+    if table == "shards":
+        from train.shards import orphan_shard_files
+
+        orphans = orphan_shard_files(lh, retention_hours=retention_hours)
+        if apply:
+            for key in orphans:
+                lh.store.delete(key)
+        files = [*files, *(lh.store.uri(k) for k in orphans)]
     verb = "deleted" if apply else "would delete (pass --apply)"
     console.print(f"{table}: {verb} {len(files)} file(s)")
     for f in files:

@@ -7,7 +7,9 @@ every stage on it: tests/<stage>/test_*ray*.py."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,11 @@ def _die(marks: str, batch: list[int]) -> list[int]:
     return batch
 
 
+def _slowly(state, batch: list[int]) -> list[int]:
+    time.sleep(0.15)  # slower than the bar's refresh
+    return batch
+
+
 def _marks(marks: str) -> str:
     return marks
 
@@ -94,6 +101,21 @@ def _tmp() -> str:
     return tempfile.mkdtemp(prefix="corpus-executor-")
 
 
+def _bad_setup(what: str):
+    from catalog import ConfigError
+
+    raise ConfigError(f"cannot load {what}")
+
+
+def test_a_failed_setup_is_its_own_error_not_a_dead_worker():
+    from catalog import ConfigError
+
+    for workers in (1, 2):
+        with pytest.raises(ConfigError, match="cannot load the model"):
+            list(LocalExecutor(workers).map(_times, ([i] for i in range(4)), desc="x",
+                                            setup=_bad_setup, setup_args=("the model",)))
+
+
 def test_storage_errors_stop_the_job_instead_of_becoming_rows():
     with pytest.raises(StorageError, match="does not answer"):
         list(LocalExecutor(1).map(_storage_down, [[1], [2]], desc="x"))
@@ -128,6 +150,25 @@ def test_one_summary_line_when_stderr_is_not_a_terminal(capsys):
     assert len(err) == 1
     assert err[0].startswith("times: 3 numbers in ") and "number/s" in err[0]
     assert err[0].endswith("[local, 1 worker(s)]; 1 failed")
+
+
+def test_a_progress_bar_with_rate_and_eta_on_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    out = list(LocalExecutor(1).map(_slowly, [[1], [2], [3]], desc="times", unit="number",
+                                    total=3))
+    assert out == [1, 2, 3]
+    bar = term.getvalue()
+    # done/total [elapsed<remaining (the ETA), rate]
+    assert re.search(r"times: +\d+%.*[123]/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+number/s\]", bar), bar
+    assert "numbers in" not in bar  # no summary line on a terminal: the bar says it
 
 
 def test_bad_executor_names_are_config_errors():

@@ -64,3 +64,32 @@ def test_stage_commands_run_on_the_cluster(small_pairs, ray_cluster, tmp_path):
     assert f"noisy/mined-v{lh.version('artifacts')}/1" in out
     commit = lh.history("texts", limit=1)[0]
     assert commit.operation == "noise" and commit.config["executor"]["kind"] == "ray"
+
+
+def test_vacuum_removes_the_files_of_a_stopped_build(sample_lakehouse, monkeypatch):
+    from train.shards import ShardWriter
+
+    lh = sample_lakehouse
+    real, calls = ShardWriter.flush, []
+
+    def flush(self):  # the second group's files cannot be written
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(self)
+
+    monkeypatch.setattr(ShardWriter, "flush", flush)
+    build = ["--root", lh.root, "shards", "build", "--name", "stopped", "--tokenizer",
+             "all-minilm-l6-v2", "--seq-len", "64", "--window", "chunks", "--workers", "1",
+             "--shard-samples", "4"]
+    res = CliRunner().invoke(cli, build, obj={})
+    assert res.exit_code == 2 and "nothing was committed" in res.output
+    monkeypatch.undo()
+    vacuum = ["--root", lh.root, "vacuum", "shards", "--retention-hours", "0"]
+    listed = CliRunner().invoke(cli, vacuum, obj={})
+    assert listed.exit_code == 0 and "would delete (pass --apply)" in listed.stdout
+    files = [ln.strip() for ln in listed.stdout.splitlines() if "/shards/stopped/" in ln]
+    assert files and all(f.endswith(".parquet") for f in files)
+    done = CliRunner().invoke(cli, [*vacuum, "--apply"], obj={})
+    assert done.exit_code == 0 and f"deleted {len(files)} file(s)" in done.stdout
+    assert "/shards/stopped/" not in CliRunner().invoke(cli, vacuum, obj={}).stdout
