@@ -46,6 +46,13 @@ FIXTURES = ROOT / "tests" / "fixtures"
 OUT = Path(__file__).resolve().parent / "out" / "capacity.json"
 
 
+NODES = (8, 32, 128)
+
+
+def _duration(hours: float) -> str:
+    return f"{hours * 60:.0f} min" if hours < 2 else f"{hours:.1f} h"
+
+
 def _load(path: Path):
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return json.load(f)
@@ -64,6 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chars", type=int, default=400_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--books", type=int, default=250_000, help="books to project for")
+    ap.add_argument("--cores-per-node", type=int, default=16)
     args = ap.parse_args()
     import torch
 
@@ -153,11 +162,19 @@ def main() -> None:
 
     print(f"one book: {len(book):,} characters, {tokens:,} tokens, {n_pages:.0f} scanned "
           f"pages ({chars_per_page:.0f} characters a page, {per_page:.2f} s a page)")
-    print(f"{'stage':<14} {'s per book (1 core)':>20} {'core-hours, 250k books':>24}")
-    for stage, s in cost.items():
-        print(f"{stage:<14} {s:>20.3f} {s * 250_000 / 3600:>24,.1f}")
+    # the projection: every core of every node busy, no loss (P9 measures what is lost)
+    cores = args.cores_per_node
+    print(f"\n| stage | measured s per book (1 core) | projected node-hours, "
+          f"{args.books:,} books ({cores}-core nodes) | "
+          + " | ".join(f"projected wall time, {n} nodes" for n in NODES) + " |")
+    print("|---|---:|---:|" + "---:|" * len(NODES))
+    for stage, sec in cost.items():
+        node_h = sec * args.books / 3600 / cores
+        print(f"| {stage} | {sec:.3g} | {node_h:,.1f} | "
+              + " | ".join(_duration(node_h / n) for n in NODES) + " |")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"chars": len(book), "tokens": tokens, "pages": n_pages,
+    OUT.write_text(json.dumps({"args": vars(args), "chars": len(book), "tokens": tokens,
+                               "pages": n_pages,
                                "chars_per_page": chars_per_page, "ocr_s_per_page": per_page,
                                "seconds_per_book": cost}, indent=2))
 

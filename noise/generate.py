@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 RECIPES = ("mined", "uniform")
 FAILURES_KEPT = 20           # failed books named in a commit's lineage (all are counted)
 CHUNK_CHARS = 1 << 18        # ~256k characters of edited text per chunk
+# a worker's batch: up to this many chunks of edited text (~1M characters): few enough
+# batches that the executor's per-batch cost and the data files stay small in number
+BATCH_CHUNKS = 4
 _LINE = re.compile(r"[^\n]+")
 
 
@@ -458,7 +461,8 @@ class NoiseConfig:
         workers: Workers generating books in parallel (None: every core here, every CPU of
             the cluster on Ray).
         chunk_chars: Characters of edited text handled at once (and per worker batch).
-        batch_books: At most this many variants per worker batch (one data file each).
+        batch_books: At most this many variants per worker batch (one data file each; a
+            batch also ends at :data:`BATCH_CHUNKS` chunks of edited text).
         executor: ``local`` (a process pool) or ``ray`` (:mod:`catalog.executor`).
         ray_address: The Ray cluster (default ``CORPUS_RAY_ADDRESS``, else Ray on this
             machine).
@@ -471,7 +475,7 @@ class NoiseConfig:
     books: tuple[str, ...] = ()
     workers: int | None = 2
     chunk_chars: int = CHUNK_CHARS
-    batch_books: int = 64
+    batch_books: int = 256
     executor: str = "local"
     ray_address: str | None = None
 
@@ -595,7 +599,7 @@ def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseMo
     executor = executor or make_executor(config.executor, workers=config.workers,
                                          address=config.ray_address)
     yield from executor.map(
-        _variants, _batches(_tasks(rows, metas, config), config.chunk_chars,
+        _variants, _batches(_tasks(rows, metas, config), BATCH_CHUNKS * config.chunk_chars,
                             config.batch_books),
         setup=_worker_job, setup_args=(_Job(model, config, uniform_cer),), desc="noise",
         unit="book",
@@ -760,7 +764,8 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
     per_batch = max(1, min(config.batch_books,
                            -(-n_books * config.per_book // (2 * executor.workers))))
     for out in executor.map(
-            _write_variants, _batches(_tasks(rows, metas, config), config.chunk_chars,
+            _write_variants, _batches(_tasks(rows, metas, config),
+                                      BATCH_CHUNKS * config.chunk_chars,
                                       per_batch),
             setup=_worker_job, setup_args=(job,),
             desc="noise", unit="book", total=n_books * config.per_book, key=_task_key):
