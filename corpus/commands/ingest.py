@@ -69,6 +69,7 @@ def ingest(ctx: click.Context, share: str, workers: int | None, executor: str,
     With --executor ray, every node of the cluster must see SHARE at the same path (a shared
     file system); the file records stream back and this process commits.
 
+    \b
     Example: corpus ingest /mnt/share/legacy --executor ray --ray-address 10.0.0.5:6379
     """
     from ingest.driver import run_ingest
@@ -110,6 +111,7 @@ def ocr(ctx: click.Context, scan_ids: tuple[str, ...], workers: int | None, lang
         page_foot: bool, executor: str, ray_address: str | None) -> None:
     """OCR every registered scan not yet done (resumable: reruns do only what is missing).
 
+    \b
     Example: corpus ocr --executor ray --ray-address 10.0.0.5:6379
     """
     from ingest.ocr import OcrConfig, run_ocr

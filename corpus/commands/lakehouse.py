@@ -131,6 +131,7 @@ def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) ->
     files no commit references (a job that stopped before its commit) once older than it;
     for `shards`, also shard files no version of the manifest references.
 
+    \b
     Example: corpus vacuum texts --retention-hours 0 --apply
     """
     lh = lakehouse(ctx)

@@ -155,6 +155,7 @@ def mine(ctx: click.Context, variant: str, workers: int | None, executor: str,
     and number of books; see noise/mine.py), replacing the rows of this variant; both
     commits record the texts version they came from.
 
+    \b
     Example: corpus mine --variant ocr --executor ray --ray-address 10.0.0.5:6379
     """
     from noise.mine import MineConfig, run_mine
@@ -218,6 +219,7 @@ def noise(ctx: click.Context, recipe: str, seed: int, books: tuple[str, ...], pe
     The variants of the whole run are one texts commit. `corpus noise evaluate` compares
     such variants with real OCR instead.
 
+    \b
     Example: corpus noise --seed 0 --per-book 2 --executor ray
     """
     if ctx.invoked_subcommand is not None:

@@ -59,6 +59,7 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
     With --executor ray each worker loads the model once (a run's checkpoint is fetched from
     the lakehouse; a --model folder must be on every node, as must the files given).
 
+    \b
     Example: corpus score new_books/ scan.pdf --format csv --executor ray
     """
     from catalog import ConfigError, TableNotFoundError

@@ -63,8 +63,8 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
     Each worker tokenises groups of texts and writes their shard files itself; the manifest
     is one commit.
 
-    Example: corpus shards build --name books --tokenizer all-minilm-l6-v2 --seq-len 256
-    --window chunks --executor ray
+    \b
+    Example: corpus shards build --name books --tokenizer all-minilm-l6-v2 --executor ray
     """
     from train.shards import ShardsConfig, build_shards
 
