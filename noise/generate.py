@@ -460,7 +460,8 @@ class NoiseConfig:
             book with an edited text is an error (:func:`select_books`).
         workers: Workers generating books in parallel (None: every core here, every CPU of
             the cluster on Ray).
-        chunk_chars: Characters of edited text handled at once (and per worker batch).
+        chunk_chars: Characters of edited text handled at once (a worker batch holds up to
+            :data:`BATCH_CHUNKS` times as many).
         batch_books: At most this many variants per worker batch (one data file each; a
             batch also ends at :data:`BATCH_CHUNKS` chunks of edited text).
         executor: ``local`` (a process pool) or ``ray`` (:mod:`catalog.executor`).
