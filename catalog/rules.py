@@ -12,6 +12,12 @@
   which the Python helpers run too, and which SQL users get as the view ``current_scores``).
 * **Current texts**: per book, the best text it has: edited, else corrected, else OCR
   (:func:`current_texts_sql`, the view ``current_texts``).
+* **Metric directions**: which way is easier for the known score metrics
+  (:data:`METRIC_DIRECTIONS`, :func:`metric_direction`): the review page labels its
+  column with it, a dataset card states it.
+* **CLEAR ids**: CLEAR passages are imported as books ``clear-<ID>``
+  (:data:`CLEAR_ID_PREFIX`); their text is CC BY-NC-SA 4.0, which whatever is made from
+  them (exported shards) must say.
 """
 
 from __future__ import annotations
@@ -35,6 +41,19 @@ TEXT_PRECEDENCE = (EDITED, CORRECTED, OCR)
 
 PAGE_SEPARATOR = "\n\n"
 DEFAULT_SEQ_LEN = 512
+
+METRIC_DIRECTIONS = {
+    "bt_easiness": "higher = easier",
+    "lexile": "higher = harder",
+    "grade": "higher = harder",
+}
+CLEAR_ID_PREFIX = "clear-"
+CLEAR_LICENSE = "CC BY-NC-SA 4.0"
+
+
+def metric_direction(metric: str | None) -> str | None:
+    """Which way is easier for ``metric`` (``higher = easier``), or None when unknown."""
+    return METRIC_DIRECTIONS.get(metric or "")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import duckdb
 
 from catalog import TABLES, ConfigError, Lakehouse, TableNotFoundError
 from catalog.readiness import NEWEST_RUN_SQL, READY_SE, readiness_sql
-from catalog.rules import EDITED, OCR
+from catalog.rules import EDITED, METRIC_DIRECTIONS, OCR
 from ingest.flags import FLAGS
 
 STATUSES = ("new", "ocr_done", "failed", "flagged", "accepted")
@@ -45,11 +45,8 @@ DEFAULT_SORT = "source"  # registration order of the share: a scan keeps its pla
 QUEUE_ORDER = f"{SORTS[DEFAULT_SORT]} ASC NULLS LAST, scan_id ASC"
 PER_PAGE = 50
 MAX_PER_PAGE = 500
-METRIC_LABELS = {
-    "bt_easiness": "BT easiness, higher = easier",
-    "lexile": "Lexile, higher = harder",
-    "grade": "grade level, higher = harder",
-}
+METRIC_LABELS = {m: f"{name}, {METRIC_DIRECTIONS[m]}" for m, name in
+                 (("bt_easiness", "BT easiness"), ("lexile", "Lexile"), ("grade", "grade level"))}
 _TABLES = ("scans", "books", "ocr_pages", "flags", "runs", "predictions")
 
 
