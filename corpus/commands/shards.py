@@ -1,4 +1,4 @@
-"""Token shards: build a versioned dataset, list datasets, show a manifest."""
+"""Token shards: build a versioned dataset, list datasets, show a manifest, export one."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from corpus.commands.common import (
 
 @group()
 def shards() -> None:
-    """Token shards: build a versioned dataset, list datasets, show a manifest."""
+    """Token shards: build a versioned dataset, list datasets, show a manifest, export."""
 
 
 @shards.command("build")
@@ -113,6 +113,32 @@ def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
     if fmt == "table":
         err_console.print(f"{name} at shards@{resolved}")
     write_table(rows, fmt=fmt)
+
+
+@shards.command("export")
+@click.argument("ref", metavar="DATASET[@VERSION]")
+@click.option("--to", "dest", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, writable=True),
+              help="Folder to write <split>.parquet and README.md into (new or empty).")
+@click.option("--force", is_flag=True,
+              help="Write into a non-empty folder (files of the same name are replaced).")
+@click.pass_context
+def shards_export(ctx: click.Context, ref: str, dest: str, force: bool) -> None:
+    """Export DATASET (at a shards table version, default the latest) as plain Parquet, one
+    file per split (sample_id, book_id, variant, window, input_ids, label), with a dataset
+    card (README.md: tokenizer, window, metric, splits, sources, license).
+
+    Example: corpus shards export clear@7 --to exports/clear
+    """
+    from train.dataset import ShardDataset, export_dataset
+
+    ds = ShardDataset.from_ref(lakehouse(ctx), ref)
+    r = export_dataset(ds, dest, force=force)
+    console.print(f"{ds.ref} -> {r.folder}", highlight=False)
+    for split, st in r.stats.items():
+        console.print(f"  {r.files[split].name}: {st.samples:,} samples, {st.tokens:,} "
+                      f"tokens, {st.books:,} books", highlight=False)
+    console.print(f"  {r.folder / 'README.md'}: the dataset card", highlight=False)
 
 
 COMMANDS = [shards]
