@@ -128,7 +128,8 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
               help="Compute dtype (default bfloat16 on cuda, float32 on cpu).")
 @click.option("--device-mem", type=POSITIVE, default=None, metavar="GIB",
-              help="Memory of one device, to say whether it fits.")
+              help="Memory of one device: whether it fits, and if not, the smallest "
+              "changes that would.")
 @click.option("--limit", "books", type=AT_LEAST_1, default=None, metavar="N",
               help="Plan for N books (default: the shards').")
 @click.option("--tokens-per-book", type=AT_LEAST_1, default=None,
@@ -149,6 +150,10 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
          tokens_per_book: int | None, gpus: int, price: float, tokens_per_s: float | None,
          from_run: str | None, fmt: str) -> None:
     """Expected memory per device, time and cost of a training; trains nothing.
+
+    A --seq-len beyond the backbone's positions is refused. With --device-mem, a plan that
+    does not fit lists the smallest changes that would (checkpointing, a smaller batch,
+    4-bit, more GPUs), each with its planned peak.
 
     Example: corpus plan --backbone smollm2-135m --quant 4bit --seq-len 2048
     --device-mem 16 --shards clear --from-run RUN
@@ -180,7 +185,7 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
     if tokens_per_s and books:
         cost = plan_cost(books=books, tokens_per_book=tokens_per_book or seq_len, epochs=epochs,
                          gpus=gpus, tokens_per_s=tokens_per_s, price_per_gpu_hour=price)
-    report = plan_report(arch, cfg, mem, device_gb=device_mem, cost=cost)
+    report = plan_report(arch, cfg, mem, device_gb=device_mem, cost=cost, gpus=gpus)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
         return
@@ -198,6 +203,7 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
     if device_mem is not None:
         verdict = "fits" if report["fits"] else "does NOT fit"
         console.print(f"{verdict} in {device_mem:g} GiB (90% usable)")
+        _print_suggestions(report, device_mem)
     if cost is not None:
         console.print(f"{cost.tokens:,} tokens ({books:,} books x {epochs} epoch(s)) at "
                       f"{cost.tokens_per_s:,.0f} tokens/s on {gpus} device(s): "
@@ -206,6 +212,24 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
     else:
         console.print("time and cost: give --tokens-per-s or --from-run, and --limit or "
                       "--shards", style="dim")
+
+
+def _print_suggestions(report: dict, device_mem: float) -> None:
+    """What would make a plan fit (``report["suggestions"]``), or that nothing here does."""
+    from train.plan import round_gib
+
+    if report["suggestions"]:
+        console.print("it would fit with any of:")
+        for x in report["suggestions"]:
+            console.print(f"  {x['options']:<34} peak {round_gib(x['peak_gib'])} GiB  "
+                          f"{x['change']}: {x['note']}", highlight=False, markup=False)
+    elif not report["fits"]:
+        console.print(f"nothing planned here makes it fit: with gradient checkpointing, batch "
+                      f"1 and 4-bit weights (where they apply) the peak is still "
+                      f"{round_gib(report['smallest_peak_gib'])} GiB; more GPUs do not lower "
+                      "the peak per device (data parallel, nothing sharded): a shorter "
+                      "--seq-len, a smaller backbone or a device with more memory would.",
+                      highlight=False)
 
 
 @command("eval")
