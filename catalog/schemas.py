@@ -217,8 +217,8 @@ def _declare() -> list[TableSpec]:
                    "(0-100)"),
                 _f("words", pa.string(), "JSON: [[word, confidence, x, y, w, h], ...]"),
                 _f("dpi", pa.int32(), "resolution the page image was read at"),
-                _f("engine", pa.string(), "the OCR engine and version (or the PDF's text "
-                   "layer)"),
+                _f("engine", pa.string(), "the OCR engine and version, or text-layer for a PDF "
+                   "page that has its text"),
                 _f("seconds", pa.float64(), "time spent reading the page"),
                 # pages of an older content stay as history and are never mixed into the
                 # current OCR text
