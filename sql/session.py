@@ -410,8 +410,8 @@ def _commits_schema() -> pa.Schema:
 
 def _stub_sql(name: str, columns: list[str], types: list[str]) -> str:
     """A view with these columns that fails when read: what a statement about the catalog
-    sees of a table before a statement names it (``LIMIT 0`` and ``WHERE false`` return no
-    rows, which is true of the stub, not of the table: nobody writes those on purpose)."""
+    sees of a table before a statement names it. Never a silent empty table: only a query
+    that reads no row of it (``LIMIT 0``) gets no rows, as it would from the table."""
     cols = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in zip(columns, types, strict=True))
     why = (f"{name} is registered when a statement names it; this one reached it without "
            f"naming it. Name it in the query (SELECT ... FROM {name}).")
