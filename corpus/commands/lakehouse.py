@@ -20,11 +20,73 @@ from corpus.commands.common import (
 @command()
 @click.pass_context
 def init(ctx: click.Context) -> None:
-    """Create every catalog table (empty) that does not exist yet."""
+    """Create every catalog table (empty) that does not exist yet, and write the declared
+    table and column descriptions into the Delta metadata of tables that lack them.
+
+    Example: corpus --root ./lakehouse init
+    """
     lh = lakehouse(ctx)
+    existing = lh.list_tables()
     created = lh.init()
+    # tables made by an older version: one commit per column whose description differs
+    described = [n for n in existing if lh.write_descriptions(n)]
     console.print(f"lakehouse at {lh.root}: created {len(created)} table(s)"
                   + (f": {', '.join(created)}" if created else ""))
+    if described:
+        console.print(f"wrote the column descriptions into {len(described)} existing "
+                      f"table(s): {', '.join(described)}")
+
+
+@command()
+@click.argument("table", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
+def describe(table: str | None, fmt: str) -> None:
+    """What the catalog holds: every table with its description, or with TABLE every
+    column with its type, whether it may be null, whether it is a key and what it means.
+
+    The descriptions are declared beside the schemas (catalog/schemas.py). `corpus sql`
+    shows them as column comments (information_schema.columns, duckdb_columns()), and every
+    Delta table carries them as its columns' comments for other Delta readers.
+
+    Example: corpus describe scores --format json
+    """
+    from catalog.schemas import TABLES, spec
+
+    if table is None:
+        specs = list(TABLES.values())
+        if fmt == "json":
+            click.echo(json.dumps([{"table": s.name, "description": s.description,
+                                    "keys": list(s.keys)} for s in specs], indent=2))
+            return
+        from rich.markup import escape
+        from rich.table import Table
+
+        t = Table(title="catalog tables")
+        for col in ("table", "keys", "description"):
+            t.add_column(col)
+        for s in specs:
+            t.add_row(s.name, ", ".join(s.keys), escape(s.description))
+        console.print(t)
+        console.print("`corpus describe TABLE` for its columns; in `corpus sql` also the views "
+                      "current_scores, current_texts and corpus_commits", style="dim")
+        return
+    s = spec(table)
+    if fmt == "json":
+        click.echo(json.dumps({"table": s.name, "description": s.description,
+                               "keys": list(s.keys),
+                               "columns": [c.__dict__ for c in s.columns]}, indent=2))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=escape(f"{s.name}: {s.description}"))
+    for col in ("column", "type", "null", "key", "description"):
+        t.add_column(col)
+    for c in s.columns:  # types and descriptions hold brackets: not rich markup
+        t.add_row(c.name, escape(c.type), "yes" if c.nullable else "no",
+                  "key" if c.key else "", escape(c.description))
+    console.print(t)
 
 
 @command()
@@ -135,4 +197,4 @@ def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) ->
         console.print(f"  {f}", style="dim")
 
 
-COMMANDS = [init, tables, history, lineage, optimize, vacuum]
+COMMANDS = [init, tables, describe, history, lineage, optimize, vacuum]
