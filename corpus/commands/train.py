@@ -78,13 +78,29 @@ def _model_options(f):
               help="Seconds without progress before a rank counts as hung.")
 @click.option("--run-dir", default=None, help="Run folder (default ./runs/<run id>); an "
               "existing one resumes from its newest checkpoint.")
+@click.option("--eval-every", type=AT_LEAST_1, default=None, metavar="N",
+              help="Validate every N steps as well (default: once per epoch, at its end). "
+              "Validation rows go to metrics.jsonl with \"split\": \"validation\".")
+@click.option("--early-stop", type=AT_LEAST_1, default=None, metavar="PATIENCE",
+              help="Stop when the validation book MAE has not improved for PATIENCE "
+              "validations; the saved model is then the best one, not the last.")
+@click.option("--tensorboard", is_flag=True,
+              help="Write TensorBoard event files (training loss, lr, validation loss and "
+              "MAE) to RUN_DIR/tensorboard; needs the tensorboard extra.")
 @click.pass_context
 def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
            lora_r: int, epochs: int, batch: int, grad_ckpt: bool, grad_accum: int, lr: float,
            max_steps: int, ckpt_every: int, seed: int, nproc: int, nnodes: int,
            rdzv: str | None, node_rank: int, max_restarts: int, hang_timeout: float,
-           run_dir: str | None) -> None:
-    """Train the reading-level model under torchrun (`corpus plan` first: memory, time, cost)."""
+           run_dir: str | None, eval_every: int | None, early_stop: int | None,
+           tensorboard: bool) -> None:
+    """Train the reading-level model under torchrun (`corpus plan` first: memory, time, cost).
+
+    The saved model folder holds a model card (README.md): backbone, data and its versions,
+    validation metrics, limits; `corpus eval` adds the held-out results.
+
+    Example: corpus train --shards clear --epochs 5 --eval-every 20 --early-stop 3 --tensorboard
+    """
     from catalog import ConfigError
 
     lh = lakehouse(ctx)
@@ -101,7 +117,9 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
     cfg = TrainConfig(root=lh.root, dataset=dataset, shards_version=version,
                       model=mcfg.to_dict(), epochs=epochs, batch=batch, grad_accum=grad_accum,
                       lr=lr, max_steps=max_steps, ckpt_every=ckpt_every, seed=seed,
-                      seq_len=int(manifest.column("seq_len")[0].as_py()))
+                      seq_len=int(manifest.column("seq_len")[0].as_py()),
+                      eval_every=eval_every or 0, early_stop=early_stop or 0,
+                      tensorboard=tensorboard)
     launch = LaunchConfig(nproc=nproc, nnodes=nnodes, rdzv=rdzv, node_rank=node_rank,
                           max_restarts=max_restarts, hang_timeout=hang_timeout)
     res = run_training(lh, cfg, launch, run_dir=run_dir)
@@ -111,6 +129,11 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
                   f"{m.get('last_loss', float('nan')):.4f}; validation book MAE "
                   f"{m.get('val_book_mae', float('nan')):.4f}; "
                   f"{m.get('tokens_per_s', 0):.0f} tokens/s")
+    if m.get("best_step") is not None and early_stop:
+        console.print(f"saved the best model: step {m['model_step']} (validation book MAE "
+                      f"{m['best_val_book_mae']:.4f})"
+                      + (f"; stopped early at step {m['steps']}" if m.get("stopped_early")
+                         else ""), highlight=False)
     if res.skipped:
         err_console.print(f"skipped {len(res.skipped)} sample(s) that crashed the job twice: "
                           f"{', '.join(res.skipped)}", markup=False)
