@@ -33,8 +33,8 @@ def output_width(stream: IO[str] | None = None) -> int | None:
 
 # Our own packages: their log records and warnings reach the user at every verbosity.
 OWN_PACKAGES = ("catalog", "corpus", "ingest", "noise", "sql", "train", "bench", "__main__")
-# The verbosity of the `corpus` call, handed to the processes it starts (torchrun ranks,
-# worker pools): they call setup_logging() too and are exactly as quiet.
+# The verbosity of the `corpus` call, handed to the processes it starts: torchrun ranks call
+# setup_logging() with it and are exactly as quiet (forked pool workers inherit the settings).
 VERBOSITY_ENV = "CORPUS_VERBOSITY"
 # What quiets the libraries in this process and in every process it starts; read by them at
 # import time, so these are set before any of them is imported. A value the user set is kept.
@@ -99,7 +99,8 @@ def _quiet_libraries(quiet: bool) -> None:
     changed_env.clear()
     if ours:
         warnings.filters[:] = [f for f in warnings.filters if f not in ours]
-        warnings._filters_mutated()  # what warnings.filterwarnings does after a change
+        # what warnings.filterwarnings does after a change (drops cached decisions)
+        getattr(warnings, "_filters_mutated", lambda: None)()
         ours.clear()
     if quiet:
         for name, value in QUIET_ENV.items():

@@ -109,7 +109,7 @@ class CorpusGroup(CommandGroup):
 
 
 def _print_version(ctx: click.Context) -> None:
-    # A callback, not click.version_option(code_version()): asking git costs ~80 ms, and
+    # A callback, not click.version_option(version_line()): asking git costs ~80 ms, and
     # every command would pay it at import time.
     click.echo(version_line())
     ctx.exit()
