@@ -27,7 +27,7 @@ def _emit() -> None:
     logging.getLogger("train.shards").warning("2 books left out")
     warnings.warn_explicit("old API", FutureWarning, "somelib/api.py", 1, module="somelib.api",
                            registry={})
-    warnings.warn_explicit("ours", UserWarning, "corpus/x.py", 1, module="corpus.x",
+    warnings.warn_explicit("ours", UserWarning, "ingest/x.py", 1, module="ingest.x",
                            registry={})
 
 
