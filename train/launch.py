@@ -210,7 +210,10 @@ def run_attempts(run_dir: Path, launch: LaunchConfig, *,
         cmd = torchrun_command(run_dir, launch, attempt)
         log.info("attempt %d: %s", attempt, " ".join(cmd))
         started = time.time()
-        proc = subprocess.Popen(cmd, env=_env(attempt, env), start_new_session=True)
+        proc_env = _env(attempt, env)
+        if launch.nproc > 1:  # what torchrun would set, without its banner on every run
+            proc_env.setdefault("OMP_NUM_THREADS", "1")
+        proc = subprocess.Popen(cmd, env=proc_env, start_new_session=True)
         hung = None
         suspects: list[str] | None = None
         try:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.errors import ConfigError
+from catalog.log import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -704,8 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m train.recipe RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(argv[0])
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # INFO into the rank's own log; other libraries as quiet as the `corpus` call that started us
+    setup_logging(level=logging.INFO)
     state: State | None = None
     inflight: InFlight | None = None
 

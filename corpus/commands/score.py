@@ -36,23 +36,38 @@ from corpus.commands.common import (
                    "the run, with its window count and spread (one commit); needs a run "
                    "(--run or the newest), not --model. Files given by path are scored "
                    "but not saved: they are not catalog books.")
+@click.option("--grade", is_flag=True,
+              help="Add the calibrated Lexile and the U.S. grade band (K-1, 2-3, 4-5, 6-8, "
+                   "9-10, 11-CCR, above CCR; CCSS Appendix A bands) of each prediction. "
+                   "Needs a run that predicts bt_easiness and at least 10 training books "
+                   "with both a bt_easiness and a lexile score: the calibration is fit on "
+                   "them once and kept in the run's metrics.")
 @click.pass_context
 def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
           run_id: str | None, seq_len: int | None, stride: int, batch: int, lang: str,
-          fmt: str, save: bool) -> None:
+          fmt: str, save: bool, grade: bool) -> None:
     """Predict the reading level of files, folders of files, scans and catalog books.
 
     An input is a file (txt, docx, html, epub, pdf; a PDF without a text layer or a page
     image is OCR'd), a folder (every such file under it) or a catalog book as BOOK_ID or
     BOOK_ID:VARIANT (e.g. 9781234567897:ocr). Inputs that cannot be read are reported as
-    rows with their error and the rest is scored; the exit status is then 1. Each row
-    gives the number of windows the text was cut into and the spread of their predictions.
+    rows with their error and the rest is scored; the exit status is then 1. Each row says
+    what it is (the metric predicted and the run, empty when a --model folder does not
+    say) and gives the number of windows the text was cut into and the spread of their
+    predictions.
+
+    With --grade, BT easiness becomes a Lexile measure through a monotone (isotonic) fit on
+    the run's training books that have both scores, and the Lexile measure a grade band.
+
+    Example: corpus score new_books/ scan.pdf 9781234567897:ocr --grade --format csv
     """
     from catalog import ConfigError, TableNotFoundError
     from corpus.score import (
         find_scoring_run,
+        grade_calibration,
         iter_items,
         load_scorer,
+        model_metric,
         save_predictions,
         score_stream,
         write_rows,
@@ -60,14 +75,29 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
 
     lh = lakehouse(ctx)
     run = None
+    calibration = None
     if model_dir is None:
         run = find_scoring_run(lh, run_id)
         model_dir, seq_len = run["model_dir"], seq_len or run["seq_len"]
+        metric, run_name = run["target"], run["run_id"]
+        if grade:
+            calibration, fitted = grade_calibration(lh, run)
+            if fitted:
+                err_console.print(f"grade calibration of run {run_name} fit on "
+                                  f"{calibration.n_books} training books "
+                                  f"({calibration.fit_on}) and kept in its metrics",
+                                  highlight=False)
     elif run_id is not None:
         raise ConfigError("give either --model or --run, not both.")
     elif save:
         raise ConfigError("--save writes predictions under a training run: use --run RUN "
                           "(or neither, for the newest run) instead of --model.")
+    elif grade:
+        raise ConfigError("--grade needs a training run (its calibration is fit on the run's "
+                          "training books): use --run RUN (or neither, for the newest run) "
+                          "instead of --model.")
+    else:
+        metric, run_name = model_metric(model_dir), None
     texts_version = None
     if save:
         try:
@@ -76,7 +106,8 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
             texts_version = None
     scorer = load_scorer(model_dir=model_dir, seq_len=seq_len or DEFAULT_SEQ_LEN, stride=stride)
     rows = score_stream(iter_items(inputs, lakehouse=lh, lang=lang, texts_version=texts_version),
-                        scorer.windows, batch=batch)
+                        scorer.windows, batch=batch, metric=metric, run=run_name,
+                        grade=calibration)
     kept: list[dict] = []
     if save:
         def _tee(rows):
@@ -85,7 +116,7 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
                     kept.append(r)
                 yield r
         rows = _tee(rows)
-    done, failed = write_rows(rows, fmt=fmt, stream=sys.stdout)
+    done, failed = write_rows(rows, fmt=fmt, stream=sys.stdout, grade=grade)
     err_console.print(f"{done} scored, {failed} failed (model {scorer.label})")
     if save and run is not None:
         n, version = save_predictions(lh, kept, run_id=run["run_id"], target=run["target"],
