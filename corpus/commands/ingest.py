@@ -26,7 +26,10 @@ from corpus.commands.common import (
 @click.pass_context
 def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col: str | None,
             author_col: str | None, score_cols: tuple[str, ...], id_prefix: str) -> None:
-    """Import labelled passages (CSV/TSV/Parquet) as books, edited texts and scores."""
+    """Import labelled passages (CSV/TSV/Parquet) as books, edited texts and scores.
+
+    Example: corpus import clear.csv --id ID --text Excerpt --score bt_easiness=BT_easiness
+    """
     from catalog import ConfigError
     from ingest.passages import ImportConfig, run_import
 
@@ -60,7 +63,10 @@ def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col
 @click.pass_context
 def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool, full: bool,
            show: int) -> None:
-    """Migrate an editorial SHARE into the lakehouse: every file accounted for."""
+    """Migrate an editorial SHARE into the lakehouse: every file accounted for.
+
+    Example: corpus ingest /mnt/share --workers 8
+    """
     from ingest.driver import run_ingest
 
     r = run_ingest(lakehouse(ctx), share, workers=workers, dry_run=dry_run, full=full)
@@ -99,7 +105,10 @@ def ingest(ctx: click.Context, share: str, workers: int | None, dry_run: bool, f
 @click.pass_context
 def ocr(ctx: click.Context, scan_ids: tuple[str, ...], workers: int | None, lang: str,
         page_foot: bool, executor: str, ray_address: str | None) -> None:
-    """OCR every registered scan not yet done (resumable: reruns do only what is missing)."""
+    """OCR every registered scan not yet done (resumable: reruns do only what is missing).
+
+    Example: corpus ocr --workers 4 --lang eng
+    """
     from catalog.workers import default_workers
     from ingest.ocr import OcrConfig, run_ocr
 

@@ -90,10 +90,14 @@ def describe(table: str | None, fmt: str) -> None:
 
 
 @command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def tables(ctx: click.Context, fmt: str) -> None:
-    """List tables with version, rows, data files and bytes."""
+    """List tables with version, rows, data files and bytes.
+
+    Example: corpus tables --format json
+    """
     lh = lakehouse(ctx)
     stats = [lh.stats(n) for n in lh.list_tables()]
     if fmt == "json":
@@ -116,10 +120,14 @@ def tables(ctx: click.Context, fmt: str) -> None:
 @command()
 @click.argument("table")
 @click.option("--limit", type=AT_LEAST_1, default=None, help="Only the newest N commits.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def history(ctx: click.Context, table: str, limit: int | None, fmt: str) -> None:
-    """Show the commits of TABLE with their operation, inputs and code version."""
+    """Show the commits of TABLE with their operation, inputs and code version.
+
+    Example: corpus history texts --limit 5
+    """
     from datetime import UTC, datetime
 
     commits = lakehouse(ctx).history(table, limit)
@@ -141,10 +149,14 @@ def history(ctx: click.Context, table: str, limit: int | None, fmt: str) -> None
 
 @command()
 @click.argument("ref", metavar="TABLE[@VERSION|@TIMESTAMP]")
-@click.option("--format", "fmt", type=click.Choice(["tree", "json"]), default="tree")
+@click.option("--format", "fmt", type=click.Choice(["tree", "json"]), default="tree",
+              show_default=True, help="Output format.")
 @click.pass_context
 def lineage(ctx: click.Context, ref: str, fmt: str) -> None:
-    """Walk what TABLE (at a version) was derived from, transitively."""
+    """Walk what TABLE (at a version) was derived from, transitively.
+
+    Example: corpus lineage shards@3
+    """
     name, version = parse_table_ref(ref)
     root = lakehouse(ctx).lineage(name, version)
     if fmt == "json":
@@ -177,7 +189,10 @@ def lineage(ctx: click.Context, ref: str, fmt: str) -> None:
 @click.argument("table")
 @click.pass_context
 def optimize(ctx: click.Context, table: str) -> None:
-    """Compact TABLE's small files (a new version with the same data)."""
+    """Compact TABLE's small files (a new version with the same data).
+
+    Example: corpus optimize ocr_pages
+    """
     m = lakehouse(ctx).optimize(table)
     console.print(f"{table}: {m.get('numFilesRemoved', 0)} files compacted into "
                   f"{m.get('numFilesAdded', 0)}")
@@ -185,11 +200,15 @@ def optimize(ctx: click.Context, table: str) -> None:
 
 @command()
 @click.argument("table")
-@click.option("--retention-hours", type=AT_LEAST_0, default=168, show_default=True)
+@click.option("--retention-hours", type=AT_LEAST_0, default=168, show_default=True,
+              help="Keep files that versions of the last N hours still read (time travel).")
 @click.option("--apply", is_flag=True, help="Delete the files (default: list them only).")
 @click.pass_context
 def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) -> None:
-    """Remove data files no longer referenced by versions inside the retention window."""
+    """Remove data files no longer referenced by versions inside the retention window.
+
+    Example: corpus vacuum texts --retention-hours 24 --apply
+    """
     files = lakehouse(ctx).vacuum(table, retention_hours=retention_hours, dry_run=not apply)
     verb = "deleted" if apply else "would delete (pass --apply)"
     console.print(f"{table}: {verb} {len(files)} file(s)")

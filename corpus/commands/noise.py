@@ -62,7 +62,8 @@ def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tup
 @command()
 @click.argument("reference", metavar="REFERENCE")
 @click.argument("hypothesis", metavar="HYPOTHESIS")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.option("--html", "html_out", type=OutFile(), default=None,
               metavar="OUT.html", help="Also write a side-by-side diff page.")
 @click.option("--texts-version", type=AT_LEAST_0, default=None, metavar="N",
@@ -84,6 +85,8 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
     9781038783486:edited 9781038783486:ocr (an existing file of that name wins). CER =
     character edit distance / reference characters, WER = word edit distance / reference
     words (whitespace-separated), both exact, computed at book length by anchored alignment.
+
+    Example: corpus align 9781038783486:edited 9781038783486:ocr --html diff.html
     """
     from noise.align import align as align_texts
     from noise.align import normalize, to_html, top_edits
@@ -138,7 +141,8 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
               help="Processes aligning books in parallel.")
 @click.option("--show", type=AT_LEAST_0, default=10, show_default=True,
               help="How many of the most frequent confusions to list.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) -> None:
     """Align every book that has an edited and a raw variant; mine the OCR artifacts.
@@ -147,6 +151,8 @@ def mine(ctx: click.Context, variant: str, workers: int, show: int, fmt: str) ->
     pattern with its kind, raw and edited forms, context, count, probability per opportunity
     and number of books; see noise/mine.py), replacing the rows of this variant; both
     commits record the texts version they came from.
+
+    Example: corpus mine --variant ocr --workers 2
     """
     from noise.mine import MineConfig, run_mine
 
@@ -199,6 +205,8 @@ def noise(ctx: click.Context, recipe: str, seed: int, books: tuple[str, ...], pe
     """Write noisy variants of edited books (texts variant noisy/<recipe>-v<N>/<seed>).
 
     `corpus noise evaluate` compares such variants with real OCR instead.
+
+    Example: corpus noise --recipe mined --seed 0 --books "clear-*"
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -233,7 +241,10 @@ def noise(ctx: click.Context, recipe: str, seed: int, books: tuple[str, ...], pe
 @click.pass_context
 def noise_evaluate(ctx: click.Context, holdout: float, seed: int, cer_scale: float,
                    workers: int | None, nlpaug_python: str | None, fmt: str) -> None:
-    """Compare synthetic variants (mined, uniform, nlpaug) with real OCR on held-out books."""
+    """Compare synthetic variants (mined, uniform, nlpaug) with real OCR on held-out books.
+
+    Example: corpus noise evaluate --holdout 0.3 --format json
+    """
     from catalog.workers import default_workers
     from noise.evaluate import NoiseEvalConfig, format_report, run_evaluate
 

@@ -21,7 +21,10 @@ from corpus.commands.common import (
 
 @group()
 def shards() -> None:
-    """Token shards: build a versioned dataset, list datasets, show a manifest, export."""
+    """Token shards: build a versioned dataset, list datasets, show a manifest, export.
+
+    Example: corpus shards list
+    """
 
 
 @shards.command("build")
@@ -53,7 +56,11 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
                  stride: int | None, target: str, variants: str, val_frac: float, seed: int,
                  books: tuple[str, ...], split_by: str, workers: int | None, shard_mb: float,
                  shard_samples: int | None) -> None:
-    """Tokenise pinned texts into shard files and a new `shards` table version."""
+    """Tokenise pinned texts into shard files and a new `shards` table version.
+
+    Example: corpus shards build --name clear --tokenizer all-minilm-l6-v2 --seq-len 256
+    --window chunks --variants edited,ocr,noisy/*
+    """
     from catalog.workers import default_workers
     from train.shards import ShardsConfig, build_shards
 
@@ -81,10 +88,14 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
 
 @shards.command("list")
 @click.option("--version", "version", type=AT_LEAST_0, default=None, help="shards table version.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def shards_list(ctx: click.Context, version: int | None, fmt: str) -> None:
-    """Datasets in the shards table (at a version), with samples and tokens per split."""
+    """Datasets in the shards table (at a version), with samples and tokens per split.
+
+    Example: corpus shards list --format json
+    """
     from train.shards import manifest_summary
 
     t = lakehouse(ctx).read("shards", version=version)
@@ -93,10 +104,14 @@ def shards_list(ctx: click.Context, version: int | None, fmt: str) -> None:
 
 @shards.command("show")
 @click.argument("ref", metavar="DATASET[@VERSION]")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
-    """The manifest of DATASET at a shards table version: one row per shard file."""
+    """The manifest of DATASET at a shards table version: one row per shard file.
+
+    Example: corpus shards show clear@3
+    """
 
     from train.shards import read_manifest
 

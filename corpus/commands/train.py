@@ -68,12 +68,16 @@ def _model_options(f):
 @click.option("--max-steps", type=AT_LEAST_0, default=0, help="Stop after N optimizer steps.")
 @click.option("--ckpt-every", type=AT_LEAST_1, default=50, show_default=True,
               help="Checkpoint every N steps.")
-@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True)
+@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True,
+              help="Seed of the head, the adapters and the sample order.")
 @click.option("--nproc", type=AT_LEAST_1, default=1, show_default=True, help="Ranks per node.")
-@click.option("--nnodes", type=AT_LEAST_1, default=1, show_default=True)
+@click.option("--nnodes", type=AT_LEAST_1, default=1, show_default=True,
+              help="Machines in the job (each runs the same command with its --node-rank).")
 @click.option("--rdzv", default=None, metavar="HOST:PORT", help="Rendezvous of a multi-node job.")
-@click.option("--node-rank", type=AT_LEAST_0, default=0, show_default=True)
-@click.option("--max-restarts", type=AT_LEAST_0, default=3, show_default=True)
+@click.option("--node-rank", type=AT_LEAST_0, default=0, show_default=True,
+              help="This machine's rank among --nnodes (0 records the run).")
+@click.option("--max-restarts", type=AT_LEAST_0, default=3, show_default=True,
+              help="Restarts of the whole job after a rank fails or hangs.")
 @click.option("--hang-timeout", type=POSITIVE, default=300.0, show_default=True,
               help="Seconds without progress before a rank counts as hung.")
 @click.option("--run-dir", default=None, help="Run folder (default ./runs/<run id>); an "
@@ -261,7 +265,8 @@ def _print_suggestions(report: dict, device_mem: float) -> None:
               help="Variants of the held-out books to score (edited,ocr,noisy/*; default all).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder (default reports/<run>).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None,
           fmt: str) -> None:
@@ -270,6 +275,8 @@ def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None
     Writes `predictions` and a report folder: RMSE, MAE, Spearman and bias per variant for the
     model and for readability formulas fit on the training split, the worst books, the shift
     between clean and noisy/OCR twins, and PNG plots.
+
+    Example: corpus eval clear-20261129-101500-a1b2c3 --variants edited,ocr
     """
     from train.evaluate import EvalConfig, run_eval
 
