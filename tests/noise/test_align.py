@@ -177,7 +177,11 @@ def test_anchored_alignment_is_exact_on_repetitive_text(ref, hyp):
     _check(ref, hyp, align(ref, hyp, direct_cells=0))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run (and no example database), so a red CI is a
+# real regression that reproduces, not a lucky draw; cases found by exploring with more
+# examples or other seeds belong in REPETITIVE.
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(pairs())
 def test_anchored_alignment_is_exact_on_random_prose_with_random_edits(pair):
     ref, hyp = pair
@@ -186,14 +190,14 @@ def test_anchored_alignment_is_exact_on_random_prose_with_random_edits(pair):
     _check(ref, hyp, align(ref, hyp, direct_cells=0))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(pairs())
 def test_default_alignment_is_exact(pair):
     ref, hyp = pair
     _check(ref, hyp, align(ref, hyp))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.text(alphabet="ab \n", max_size=120), st.text(alphabet="ab \n", max_size=120))
 def test_any_texts_give_a_valid_edit_script(ref, hyp):
     # Two unrelated texts over a tiny alphabet: anchors by chance are the worst case.
