@@ -22,11 +22,11 @@ seps = st.sampled_from([" ", " ", " ", " ", "\n", "\n\n", "  "])
 
 
 @st.composite
-def prose(draw, max_words: int = 120) -> str:
+def prose(draw, max_words: int = 120, word: st.SearchStrategy[str] = words,
+          min_vocab: int = 8) -> str:
     """Text made of words from a small vocabulary (so words repeat, as in prose; at least
-    eight distinct words: one or two words repeated over and over make a periodic text, where
-    no anchor is reliable)."""
-    vocab = draw(st.lists(words, min_size=8, max_size=40, unique=True))
+    eight distinct words unless ``min_vocab`` says otherwise)."""
+    vocab = draw(st.lists(word, min_size=min_vocab, max_size=40, unique=True))
     n = draw(st.integers(0, max_words))
     out = []
     for _ in range(n):
@@ -58,6 +58,15 @@ def damaged(draw, text: str, max_rate: float = 0.15) -> str:
 @st.composite
 def pairs(draw) -> tuple[str, str]:
     ref = draw(prose())
+    return ref, draw(damaged(ref))
+
+
+@st.composite
+def repetitive_pairs(draw) -> tuple[str, str]:
+    """Damaged text made of three or more words of one or two letters (``;;;;``, ``baab``):
+    runs of one word and near-copies everywhere, where unique grams are often misplaced."""
+    letters = draw(st.sampled_from([";", "ab", "a;"]))
+    ref = draw(prose(word=st.text(alphabet=letters, min_size=1, max_size=9), min_vocab=3))
     return ref, draw(damaged(ref))
 
 
@@ -187,6 +196,14 @@ def test_anchored_alignment_is_exact_on_random_prose_with_random_edits(pair):
     ref, hyp = pair
     # direct_cells=0: every window goes through anchoring (sparse probes, word trigrams,
     # words), only the gaps between anchors are aligned by rapidfuzz
+    _check(ref, hyp, align(ref, hyp, direct_cells=0))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(repetitive_pairs())
+def test_anchored_alignment_is_exact_on_random_repetitive_text(pair):
+    ref, hyp = pair
     _check(ref, hyp, align(ref, hyp, direct_cells=0))
 
 
