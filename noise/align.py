@@ -21,14 +21,24 @@ characters (P3 in BENCHMARKS.md). Books differ from their scans only locally, so
    exact step decides how the text next to an edit aligns. An anchored window whose edits
    cost more than replacing it whole had chance anchors (unrelated text) and is aligned
    exactly instead.
+4. **Verified anchors.** A gram unique in both texts can still lie off every optimal
+   alignment: in repetitive text (a run of one character or word, a repeated line) it may
+   pair a place with a copy a few symbols away, or a chance probe or trigram may pair text
+   far off the diagonal, and the windows around it then pay for a detour. So every anchor
+   is checked: the two windows around it are aligned again as one, with their summed cost
+   as cutoff (rapidfuzz then computes only the band that could do better), and where that
+   is cheaper the anchor is dropped and the merged window, exact, replaces them.
 
 Texts with at most ``direct_cells`` cells are aligned exactly in one step. On longer texts
 the distance equals the exact Levenshtein distance whenever the anchors lie on an optimal
 alignment, which holds for text with local damage (OCR errors, inserted headers, line
-breaks, lost or inserted passages); the property tests in ``tests/noise/test_align.py``
-check equality with rapidfuzz on random prose with random edits, with the anchor path
-forced, and on real OCR. Text that is periodic (one word repeated) or *moved* may get a
-valid but longer edit script.
+breaks, lost or inserted passages); step 4 removes every anchor that a cheaper alignment of
+the windows around it avoids, so a wrong anchor costs time, not exactness. What it does not
+prove absent is a run of wrong anchors each consistent with its wrong neighbours (see
+:meth:`_Differ._verify`). The property tests in ``tests/noise/test_align.py`` check
+equality with rapidfuzz on random prose with random edits and on repetitive text, with the
+anchor path forced, and on real OCR. Text that is *moved* may get a valid but longer edit
+script.
 
 WER is the word-level edit distance over the reference's whitespace-separated words,
 computed the same way with every distinct word coded as one symbol.
@@ -234,6 +244,9 @@ class _Differ:
         self.kinds = bytearray()
         self.rpos = array("q")
         self.hpos = array("q")
+        #: The exactly aligned windows, left to right: ``(a0, a1, b0, b1, cost, first_op)``;
+        #: between two consecutive ones lies an anchor (equal text), see :meth:`_verify`.
+        self.pieces: list[tuple[int, int, int, int, int, int]] = []
 
     def run(self) -> _Differ:
         a, b = self.a, self.b
@@ -243,8 +256,10 @@ class _Differ:
             self._window(pa, s, pb, t, 0)
             pa, pb = e, t + (e - s)
         self._window(pa, len(a), pb, len(b), 0)
+        if len(self.pieces) > 1:
+            self._verify()
         if anchors and self.distance > max(len(a), len(b)):
-            self._rollback((0, 0))  # chance anchors in unrelated texts (see _window)
+            self._rollback((0, 0, 0))  # chance anchors in unrelated texts (see _window)
             self._exact(0, len(a), 0, len(b))
         return self
 
@@ -289,12 +304,82 @@ class _Differ:
                 slack *= 2
         return out
 
-    def _mark(self) -> tuple[int, int]:
-        return len(self.kinds), self.distance
+    def _mark(self) -> tuple[int, int, int]:
+        return len(self.kinds), self.distance, len(self.pieces)
 
-    def _rollback(self, mark: tuple[int, int]) -> None:
-        n, self.distance = mark
-        del self.kinds[n:], self.rpos[n:], self.hpos[n:]
+    def _rollback(self, mark: tuple[int, int, int]) -> None:
+        n, self.distance, k = mark
+        del self.kinds[n:], self.rpos[n:], self.hpos[n:], self.pieces[k:]
+
+    def _verify(self) -> None:
+        """Check every anchor against the windows on its sides; merge where it is misplaced.
+
+        ``self.pieces`` are the exactly aligned windows in text order, with equal text (the
+        anchors) between them. Left to right, the text from the start of the window before
+        an anchor to the end of the window after it is aligned again as one window, with
+        their summed cost minus one as ``score_cutoff`` (rapidfuzz then computes only the
+        band of diagonals where a cheaper alignment could run, so a check costs about what
+        the two windows cost). If that is cheaper, the anchor lies off every optimal
+        alignment of the region: it is dropped, the merged window (exact) replaces the two,
+        and it is checked in turn against the window before it, so a run of misplaced
+        anchors ends up as one exact window.
+
+        A check is skipped when the windows cost no more than the difference of the
+        region's lengths (no alignment of it can cost less). Such a region has its ends
+        pinned on two diagonals and says nothing about a detour between them, so the next
+        check spans it too: a path that leaves the diagonal by 89 deletions and comes back
+        by 86 insertions two anchors on is checked as one region. Windows without edits are
+        equal text and count as part of the anchor around them.
+
+        Afterwards every anchor lies inside a checked region whose anchored alignment costs
+        what its exact alignment costs. Misplaced anchors each consistent with misplaced
+        neighbours (a detour longer than two windows, all of them with edits) are not ruled
+        out by this; the property tests look for them.
+        """
+        a, b = self.a, self.b
+        out: list[tuple[int, int, int, int, int, int]] = []  # first_op -1: merged, no ops yet
+        group: list[int] = []  # for out[k]: where the windows checked together with it start
+        gcost: list[int] = []  # the cost of out[group[k]:k + 1]
+        merged = False
+        for cur in self.pieces:
+            if cur[4] == 0:
+                continue  # equal text (or nothing) between two anchors: they act as one
+            while out:
+                g = group[-1]
+                first = out[g]
+                bound = gcost[-1] + cur[4]
+                if bound <= abs((cur[1] - first[0]) - (cur[3] - first[2])):
+                    group.append(g)  # nothing is cheaper here; check the next one over both
+                    gcost.append(bound)
+                    break
+                d = Levenshtein.distance(a[first[0]:cur[1]], b[first[2]:cur[3]],
+                                         score_cutoff=bound - 1)
+                if d >= bound:  # the anchor is on an optimal alignment of the region
+                    group.append(len(out))
+                    gcost.append(cur[4])
+                    break
+                del out[g:], group[g:], gcost[g:]
+                cur = (first[0], cur[1], first[2], cur[3], d, -1)
+                merged = True
+            else:  # nothing before it (the first window, or all before it merged into it)
+                group.append(0)
+                gcost.append(cur[4])
+            out.append(cur)
+        if not merged:
+            return
+        old = self.kinds, self.rpos, self.hpos
+        self.kinds, self.rpos, self.hpos = bytearray(), array("q"), array("q")
+        self.pieces, self.distance = [], 0
+        for a0, a1, b0, b1, cost, k in out:
+            if k < 0:
+                self._exact(a0, a1, b0, b1, hint=cost)
+                continue
+            self.pieces.append((a0, a1, b0, b1, cost, len(self.kinds)))
+            self.distance += cost
+            if self.want_ops:
+                self.kinds += old[0][k:k + cost]
+                self.rpos += old[1][k:k + cost]
+                self.hpos += old[2][k:k + cost]
 
     def _window(self, a0: int, a1: int, b0: int, b1: int, level: int) -> None:
         # An explicit stack instead of recursion: gaps are processed left to right. After
@@ -361,9 +446,10 @@ class _Differ:
                 out.append((s + lo, e - hi, t + lo))
         return out
 
-    def _exact(self, a0: int, a1: int, b0: int, b1: int) -> None:
+    def _exact(self, a0: int, a1: int, b0: int, b1: int, hint: int | None = None) -> None:
         la, lb = a1 - a0, b1 - b0
         if la == 0 or lb == 0:
+            self.pieces.append((a0, a1, b0, b1, la + lb, len(self.kinds)))
             self.distance += la + lb
             if self.want_ops:
                 code, n = (2, la) if la else (1, lb)
@@ -376,11 +462,15 @@ class _Differ:
                     self.hpos.extend(range(b0, b1))
             return
         x, y = self.a[a0:a1], self.b[b0:b1]
-        hint = abs(la - lb) + 1 if la * lb > self.direct_cells else None
+        if hint is None and la * lb > self.direct_cells:
+            hint = abs(la - lb) + 1
         if not self.want_ops:
-            self.distance += Levenshtein.distance(x, y, score_hint=hint)
+            cost = Levenshtein.distance(x, y, score_hint=hint)
+            self.pieces.append((a0, a1, b0, b1, cost, 0))
+            self.distance += cost
             return
         ops = Levenshtein.editops(x, y, score_hint=hint)
+        self.pieces.append((a0, a1, b0, b1, len(ops), len(self.kinds)))
         self.distance += len(ops)
         kinds, rpos, hpos = self.kinds, self.rpos, self.hpos
         for tag, i, j in ops.as_list():
