@@ -27,7 +27,9 @@ characters (P3 in BENCHMARKS.md). Books differ from their scans only locally, so
    far off the diagonal, and the windows around it then pay for a detour. So every anchor
    is checked: the two windows around it are aligned again as one, with their summed cost
    as cutoff (rapidfuzz then computes only the band that could do better), and where that
-   is cheaper the anchor is dropped and the merged window, exact, replaces them.
+   is cheaper the anchor is dropped and the merged window, exact, replaces them. On text
+   where most anchors are misplaced the checks stop after as many cells as one exact
+   alignment of the whole texts takes, and that alignment replaces them.
 
 Texts with at most ``direct_cells`` cells are aligned exactly in one step. On longer texts
 the distance equals the exact Levenshtein distance whenever the anchors lie on an optimal
@@ -341,6 +343,13 @@ class _Differ:
         group: list[int] = []  # for out[k]: where the windows checked together with it start
         gcost: list[int] = []  # the cost of out[group[k]:k + 1]
         merged = False
+        # Cells the checks may compute: those of one exact alignment of the whole texts in the
+        # band of the anchored distance (at least DIRECT_CELLS, about a millisecond). Text
+        # where most anchors are misplaced (a few words and their separators repeated over
+        # pages) merges window after window, each merged window checked again with the next;
+        # past this budget the whole is aligned exactly instead, so the checks of such text
+        # cost no more than that exact alignment, which then follows.
+        budget = max(DIRECT_CELLS, len(a) * min(len(b), 2 * self.distance + 1))
         for cur in self.pieces:
             if cur[4] == 0:
                 continue  # equal text (or nothing) between two anchors: they act as one
@@ -348,10 +357,17 @@ class _Differ:
                 g = group[-1]
                 first = out[g]
                 bound = gcost[-1] + cur[4]
-                if bound <= abs((cur[1] - first[0]) - (cur[3] - first[2])):
+                la, lb = cur[1] - first[0], cur[3] - first[2]
+                if bound <= abs(la - lb):
                     group.append(g)  # nothing is cheaper here; check the next one over both
                     gcost.append(bound)
                     break
+                budget -= la * min(lb, 2 * bound - 1)
+                if budget < 0:
+                    hint = self.distance
+                    self._rollback((0, 0, 0))
+                    self._exact(0, len(a), 0, len(b), hint=hint)
+                    return
                 d = Levenshtein.distance(a[first[0]:cur[1]], b[first[2]:cur[3]],
                                          score_cutoff=bound - 1)
                 if d >= bound:  # the anchor is on an optimal alignment of the region
@@ -361,6 +377,7 @@ class _Differ:
                 del out[g:], group[g:], gcost[g:]
                 cur = (first[0], cur[1], first[2], cur[3], d, -1)
                 merged = True
+                budget -= la * min(lb, 2 * d + 1)  # its edit operations, computed below
             else:  # nothing before it (the first window, or all before it merged into it)
                 group.append(0)
                 gcost.append(cur[4])
