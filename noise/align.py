@@ -4,19 +4,22 @@ A whole-book edit distance is quadratic: rapidfuzz needs ~10 s for half a millio
 characters (P3 in BENCHMARKS.md). Books differ from their scans only locally, so
 :func:`align` splits the problem first:
 
-1. **Sparse probes.** Every ~1,000 characters (``isqrt(direct_cells) / 2``) a 24-character
+1. **Sparse probes.** Every ~250 characters (``isqrt(direct_cells) / 8``) a 24-character
    probe of the reference is looked up (``str.find``) in the hypothesis near the diagonal of
    the last anchor; a probe found exactly once there, and unique around its place in the
    reference, anchors. A probe that misses (an edit inside it) is retried a little further
    on, with a slack that doubles after 16 misses, so a lost page or a long insertion is
    crossed.
-2. **Exact windows.** The windows between anchors (about 1,000 x 1,000 characters, at most
+2. **Exact windows.** The windows between anchors (about 250 x 250 characters, at most
    ``direct_cells`` cells of the dynamic-programming matrix) get their exact edit operations
-   from rapidfuzz. A window still too long is anchored again: word trigrams (spaces
-   included) unique in both halves of the window, paired, the longest chain in the same
-   order in both (longest increasing subsequence) kept, touching pairs on one diagonal
-   merged; then single words, then character q-grams; only if nothing anchors is it aligned
-   exactly as a whole (rapidfuzz with ``score_hint``).
+   from rapidfuzz. They are small because checking an anchor (step 4) aligns the two windows
+   around it as one, at a cost that grows with their length times their edits: with windows
+   of ~1,000 characters the checks added a third to the time at book length, with ~250 they
+   cost about what the smaller windows save. A window still too long is anchored again: word
+   trigrams (spaces included) unique in both halves of the window, paired, the longest chain
+   in the same order in both (longest increasing subsequence) kept, touching pairs on one
+   diagonal merged; then single words, then character q-grams; only if nothing anchors is it
+   aligned exactly as a whole (rapidfuzz with ``score_hint``).
 3. Every anchored block gives ``trim`` characters back to its neighbouring windows, so the
    exact step decides how the text next to an edit aligns. An anchored window whose edits
    cost more than replacing it whole had chance anchors (unrelated text) and is aligned
@@ -279,7 +282,7 @@ class _Differ:
         """
         a, b, n = self.a, self.b, self.probe
         na, nb = len(a), len(b)
-        spacing = max(4 * n, isqrt(self.direct_cells) // 2)
+        spacing = max(4 * n, isqrt(self.direct_cells) // 8)
         retry = max(1, n // 2)
         slack0 = 2 * spacing
         out: list[tuple[int, int, int]] = []
