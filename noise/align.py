@@ -4,19 +4,22 @@ A whole-book edit distance is quadratic: rapidfuzz needs ~10 s for half a millio
 characters (P3 in BENCHMARKS.md). Books differ from their scans only locally, so
 :func:`align` splits the problem first:
 
-1. **Sparse probes.** Every ~1,000 characters (``isqrt(direct_cells) / 2``) a 24-character
+1. **Sparse probes.** Every ~250 characters (``isqrt(direct_cells) / 8``) a 24-character
    probe of the reference is looked up (``str.find``) in the hypothesis near the diagonal of
    the last anchor; a probe found exactly once there, and unique around its place in the
    reference, anchors. A probe that misses (an edit inside it) is retried a little further
    on, with a slack that doubles after 16 misses, so a lost page or a long insertion is
    crossed.
-2. **Exact windows.** The windows between anchors (about 1,000 x 1,000 characters, at most
+2. **Exact windows.** The windows between anchors (about 250 x 250 characters, at most
    ``direct_cells`` cells of the dynamic-programming matrix) get their exact edit operations
-   from rapidfuzz. A window still too long is anchored again: word trigrams (spaces
-   included) unique in both halves of the window, paired, the longest chain in the same
-   order in both (longest increasing subsequence) kept, touching pairs on one diagonal
-   merged; then single words, then character q-grams; only if nothing anchors is it aligned
-   exactly as a whole (rapidfuzz with ``score_hint``).
+   from rapidfuzz. They are small because checking an anchor (step 4) aligns the two windows
+   around it as one, at a cost that grows with their length times their edits: with windows
+   of ~1,000 characters the checks added a third to the time at book length, with ~250 they
+   cost about what the smaller windows save. A window still too long is anchored again: word
+   trigrams (spaces included) unique in both halves of the window, paired, the longest chain
+   in the same order in both (longest increasing subsequence) kept, touching pairs on one
+   diagonal merged; then single words, then character q-grams; only if nothing anchors is it
+   aligned exactly as a whole (rapidfuzz with ``score_hint``).
 3. Every anchored block gives ``trim`` characters back to its neighbouring windows, so the
    exact step decides how the text next to an edit aligns. An anchored window whose edits
    cost more than replacing it whole had chance anchors (unrelated text) and is aligned
@@ -27,7 +30,9 @@ characters (P3 in BENCHMARKS.md). Books differ from their scans only locally, so
    far off the diagonal, and the windows around it then pay for a detour. So every anchor
    is checked: the two windows around it are aligned again as one, with their summed cost
    as cutoff (rapidfuzz then computes only the band that could do better), and where that
-   is cheaper the anchor is dropped and the merged window, exact, replaces them.
+   is cheaper the anchor is dropped and the merged window, exact, replaces them. On text
+   where most anchors are misplaced the checks stop after as many cells as one exact
+   alignment of the whole texts takes, and that alignment replaces them.
 
 Texts with at most ``direct_cells`` cells are aligned exactly in one step. On longer texts
 the distance equals the exact Levenshtein distance whenever the anchors lie on an optimal
@@ -277,7 +282,7 @@ class _Differ:
         """
         a, b, n = self.a, self.b, self.probe
         na, nb = len(a), len(b)
-        spacing = max(4 * n, isqrt(self.direct_cells) // 2)
+        spacing = max(4 * n, isqrt(self.direct_cells) // 8)
         retry = max(1, n // 2)
         slack0 = 2 * spacing
         out: list[tuple[int, int, int]] = []
@@ -341,6 +346,13 @@ class _Differ:
         group: list[int] = []  # for out[k]: where the windows checked together with it start
         gcost: list[int] = []  # the cost of out[group[k]:k + 1]
         merged = False
+        # Cells the checks may compute: those of one exact alignment of the whole texts in the
+        # band of the anchored distance (at least DIRECT_CELLS, about a millisecond). Text
+        # where most anchors are misplaced (a few words and their separators repeated over
+        # pages) merges window after window, each merged window checked again with the next;
+        # past this budget the whole is aligned exactly instead, so the checks of such text
+        # cost no more than that exact alignment, which then follows.
+        budget = max(DIRECT_CELLS, len(a) * min(len(b), 2 * self.distance + 1))
         for cur in self.pieces:
             if cur[4] == 0:
                 continue  # equal text (or nothing) between two anchors: they act as one
@@ -348,10 +360,17 @@ class _Differ:
                 g = group[-1]
                 first = out[g]
                 bound = gcost[-1] + cur[4]
-                if bound <= abs((cur[1] - first[0]) - (cur[3] - first[2])):
+                la, lb = cur[1] - first[0], cur[3] - first[2]
+                if bound <= abs(la - lb):
                     group.append(g)  # nothing is cheaper here; check the next one over both
                     gcost.append(bound)
                     break
+                budget -= la * min(lb, 2 * bound - 1)
+                if budget < 0:
+                    hint = self.distance
+                    self._rollback((0, 0, 0))
+                    self._exact(0, len(a), 0, len(b), hint=hint)
+                    return
                 d = Levenshtein.distance(a[first[0]:cur[1]], b[first[2]:cur[3]],
                                          score_cutoff=bound - 1)
                 if d >= bound:  # the anchor is on an optimal alignment of the region
@@ -361,6 +380,7 @@ class _Differ:
                 del out[g:], group[g:], gcost[g:]
                 cur = (first[0], cur[1], first[2], cur[3], d, -1)
                 merged = True
+                budget -= la * min(lb, 2 * d + 1)  # its edit operations, computed below
             else:  # nothing before it (the first window, or all before it merged into it)
                 group.append(0)
                 gcost.append(cur[4])
