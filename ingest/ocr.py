@@ -545,7 +545,10 @@ def _recognise_ray(config: LakehouseConfig, tasks: list[PageTask], ocr: OcrConfi
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'ray[default]'.") from None
     if not ray.is_initialized():
-        ray.init(address=ocr.ray_address, include_dashboard=False, log_to_driver=False,
+        # Without --ray-address, a new local instance: ray.init() would otherwise attach to
+        # whatever cluster another process registered in /tmp/ray on this machine.
+        ray.init(address=ocr.ray_address or "local", include_dashboard=False,
+                 log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_THREAD_LIMIT": "1"}})
     remote = ray.remote(ocr_page)
     pending = [remote.remote(config, t, ocr.lang, ocr.page_foot) for t in tasks]
