@@ -14,7 +14,18 @@ import click
 from catalog import CorpusError, Lakehouse, LakehouseConfig
 from catalog.log import setup_logging
 from catalog.version import version_line
-from corpus.commands import demo, ingest, lakehouse, noise, review, score, shards, sql, train
+from corpus.commands import (
+    demo,
+    ingest,
+    lakehouse,
+    noise,
+    plan,
+    review,
+    score,
+    shards,
+    sql,
+    train,
+)
 from corpus.commands.common import CommandGroup, err_console
 
 # Old spellings kept as aliases: (command, flag) -> the command path that replaced them.
@@ -135,7 +146,7 @@ def cli(ctx: click.Context, root: str | None, verbose: int) -> None:
     ctx.obj["lakehouse"] = Lakehouse(LakehouseConfig.resolve(root))
 
 
-for _module in (lakehouse, sql, ingest, review, noise, shards, train, score, demo):
+for _module in (lakehouse, sql, ingest, review, noise, shards, train, plan, score, demo):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
