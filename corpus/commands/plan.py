@@ -15,13 +15,13 @@ from corpus.commands.common import (
     console,
     lakehouse,
 )
-from corpus.commands.train import _manifest, _model_options
+from corpus.commands.train import model_options, shards_manifest
 
 
 @command("plan")
 @click.option("--shards", "shards_ref", metavar="DATASET[@VERSION]",
               help="Plan for these shards: their window length, books and tokens per book.")
-@_model_options
+@model_options
 @click.option("--seq-len", type=AT_LEAST_1, default=None,
               help=f"Window length (default: the shards'; else {DEFAULT_SEQ_LEN}).")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
@@ -71,7 +71,7 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
     )
 
     lh = lakehouse(ctx)
-    _, _, manifest = _manifest(lh, shards_ref)
+    _, _, manifest = shards_manifest(lh, shards_ref)
     seq_len, books, tokens_per_book = manifest_defaults(
         manifest, seq_len=seq_len, books=books, tokens_per_book=tokens_per_book)
     seq_len = seq_len or DEFAULT_SEQ_LEN

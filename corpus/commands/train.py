@@ -18,7 +18,7 @@ from corpus.commands.common import (
 )
 
 
-def _manifest(lh: Lakehouse, shards_ref: str | None):
+def shards_manifest(lh: Lakehouse, shards_ref: str | None):
     """``(dataset, version, train manifest)`` of ``--shards DATASET[@VERSION]``, or Nones."""
     if not shards_ref:
         return None, None, None
@@ -33,7 +33,7 @@ def _manifest(lh: Lakehouse, shards_ref: str | None):
     return dataset, version, manifest
 
 
-def _model_options(f):
+def model_options(f):
     """The options saying which model to train (or plan): backbone, head, adapters."""
     for option in reversed([
         click.option("--backbone", default="all-minilm-l6-v2", show_default=True,
@@ -59,7 +59,7 @@ def _model_options(f):
 @command("train")
 @click.option("--shards", "shards_ref", metavar="DATASET[@VERSION]",
               help="Token shards to train on (default version: the latest).")
-@_model_options
+@model_options
 @click.option("--grad-accum", type=AT_LEAST_1, default=1, show_default=True,
               help="Steps whose gradients add up before the optimizer steps.")
 @click.option("--lr", type=POSITIVE, default=2e-4, show_default=True, help="Learning rate.")
@@ -106,7 +106,7 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
     from catalog import ConfigError
 
     lh = lakehouse(ctx)
-    dataset, version, manifest = _manifest(lh, shards_ref)
+    dataset, version, manifest = shards_manifest(lh, shards_ref)
     if manifest is None:
         raise ConfigError("corpus train needs --shards DATASET[@VERSION] (build them with "
                           "corpus shards build); `corpus plan` plans a training.")
