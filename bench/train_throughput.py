@@ -73,7 +73,7 @@ def run_ours(lh, work: Path, *, steps: int, batch: int, lr: float, seed: int) ->
     state = recipe.setup(run_dir)
     recipe.train(state)
     seconds = time.perf_counter() - t0
-    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    recs, _ = recipe.read_metrics(run_dir)  # training rows (validation rows have no tokens)
     shutil.rmtree(run_dir, ignore_errors=True)
     tokens = sum(r["tokens"] for r in recs)
     return {"tokens": tokens, "seconds": seconds, "steps": len(recs),

@@ -12,6 +12,12 @@
   which the Python helpers run too, and which SQL users get as the view ``current_scores``).
 * **Current texts**: per book, the best text it has: edited, else corrected, else OCR
   (:func:`current_texts_sql`, the view ``current_texts``).
+* **Metric names**: a reading-level metric's readable name and which way is easier
+  (:data:`METRICS`, :func:`metric_name`, :func:`metric_direction`, :func:`metric_label`):
+  the review page, report plots, model cards and dataset cards say it the same way.
+* **CLEAR ids**: CLEAR passages are imported as books ``clear-<ID>``
+  (:data:`CLEAR_ID_PREFIX`); their text is CC BY-NC-SA 4.0, which whatever is made from
+  them (exported shards) must say.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ TEXT_PRECEDENCE = (EDITED, CORRECTED, OCR)
 
 PAGE_SEPARATOR = "\n\n"
 DEFAULT_SEQ_LEN = 512
+
+CLEAR_ID_PREFIX = "clear-"
+CLEAR_LICENSE = "CC BY-NC-SA 4.0"
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,34 @@ def match_variants(available: Iterable[str], patterns: Sequence[str]) -> list[st
     ``noisy/*``), sorted."""
     return [v for v in sorted(set(available))
             if any(fnmatch.fnmatchcase(v, p) for p in patterns)]
+
+
+# ---- reading-level metrics ---------------------------------------------------------------
+# metric -> (readable name, which way is easier); other metrics are shown by their name
+METRICS: dict[str, tuple[str, str]] = {
+    "bt_easiness": ("BT easiness", "higher = easier"),
+    "lexile": ("Lexile", "higher = harder"),
+    "grade": ("grade level", "higher = harder"),
+}
+
+
+def metric_name(metric: str | None) -> str:
+    """A metric's readable name (``BT easiness``); ``reading level`` when none is known."""
+    if not metric:
+        return "reading level"
+    return METRICS[metric][0] if metric in METRICS else metric.replace("_", " ")
+
+
+def metric_direction(metric: str | None) -> str | None:
+    """Which way is easier for a metric (``higher = easier``), None when unknown."""
+    return METRICS[metric][1] if metric in METRICS else None
+
+
+def metric_label(metric: str | None) -> str:
+    """The metric's name with which way is easier when known: ``BT easiness, higher =
+    easier``."""
+    direction = metric_direction(metric)
+    return f"{metric_name(metric)}, {direction}" if direction else metric_name(metric)
 
 
 def parse_text_ref(ref: str) -> tuple[str, str]:

@@ -28,7 +28,7 @@ from catalog.errors import (
     VersionNotFoundError,
 )
 from catalog.lineage import Commit, Lineage, LineageNode
-from catalog.schemas import TABLE_NAMES, check_name, spec
+from catalog.schemas import COMMENT, TABLE_NAMES, check_name, spec
 from catalog.storage import ObjectStore, open_store
 
 # pyarrow (and tenacity) are imported where they are used: `corpus sql` on a local root opens
@@ -133,7 +133,7 @@ def conform(table_spec: TableSpec, data: Any) -> pa.Table:
                 f"the data has {data.column_names}."
             )
         cols.append(col)
-    return pa.Table.from_arrays(cols, schema=schema)
+    return pa.Table.from_arrays(cols, schema=table_spec.data_schema)
 
 
 def _viewed(t: pa.DataType) -> pa.DataType:
@@ -256,6 +256,46 @@ class Lakehouse:
                 raise CorpusError(f"Cannot add columns to table {name!r}: {e}") from e
         self._handles.pop(name, None)
         return self.open(name)
+
+    def write_descriptions(self, name: str) -> int:
+        """Write the declared descriptions of table ``name`` and its columns into its Delta
+        metadata (column descriptions as field metadata ``comment``), where they differ.
+
+        A table created by this version has them from its first commit (and columns added
+        since get theirs with them); this brings an older table up to date. deltalake changes
+        one column's metadata per commit, so that is one commit per column whose description
+        differs, plus one for the table's description; none when all match. Like any schema
+        change it makes concurrent writers retry. Returns the number of commits made.
+        """
+        s = spec(name)
+        commits = 0
+
+        def changes(dt: DeltaTable) -> tuple[list[str], bool]:
+            have = {f.name: (f.metadata or {}).get(COMMENT) for f in dt.schema().fields}
+            cols = [f.name for f in s.schema if f.name in have and have[f.name] != s.doc(f.name)]
+            return cols, dt.metadata().description != s.description
+
+        def props(what: list[str]) -> CommitProperties:
+            return self._props(Lineage(operation="describe", config={"columns": what}))
+
+        cols, table_doc = changes(self.open(name))
+        for col in cols:
+            def run(col: str = col) -> None:
+                self.open(name).alter.set_column_metadata(col, {COMMENT: s.doc(col)},
+                                                          commit_properties=props([col]))
+
+            self._retrying(name, "describe", run)
+            commits += 1
+        if table_doc:
+            def run_table() -> None:
+                self.open(name).alter.set_table_description(s.description,
+                                                            commit_properties=props([]))
+
+            self._retrying(name, "describe", run_table)
+            commits += 1
+        if commits:
+            self._handles.pop(name, None)  # the append handle's snapshot is stale now
+        return commits
 
     def _ensure(self, name: str) -> None:
         """:meth:`create` once per Lakehouse object: a writer that commits often (ingest,

@@ -13,8 +13,19 @@ import click
 
 from catalog import CorpusError, Lakehouse, LakehouseConfig
 from catalog.log import setup_logging
-from catalog.version import code_version
-from corpus.commands import demo, ingest, lakehouse, noise, review, score, shards, sql, train
+from catalog.version import version_line
+from corpus.commands import (
+    demo,
+    ingest,
+    lakehouse,
+    noise,
+    plan,
+    review,
+    score,
+    shards,
+    sql,
+    train,
+)
 from corpus.commands.common import CommandGroup, err_console
 
 # Old spellings kept as aliases: (command, flag) -> the command path that replaced them.
@@ -109,28 +120,33 @@ class CorpusGroup(CommandGroup):
 
 
 def _print_version(ctx: click.Context) -> None:
-    # A callback, not click.version_option(code_version()): asking git costs ~80 ms, and
+    # A callback, not click.version_option(version_line()): asking git costs ~80 ms, and
     # every command would pay it at import time.
-    click.echo(f"corpus {code_version()}")
+    click.echo(version_line())
     ctx.exit()
 
 
 @click.group("corpus", cls=CorpusGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="CORPUS_ROOT", default=None, metavar="PATH|s3://BUCKET/PREFIX",
               help="Lakehouse root (default ./lakehouse; env CORPUS_ROOT).")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More output: -v info logging plus other libraries' warnings, banners and "
+                   "weight-loading bars (off by default), -vv debug.")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
               callback=lambda ctx, _p, v: _print_version(ctx) if v else None,
-              help="Show the code version and exit.")
+              help="Show the package version and the code version lineage records, and exit.")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, verbose: int) -> None:
-    """Corpus: a publisher's book archive as versioned training data for reading-level models."""
+    """Corpus: a publisher's book archive as versioned training data for reading-level models.
+
+    Example: corpus --root ./lakehouse -v score new_books/ --format csv
+    """
     setup_logging(verbose)
     ctx.ensure_object(dict)
     ctx.obj["lakehouse"] = Lakehouse(LakehouseConfig.resolve(root))
 
 
-for _module in (lakehouse, sql, ingest, review, noise, shards, train, score, demo):
+for _module in (lakehouse, sql, ingest, review, noise, shards, train, plan, score, demo):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -21,6 +21,7 @@ from the run's checkpoint (or is a folder every node sees).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -159,17 +160,31 @@ def iter_items(inputs: Iterable[str], *, lakehouse: Lakehouse | None, lang: str 
 
 def score_stream(items: Iterable[Item],
                  predict: Callable[[list[str]], Sequence[float | Sequence[float]]], *,
-                 batch: int = 16) -> Iterator[dict]:
-    """Rows ``{name, source, n_chars, prediction, n_windows, window_sd, error}`` in input
-    order, predicting ``batch`` texts at a time.
+                 batch: int = 16, metric: str | None = None, run: str | None = None,
+                 grade: GradeCalibration | None = None) -> Iterator[dict]:
+    """Rows ``{name, source, metric, run, n_chars, prediction, n_windows, window_sd, error}``
+    in input order (:data:`COLUMNS`), predicting ``batch`` texts at a time.
 
     ``predict`` gives one value per text, or one list of window predictions per text
     (:meth:`Scorer.windows`): then the prediction is their mean and ``n_windows`` and
     ``window_sd`` (sample standard deviation, None for one window) are filled in.
+    ``metric`` and ``run`` say what the prediction is (the metric the model predicts, the
+    training run it comes from; None when not known) and are the same on every row. With a
+    ``grade`` calibration, rows also have ``lexile`` and ``grade`` (:data:`GRADE_COLUMNS`).
     """
     from catalog.readiness import window_stats
 
     buf: list[Item] = []
+
+    def row(it: Item, p: float | None, n: int | None, sd: float | None) -> dict:
+        out = {"name": it.name, "source": it.source, "metric": metric, "run": run,
+               "n_chars": None if it.error else len(it.text or ""), "prediction": p}
+        if grade is not None:
+            lexile = None if p is None else grade.lexile_of(p)
+            out["lexile"] = lexile
+            out["grade"] = None if lexile is None else grade_band(lexile)
+        out.update(n_windows=n, window_sd=sd, error=it.error)
+        return out
 
     def flush() -> Iterator[dict]:
         texts = [it.text for it in buf if it.error is None]
@@ -181,12 +196,9 @@ def score_stream(items: Iterable[Item],
                 if isinstance(p, Sequence):
                     n, sd = window_stats(p)
                     p = sum(p) / n
-                yield {"name": it.name, "source": it.source, "n_chars": len(it.text or ""),
-                       "prediction": float(p), "n_windows": n, "window_sd": sd, "error": None}
+                yield row(it, float(p), n, sd)
             else:
-                yield {"name": it.name, "source": it.source, "n_chars": None,
-                       "prediction": None, "n_windows": None, "window_sd": None,
-                       "error": it.error}
+                yield row(it, None, None, None)
         buf.clear()
 
     for it in items:
@@ -244,7 +256,8 @@ def read_item(item: Item, *, lang: str = "eng") -> Item:
 @dataclass(frozen=True)
 class ScoreJob:
     """What a worker scores with: the model (a folder, or a run's checkpoint in the
-    lakehouse, fetched by the worker), its window settings and the OCR language."""
+    lakehouse, fetched by the worker), its window settings, the OCR language, and what
+    every row says it is (``metric``, ``run``, the ``grade`` calibration)."""
 
     seq_len: int
     stride: int = 0
@@ -253,6 +266,9 @@ class ScoreJob:
     lakehouse: LakehouseConfig | None = None
     checkpoint_uri: str | None = None
     label: str = ""
+    metric: str | None = None
+    run: str | None = None
+    grade: GradeCalibration | None = None
 
 
 def _load_job(job: ScoreJob, scorer: Scorer | None = None) -> tuple[ScoreJob, Scorer]:
@@ -278,7 +294,8 @@ def _score_batch(state: tuple[ScoreJob, Scorer], batch: list[Item]) -> list[dict
     """The worker function: read what is still to read, predict, one row per item."""
     job, scorer = state
     items = [read_item(it, lang=job.lang) for it in batch]
-    return list(score_stream(items, scorer.windows, batch=max(1, len(items))))
+    return list(score_stream(items, scorer.windows, batch=max(1, len(items)),
+                             metric=job.metric, run=job.run, grade=job.grade))
 
 
 def _item_name(item: Item) -> str:
@@ -313,17 +330,32 @@ def score_items(items: Iterable[Item], *, job: ScoreJob, batch: int = 16,
                             unit="text", total=total, key=_item_name):
         item = fed.popleft()  # results come in input order, one per item
         if isinstance(row, Failed):
-            row = {"name": item.name, "source": item.source, "n_chars": None,
-                   "prediction": None, "n_windows": None, "window_sd": None,
-                   "error": f"{item.name}: {row.reason}"}
+            failed = Item(item.name, item.source, error=f"{item.name}: {row.reason}")
+            row = next(score_stream([failed], _no_prediction, metric=job.metric,
+                                    run=job.run, grade=job.grade))
         yield row
 
 
-# the columns of a scored row, in output order
-COLUMNS = ("name", "source", "n_chars", "prediction", "n_windows", "window_sd", "error")
+def _no_prediction(texts: list[str]) -> list[float]:
+    raise AssertionError("an item with an error is never predicted")
 
 
-def write_rows(rows: Iterable[dict], *, fmt: str, stream) -> tuple[int, int]:
+# the columns of a scored row, in output order; with --grade, GRADE_COLUMNS follow prediction
+COLUMNS = ("name", "source", "metric", "run", "n_chars", "prediction", "n_windows",
+           "window_sd", "error")
+GRADE_COLUMNS = ("lexile", "grade")
+
+
+def columns(*, grade: bool = False) -> tuple[str, ...]:
+    """The output columns, with the grade columns when ``grade``."""
+    if not grade:
+        return COLUMNS
+    at = COLUMNS.index("prediction") + 1
+    return (*COLUMNS[:at], *GRADE_COLUMNS, *COLUMNS[at:])
+
+
+def write_rows(rows: Iterable[dict], *, fmt: str, stream,
+               grade: bool = False) -> tuple[int, int]:
     """Write rows as they come (csv, json lines) or as one table at the end; returns
     ``(scored, failed)``."""
     from sql.output import write_rows as write
@@ -335,8 +367,8 @@ def write_rows(rows: Iterable[dict], *, fmt: str, stream) -> tuple[int, int]:
             counts["failed" if r["error"] is not None else "scored"] += 1
             yield r
 
-    write(counted(rows), columns=COLUMNS, fmt=fmt, stream=stream, cell=_cell,
-          right=("n_chars", "prediction", "n_windows", "window_sd"))
+    write(counted(rows), columns=columns(grade=grade), fmt=fmt, stream=stream, cell=_cell,
+          right=("n_chars", "prediction", "lexile", "n_windows", "window_sd"))
     return counts["scored"], counts["failed"]
 
 
@@ -355,8 +387,6 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-
-
 def resolve_run(lakehouse: Lakehouse, run_id: str | None) -> tuple[str, int | None]:
     """The local model folder and window length of a training run (the newest finished
     run with a checkpoint when ``run_id`` is None)."""
@@ -365,16 +395,33 @@ def resolve_run(lakehouse: Lakehouse, run_id: str | None) -> tuple[str, int | No
 
 
 def find_scoring_run(lakehouse: Lakehouse, run_id: str | None) -> dict:
-    """``{run_id, model_dir, checkpoint_uri, seq_len, target}`` of a training run (the newest
-    finished run with a checkpoint when ``run_id`` is None); ``target`` is the metric it
-    predicts."""
+    """``{run_id, model_dir, checkpoint_uri, seq_len, target, row}`` of a training run (the
+    newest finished run with a checkpoint when ``run_id`` is None); ``target`` is the metric
+    it predicts, ``row`` its ``runs`` row."""
     from train.evaluate import fetch_model, find_run, run_seq_len, run_target
 
     run = find_run(lakehouse, run_id)
     return {"run_id": run["run_id"],
             "model_dir": str(fetch_model(lakehouse, run["checkpoint_uri"])),
             "checkpoint_uri": run["checkpoint_uri"],
-            "seq_len": run_seq_len(run), "target": run_target(lakehouse, run)}
+            "seq_len": run_seq_len(run), "target": run_target(lakehouse, run), "row": run}
+
+
+def model_metric(model_dir: str | Path) -> str | None:
+    """The metric a saved model folder predicts, when the folder says (a ``target`` or
+    ``metric`` entry in its ``model_config.json`` or checkpoint ``meta.json``); else None."""
+    import json
+
+    for name in ("model_config.json", "meta.json"):
+        try:
+            d = json.loads((Path(model_dir) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict):
+            for key in ("metric", "target"):
+                if isinstance(d.get(key), str) and d[key]:
+                    return d[key]
+    return None
 
 
 def save_predictions(lakehouse: Lakehouse, rows: Iterable[dict], *, run_id: str,
@@ -412,3 +459,173 @@ def save_predictions(lakehouse: Lakehouse, rows: Iterable[dict], *, run_id: str,
     data = list(out.values())
     return len(data), lakehouse.upsert("predictions", data, lineage=lineage,
                                        on=("run_id", "book_id", "variant", "target", "split"))
+
+
+# ---- grade bands: BT easiness -> Lexile -> U.S. grade band ---------------------------------
+#
+# No corpus the project reads has a grade per text. CLEAR has two human-anchored scores per
+# passage: BT easiness (what the models predict) and the Lexile band it was filed under
+# ("Lexile Band", in 100L steps; imported as metric `lexile`). So a grade takes two steps:
+# 1. BT easiness -> Lexile: a monotone (easier text, lower Lexile) least-squares fit on the
+#    run's training books that have both scores, the scores the run's shards were built from.
+#    Isotonic regression assumes nothing but the direction; it never extrapolates past the
+#    Lexile range it saw (the ends are flat). Fit once per run, kept in its runs.metrics.
+# 2. Lexile -> grade band: the published table below. The bands overlap; a measure in an
+#    overlap goes to the lower band below the overlap's middle and to the upper one above it.
+
+# Grade bands and their Lexile ranges: Common Core State Standards, Appendix A supplement
+# (2012), "Updated text complexity grade bands and associated ranges from multiple measures".
+GRADE_BANDS = (("2-3", 420, 820), ("4-5", 740, 1010), ("6-8", 925, 1185),
+               ("9-10", 1050, 1335), ("11-CCR", 1185, 1385))
+BELOW_BANDS, ABOVE_BANDS = "K-1", "above CCR"  # below 420L; above 1385L (college texts)
+GRADE_METRIC, LEXILE_METRIC = "bt_easiness", "lexile"
+MIN_CALIBRATION_BOOKS = 10
+CALIBRATION_KEY = "grade_calibration"  # its key in runs.metrics
+
+
+def grade_band(lexile: float) -> str:
+    """The U.S. grade band (:data:`GRADE_BANDS`) of a Lexile measure."""
+    if lexile < GRADE_BANDS[0][1]:
+        return BELOW_BANDS
+    if lexile > GRADE_BANDS[-1][2]:
+        return ABOVE_BANDS
+    for (name, _lo, hi), (_next, next_lo, _hi) in itertools.pairwise(GRADE_BANDS):
+        if lexile < (hi + next_lo) / 2:  # the middle of the overlap with the next band
+            return name
+    return GRADE_BANDS[-1][0]
+
+
+def isotonic_fit(x: Sequence[float], y: Sequence[float], *,
+                 increasing: bool = True) -> tuple[list[float], list[float]]:
+    """The monotone least-squares fit of ``y`` on ``x`` (pool adjacent violators), as knots:
+    sorted distinct ``x`` values where the fit changes slope and the fitted ``y`` there.
+
+    Between knots the fit is read by linear interpolation, outside them it is flat.
+    """
+    sign = 1.0 if increasing else -1.0
+    by_x: dict[float, list[float]] = {}
+    for xi, yi in zip(x, y, strict=True):
+        by_x.setdefault(float(xi), []).append(sign * float(yi))
+    xs = sorted(by_x)
+    # blocks of [sum of y, count, first index, last index]: merged while they decrease
+    blocks: list[list[float]] = []
+    for i, xi in enumerate(xs):
+        blocks.append([sum(by_x[xi]), len(by_x[xi]), i, i])
+        while len(blocks) > 1 and (blocks[-2][0] / blocks[-2][1]
+                                   > blocks[-1][0] / blocks[-1][1]):
+            s, n, _, last = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += n
+            blocks[-1][3] = last
+    kx: list[float] = []
+    ky: list[float] = []
+    for s, n, first, last in blocks:
+        for i in sorted({int(first), int(last)}):  # a flat block: its two ends
+            kx.append(xs[i])
+            ky.append(sign * s / n)
+    return kx, ky
+
+
+@dataclass(frozen=True)
+class GradeCalibration:
+    """BT easiness -> Lexile (an isotonic fit, see above) and its provenance.
+
+    Attributes:
+        easiness: Knots, increasing.
+        lexile: The fitted Lexile at each knot (non-increasing).
+        n_books: Training books the fit is on.
+        fit_on: Where those books and scores are from (``dataset@shards_version train
+            split, scores@version``).
+    """
+
+    easiness: tuple[float, ...]
+    lexile: tuple[float, ...]
+    n_books: int
+    fit_on: str = ""
+
+    def lexile_of(self, easiness: float) -> int:
+        """The calibrated Lexile of a BT easiness, rounded to 10L."""
+        import numpy as np
+
+        return int(round(float(np.interp(easiness, self.easiness, self.lexile)), -1))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (stored under ``grade_calibration`` in the run's metrics)."""
+        return {"method": "isotonic", "from": GRADE_METRIC, "to": LEXILE_METRIC,
+                "easiness": list(self.easiness), "lexile": list(self.lexile),
+                "n_books": self.n_books, "fit_on": self.fit_on}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GradeCalibration:
+        """Inverse of :meth:`to_dict`."""
+        return cls(easiness=tuple(d["easiness"]), lexile=tuple(d["lexile"]),
+                   n_books=int(d["n_books"]), fit_on=d.get("fit_on", ""))
+
+
+def fit_grade_calibration(easiness: Sequence[float], lexile: Sequence[float], *,
+                          fit_on: str = "") -> GradeCalibration:
+    """Fit BT easiness -> Lexile on books that have both (easier text, lower Lexile).
+
+    Raises:
+        ConfigError: fewer than :data:`MIN_CALIBRATION_BOOKS` books, or the fit is one flat
+            level (BT easiness says nothing about Lexile in these books).
+    """
+    if len(easiness) < MIN_CALIBRATION_BOOKS:
+        raise ConfigError(
+            f"--grade needs a calibration: at least {MIN_CALIBRATION_BOOKS} training books "
+            f"with both a {GRADE_METRIC} and a {LEXILE_METRIC} score, found {len(easiness)}"
+            + (f" ({fit_on})" if fit_on else "") + ".")
+    kx, ky = isotonic_fit(easiness, lexile, increasing=False)
+    if max(ky) - min(ky) <= 0:
+        raise ConfigError(f"--grade: {GRADE_METRIC} does not order {LEXILE_METRIC} in the "
+                          f"training books ({fit_on}): no calibration can be fit.")
+    return GradeCalibration(easiness=tuple(kx), lexile=tuple(ky), n_books=len(easiness),
+                            fit_on=fit_on)
+
+
+def grade_calibration(lakehouse: Lakehouse, run: dict) -> tuple[GradeCalibration, bool]:
+    """The grade calibration of a run (:func:`find_scoring_run`): the one kept in its
+    ``runs.metrics``, else fit now on its training books and kept there (one commit).
+
+    Returns:
+        ``(calibration, fit now)``.
+
+    Raises:
+        ConfigError: the run does not predict BT easiness, or no calibration can be fit.
+    """
+    import json
+
+    import pyarrow.compute as pc
+
+    from catalog import Lineage
+    from catalog.rules import current_values
+    from train.shards import books_by_split
+
+    run_id, row = run["run_id"], run["row"]
+    if run["target"] != GRADE_METRIC:
+        raise ConfigError(f"--grade maps {GRADE_METRIC} to grade bands; run {run_id} predicts "
+                          f"{run['target'] or 'an unknown metric'}.")
+    metrics = json.loads(row.get("metrics") or "{}")
+    if isinstance(metrics.get(CALIBRATION_KEY), dict):
+        return GradeCalibration.from_dict(metrics[CALIBRATION_KEY]), False
+    shards_version = int(row["shards_version"])
+    manifest = lakehouse.read("shards", version=shards_version)
+    manifest = manifest.filter(pc.equal(manifest.column("dataset"), row["dataset"]))
+    train_books = books_by_split(manifest, dataset=row["dataset"],
+                                 where=f"shards@{shards_version}").get("train", set())
+    scores_version = manifest.column("scores_version")[0].as_py()
+    scores = lakehouse.read("scores", version=scores_version)
+    easy, lex = current_values(scores, GRADE_METRIC), current_values(scores, LEXILE_METRIC)
+    books = sorted(b for b in train_books if b in easy and b in lex)
+    fit_on = (f"{row['dataset']}@shards {shards_version} train split, "
+              f"scores@{scores_version}")
+    cal = fit_grade_calibration([easy[b] for b in books], [lex[b] for b in books],
+                                fit_on=fit_on)
+    metrics[CALIBRATION_KEY] = cal.to_dict()
+    lineage = Lineage(operation="calibrate", inputs={
+        "runs": lakehouse.version("runs"), "shards": shards_version, "scores": scores_version},
+        config={"run_id": run_id, "method": "isotonic", "from": GRADE_METRIC,
+                "to": LEXILE_METRIC})
+    lakehouse.merge("runs", [{**row, "metrics": json.dumps(metrics, sort_keys=True)}],
+                    lineage=lineage, columns=["metrics"], insert=False)
+    return cal, True

@@ -28,7 +28,7 @@ import duckdb
 
 from catalog import TABLES, ConfigError, Lakehouse, TableNotFoundError
 from catalog.readiness import NEWEST_RUN_SQL, READY_SE, readiness_sql
-from catalog.rules import EDITED, OCR
+from catalog.rules import EDITED, OCR, metric_label  # metric_label: review.py's too
 from ingest.flags import FLAGS
 
 STATUSES = ("new", "ocr_done", "failed", "flagged", "accepted")
@@ -45,19 +45,7 @@ DEFAULT_SORT = "source"  # registration order of the share: a scan keeps its pla
 QUEUE_ORDER = f"{SORTS[DEFAULT_SORT]} ASC NULLS LAST, scan_id ASC"
 PER_PAGE = 50
 MAX_PER_PAGE = 500
-METRIC_LABELS = {
-    "bt_easiness": "BT easiness, higher = easier",
-    "lexile": "Lexile, higher = harder",
-    "grade": "grade level, higher = harder",
-}
 _TABLES = ("scans", "books", "ocr_pages", "flags", "runs", "predictions")
-
-
-def metric_label(target: str | None) -> str:
-    """The metric's name for editors, with which way is easier when known."""
-    if not target:
-        return "reading level"
-    return METRIC_LABELS.get(target, target.replace("_", " "))
 
 
 @dataclass(frozen=True)

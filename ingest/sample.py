@@ -12,12 +12,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from catalog.rules import CLEAR_ID_PREFIX
 from ingest.passages import ImportConfig
 
 # How the CLEAR columns map onto books, texts and scores.
 SAMPLE_CONFIG = ImportConfig(
     id_col="ID", text_col="Excerpt", title_col="Title", author_col="Author",
-    scores={"bt_easiness": "BT_easiness", "lexile": "Lexile Band"}, id_prefix="clear-",
+    scores={"bt_easiness": "BT_easiness", "lexile": "Lexile Band"}, id_prefix=CLEAR_ID_PREFIX,
 )
 
 

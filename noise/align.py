@@ -4,31 +4,46 @@ A whole-book edit distance is quadratic: rapidfuzz needs ~10 s for half a millio
 characters (P3 in BENCHMARKS.md). Books differ from their scans only locally, so
 :func:`align` splits the problem first:
 
-1. **Sparse probes.** Every ~1,000 characters (``isqrt(direct_cells) / 2``) a 24-character
+1. **Sparse probes.** Every ~250 characters (``isqrt(direct_cells) / 8``) a 24-character
    probe of the reference is looked up (``str.find``) in the hypothesis near the diagonal of
    the last anchor; a probe found exactly once there, and unique around its place in the
    reference, anchors. A probe that misses (an edit inside it) is retried a little further
    on, with a slack that doubles after 16 misses, so a lost page or a long insertion is
    crossed.
-2. **Exact windows.** The windows between anchors (about 1,000 x 1,000 characters, at most
+2. **Exact windows.** The windows between anchors (about 250 x 250 characters, at most
    ``direct_cells`` cells of the dynamic-programming matrix) get their exact edit operations
-   from rapidfuzz. A window still too long is anchored again: word trigrams (spaces
-   included) unique in both halves of the window, paired, the longest chain in the same
-   order in both (longest increasing subsequence) kept, touching pairs on one diagonal
-   merged; then single words, then character q-grams; only if nothing anchors is it aligned
-   exactly as a whole (rapidfuzz with ``score_hint``).
+   from rapidfuzz. They are small because checking an anchor (step 4) aligns the two windows
+   around it as one, at a cost that grows with their length times their edits: with windows
+   of ~1,000 characters the checks added a third to the time at book length, with ~250 they
+   cost about what the smaller windows save. A window still too long is anchored again: word
+   trigrams (spaces included) unique in both halves of the window, paired, the longest chain
+   in the same order in both (longest increasing subsequence) kept, touching pairs on one
+   diagonal merged; then single words, then character q-grams; only if nothing anchors is it
+   aligned exactly as a whole (rapidfuzz with ``score_hint``).
 3. Every anchored block gives ``trim`` characters back to its neighbouring windows, so the
    exact step decides how the text next to an edit aligns. An anchored window whose edits
    cost more than replacing it whole had chance anchors (unrelated text) and is aligned
    exactly instead.
+4. **Verified anchors.** A gram unique in both texts can still lie off every optimal
+   alignment: in repetitive text (a run of one character or word, a repeated line) it may
+   pair a place with a copy a few symbols away, or a chance probe or trigram may pair text
+   far off the diagonal, and the windows around it then pay for a detour. So every anchor
+   is checked: the two windows around it are aligned again as one, with their summed cost
+   as cutoff (rapidfuzz then computes only the band that could do better), and where that
+   is cheaper the anchor is dropped and the merged window, exact, replaces them. On text
+   where most anchors are misplaced the checks stop after as many cells as one exact
+   alignment of the whole texts takes, and that alignment replaces them.
 
 Texts with at most ``direct_cells`` cells are aligned exactly in one step. On longer texts
 the distance equals the exact Levenshtein distance whenever the anchors lie on an optimal
 alignment, which holds for text with local damage (OCR errors, inserted headers, line
-breaks, lost or inserted passages); the property tests in ``tests/noise/test_align.py``
-check equality with rapidfuzz on random prose with random edits, with the anchor path
-forced, and on real OCR. Text that is periodic (one word repeated) or *moved* may get a
-valid but longer edit script.
+breaks, lost or inserted passages); step 4 removes every anchor that a cheaper alignment of
+the windows around it avoids, so a wrong anchor costs time, not exactness. What it does not
+prove absent is a run of wrong anchors each consistent with its wrong neighbours (see
+:meth:`_Differ._verify`). The property tests in ``tests/noise/test_align.py`` check
+equality with rapidfuzz on random prose with random edits and on repetitive text, with the
+anchor path forced, and on real OCR. Text that is *moved* may get a valid but longer edit
+script.
 
 WER is the word-level edit distance over the reference's whitespace-separated words,
 computed the same way with every distinct word coded as one symbol.
@@ -234,6 +249,9 @@ class _Differ:
         self.kinds = bytearray()
         self.rpos = array("q")
         self.hpos = array("q")
+        #: The exactly aligned windows, left to right: ``(a0, a1, b0, b1, cost, first_op)``;
+        #: between two consecutive ones lies an anchor (equal text), see :meth:`_verify`.
+        self.pieces: list[tuple[int, int, int, int, int, int]] = []
 
     def run(self) -> _Differ:
         a, b = self.a, self.b
@@ -243,8 +261,10 @@ class _Differ:
             self._window(pa, s, pb, t, 0)
             pa, pb = e, t + (e - s)
         self._window(pa, len(a), pb, len(b), 0)
+        if len(self.pieces) > 1:
+            self._verify()
         if anchors and self.distance > max(len(a), len(b)):
-            self._rollback((0, 0))  # chance anchors in unrelated texts (see _window)
+            self._rollback((0, 0, 0))  # chance anchors in unrelated texts (see _window)
             self._exact(0, len(a), 0, len(b))
         return self
 
@@ -262,7 +282,7 @@ class _Differ:
         """
         a, b, n = self.a, self.b, self.probe
         na, nb = len(a), len(b)
-        spacing = max(4 * n, isqrt(self.direct_cells) // 2)
+        spacing = max(4 * n, isqrt(self.direct_cells) // 8)
         retry = max(1, n // 2)
         slack0 = 2 * spacing
         out: list[tuple[int, int, int]] = []
@@ -289,12 +309,97 @@ class _Differ:
                 slack *= 2
         return out
 
-    def _mark(self) -> tuple[int, int]:
-        return len(self.kinds), self.distance
+    def _mark(self) -> tuple[int, int, int]:
+        return len(self.kinds), self.distance, len(self.pieces)
 
-    def _rollback(self, mark: tuple[int, int]) -> None:
-        n, self.distance = mark
-        del self.kinds[n:], self.rpos[n:], self.hpos[n:]
+    def _rollback(self, mark: tuple[int, int, int]) -> None:
+        n, self.distance, k = mark
+        del self.kinds[n:], self.rpos[n:], self.hpos[n:], self.pieces[k:]
+
+    def _verify(self) -> None:
+        """Check every anchor against the windows on its sides; merge where it is misplaced.
+
+        ``self.pieces`` are the exactly aligned windows in text order, with equal text (the
+        anchors) between them. Left to right, the text from the start of the window before
+        an anchor to the end of the window after it is aligned again as one window, with
+        their summed cost minus one as ``score_cutoff`` (rapidfuzz then computes only the
+        band of diagonals where a cheaper alignment could run, so a check costs about what
+        the two windows cost). If that is cheaper, the anchor lies off every optimal
+        alignment of the region: it is dropped, the merged window (exact) replaces the two,
+        and it is checked in turn against the window before it, so a run of misplaced
+        anchors ends up as one exact window.
+
+        A check is skipped when the windows cost no more than the difference of the
+        region's lengths (no alignment of it can cost less). Such a region has its ends
+        pinned on two diagonals and says nothing about a detour between them, so the next
+        check spans it too: a path that leaves the diagonal by 89 deletions and comes back
+        by 86 insertions two anchors on is checked as one region. Windows without edits are
+        equal text and count as part of the anchor around them.
+
+        Afterwards every anchor lies inside a checked region whose anchored alignment costs
+        what its exact alignment costs. Misplaced anchors each consistent with misplaced
+        neighbours (a detour longer than two windows, all of them with edits) are not ruled
+        out by this; the property tests look for them.
+        """
+        a, b = self.a, self.b
+        out: list[tuple[int, int, int, int, int, int]] = []  # first_op -1: merged, no ops yet
+        group: list[int] = []  # for out[k]: where the windows checked together with it start
+        gcost: list[int] = []  # the cost of out[group[k]:k + 1]
+        merged = False
+        # Cells the checks may compute: those of one exact alignment of the whole texts in the
+        # band of the anchored distance (at least DIRECT_CELLS, about a millisecond). Text
+        # where most anchors are misplaced (a few words and their separators repeated over
+        # pages) merges window after window, each merged window checked again with the next;
+        # past this budget the whole is aligned exactly instead, so the checks of such text
+        # cost no more than that exact alignment, which then follows.
+        budget = max(DIRECT_CELLS, len(a) * min(len(b), 2 * self.distance + 1))
+        for cur in self.pieces:
+            if cur[4] == 0:
+                continue  # equal text (or nothing) between two anchors: they act as one
+            while out:
+                g = group[-1]
+                first = out[g]
+                bound = gcost[-1] + cur[4]
+                la, lb = cur[1] - first[0], cur[3] - first[2]
+                if bound <= abs(la - lb):
+                    group.append(g)  # nothing is cheaper here; check the next one over both
+                    gcost.append(bound)
+                    break
+                budget -= la * min(lb, 2 * bound - 1)
+                if budget < 0:
+                    hint = self.distance
+                    self._rollback((0, 0, 0))
+                    self._exact(0, len(a), 0, len(b), hint=hint)
+                    return
+                d = Levenshtein.distance(a[first[0]:cur[1]], b[first[2]:cur[3]],
+                                         score_cutoff=bound - 1)
+                if d >= bound:  # the anchor is on an optimal alignment of the region
+                    group.append(len(out))
+                    gcost.append(cur[4])
+                    break
+                del out[g:], group[g:], gcost[g:]
+                cur = (first[0], cur[1], first[2], cur[3], d, -1)
+                merged = True
+                budget -= la * min(lb, 2 * d + 1)  # its edit operations, computed below
+            else:  # nothing before it (the first window, or all before it merged into it)
+                group.append(0)
+                gcost.append(cur[4])
+            out.append(cur)
+        if not merged:
+            return
+        old = self.kinds, self.rpos, self.hpos
+        self.kinds, self.rpos, self.hpos = bytearray(), array("q"), array("q")
+        self.pieces, self.distance = [], 0
+        for a0, a1, b0, b1, cost, k in out:
+            if k < 0:
+                self._exact(a0, a1, b0, b1, hint=cost)
+                continue
+            self.pieces.append((a0, a1, b0, b1, cost, len(self.kinds)))
+            self.distance += cost
+            if self.want_ops:
+                self.kinds += old[0][k:k + cost]
+                self.rpos += old[1][k:k + cost]
+                self.hpos += old[2][k:k + cost]
 
     def _window(self, a0: int, a1: int, b0: int, b1: int, level: int) -> None:
         # An explicit stack instead of recursion: gaps are processed left to right. After
@@ -361,9 +466,10 @@ class _Differ:
                 out.append((s + lo, e - hi, t + lo))
         return out
 
-    def _exact(self, a0: int, a1: int, b0: int, b1: int) -> None:
+    def _exact(self, a0: int, a1: int, b0: int, b1: int, hint: int | None = None) -> None:
         la, lb = a1 - a0, b1 - b0
         if la == 0 or lb == 0:
+            self.pieces.append((a0, a1, b0, b1, la + lb, len(self.kinds)))
             self.distance += la + lb
             if self.want_ops:
                 code, n = (2, la) if la else (1, lb)
@@ -376,11 +482,15 @@ class _Differ:
                     self.hpos.extend(range(b0, b1))
             return
         x, y = self.a[a0:a1], self.b[b0:b1]
-        hint = abs(la - lb) + 1 if la * lb > self.direct_cells else None
+        if hint is None and la * lb > self.direct_cells:
+            hint = abs(la - lb) + 1
         if not self.want_ops:
-            self.distance += Levenshtein.distance(x, y, score_hint=hint)
+            cost = Levenshtein.distance(x, y, score_hint=hint)
+            self.pieces.append((a0, a1, b0, b1, cost, 0))
+            self.distance += cost
             return
         ops = Levenshtein.editops(x, y, score_hint=hint)
+        self.pieces.append((a0, a1, b0, b1, len(ops), len(self.kinds)))
         self.distance += len(ops)
         kinds, rpos, hpos = self.kinds, self.rpos, self.hpos
         for tag, i, j in ops.as_list():

@@ -12,7 +12,8 @@ from sql.session import COMMITS_VIEW, SqlSession
 HELP = f"""Statements end with ';'. Commands: .tables  .help  .quit
 Every catalog table is a view; {COMMITS_VIEW} holds every commit with its lineage;
 current_scores holds the current score per book and metric, current_texts each book's best
-text (edited, else corrected, else OCR)."""
+text (edited, else corrected, else OCR). SHOW TABLES, DESCRIBE scores and
+information_schema.columns (with each column's meaning in COLUMN_COMMENT) list them."""
 
 
 def run_shell(session: SqlSession, *, fmt: str = "table") -> None:
@@ -35,10 +36,12 @@ def run_shell(session: SqlSession, *, fmt: str = "table") -> None:
         if not buf and stripped.startswith("."):
             if stripped in (".quit", ".exit"):
                 return
-            if stripped == ".tables":
+            if stripped == ".tables":  # with the version each is pinned to in this shell
                 for name in session.tables:
                     session.register(name)
                     print(f"{name}@{session.versions[name]}")
+                for view in session.views:
+                    print(view)
             else:
                 print(HELP)
             continue

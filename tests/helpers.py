@@ -63,6 +63,17 @@ def small_config(dataset: str = "clear", **kw):
     return ShardsConfig(dataset=dataset, **opts)
 
 
+# ---- train: backbone configs to plan without weights ---------------------------------------------
+# Llama-2-7B's config.json (public numbers); a Mistral-7B-style one (GQA, 32,768 positions); a
+# rotary one whose config sets no position cap
+LLAMA_7B = {"model_type": "llama", "num_hidden_layers": 32, "hidden_size": 4096,
+            "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
+            "vocab_size": 32000, "max_position_embeddings": 4096}
+MISTRAL = {**LLAMA_7B, "model_type": "mistral", "num_key_value_heads": 8,
+           "intermediate_size": 14336, "max_position_embeddings": 32768}
+NO_CAP = {k: v for k, v in LLAMA_7B.items() if k != "max_position_embeddings"}
+
+
 # ---- train: runs and evaluation ------------------------------------------------------------------
 def run_steps(run_dir: Path) -> dict[int, list[list[str]]]:
     """Step -> sample ids per rank of a training run; a replayed step (after a resume) keeps

@@ -6,6 +6,12 @@ scheduler, loader position, RNG states of every rank, step and epoch) and ``meta
 written into a temporary sibling folder and renamed into place, so a crash while saving leaves
 either the previous checkpoint or the new one, never half of one. Only rank 0 calls
 :func:`save_checkpoint`.
+
+With early stopping the best model by validation metric is kept apart, in
+``<run>/best/step-000000080/`` (model files and ``meta.json`` with its validation metrics),
+written the same atomic way (:func:`save_best`). A best folder stays until a step checkpoint
+that no longer names it as the best is in place (:func:`prune_best`): a run resumed from
+any checkpoint finds the best model that checkpoint knew.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,7 @@ import torch
 log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
+BEST_DIR = "best"
 STATE_FILE = "train_state.pt"
 META_FILE = "meta.json"
 _NAME = re.compile(r"^step-(\d{9})$")
@@ -79,6 +87,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_folder(final: Path, write: Callable[[Path], None]) -> Path:
+    """Fill a temporary sibling of ``final`` with ``write``, fsync it and rename it into
+    place (an existing ``final`` is swapped out, then dropped)."""
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # the same step saved again after a resume: swap, then drop
+            old = root / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 def save_checkpoint(run_dir: str | Path, *, step: int, model: Any, train_state: dict[str, Any],
                     keep: int = 2) -> Path:
     """Write a checkpoint atomically and keep only the newest ``keep``.
@@ -96,32 +129,60 @@ def save_checkpoint(run_dir: str | Path, *, step: int, model: Any, train_state: 
     """
     from train.model import save_model
 
-    root = Path(run_dir) / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
+    def write(tmp: Path) -> None:
         save_model(model, tmp)
         torch.save(train_state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps({"step": step, "saved_at": time.time()}))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if final.exists():  # the same step saved again after a resume: swap, then drop
-            old = root / f".old-{final.name}-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    final = _write_folder(Path(run_dir) / CKPT_DIR / checkpoint_name(step), write)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     log.info("checkpoint %s", final)
     return final
+
+
+def save_best(run_dir: str | Path, *, step: int, model: Any, metrics: dict[str, Any]) -> Path:
+    """Write the model of ``step`` as a best model (atomically), with its validation metrics
+    in ``meta.json``. Older best folders stay until :func:`prune_best` drops them."""
+    from train.model import save_model
+
+    def write(tmp: Path) -> None:
+        save_model(model, tmp)
+        (tmp / META_FILE).write_text(json.dumps({"step": step, "metrics": metrics,
+                                                 "saved_at": time.time()}))
+
+    final = _write_folder(Path(run_dir) / BEST_DIR / checkpoint_name(step), write)
+    log.info("best model so far: %s", final)
+    return final
+
+
+def best_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete best-model folders of a run, oldest step first."""
+    root = Path(run_dir) / BEST_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if _NAME.match(p.name) and (p / META_FILE).exists())
+
+
+def best_checkpoint(run_dir: str | Path, step: int) -> Path | None:
+    """The best-model folder of ``step``, or None when there is none."""
+    folder = Path(run_dir) / BEST_DIR / checkpoint_name(step)
+    return folder if (folder / META_FILE).exists() else None
+
+
+def prune_best(run_dir: str | Path, keep_step: int) -> None:
+    """Drop every best-model folder but ``keep_step``'s (and half-written ones).
+
+    Called after a step checkpoint naming ``keep_step`` as the best is in place, and on
+    resume: a best folder newer than the resumed checkpoint is from steps about to be
+    replayed.
+    """
+    root = Path(run_dir) / BEST_DIR
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.name != checkpoint_name(keep_step):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

@@ -419,6 +419,11 @@ class ShardStream(IterableDataset):
             )
         return dest
 
+    def shard_files(self) -> list[Path]:
+        """Local paths of this split's shard files, in manifest order (on an ``s3://`` root,
+        fetched into the cache folder and checked against the manifest's sha256 first)."""
+        return [self._path(s) for s in range(len(self.shard_keys))]
+
     def _local_positions(self) -> np.ndarray:
         """Positions (into the epoch order) this rank/worker yields, in yield order."""
         assert self._pending is not None

@@ -14,7 +14,8 @@ Pure pieces, each testable on a handful of numbers:
 the formulas are fit on) in, the summary out, no lakehouse. :func:`run_eval` is its driver:
 it pins and reads the run's shards manifest (which names the held-out books), texts and
 scores, scores the held-out books on every text variant, writes ``predictions`` (lineage:
-the run, its pinned shards, texts and scores) and the report.
+the run, its pinned shards, texts and scores), the report, and the held-out section of the
+model's card.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ import numpy as np
 import pyarrow.compute as pc
 
 from catalog import ConfigError, Lakehouse, Lineage, TableNotFoundError, VersionNotFoundError
-from catalog.rules import DEFAULT_SEQ_LEN, EDITED, current_values, match_variants, variant_family
+from catalog.rules import (
+    DEFAULT_SEQ_LEN,
+    EDITED,
+    current_values,
+    match_variants,
+    metric_direction,
+    metric_name,
+    variant_family,
+)
 
 # textstat formulas used as baselines: name -> function name in textstat.
 FORMULAS: dict[str, str] = {
@@ -292,74 +301,147 @@ def worst_books(rows: Sequence[Mapping[str, Any]], k: int = 10) -> list[dict[str
              "truth": r["truth"], "error": r["prediction"] - r["truth"]} for r in ranked[:k]]
 
 
+MIN_BOX_N = 5  # fewer residuals than this are drawn as points: a box would invent a spread
+
+
+def axis_metric(target: str | None) -> str:
+    """A metric as an axis names it, with its direction: ``BT easiness (higher = easier)``."""
+    direction = metric_direction(target)
+    return f"{metric_name(target)} ({direction})" if direction else metric_name(target)
+
+
+def _new_figure(size: tuple[float, float]):
+    """A figure outside pyplot's global state: no backend to pick, nothing to close."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    return fig, fig.subplots()
+
+
+def _families(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    fams: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        fams.setdefault(variant_family(r["variant"]), []).append(r)
+    return dict(sorted(fams.items()))
+
+
+def predicted_vs_true_figure(rows: Sequence[Mapping[str, Any]], *, target: str | None = None,
+                             title: str = "evaluation"):
+    """Predicted against true value per variant family, the diagonal for reference."""
+    fig, ax = _new_figure((6, 6))
+    for fam, rs in _families(rows).items():
+        ax.scatter([r["truth"] for r in rs], [r["prediction"] for r in rs], s=8, alpha=0.6,
+                   label=f"{fam} (n={len(rs)})")
+    lo = min((min(r["truth"], r["prediction"]) for r in rows), default=0)
+    hi = max((max(r["truth"], r["prediction"]) for r in rows), default=1)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel(f"true {axis_metric(target)}")
+    ax.set_ylabel(f"predicted {axis_metric(target)}")
+    ax.set_title(f"{title}: predicted vs true")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def residuals_figure(rows: Sequence[Mapping[str, Any]], *, target: str | None = None):
+    """Residuals (prediction - truth) per variant family, each labelled with its n: a box
+    for families of at least :data:`MIN_BOX_N` predictions, the points themselves for smaller
+    ones."""
+    fams = _families(rows)
+    fig, ax = _new_figure((max(5, 1.4 * len(fams)), 4))
+    names = list(fams)
+    res = [[r["prediction"] - r["truth"] for r in fams[n]] for n in names]
+    boxed = [i for i, r in enumerate(res) if len(r) >= MIN_BOX_N]
+    if boxed:
+        ax.boxplot([res[i] for i in boxed], positions=[i + 1 for i in boxed])
+    for i, r in enumerate(res):
+        if len(r) < MIN_BOX_N:
+            ax.plot([i + 1] * len(r), r, "D", color="C1", ms=5, gid="points")
+    ax.set_xticks(range(1, len(names) + 1),
+                  [f"{n}\nn={len(r)}" for n, r in zip(names, res, strict=True)],
+                  rotation=20, fontsize=7)
+    ax.set_xlim(0.5, len(names) + 0.5)
+    ax.axhline(0, color="k", lw=0.8)
+    direction = metric_direction(target) or ""
+    sign = {"higher = easier": " (> 0: predicted easier)",
+            "higher = harder": " (> 0: predicted harder)"}.get(direction, "")
+    ax.set_ylabel(f"predicted - true {metric_name(target)}{sign}")
+    ax.set_title(f"residuals by variant (box: n >= {MIN_BOX_N}; points: fewer)")
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(history: Sequence[Mapping[str, Any]], *, target: str | None = None):
+    """Training loss, validation loss and validation book MAE (right axis) over steps, the
+    best validation marked; the title names what is drawn. None without any loss."""
+    def pts(key: str) -> list[tuple[Any, float]]:
+        return [(h["step"], h[key]) for h in history if h.get(key) is not None]
+
+    train, val, mae = pts("train_loss"), pts("val_loss"), pts("val_book_mae")
+    if not (train or val or mae):
+        return None
+    fig, ax = _new_figure((7, 4))
+    drawn, handles = [], []
+    if train:
+        handles += ax.plot(*zip(*train, strict=True), label="training loss")
+        drawn.append("training loss")
+    if val:
+        handles += ax.plot(*zip(*val, strict=True), marker="o", label="validation loss")
+        drawn.append("validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"loss: window MSE of {metric_name(target)}")
+    if mae:
+        ax2 = ax.twinx()
+        handles += ax2.plot(*zip(*mae, strict=True), "--", marker=".", color="C2",
+                            label="validation book MAE (right axis)")
+        ax2.set_ylabel(f"book MAE of {metric_name(target)} (lower = better)")
+        best = min(mae, key=lambda p: p[1])
+        handles.append(ax.axvline(best[0], color="grey", lw=0.8, ls=":",
+                                  label=f"best validation (step {best[0]})"))
+        drawn.append("validation book MAE")
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_title((", ".join(drawn[:-1]) + " and " + drawn[-1]) if len(drawn) > 1 else
+                 drawn[0] + ("" if val or mae else " (no validation recorded)"))
+    fig.tight_layout()
+    return fig
+
+
+def _figure_spec(fig) -> dict[str, Any]:
+    """What a figure's axes say (titles and labels), kept in report.json."""
+    axes = fig.get_axes()
+    spec: dict[str, Any] = {"title": axes[0].get_title(), "xlabel": axes[0].get_xlabel(),
+                            "ylabel": axes[0].get_ylabel()}
+    if len(axes) > 1:
+        spec["ylabel_right"] = axes[1].get_ylabel()
+    return spec
+
+
 def write_report(
     out_dir: str | Path, *, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
     history: Sequence[Mapping[str, Any]] = (), title: str = "evaluation",
 ) -> Path:
     """Write ``report.json``, ``report.md`` and PNG plots into ``out_dir``; return it.
 
-    Plots: predicted vs true per variant family, residuals by variant family, and the
-    training/validation loss over steps when ``history`` holds ``step`` with ``train_loss``
-    and/or ``val_loss``.
+    Plots (:func:`predicted_vs_true_figure`, :func:`residuals_figure`, :func:`loss_figure`):
+    predicted vs true per variant family, residuals by variant family, and, when ``history``
+    holds ``step`` with ``train_loss``, ``val_loss`` or ``val_book_mae``, the training and
+    validation curves. Axes name the metric (``summary["target"]``) and its direction;
+    ``report.json`` keeps each plot's title and axis labels under ``figures``. In report.md,
+    metrics on fewer than :data:`train.model.MIN_RELIABLE_N` items are marked unreliable.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display here, and none needed for files
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fams: dict[str, list[Mapping[str, Any]]] = {}
-    for r in rows:
-        fams.setdefault(variant_family(r["variant"]), []).append(r)
-    plots = []
-
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for fam, rs in sorted(fams.items()):
-        ax.scatter([r["truth"] for r in rs], [r["prediction"] for r in rs], s=8, alpha=0.6,
-                   label=fam)
-    lo = min((min(r["truth"], r["prediction"]) for r in rows), default=0)
-    hi = max((max(r["truth"], r["prediction"]) for r in rows), default=1)
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax.set_xlabel("true")
-    ax.set_ylabel("predicted")
-    ax.set_title(f"{title}: predicted vs true")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "predicted_vs_true.png", dpi=110)
-    plt.close(fig)
-    plots.append("predicted_vs_true.png")
-
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(fams)), 4))
-    names = sorted(fams)
-    ax.boxplot([[r["prediction"] - r["truth"] for r in fams[n]] for n in names])
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=7)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_ylabel("prediction - truth")
-    ax.set_title("residuals by variant")
-    fig.tight_layout()
-    fig.savefig(out / "residuals_by_variant.png", dpi=110)
-    plt.close(fig)
-    plots.append("residuals_by_variant.png")
-
-    if history:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key in ("train_loss", "val_loss"):
-            pts = [(h["step"], h[key]) for h in history if h.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="." if key == "val_loss" else None,
-                        label=key)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (MSE)")
-        ax.legend()
-        ax.set_title("training and validation loss")
-        fig.tight_layout()
-        fig.savefig(out / "loss.png", dpi=110)
-        plt.close(fig)
-        plots.append("loss.png")
-
+    target = summary.get("target")
+    figures = {"predicted_vs_true.png": predicted_vs_true_figure(rows, target=target,
+                                                                 title=title),
+               "residuals_by_variant.png": residuals_figure(rows, target=target)}
+    if history and (fig := loss_figure(history, target=target)) is not None:
+        figures["loss.png"] = fig
+    for name, fig in figures.items():
+        fig.savefig(out / name, dpi=110)
     report = {"title": title, **summary, "worst": worst_books(rows),
-              "shift": prediction_shift(rows), "plots": plots}
+              "shift": prediction_shift(rows), "plots": list(figures),
+              "figures": {name: _figure_spec(fig) for name, fig in figures.items()}}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out / "report.md").write_text(_markdown(report))
     return out
@@ -369,19 +451,57 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-def _markdown(report: Mapping[str, Any]) -> str:
-    lines = [f"# {report['title']}", ""]
-    for fam, entry in report["variants"].items():
-        lines += [f"## {fam}", "", "| predictor | n | RMSE | MAE | Spearman | bias |",
-                  "|---|---:|---:|---:|---:|---:|"]
+def metrics_table(variants: Mapping[str, Mapping[str, Any]], *, formulas: str = "all",
+                  ) -> list[str]:
+    """Markdown rows of the metrics per variant family and predictor (report.md, model card);
+    a Spearman on fewer than :data:`train.model.MIN_RELIABLE_N` items says so.
+
+    Args:
+        variants: :func:`summarise`'s ``variants``.
+        formulas: ``all`` formula baselines, or only the ``best`` one.
+    """
+    from train.model import reliability
+
+    lines = ["| variant | predictor | n | RMSE | MAE | Spearman | bias |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for fam, entry in variants.items():
+        best = entry.get("best_formula")
         for name, m in entry.items():
-            if isinstance(m, dict):
-                lines.append(f"| {name} | {m['n']} | {_fmt(m['rmse'])} | {_fmt(m['mae'])} | "
-                             f"{_fmt(m['spearman'])} | {_fmt(m['bias'])} |")
+            if not isinstance(m, dict) or (formulas == "best" and name not in ("model", best)):
+                continue
+            label = f"{name} (best formula)" if name == best and formulas == "best" else name
+            lines.append(f"| {fam} | {label} | {m['n']} | {_fmt(m['rmse'])} | "
+                         f"{_fmt(m['mae'])} | {_fmt(m['spearman'])}{reliability(m['n'])} | "
+                         f"{_fmt(m['bias'])} |")
+    return lines
+
+
+def _unreliable_note(variants: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    from train.model import MIN_RELIABLE_N
+
+    small = sorted({m["n"] for e in variants.values() for m in e.values()
+                    if isinstance(m, dict) and m["n"] < MIN_RELIABLE_N})
+    if not small:
+        return []
+    return [f"Metrics on fewer than {MIN_RELIABLE_N} items (here n = "
+            f"{', '.join(map(str, small))}) are unreliable: a handful of books can give "
+            "almost any RMSE or Spearman by chance.", ""]
+
+
+def _markdown(report: Mapping[str, Any]) -> str:
+    from train.model import reliability
+
+    lines = [f"# {report['title']}", ""]
+    if report.get("target"):
+        lines += [f"Target: `{report['target']}`, {axis_metric(report['target'])}.", ""]
+    for fam, entry in report["variants"].items():
+        lines += [f"## {fam}", "", *metrics_table({fam: entry})]
         if "best_formula" in entry:
             lines.append(f"\nModel RMSE vs the best formula ({entry['best_formula']}): "
-                         f"{entry['model_vs_best_formula'] * 100:+.1f}%")
+                         f"{entry['model_vs_best_formula'] * 100:+.1f}%"
+                         f"{reliability(entry['model']['n'])}")
         lines.append("")
+    lines += _unreliable_note(report["variants"])
     if report.get("shift"):
         shifts = [s["shift"] for s in report["shift"]]
         lines += ["## prediction shift from clean to raw text", "",
@@ -506,7 +626,8 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
     The held-out books are the validation split of the run's pinned shards (named by the
     manifest's ``book_ids``); their truth is the current score of the dataset's target at the
     scores version the shards were built from. Formula baselines are fit on the training
-    split's edited texts. The metrics come from :func:`evaluate`.
+    split's edited texts. The metrics come from :func:`evaluate`; they also go into the
+    held-out section of the stored model's card (:func:`refresh_card`).
 
     Raises:
         ConfigError: no such run, its shards are missing or predate ``book_ids`` (rebuild
@@ -566,7 +687,7 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
                "shards_version": run["shards_version"], "target": target,
                "texts_version": pins["texts"], "scores_version": pins["scores"],
                "formula_fit_texts": core["formula_fit_texts"]}
-    history = _history(run)
+    history = run_history(run)
     out = Path(config.out or Path("reports") / run_id)
     write_report(out, rows=rows, summary=summary, history=history,
                  title=f"run {run_id} on {run['dataset']}")
@@ -578,18 +699,61 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
     # run and book (split "scored") are kept
     version = lakehouse.upsert("predictions", rows, lineage=lineage,
                                on=("run_id", "book_id", "variant", "target", "split"))
+    refresh_card(lakehouse, run, model_dir, held_out_section(summary, out))
     return EvalResult(run_id=run_id, report_dir=out, summary=summary, n_predictions=len(rows),
                       predictions_version=version)
 
 
-def _history(run: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Training (and validation) loss per step from the run folder's metrics, if at hand."""
-    metrics = json.loads(run.get("metrics") or "{}")
-    folder = metrics.get("run_dir")
-    hist: list[dict[str, Any]] = []
-    if folder and (Path(folder) / "metrics.jsonl").exists():
-        for line in (Path(folder) / "metrics.jsonl").read_text().splitlines():
-            m = json.loads(line)
-            hist.append({"step": m.get("step"), "train_loss": m.get("loss"),
-                         "val_loss": m.get("val_loss")})
-    return hist
+def run_history(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Training loss, validation loss and book MAE per step from the run folder's metrics,
+    if at hand (:func:`train.recipe.read_metrics`)."""
+    from train.recipe import read_metrics
+
+    folder = json.loads(run.get("metrics") or "{}").get("run_dir")
+    if not folder:
+        return []
+    steps, vals = read_metrics(folder)
+    return ([{"step": m["step"], "train_loss": m.get("loss")} for m in steps]
+            + [{"step": m["step"], "val_loss": m.get("val_loss"),
+                "val_book_mae": m.get("val_book_mae")} for m in vals])
+
+
+def held_out_section(summary: Mapping[str, Any], report_dir: str | Path) -> str:
+    """The model card's held-out evaluation section: the model against the best formula per
+    variant family, unreliable counts marked (:func:`train.model.set_held_out_section`)."""
+    from train.model import reliability
+
+    lines = [f"`corpus eval` of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on the held-out books "
+             f"(the validation split of {summary.get('dataset')}@{summary.get('shards_version')}"
+             f"), texts@{summary.get('texts_version')}, truth at "
+             f"scores@{summary.get('scores_version')}; target `{summary.get('target')}`, "
+             f"{axis_metric(summary.get('target'))}. Readability formulas are fit linearly to "
+             f"the target on {summary.get('formula_fit_texts')} training texts. Lower RMSE and "
+             "MAE are better, higher Spearman is better.", "",
+             *metrics_table(summary["variants"], formulas="best"), ""]
+    for fam, entry in summary["variants"].items():
+        if "best_formula" in entry:
+            lines.append(f"- {fam}: model RMSE {entry['model_vs_best_formula'] * 100:+.1f}% vs "
+                         f"the best formula ({entry['best_formula']})"
+                         f"{reliability(entry['model']['n'])}.")
+    lines += ["", *_unreliable_note(summary["variants"]),
+              f"Full report: `{Path(report_dir).resolve() / 'report.md'}`."]
+    return "\n".join(lines)
+
+
+def refresh_card(lakehouse: Lakehouse, run: Mapping[str, Any], model_dir: Path,
+                 section: str) -> None:
+    """Write the held-out section into the stored model's card (and a cached copy's); a
+    model saved before cards gets a card holding this section only."""
+    from catalog import key_from_uri
+    from train.model import CARD_FILE, set_held_out_section
+
+    local = model_dir / CARD_FILE
+    card = local.read_text() if local.exists() else (
+        f"# Reading-level model: run {run['run_id']}\n\nThis model was saved before model "
+        "cards: only its held-out evaluation is known here.\n")
+    card = set_held_out_section(card, section)
+    lakehouse.store.put_bytes(f"{key_from_uri(run['checkpoint_uri']).rstrip('/')}/{CARD_FILE}",
+                              card.encode())
+    if run["checkpoint_uri"].startswith("s3://"):
+        local.write_text(card)  # the cached copy (a local root's folder is the store's own)

@@ -37,7 +37,7 @@ from typing import Any
 from catalog import Lakehouse
 from catalog.errors import ConfigError, CorpusError
 from catalog.lineage import Lineage
-from train.recipe import ATTEMPT_ENV, TrainConfig
+from train.recipe import ATTEMPT_ENV, TrainConfig, read_metrics, require_tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,10 @@ def run_attempts(run_dir: Path, launch: LaunchConfig, *,
         cmd = torchrun_command(run_dir, launch, attempt)
         log.info("attempt %d: %s", attempt, " ".join(cmd))
         started = time.time()
-        proc = subprocess.Popen(cmd, env=_env(attempt, env), start_new_session=True)
+        proc_env = _env(attempt, env)
+        if launch.nproc > 1:  # what torchrun would set, without its banner on every run
+            proc_env.setdefault("OMP_NUM_THREADS", "1")
+        proc = subprocess.Popen(cmd, env=proc_env, start_new_session=True)
         hung = None
         suspects: list[str] | None = None
         try:
@@ -275,6 +278,73 @@ def check_backbone(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
             f"--backbone {shard_tok}, or build shards with --tokenizer {backbone}.")
 
 
+def check_options(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
+    """Refuse options that cannot work before any rank starts.
+
+    Raises:
+        ConfigError: ``tensorboard`` without the tensorboard package, or ``early_stop`` on
+            shards without a validation split (nothing to stop on).
+    """
+    from train.shards import read_manifest
+
+    if cfg.tensorboard:
+        require_tensorboard()
+    if cfg.early_stop:
+        manifest, version = read_manifest(lakehouse, cfg.dataset, version=cfg.shards_version)
+        if "validation" not in set(manifest.column("split").to_pylist()):
+            raise ConfigError(f"--early-stop watches the validation split, but shards "
+                              f"{cfg.dataset}@{version} have none: build them with "
+                              "--val-frac > 0, or train without --early-stop.")
+
+
+def summarise_metrics(run_dir: Path) -> dict[str, Any]:
+    """The ``runs`` row's summary of ``metrics.jsonl``: first and last training loss, median
+    tokens/s, peak RSS; the first and last validation book MAE."""
+    steps, vals = read_metrics(run_dir)
+    out: dict[str, Any] = {}
+    if steps:
+        out.update({"first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
+                    "tokens_per_s": sorted(s["tokens_per_s"] for s in steps)[len(steps) // 2],
+                    "peak_rss_bytes": max(s["peak_rss_bytes"] for s in steps)})
+    if vals:
+        out.update({"first_val_book_mae": vals[0]["val_book_mae"],
+                    "last_val_book_mae": vals[-1]["val_book_mae"]})
+    return out
+
+
+def model_card(lakehouse: Lakehouse, run_id: str, cfg: TrainConfig,
+               result: dict[str, Any]) -> Any:
+    """The :class:`train.model.ModelCard` of a finished run: its model, the pinned shards
+    (their settings, sizes and the texts/scores versions they were built from), training
+    settings and the saved model's validation metrics."""
+    from train.model import ModelCard
+    from train.shards import read_manifest
+
+    manifest, version = read_manifest(lakehouse, cfg.dataset, version=cfg.shards_version)
+    rows = manifest.to_pylist()
+    first = rows[0]
+    splits: dict[str, dict[str, int]] = {}
+    for r in rows:
+        sp = splits.setdefault(r["split"], {"shards": 0, "samples": 0, "tokens": 0,
+                                            "books": 0})
+        sp["shards"] += 1
+        sp["samples"] += r["n_samples"]
+        sp["tokens"] += r["n_tokens"]
+    for split in splits:
+        splits[split]["books"] = len({b for r in rows if r["split"] == split
+                                      for b in (r.get("book_ids") or [])})
+    shards = {k: first.get(k) for k in ("tokenizer", "seq_len", "window", "stride",
+                                        "texts_version", "scores_version", "build_id")}
+    shards["variants"] = sorted({v for r in rows if r["split"] == "train"
+                                 for v in (r.get("variants") or [])})
+    training = {k: v for k, v in cfg.to_dict().items()
+                if k not in ("root", "dataset", "shards_version", "model", "extra")}
+    return ModelCard(run_id=run_id, model=dict(cfg.model), dataset=cfg.dataset,
+                     shards_version=version, target=first.get("target"),
+                     shards={**shards, "splits": splits}, training=training,
+                     result=dict(result))
+
+
 def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *,
                  run_dir: str | Path | None = None, run_id: str | None = None,
                  env: dict[str, str] | None = None) -> RunResult:
@@ -288,10 +358,15 @@ def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *
         run_id: Run id (default: the run folder's name, or a new id).
         env: Environment of the ranks (default: this process's).
 
+    The saved model folder (uploaded to ``runs/<run_id>/final``) holds a model card,
+    ``README.md`` (:func:`model_card`).
+
     Raises:
+        ConfigError: options that cannot work (:func:`check_backbone`, :func:`check_options`).
         TrainingFailed: the job still failed after ``max_restarts`` restarts.
     """
     check_backbone(lakehouse, cfg)
+    check_options(lakehouse, cfg)
     run_id = run_id or (Path(run_dir).name if run_dir else
                         f"{cfg.dataset}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")
     run_dir = Path(run_dir or Path("runs") / run_id).resolve()
@@ -307,19 +382,13 @@ def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *
     ok, attempts = run_attempts(run_dir, launch, env=env)
     result = json.loads((run_dir / "result.json").read_text()) \
         if ok and (run_dir / "result.json").exists() else {}
-    metrics_file = run_dir / "metrics.jsonl"
-    steps = [json.loads(line) for line in metrics_file.read_text().splitlines()] \
-        if metrics_file.exists() else []
     skipped = json.loads((run_dir / "skip.json").read_text()) \
         if (run_dir / "skip.json").exists() else []
-    metrics = {**result, "attempts": attempts, "skipped": skipped,
-               "run_dir": str(run_dir)}
-    if steps:
-        metrics.update({"first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
-                        "tokens_per_s": sorted(s["tokens_per_s"] for s in steps)[len(steps) // 2],
-                        "peak_rss_bytes": max(s["peak_rss_bytes"] for s in steps)})
+    metrics = {**summarise_metrics(run_dir), **result, "attempts": attempts,
+               "skipped": skipped, "run_dir": str(run_dir)}
     uri = None
     if ok and writes and result.get("checkpoint"):
+        model_card(lakehouse, run_id, cfg, result).write(Path(result["checkpoint"]))
         uri = _upload_checkpoint(lakehouse, run_id, Path(result["checkpoint"]))
     status = "finished" if ok else "failed"
     if writes:

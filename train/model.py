@@ -13,6 +13,11 @@ Heads:
 
 Both regress one number per window (MSE on the target); a book longer than one window is scored
 by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`).
+
+A saved model folder carries a model card, ``README.md`` (:class:`ModelCard`): what the model
+is, what it was trained on (shards, their texts/scores versions), how well it did on
+validation, and its limits. ``corpus eval`` refreshes its held-out section
+(:func:`set_held_out_section`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from torch import nn
 
 from catalog.errors import ConfigError
-from catalog.rules import DEFAULT_SEQ_LEN
+from catalog.rules import DEFAULT_SEQ_LEN, metric_label, metric_name
 from train.backbones import resolve_backbone as _resolve
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,8 @@ LORA_TARGETS: dict[str, list[str]] = {
 ADAPTER_FILE = "adapter.safetensors"
 HEAD_FILE = "head.safetensors"
 CONFIG_FILE = "model_config.json"
+CARD_FILE = "README.md"
+MIN_RELIABLE_N = 10  # metrics on fewer items than this are flagged as unreliable
 
 
 @dataclass(frozen=True)
@@ -469,3 +476,173 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.flatten().double(), b.flatten().double()
     denom = a.norm() * b.norm()
     return float((a @ b) / denom) if denom > 0 else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# the model card
+
+HELD_OUT_BEGIN = "<!-- corpus:held-out-evaluation -->"
+HELD_OUT_END = "<!-- /corpus:held-out-evaluation -->"
+
+
+def _num(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def reliability(n: int | None) -> str:
+    """`` (n=3: unreliable)`` for a count below :data:`MIN_RELIABLE_N`, else empty."""
+    return f" (n={n}: unreliable)" if n is not None and n < MIN_RELIABLE_N else ""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A saved model's card (``README.md`` in its folder).
+
+    Attributes:
+        run_id: The training run.
+        model: :meth:`ModelConfig.to_dict` of the model.
+        dataset: Shards dataset trained on.
+        shards_version: The pinned ``shards`` table version.
+        target: The metric the model predicts (``bt_easiness`` ...), None if unknown.
+        shards: The dataset's settings and provenance: ``tokenizer, seq_len, window, stride,
+            texts_version, scores_version, build_id``, ``variants`` (of the training split)
+            and ``splits`` (``{split: {books, samples, tokens, shards}}``).
+        training: The run's training settings (:class:`train.recipe.TrainConfig` fields).
+        result: The run's ``result.json``: the saved model's step and validation metrics,
+            the best step, whether it stopped early, world size, device.
+    """
+
+    run_id: str
+    model: dict[str, Any]
+    dataset: str
+    shards_version: int
+    target: str | None
+    shards: dict[str, Any]
+    training: dict[str, Any]
+    result: dict[str, Any]
+
+    def render(self, held_out: str | None = None) -> str:
+        """The card as Markdown; ``held_out`` is the body of the held-out section (a
+        placeholder asking for ``corpus eval`` when None)."""
+        m, sh, tr, res = self.model, self.shards, self.training, self.result
+        name, label = metric_name(self.target), metric_label(self.target)
+        seq_len = sh.get("seq_len") or tr.get("seq_len") or DEFAULT_SEQ_LEN
+        splits = sh.get("splits") or {}
+        train_split, val_split = splits.get("train", {}), splits.get("validation", {})
+        if m.get("lora_r", 0) > 0:
+            targets = ", ".join(m.get("lora_targets") or []) or "the attention projections"
+            adapters = (f"LoRA r={m['lora_r']}, alpha={m.get('lora_alpha')}, dropout "
+                        f"{m.get('lora_dropout')}, on {targets}")
+        else:
+            adapters = "none: the backbone is frozen, only the head is trained"
+        quant = ("4-bit NF4 base weights (QLoRA)" if m.get("quant") == "4bit"
+                 else "none (full-precision base weights)")
+        heads = {"attention": "learned queries attend over the token states, then a linear "
+                              "read-out",
+                 "dense": "mean of the token states, then an MLP"}
+        device = str(res.get("device") or "unknown device")
+        on_cpu = device.startswith("cpu")
+        dtype = m.get("dtype", "auto")
+        direction = label.partition(", ")[2]
+        what = f"the {name}" + (f" ({direction})" if direction else "")
+        lines = [
+            f"# Reading-level model: run {self.run_id}", "",
+            f"Predicts **{self.target or 'a reading level'}** ({label}) from a text's tokens. "
+            f"A text longer than one window of {seq_len} tokens is scored by the mean of its "
+            "windows' predictions.", "",
+            "## Model", "", "| | |", "|---|---|",
+            f"| backbone | `{m.get('backbone')}` (frozen, not in this folder: loaded by "
+            "name) |",
+            f"| head | {m.get('head')}: {heads.get(str(m.get('head')), '')} |",
+            f"| adapters | {adapters} |",
+            f"| quantisation | {quant} |",
+            f"| compute dtype | {dtype}"
+            + (" (float32 on CPU)" if dtype == "auto" and on_cpu else "") + " |",
+            f"| files | `{HEAD_FILE}`, `{ADAPTER_FILE}` (when LoRA), `{CONFIG_FILE}`; load "
+            "with `train.model.load_model(FOLDER)` or `corpus score --model FOLDER ...` |", "",
+            "## Training data", "",
+            f"- Shards **{self.dataset}@{self.shards_version}** (dataset `{self.dataset}` at "
+            f"`shards` table version {self.shards_version}), built from "
+            f"**texts@{sh.get('texts_version')}** and **scores@{sh.get('scores_version')}** "
+            f"(build `{sh.get('build_id')}`).",
+            f"- Target: `{self.target}`, {label}: the book's current score at "
+            f"scores@{sh.get('scores_version')}.",
+            f"- Tokenizer `{sh.get('tokenizer')}`, windows `{sh.get('window')}` of "
+            f"{seq_len} tokens" + (f", stride {sh['stride']}" if sh.get("stride") else "")
+            + f"; text variants: {', '.join(sh.get('variants') or []) or 'unknown'}.", "",
+            "| split | books | windows | tokens |", "|---|---:|---:|---:|",
+            *[f"| {k} | {v.get('books')} | {v.get('samples')} | {v.get('tokens')} |"
+              for k, v in sorted(splits.items())], "",
+            "## Training", "",
+            f"- {res.get('steps')} optimizer steps, {res.get('epochs')} epoch(s) of at most "
+            f"{tr.get('epochs')}, on {res.get('world_size')} rank(s) ({device}); batch "
+            f"{tr.get('batch')} windows per rank x {tr.get('grad_accum')} accumulation "
+            f"step(s), learning rate {tr.get('lr')}, seed {tr.get('seed')}.",
+            "- Validated " + (f"every {tr['eval_every']} steps, " if tr.get("eval_every")
+                              else "") + "at each epoch's end and at the end of training.",
+            "- Early stopping: " + (
+                (f"patience {tr['early_stop']} validation(s); "
+                 + (f"stopped early at step {res.get('steps')}." if res.get("stopped_early")
+                    else "did not stop early.")) if tr.get("early_stop") else "off."),
+            f"- Saved model: step {res.get('model_step')}, "
+            + ("the best by validation book MAE." if tr.get("early_stop") else
+               "the last step.")
+            + (f" The best validation was at step {res.get('best_step')} (book MAE "
+               f"{_num(res.get('best_val_book_mae'))})." if res.get("best_step") is not None
+               else ""), "",
+            "## Validation (during training)", "",
+            f"Book-level error of {name} on the validation split (a book's prediction is the "
+            f"mean over its windows; lower is better), for the saved model:", "",
+            "| metric | value |", "|---|---:|",
+            f"| books | {res.get('val_books')}{reliability(res.get('val_books'))} |",
+            f"| windows | {res.get('val_windows')} |",
+            f"| loss (window MSE) | {_num(res.get('val_loss', res.get('val_window_mse')))} |",
+            f"| book MAE | {_num(res.get('val_book_mae'))} |",
+            f"| book RMSE | {_num(res.get('val_book_rmse'))} |", "",
+            "## Held-out evaluation", "", HELD_OUT_BEGIN,
+            held_out if held_out is not None else
+            f"Not evaluated yet: `corpus eval {self.run_id}` scores the held-out books on every "
+            "text variant against readability formulas and writes the results here.",
+            HELD_OUT_END, "",
+            "## Intended use and limits", "",
+            f"- Intended use: estimating {what} of English texts like the training texts, "
+            "to rank or triage them (e.g. which scans to review first). Not for decisions "
+            "about individual readers, and not a judgement of a text's content.",
+        ]
+        if self.target == "bt_easiness":
+            lines.append("- BT easiness comes from the CLEAR corpus: excerpts of about "
+                         "140-200 words for grades 3-12, compared in pairs by teachers. "
+                         "Expect the model to do best on passages like those; whole books, "
+                         "poetry or technical text are outside what it saw.")
+        lines += [
+            f"- Small data: {train_split.get('books', '?')} training books, "
+            f"{val_split.get('books', 0)} validation books"
+            + (" (metrics on fewer than 10 books are unreliable)"
+               if (val_split.get("books") or 0) < MIN_RELIABLE_N else "") + ".",
+            f"- Trained on {device} ({res.get('world_size')} rank(s))"
+            + (", in float32: a small model, small batches." if on_cpu else ".")
+            + " GPU paths (CUDA, bfloat16, 4-bit QLoRA) are not exercised by this "
+            "project's tests.",
+            "- OCR errors and other noise shift predictions: see the held-out evaluation per "
+            "text variant before scoring raw scans.",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def write(self, folder: str | Path) -> Path:
+        """Write the card as ``README.md`` into a model folder; returns its path."""
+        path = Path(folder) / CARD_FILE
+        path.write_text(self.render())
+        return path
+
+
+def set_held_out_section(card: str, body: str) -> str:
+    """The card with its held-out evaluation section replaced by ``body`` (appended when
+    the card has none, e.g. a card written by hand)."""
+    start, end = card.find(HELD_OUT_BEGIN), card.find(HELD_OUT_END)
+    if start < 0 or end < start:
+        return f"{card.rstrip()}\n\n## Held-out evaluation\n\n{HELD_OUT_BEGIN}\n{body}\n" \
+               f"{HELD_OUT_END}\n"
+    return f"{card[:start + len(HELD_OUT_BEGIN)]}\n{body}\n{card[end:]}"

@@ -39,13 +39,22 @@ SmolLM2-135M          4  256  yes        599    570        0.95
 
 Not checked on a GPU (none here): the CUDA overhead is a fixed 1 GiB guess, and a caching
 allocator's fragmentation comes on top (``fits`` keeps 10% headroom for it).
+
+Refusals and suggestions. A window longer than the backbone's positions
+(``max_position_embeddings``, :attr:`Arch.position_limit`) is refused before anything is
+planned (:func:`check_seq_len`); a config without such a cap (rotary positions, no field)
+is planned at any length. A configuration that does not fit a device gets the smallest
+changes that would make it fit, each planned again (:func:`suggest`): gradient
+checkpointing, 4-bit weights, the largest smaller batch, and what more GPUs do (they keep
+the windows per step of a smaller batch; they never lower the peak per device, since
+training is data parallel and nothing is sharded).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +66,8 @@ QUANTS = ("none", "4bit")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LLAMA_LIKE = {"llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "olmo", "granite"}
 BERT_LIKE = {"bert", "roberta", "distilbert", "xlm-roberta", "electra"}
+OFFSET_POSITIONS = {"roberta", "xlm-roberta"}  # positions start after padding_idx
+BERT_POSITIONS = 512  # max_position_embeddings of a BERT config that does not say
 CUDA_OVERHEAD = int(1.0 * GiB)  # context, cuBLAS/cuDNN workspaces, allocator slack
 CKPT_LAYERS = 1.35  # layers' activations alive at once in a checkpointed backward (measured)
 
@@ -72,11 +83,22 @@ class Arch:
     kv_heads: int
     intermediate: int
     vocab: int
-    max_positions: int
+    max_positions: int | None  # max_position_embeddings; None: the config sets no cap
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    @property
+    def position_limit(self) -> int | None:
+        """The longest window the model takes, or None when its config sets no cap (rotary
+        positions without ``max_position_embeddings``). RoBERTa-style models number
+        positions from ``padding_idx + 1``: two of their position rows are never a token's."""
+        if self.max_positions is None:
+            return None
+        if self.model_type in OFFSET_POSITIONS:
+            return self.max_positions - 2
+        return self.max_positions
 
     @property
     def family(self) -> str:
@@ -95,7 +117,7 @@ class Arch:
         """Embeddings, norms and biases (kept in the compute dtype)."""
         h, i = self.hidden, self.intermediate
         if self.family == "bert":
-            emb = (self.vocab + self.max_positions + 2) * h + 2 * h
+            emb = (self.vocab + (self.max_positions or BERT_POSITIONS) + 2) * h + 2 * h
             per_layer = (4 * h + i + h) + 2 * 2 * h  # biases + two LayerNorms
             return emb + self.n_layers * per_layer + h
         return self.vocab * h + self.n_layers * 2 * h + h
@@ -122,15 +144,19 @@ def arch_from_config(config: dict[str, Any]) -> Arch:
     """
     try:
         heads = int(config["num_attention_heads"])
+        model_type = str(config.get("model_type", "llama"))
+        positions = config.get("max_position_embeddings")
+        if positions is None and model_type in BERT_LIKE:
+            positions = BERT_POSITIONS  # learned absolute positions: transformers' default
         return Arch(
-            model_type=str(config.get("model_type", "llama")),
+            model_type=model_type,
             n_layers=int(config["num_hidden_layers"]),
             hidden=int(config["hidden_size"]),
             heads=heads,
             kv_heads=int(config.get("num_key_value_heads") or heads),
             intermediate=int(config["intermediate_size"]),
             vocab=int(config["vocab_size"]),
-            max_positions=int(config.get("max_position_embeddings", 512)),
+            max_positions=None if positions is None else int(positions),
         )
     except KeyError as e:
         raise ConfigError(
@@ -230,8 +256,27 @@ def head_params(hidden: int, head: str) -> int:
     return 2 * hidden + hidden * 256 + 256 + 256 + 1
 
 
+def check_seq_len(arch: Arch, cfg: PlanConfig) -> None:
+    """Refuse a window longer than the model's position limit (:attr:`Arch.position_limit`).
+
+    Raises:
+        ConfigError: ``cfg.seq_len`` is beyond the limit; the message names it.
+    """
+    limit = arch.position_limit
+    if limit is not None and cfg.seq_len > limit:
+        raise ConfigError(
+            f"seq-len {cfg.seq_len:,} is beyond {cfg.backbone}'s position limit of {limit:,} "
+            f"tokens (max_position_embeddings in its config.json); plan --seq-len {limit:,} "
+            "or less, or a backbone with longer positions.")
+
+
 def plan_memory(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
-    """Peak memory of one training step on one device (see the module docstring)."""
+    """Peak memory of one training step on one device (see the module docstring).
+
+    Raises:
+        ConfigError: the window is longer than the model's positions (:func:`check_seq_len`).
+    """
+    check_seq_len(arch, cfg)
     e = DTYPE_BYTES[cfg.dtype]
     h, i, n = arch.hidden, arch.intermediate, arch.n_layers
     tokens = cfg.batch * cfg.seq_len
@@ -284,6 +329,142 @@ def plan_memory(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """A change to a configuration that does not fit, and its planned peak.
+
+    Attributes:
+        change: What changes, in words (``gradient checkpointing``, ``batch 3`` ...).
+        options: The command-line options that make it (``--grad-ckpt --batch 3``).
+        config: The changed configuration (plan it again to check).
+        peak: Its planned peak per device, in bytes.
+        note: What it costs, or why it helps.
+        gpus: Devices the suggestion assumes (more only for the more-GPUs suggestion).
+    """
+
+    change: str
+    options: str
+    config: PlanConfig
+    peak: int
+    note: str
+    gpus: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``corpus plan --format json``'s ``suggestions``)."""
+        return {"change": self.change, "options": self.options, "peak_gib": self.peak / GiB,
+                "fits": True, "gpus": self.gpus, "note": self.note,
+                "config": asdict(self.config)}
+
+
+_LEVER_NOTES = {
+    "ckpt": "recomputes each layer's activations in backward: about a third more compute",
+    "4bit": "NF4 QLoRA: frozen weights in 4 bits (CUDA, bitsandbytes); a little slower, "
+            "usually a little less accurate",
+}
+
+
+def largest_batch(arch: Arch, cfg: PlanConfig, device_bytes: int, *,
+                  below: int | None = None) -> int | None:
+    """The largest batch below ``below`` (default ``cfg.batch``) that fits, or None.
+
+    Peak memory grows with the batch, so a bisection finds it.
+    """
+    hi = (cfg.batch if below is None else below) - 1
+    if hi < 1 or not plan_memory(arch, replace(cfg, batch=1)).fits(device_bytes):
+        return None
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if plan_memory(arch, replace(cfg, batch=mid)).fits(device_bytes):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def suggest(arch: Arch, cfg: PlanConfig, device_bytes: int, *,
+            gpus: int = 1) -> list[Suggestion]:
+    """The smallest changes that make ``cfg`` fit ``device_bytes``, each with its peak.
+
+    The switches are gradient checkpointing and 4-bit weights (on CUDA, with LoRA); the
+    dial is the batch. Listed: each set of switches that fits on its own while no smaller
+    set does; and, for each set that does not fit on its own, the largest smaller batch
+    that fits with it, when that batch is larger than what fewer switches allow (so every
+    line gives up less batch for its extra switch). Every suggestion listed fits (plan its
+    ``config`` again to see).
+
+    More GPUs alone never lower the peak per device: training is data parallel (DDP), so
+    every device holds the whole model and its own batch, and nothing is sharded (no FSDP
+    or ZeRO). They only keep the windows per step when the batch per device shrinks: one
+    line says so, beside the smaller-batch suggestion with the largest batch.
+
+    Nothing is listed when ``cfg`` already fits, or when nothing here makes it fit.
+
+    Args:
+        arch: The backbone.
+        cfg: The configuration that does not fit.
+        device_bytes: Memory of one device.
+        gpus: Devices of the plan (``--gpus``).
+    """
+    if plan_memory(arch, cfg).fits(device_bytes):
+        return []
+    from itertools import combinations
+
+    switches = []
+    if not cfg.gradient_checkpointing:
+        switches.append("ckpt")
+    if cfg.quant == "none" and cfg.lora_r > 0 and cfg.device == "cuda":
+        switches.append("4bit")
+    fit_alone: list[frozenset[str]] = []          # switch sets that fit at full batch
+    best_batch: dict[frozenset[str], int] = {}    # switch set -> largest batch that fits
+    found: list[Suggestion] = []
+    for size in range(len(switches) + 1):
+        for combo in map(frozenset, combinations(switches, size)):
+            if any(t < combo for t in fit_alone):
+                continue  # fewer switches already fit
+            new, words, options, notes = cfg, [], [], []
+            if "ckpt" in combo:
+                new = replace(new, gradient_checkpointing=True)
+                words.append("gradient checkpointing")
+                options.append("--grad-ckpt")
+                notes.append(_LEVER_NOTES["ckpt"])
+            if "4bit" in combo:
+                new = replace(new, quant="4bit")
+                words.append("4-bit weights")
+                options.append("--quant 4bit")
+                notes.append(_LEVER_NOTES["4bit"])
+            mem = plan_memory(arch, new)
+            if combo and mem.fits(device_bytes):
+                fit_alone.append(combo)
+                found.append(Suggestion(", ".join(words), " ".join(options), new, mem.total,
+                                        "; ".join(notes), gpus))
+                continue
+            b = largest_batch(arch, new, device_bytes, below=cfg.batch)
+            if b is None or any(best_batch.get(t, 0) >= b for t in best_batch if t < combo):
+                continue
+            best_batch[combo] = b
+            new = replace(new, batch=b)
+            k = math.ceil(cfg.batch / b)
+            words.append(f"batch {b}")
+            options.append(f"--batch {b}")
+            notes.append(f"{b} per device per step instead of {cfg.batch}; --grad-accum {k} "
+                         f"keeps {b * k} per optimizer step (slower)")
+            found.append(Suggestion(", ".join(words), " ".join(options), new,
+                                    plan_memory(arch, new).total, "; ".join(notes), gpus))
+    batched = [x for x in found if x.config.batch < cfg.batch]
+    if batched:
+        x = max(batched, key=lambda x: (x.config.batch, -len(x.options)))
+        k = math.ceil(cfg.batch / x.config.batch)
+        found.append(Suggestion(
+            f"{gpus * k} GPUs with {x.change}", f"{x.options} --gpus {gpus * k}", x.config,
+            x.peak, f"{gpus * k} x {x.config.batch} = {gpus * k * x.config.batch} windows per "
+            f"step, at least the {gpus * cfg.batch} of {gpus} x {cfg.batch}; more GPUs alone "
+            "would not lower the "
+            "peak per device: data parallel training keeps the whole model and its own batch "
+            "on every device (nothing is sharded)", gpus * k))
+    return found
+
+
+@dataclass(frozen=True)
 class CostPlan:
     """Wall time and cost of a run from a throughput."""
 
@@ -322,12 +503,26 @@ def plan_cost(*, books: int, tokens_per_book: int, epochs: int = 1, gpus: int = 
                     gpu_hours=wall_h * gpus, cost=wall_h * gpus * price_per_gpu_hour)
 
 
+def smallest_plan(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
+    """The plan with every lever of :func:`suggest` pulled (checkpointing, batch 1, 4-bit
+    where it applies): the least this backbone and window can need here."""
+    quant = "4bit" if cfg.quant == "none" and cfg.lora_r > 0 and cfg.device == "cuda" \
+        else cfg.quant
+    return plan_memory(arch, replace(cfg, gradient_checkpointing=True, batch=1, quant=quant))
+
+
 def plan_report(arch: Arch, cfg: PlanConfig, mem: MemoryPlan, *,
-                device_gb: float | None = None, cost: CostPlan | None = None) -> dict[str, Any]:
-    """A JSON-serialisable summary (what ``corpus train --plan`` prints)."""
+                device_gb: float | None = None, cost: CostPlan | None = None,
+                gpus: int = 1) -> dict[str, Any]:
+    """A JSON-serialisable summary (what ``corpus plan --format json`` prints).
+
+    With ``device_gb``: ``fits``, and ``suggestions`` (:func:`suggest`, empty when it fits);
+    when nothing makes it fit, ``smallest_peak_gib`` (:func:`smallest_plan`).
+    """
     report: dict[str, Any] = {
         "config": asdict(cfg),
         "arch": asdict(arch),
+        "position_limit": arch.position_limit,
         "params": mem.params,
         "trainable_params": mem.trainable_params,
         "memory_gib": {
@@ -338,7 +533,12 @@ def plan_report(arch: Arch, cfg: PlanConfig, mem: MemoryPlan, *,
     }
     if device_gb is not None:
         report["device_gib"] = device_gb
-        report["fits"] = mem.fits(int(device_gb * GiB))
+        device_bytes = int(device_gb * GiB)
+        report["fits"] = mem.fits(device_bytes)
+        found = suggest(arch, cfg, device_bytes, gpus=gpus)
+        report["suggestions"] = [x.to_dict() for x in found]
+        if not report["fits"] and not found:
+            report["smallest_peak_gib"] = smallest_plan(arch, cfg).total / GiB
     if cost is not None:
         report["cost"] = asdict(cost)
     return report

@@ -13,10 +13,25 @@ in-flight record):
   train on (``state: running``), ``sync`` once it may wait for its peers, then ``done``.
   After a crash the launcher reads them to learn which samples were in flight; their
   modification time is the rank's heartbeat.
-* ``metrics.jsonl``: per logged step, loss, step time, tokens/s, peak host RSS and device memory.
+* ``metrics.jsonl``: per logged step, loss, step time, tokens/s, peak host RSS and device memory;
+  per validation a row with ``"split": "validation"`` (validation loss, book-level MAE and
+  RMSE, whether it is the best so far). :func:`read_metrics` reads both kinds back.
 * ``samples.jsonl``: per step, the sample ids every rank trained on (for audits and tests).
 * ``checkpoints/step-N/``: atomic checkpoints (:mod:`train.checkpoint`).
-* ``result.json``: final metrics (validation loss and book-level error).
+* ``best/step-N/``: with early stopping, the best model by validation book MAE.
+* ``tensorboard/``: TensorBoard event files, with ``tensorboard`` set.
+* ``result.json``: final metrics: the saved model's validation metrics, the best step.
+
+Validation. Every ``eval_every`` steps, at each epoch's end and at the end of training the
+model scores the validation split (:func:`evaluate`). Every rank scores its own share of the
+windows and the predictions are gathered to *every* rank, so every rank computes the same
+metrics and takes the same early-stopping decision without another message (evaluating on
+rank 0 alone would leave the other ranks idle and need the decision broadcast). Validation
+runs with the RNG states saved and restored around it, so it never changes what training
+draws: a run trains the same with any ``eval_every``. Its state (:class:`Validation`: last
+and best results, validations since the best) is saved with every checkpoint, and a
+validation at a checkpoint's step is done before that checkpoint: a resumed run validates
+and stops exactly where the uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.errors import ConfigError
+from catalog.log import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +85,11 @@ class TrainConfig:
         num_workers: DataLoader workers per rank.
         max_grad_norm: Gradient clipping.
         seq_len: Window length of the shards (recorded for scoring; 0 if unknown).
+        eval_every: Validate every N optimizer steps, besides each epoch's end (0: only at
+            epoch ends).
+        early_stop: Stop when the validation book MAE has not improved for this many
+            validations, and save the best model instead of the last (0: train on).
+        tensorboard: Also write TensorBoard event files under ``RUN_DIR/tensorboard``.
         extra: Free-form notes recorded with the run.
     """
 
@@ -91,12 +112,18 @@ class TrainConfig:
     num_workers: int = 0
     max_grad_norm: float = 1.0
     seq_len: int = 0
+    eval_every: int = 0
+    early_stop: int = 0
+    tensorboard: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch", "grad_accum", "ckpt_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, found {getattr(self, name)}.")
+        for name in ("eval_every", "early_stop"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, found {getattr(self, name)}.")
         if self.lr <= 0 or not 0 <= self.warmup_frac < 1 or self.max_steps < 0:
             raise ConfigError(f"lr must be > 0, warmup_frac in [0, 1), max_steps >= 0; found "
                               f"{self.lr}, {self.warmup_frac}, {self.max_steps}.")
@@ -153,6 +180,78 @@ def _fault() -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(training rows, validation rows)`` of a run's ``metrics.jsonl``, by step.
+
+    Steps replayed after a resume were logged twice; the last record of a step is kept.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    train: dict[int, dict[str, Any]] = {}
+    val: dict[int, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                (val if rec.get("split") == "validation" else train)[rec["step"]] = rec
+    return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and early stopping
+
+VAL_METRIC = "val_book_mae"  # what "best" means: lower is better
+
+
+@dataclass
+class Validation:
+    """Validation results of a run so far and the early-stopping count (saved with every
+    checkpoint).
+
+    Attributes:
+        patience: Validations without improvement that stop training (0: never stop).
+        step: Step of the last validation (-1: none yet).
+        last: Metrics of the last validation.
+        best_step: Step of the best validation (lowest :data:`VAL_METRIC`; -1: none yet).
+        best: Metrics of the best validation.
+        since_best: Validations since the best one.
+        count: Validations so far.
+        stopped: Training stopped early.
+    """
+
+    patience: int = 0
+    step: int = -1
+    last: dict[str, Any] = field(default_factory=dict)
+    best_step: int = -1
+    best: dict[str, Any] = field(default_factory=dict)
+    since_best: int = 0
+    count: int = 0
+    stopped: bool = False
+
+    def update(self, step: int, metrics: dict[str, Any]) -> bool:
+        """Record a validation at ``step``; True when it is the best so far.
+
+        A NaN metric (a diverged model) is never an improvement.
+        """
+        self.step, self.last, self.count = step, dict(metrics), self.count + 1
+        value = float(metrics[VAL_METRIC])
+        improved = math.isfinite(value) and (not self.best or value < self.best[VAL_METRIC])
+        if improved:
+            self.best_step, self.best, self.since_best = step, dict(metrics), 0
+        else:
+            self.since_best += 1
+        if self.patience and self.since_best >= self.patience:
+            self.stopped = True
+        return improved
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], patience: int) -> Validation:
+        """A saved state; ``patience`` is the run's (its config may say otherwise now)."""
+        return cls(**{**d, "patience": patience})
+
+
 # ---------------------------------------------------------------------------------------------
 # the recipe
 
@@ -176,6 +275,9 @@ class State:
     resumed_from: str | None = None
     suspects: set[str] = field(default_factory=set)
     saved_step: int = -1
+    validation: Validation = field(default_factory=Validation)
+    val_stream: Any = None  # the validation split (None: not opened yet; False: none)
+    tb: Any = None  # rank 0's TensorBoard SummaryWriter, with cfg.tensorboard
 
 
 def _lr_lambda(total: int, warmup: int):
@@ -232,7 +334,7 @@ def setup(run_dir: Path) -> State:
                   else None, **{sync_kw: False})
     state = State(cfg=cfg, run_dir=run_dir, info=info, model=model, ddp=ddp,
                   optimizer=optimizer, scheduler=scheduler, stream=stream, inflight=inflight,
-                  total_steps=total)
+                  total_steps=total, validation=Validation(patience=cfg.early_stop))
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         from safetensors.torch import load_file
@@ -251,6 +353,8 @@ def setup(run_dir: Path) -> State:
             set_rng_state(rngs[info.rank])
         state.step, state.epoch = int(ts["step"]), int(ts["epoch"])
         state.saved_step = state.step
+        if ts.get("validation"):  # checkpoints written before validation state have none
+            state.validation = Validation.from_dict(ts["validation"], cfg.early_stop)
         state.resumed_from = ckpt.name
         dist.print0(f"resumed from {ckpt.name}: step {state.step}, epoch {state.epoch}, "
                     f"{stream.consumed()} samples of the epoch consumed")
@@ -261,7 +365,39 @@ def setup(run_dir: Path) -> State:
         stream.skip_sample(sid)
     if skip:
         dist.print0(f"skipping {len(skip)} sample(s) that crashed the job twice: {skip}")
+    if dist.is_main():
+        if cfg.early_stop:
+            from train.checkpoint import prune_best
+
+            # best models saved after the resumed checkpoint are from steps to be replayed
+            prune_best(run_dir, state.validation.best_step)
+        if cfg.tensorboard:
+            state.tb = tensorboard_writer(run_dir, resumed_at=state.step if ckpt else None)
     return state
+
+
+def tensorboard_writer(run_dir: Path, *, resumed_at: int | None = None) -> Any:
+    """A SummaryWriter on ``RUN_DIR/tensorboard``; after a resume at step N, the events of
+    steps after N that an earlier attempt wrote are hidden (they are about to be replayed).
+
+    Raises:
+        ConfigError: the tensorboard package is not installed.
+    """
+    require_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
+    purge = resumed_at + 1 if resumed_at is not None else None
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+
+
+def require_tensorboard() -> None:
+    """Raise a ConfigError naming the extra to install when tensorboard is missing."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: install the extra "
+                          "(pip install 'corpus[tensorboard]') or train without "
+                          "--tensorboard (metrics.jsonl has the same numbers).") from None
 
 
 def save_checkpoint(state: State) -> None:
@@ -283,7 +419,10 @@ def save_checkpoint(state: State) -> None:
             train_state={"optimizer": state.optimizer.state_dict(),
                          "scheduler": state.scheduler.state_dict(),
                          "loader": state.stream.state_dict(), "rng": rngs,
-                         "step": state.step, "epoch": state.epoch})
+                         "step": state.step, "epoch": state.epoch,
+                         "validation": state.validation.to_dict()})
+        if state.cfg.early_stop:  # this checkpoint names its best: older best folders go
+            checkpoint.prune_best(state.run_dir, state.validation.best_step)
     dist.barrier()
 
 
@@ -326,7 +465,8 @@ def _isolate(group: list[dict[str, Any]], suspects: set[str]) -> list[dict[str, 
 
 
 def train(state: State) -> None:
-    """The loop: micro-batches, gradient accumulation, logging, checkpoints, test faults."""
+    """The loop: micro-batches, gradient accumulation, logging, validation and early stopping,
+    checkpoints, test faults."""
     import torch
 
     from train import dist
@@ -338,6 +478,8 @@ def train(state: State) -> None:
     samples_log = state.run_dir / "samples.jsonl"
     device = torch.device(info.device)
     for epoch in range(state.epoch, cfg.epochs):
+        if state.validation.stopped:  # resumed from the checkpoint saved when it stopped
+            break
         state.epoch = epoch
         state.stream.set_epoch(epoch)
         batches = iter(state.stream.loader(cfg.batch, num_workers=cfg.num_workers))
@@ -406,21 +548,108 @@ def train(state: State) -> None:
                            "time": time.time()}
                     with metrics.open("a") as f:
                         f.write(json.dumps(rec) + "\n")
+                    if state.tb is not None:
+                        state.tb.add_scalar("train/loss", rec["loss"], state.step)
+                        state.tb.add_scalar("train/lr", rec["lr"], state.step)
                     dist.print0(f"step {state.step}/{state.total_steps} loss {rec['loss']:.4f} "
                                 f"{rec['tokens_per_s']:.0f} tok/s "
                                 f"rss {rec['peak_rss_bytes'] / 2**20:.0f} MiB")
+            # validate before checkpointing: the checkpoint holds this validation's outcome,
+            # so a run resumed from it neither repeats nor misses it
+            if cfg.eval_every and state.step % cfg.eval_every == 0:
+                validate(state)
             if state.step % cfg.ckpt_every == 0:
                 save_checkpoint(state)
-        if cfg.max_steps and state.step >= cfg.max_steps:
+            if state.validation.stopped:
+                break
+        if state.validation.stopped or (cfg.max_steps and state.step >= cfg.max_steps):
             break
-        if state.stream.consumed() >= state.stream.total and epoch + 1 < cfg.epochs:
-            state.epoch = epoch + 1  # the checkpoint says: next epoch, from its start
-            state.stream.set_epoch(epoch + 1)
-            save_checkpoint(state)
+        if state.stream.consumed() >= state.stream.total:
+            validate(state)  # the epoch's end
+            if state.validation.stopped:
+                break
+            if epoch + 1 < cfg.epochs:
+                state.epoch = epoch + 1  # the checkpoint says: next epoch, from its start
+                state.stream.set_epoch(epoch + 1)
+                save_checkpoint(state)
+
+
+def validate(state: State) -> dict[str, Any]:
+    """Score the validation split now (once per step: a second call at the same step does
+    nothing) and act on it: log it (rank 0), keep the best model when early stopping, decide
+    whether to stop. Every rank calls it at the same steps and gets the same metrics.
+
+    Returns:
+        The validation's metrics (``{}`` when skipped or the dataset has no validation split).
+    """
+    from train import checkpoint, dist
+
+    v = state.validation
+    if v.step == state.step:
+        return {}
+    rng = checkpoint.rng_state()
+    try:  # validation must not change what training draws next (dropout, order)
+        metrics = evaluate(state)
+    finally:
+        checkpoint.set_rng_state(rng)
+    if not metrics:
+        return {}
+    metrics["val_loss"] = metrics["val_window_mse"]  # the training loss, on validation windows
+    improved = v.update(state.step, metrics)
+    if dist.is_main():
+        rec = {"split": "validation", "step": state.step, "epoch": state.epoch, **metrics,
+               "best": improved, "since_best": v.since_best, "time": time.time()}
+        with (state.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if state.tb is not None:
+            for tag, key in (("validation/loss", "val_loss"),
+                             ("validation/book_mae", "val_book_mae"),
+                             ("validation/book_rmse", "val_book_rmse")):
+                state.tb.add_scalar(tag, metrics[key], state.step)
+            state.tb.flush()
+        if improved and state.cfg.early_stop:
+            checkpoint.save_best(state.run_dir, step=state.step, model=state.model,
+                                 metrics=metrics)
+        dist.print0(f"validation at step {state.step}: loss {metrics['val_loss']:.4f}, book "
+                    f"MAE {metrics['val_book_mae']:.4f}"
+                    + (" (best so far)" if improved else
+                       f" (best {v.best.get(VAL_METRIC, float('nan')):.4f} at step "
+                       f"{v.best_step})")
+                    + (f"; no improvement for {v.since_best} validation(s): stopping"
+                       if v.stopped else ""))
+    return metrics
+
+
+def final_result(state: State) -> dict[str, Any]:
+    """What ``result.json`` says (rank 0): the saved model and its validation metrics.
+
+    The saved model is the best one by validation book MAE when early stopping (its folder
+    under ``best/``), else the last checkpoint.
+    """
+    from train.checkpoint import best_checkpoint, latest_checkpoint
+
+    v, cfg = state.validation, state.cfg
+    best = best_checkpoint(state.run_dir, v.best_step) if cfg.early_stop and v.best else None
+    folder, model_step, metrics = ((best, v.best_step, v.best) if best is not None else
+                                   (latest_checkpoint(state.run_dir), state.step, v.last))
+    out: dict[str, Any] = {k: metrics[k] for k in metrics if k.startswith("val_")}
+    out.update({"model_step": model_step, "checkpoint": str(folder), "validations": v.count,
+                "stopped_early": v.stopped, "steps": state.step, "epochs": state.epoch + 1,
+                "world_size": state.info.world_size, "device": state.info.device,
+                "resumed_from": state.resumed_from, "skipped": state.stream.skip})
+    if v.best:
+        out.update({"best_step": v.best_step,
+                    **{f"best_{k}": v.best[k] for k in ("val_book_mae", "val_book_rmse",
+                                                        "val_loss")}})
+    return out
 
 
 def evaluate(state: State) -> dict[str, Any]:
-    """Validation loss and book-level mean absolute error (windows averaged per book)."""
+    """Validation window MSE and book-level MAE and RMSE (windows averaged per book).
+
+    Each rank scores its share of the validation windows; the predictions are gathered to
+    every rank, so all return the same numbers.
+    """
     import torch
 
     from catalog import LakehouseConfig
@@ -428,12 +657,17 @@ def evaluate(state: State) -> dict[str, Any]:
     from train.model import aggregate_windows
 
     cfg, info = state.cfg, state.info
-    try:
-        val = ShardStream(LakehouseConfig.resolve(cfg.root), cfg.dataset,
-                          version=cfg.shards_version, split="validation", rank=info.rank,
-                          world_size=info.world_size, shuffle=False)
-    except ConfigError:
+    if state.val_stream is None:  # opened once: the manifest is read once per run
+        try:
+            state.val_stream = ShardStream(
+                LakehouseConfig.resolve(cfg.root), cfg.dataset, version=cfg.shards_version,
+                split="validation", rank=info.rank, world_size=info.world_size, shuffle=False)
+        except ConfigError:
+            state.val_stream = False
+    val = state.val_stream
+    if val is False:
         return {}
+    val.set_epoch(val.epoch + 1)  # from the start again (unshuffled: the same order)
     state.model.eval()
     rows: list[tuple[str, float, float]] = []
     with torch.no_grad():
@@ -450,14 +684,17 @@ def evaluate(state: State) -> dict[str, Any]:
     by_book = aggregate_windows([r[0] for r in rows], [r[1] for r in rows])
     truth = {r[0]: r[2] for r in rows}
     mae = sum(abs(by_book[k] - truth[k]) for k in by_book) / len(by_book)
-    return {"val_window_mse": window_mse, "val_book_mae": mae, "val_books": len(by_book),
-            "val_windows": len(rows)}
+    rmse = math.sqrt(sum((by_book[k] - truth[k]) ** 2 for k in by_book) / len(by_book))
+    return {"val_window_mse": window_mse, "val_book_mae": mae, "val_book_rmse": rmse,
+            "val_books": len(by_book), "val_windows": len(rows)}
 
 
 def cleanup(state: State | None) -> None:
-    """Leave the process group."""
+    """Close the TensorBoard writer, leave the process group."""
     from train import dist
 
+    if state is not None and state.tb is not None:
+        state.tb.close()
     dist.cleanup()
 
 
@@ -468,8 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m train.recipe RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(argv[0])
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # INFO into the rank's own log; other libraries as quiet as the `corpus` call that started us
+    setup_logging(level=logging.INFO)
     state: State | None = None
     inflight: InFlight | None = None
 
@@ -483,20 +720,13 @@ def main(argv: list[str] | None = None) -> int:
         state = setup(run_dir)
         inflight = state.inflight
         train(state)
-        result = evaluate(state)
+        validate(state)  # the final model (unless this step was validated already)
         if state.saved_step != state.step:  # the same decision on every rank
             save_checkpoint(state)
         from train import dist
 
         if dist.is_main():
-            from train.checkpoint import latest_checkpoint
-
-            result.update({"steps": state.step, "epochs": state.epoch + 1,
-                           "world_size": state.info.world_size,
-                           "checkpoint": str(latest_checkpoint(run_dir)),
-                           "resumed_from": state.resumed_from,
-                           "skipped": state.stream.skip})
-            _write_json(run_dir / "result.json", result)
+            _write_json(run_dir / "result.json", final_result(state))
         state.inflight.mark("finished")
     except BaseException as e:
         if inflight is not None:

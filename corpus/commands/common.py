@@ -142,11 +142,23 @@ class _KnowsItsCommand:
             raise
 
 
-class CorpusCommand(_KnowsItsCommand, click.Command):
+class _ExampleLast:
+    """The ``Example: ...`` paragraph a command's docstring ends with is printed last, after
+    the options (click's epilog), where a reader of ``--help`` looks for it."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        text = self.help or ""
+        at = text.rfind("Example:")
+        if at > 0 and not self.epilog:
+            self.help, self.epilog = text[:at].rstrip(), " ".join(text[at:].split())
+
+
+class CorpusCommand(_ExampleLast, _KnowsItsCommand, click.Command):
     """A `corpus` subcommand."""
 
 
-class CommandGroup(_KnowsItsCommand, click.Group):
+class CommandGroup(_ExampleLast, _KnowsItsCommand, click.Group):
     """A `corpus` group of subcommands (shards, flags, noise)."""
 
     command_class = CorpusCommand

@@ -28,7 +28,10 @@ from corpus.commands.common import (
 @click.pass_context
 def import_(ctx: click.Context, file: str, id_col: str, text_col: str, title_col: str | None,
             author_col: str | None, score_cols: tuple[str, ...], id_prefix: str) -> None:
-    """Import labelled passages (CSV/TSV/Parquet) as books, edited texts and scores."""
+    """Import labelled passages (CSV/TSV/Parquet) as books, edited texts and scores.
+
+    Example: corpus import clear.csv --id ID --text Excerpt --score bt_easiness=BT_easiness
+    """
     from catalog import ConfigError
     from ingest.passages import ImportConfig, run_import
 
@@ -69,8 +72,7 @@ def ingest(ctx: click.Context, share: str, workers: int | None, executor: str,
     With --executor ray, every node of the cluster must see SHARE at the same path (a shared
     file system); the file records stream back and this process commits.
 
-    \b
-    Example: corpus ingest /mnt/share/legacy --executor ray --ray-address 10.0.0.5:6379
+    Example: corpus ingest /mnt/share --workers 8
     """
     from ingest.driver import run_ingest
 
@@ -111,8 +113,7 @@ def ocr(ctx: click.Context, scan_ids: tuple[str, ...], workers: int | None, lang
         page_foot: bool, executor: str, ray_address: str | None) -> None:
     """OCR every registered scan not yet done (resumable: reruns do only what is missing).
 
-    \b
-    Example: corpus ocr --executor ray --ray-address 10.0.0.5:6379
+    Example: corpus ocr --workers 4 --lang eng
     """
     from ingest.ocr import OcrConfig, run_ocr
 

@@ -20,18 +20,84 @@ from corpus.commands.common import (
 @command()
 @click.pass_context
 def init(ctx: click.Context) -> None:
-    """Create every catalog table (empty) that does not exist yet."""
+    """Create every catalog table (empty) that does not exist yet, and write the declared
+    table and column descriptions into the Delta metadata of tables that lack them.
+
+    Example: corpus --root ./lakehouse init
+    """
     lh = lakehouse(ctx)
+    existing = lh.list_tables()
     created = lh.init()
+    # tables made by an older version: one commit per column whose description differs
+    described = [n for n in existing if lh.write_descriptions(n)]
     console.print(f"lakehouse at {lh.root}: created {len(created)} table(s)"
                   + (f": {', '.join(created)}" if created else ""))
+    if described:
+        console.print(f"wrote the column descriptions into {len(described)} existing "
+                      f"table(s): {', '.join(described)}")
 
 
 @command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.argument("table", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
+def describe(table: str | None, fmt: str) -> None:
+    """What the catalog holds: every table with its description, or with TABLE every
+    column with its type, whether it may be null, whether it is a key and what it means.
+
+    The descriptions are declared beside the schemas (catalog/schemas.py). `corpus sql`
+    shows them as column comments (information_schema.columns, duckdb_columns()), and every
+    Delta table carries them as its columns' comments for other Delta readers.
+
+    Example: corpus describe scores --format json
+    """
+    from catalog.schemas import TABLES, spec
+
+    if table is None:
+        specs = list(TABLES.values())
+        if fmt == "json":
+            click.echo(json.dumps([{"table": s.name, "description": s.description,
+                                    "keys": list(s.keys)} for s in specs], indent=2))
+            return
+        from rich.markup import escape
+        from rich.table import Table
+
+        t = Table(title="catalog tables")
+        for col in ("table", "keys", "description"):
+            t.add_column(col)
+        for s in specs:
+            t.add_row(s.name, ", ".join(s.keys), escape(s.description))
+        console.print(t)
+        console.print("`corpus describe TABLE` for its columns; in `corpus sql` also the views "
+                      "current_scores, current_texts and corpus_commits", style="dim")
+        return
+    s = spec(table)
+    if fmt == "json":
+        click.echo(json.dumps({"table": s.name, "description": s.description,
+                               "keys": list(s.keys),
+                               "columns": [c.__dict__ for c in s.columns]}, indent=2))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=escape(f"{s.name}: {s.description}"))
+    for col in ("column", "type", "null", "key", "description"):
+        t.add_column(col)
+    for c in s.columns:  # types and descriptions hold brackets: not rich markup
+        t.add_row(c.name, escape(c.type), "yes" if c.nullable else "no",
+                  "key" if c.key else "", escape(c.description))
+    console.print(t)
+
+
+@command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def tables(ctx: click.Context, fmt: str) -> None:
-    """List tables with version, rows, data files and bytes."""
+    """List tables with version, rows, data files and bytes.
+
+    Example: corpus tables --format json
+    """
     lh = lakehouse(ctx)
     stats = [lh.stats(n) for n in lh.list_tables()]
     if fmt == "json":
@@ -54,10 +120,14 @@ def tables(ctx: click.Context, fmt: str) -> None:
 @command()
 @click.argument("table")
 @click.option("--limit", type=AT_LEAST_1, default=None, help="Only the newest N commits.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def history(ctx: click.Context, table: str, limit: int | None, fmt: str) -> None:
-    """Show the commits of TABLE with their operation, inputs and code version."""
+    """Show the commits of TABLE with their operation, inputs and code version.
+
+    Example: corpus history texts --limit 5
+    """
     from datetime import UTC, datetime
 
     commits = lakehouse(ctx).history(table, limit)
@@ -79,10 +149,14 @@ def history(ctx: click.Context, table: str, limit: int | None, fmt: str) -> None
 
 @command()
 @click.argument("ref", metavar="TABLE[@VERSION|@TIMESTAMP]")
-@click.option("--format", "fmt", type=click.Choice(["tree", "json"]), default="tree")
+@click.option("--format", "fmt", type=click.Choice(["tree", "json"]), default="tree",
+              show_default=True, help="Output format.")
 @click.pass_context
 def lineage(ctx: click.Context, ref: str, fmt: str) -> None:
-    """Walk what TABLE (at a version) was derived from, transitively."""
+    """Walk what TABLE (at a version) was derived from, transitively.
+
+    Example: corpus lineage shards@3
+    """
     name, version = parse_table_ref(ref)
     root = lakehouse(ctx).lineage(name, version)
     if fmt == "json":
@@ -115,7 +189,10 @@ def lineage(ctx: click.Context, ref: str, fmt: str) -> None:
 @click.argument("table")
 @click.pass_context
 def optimize(ctx: click.Context, table: str) -> None:
-    """Compact TABLE's small files (a new version with the same data)."""
+    """Compact TABLE's small files (a new version with the same data).
+
+    Example: corpus optimize ocr_pages
+    """
     m = lakehouse(ctx).optimize(table)
     console.print(f"{table}: {m.get('numFilesRemoved', 0)} files compacted into "
                   f"{m.get('numFilesAdded', 0)}")
@@ -123,7 +200,8 @@ def optimize(ctx: click.Context, table: str) -> None:
 
 @command()
 @click.argument("table")
-@click.option("--retention-hours", type=AT_LEAST_0, default=168, show_default=True)
+@click.option("--retention-hours", type=AT_LEAST_0, default=168, show_default=True,
+              help="Keep files that versions of the last N hours still read (time travel).")
 @click.option("--apply", is_flag=True, help="Delete the files (default: list them only).")
 @click.pass_context
 def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) -> None:
@@ -131,8 +209,7 @@ def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) ->
     files no commit references (a job that stopped before its commit) once older than it;
     for `shards`, also shard files no version of the manifest references.
 
-    \b
-    Example: corpus vacuum texts --retention-hours 0 --apply
+    Example: corpus vacuum texts --retention-hours 24 --apply
     """
     lh = lakehouse(ctx)
     files = []
@@ -152,4 +229,4 @@ def vacuum(ctx: click.Context, table: str, retention_hours: int, apply: bool) ->
         console.print(f"  {f}", style="dim")
 
 
-COMMANDS = [init, tables, history, lineage, optimize, vacuum]
+COMMANDS = [init, tables, describe, history, lineage, optimize, vacuum]

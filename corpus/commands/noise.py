@@ -65,7 +65,8 @@ def _align_input(ctx: click.Context, ref: str, texts_version: int | None) -> tup
 @command()
 @click.argument("reference", metavar="REFERENCE")
 @click.argument("hypothesis", metavar="HYPOTHESIS")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.option("--html", "html_out", type=OutFile(), default=None,
               metavar="OUT.html", help="Also write a side-by-side diff page.")
 @click.option("--texts-version", type=AT_LEAST_0, default=None, metavar="N",
@@ -87,6 +88,8 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
     9781038783486:edited 9781038783486:ocr (an existing file of that name wins). CER =
     character edit distance / reference characters, WER = word edit distance / reference
     words (whitespace-separated), both exact, computed at book length by anchored alignment.
+
+    Example: corpus align 9781038783486:edited 9781038783486:ocr --html diff.html
     """
     from noise.align import align as align_texts
     from noise.align import normalize, to_html, top_edits
@@ -144,7 +147,7 @@ def align(ctx: click.Context, reference: str, hypothesis: str, fmt: str,
 @click.option("--show", type=AT_LEAST_0, default=10, show_default=True,
               help="How many of the most frequent confusions to list.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              help="Output format.")
+              show_default=True, help="Output format.")
 @click.pass_context
 def mine(ctx: click.Context, variant: str, workers: int | None, executor: str,
          ray_address: str | None, show: int, fmt: str) -> None:
@@ -155,8 +158,7 @@ def mine(ctx: click.Context, variant: str, workers: int | None, executor: str,
     and number of books; see noise/mine.py), replacing the rows of this variant; both
     commits record the texts version they came from.
 
-    \b
-    Example: corpus mine --variant ocr --executor ray --ray-address 10.0.0.5:6379
+    Example: corpus mine --variant ocr --workers 2
     """
     from noise.mine import MineConfig, run_mine
 
@@ -219,8 +221,7 @@ def noise(ctx: click.Context, recipe: str, seed: int, books: tuple[str, ...], pe
     The variants of the whole run are one texts commit. `corpus noise evaluate` compares
     such variants with real OCR instead.
 
-    \b
-    Example: corpus noise --seed 0 --per-book 2 --executor ray
+    Example: corpus noise --recipe mined --seed 0 --books "clear-*"
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -257,7 +258,10 @@ def noise(ctx: click.Context, recipe: str, seed: int, books: tuple[str, ...], pe
 @click.pass_context
 def noise_evaluate(ctx: click.Context, holdout: float, seed: int, cer_scale: float,
                    workers: int | None, nlpaug_python: str | None, fmt: str) -> None:
-    """Compare synthetic variants (mined, uniform, nlpaug) with real OCR on held-out books."""
+    """Compare synthetic variants (mined, uniform, nlpaug) with real OCR on held-out books.
+
+    Example: corpus noise evaluate --holdout 0.3 --format json
+    """
     from catalog.workers import default_workers
     from noise.evaluate import NoiseEvalConfig, format_report, run_evaluate
 

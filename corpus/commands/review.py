@@ -21,10 +21,14 @@ from corpus.commands.common import (
               help="Only scans that can be scored without editing: the newest finished run's "
                    "prediction on their OCR text is stable over its windows (standard error "
                    "<= 0.10; see catalog/readiness.py), with that prediction.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def scans(ctx: click.Context, status: str | None, ready: bool, fmt: str) -> None:
-    """The scans queue, in the review page's order (the share's)."""
+    """The scans queue, in the review page's order (the share's).
+
+    Example: corpus scans --status ocr_done --format csv
+    """
     from sql import SqlSession
     from sql.output import write_result
 
@@ -50,12 +54,16 @@ def scans(ctx: click.Context, status: str | None, ready: bool, fmt: str) -> None
 @command()
 @click.argument("scan_id")
 @click.option("--as", "flag", required=True,
-              type=click.Choice(["rescan", "wrong_book", "needs_edit", "ok"]))
+              type=click.Choice(["rescan", "wrong_book", "needs_edit", "ok"]),
+              help="What is wrong: rescan (a bad scan), wrong_book, needs_edit; ok accepts it.")
 @click.option("--note", default=None, help="What is wrong, for whoever fixes it.")
 @click.option("--by", "editor", required=True, metavar="NAME", help="Your name.")
 @click.pass_context
 def flag(ctx: click.Context, scan_id: str, flag: str, note: str | None, editor: str) -> None:
-    """Flag a scan (or accept it with --as ok)."""
+    """Flag a scan (or accept it with --as ok).
+
+    Example: corpus flag 9781234567897-scan --as rescan --note "pages 3-4 cut off" --by ann
+    """
     from ingest.flags import add_flag
 
     flag_id = add_flag(lakehouse(ctx), scan_id, flag=flag, editor=editor, note=note)
@@ -67,7 +75,10 @@ def flag(ctx: click.Context, scan_id: str, flag: str, note: str | None, editor: 
 @click.option("--by", "editor", required=True, metavar="NAME", help="Your name.")
 @click.pass_context
 def promote(ctx: click.Context, scan_id: str, editor: str) -> None:
-    """Make a fully corrected scan's text its book's edited text (recorded in promotions)."""
+    """Make a fully corrected scan's text its book's edited text (recorded in promotions).
+
+    Example: corpus promote 9781234567897-scan --by ann
+    """
     from ingest.corrections import promote as promote_scan
 
     done = promote_scan(lakehouse(ctx), scan_id, editor=editor)
@@ -77,10 +88,14 @@ def promote(ctx: click.Context, scan_id: str, editor: str) -> None:
 
 @group(invoke_without_command=True)
 @click.option("--open", "open_only", is_flag=True, help="Only unresolved flags.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def flags(ctx: click.Context, open_only: bool, fmt: str) -> None:
-    """List editors' flags (newest first); `corpus flags resolve ID` closes one."""
+    """List editors' flags (newest first); `corpus flags resolve ID` closes one.
+
+    Example: corpus flags --open
+    """
     if ctx.invoked_subcommand is not None:
         return
 
@@ -95,7 +110,10 @@ def flags(ctx: click.Context, open_only: bool, fmt: str) -> None:
 @click.option("--by", "editor", default=None, metavar="NAME", help="Who resolved it.")
 @click.pass_context
 def flags_resolve(ctx: click.Context, flag_id: str, editor: str | None) -> None:
-    """Mark flag FLAG_ID resolved."""
+    """Mark flag FLAG_ID resolved.
+
+    Example: corpus flags resolve 3f2a9c --by bob
+    """
     from ingest.flags import resolve_flag
 
     resolve_flag(lakehouse(ctx), flag_id, editor=editor)
@@ -106,10 +124,14 @@ def flags_resolve(ctx: click.Context, flag_id: str, editor: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (keep the default unless a proxy guards the page); "
                    "requests must name it or localhost, with the port, in their Host header.")
-@click.option("--port", type=PORT, default=8765, show_default=True)
+@click.option("--port", type=PORT, default=8765, show_default=True,
+              help="Port to listen on (0: any free port).")
 @click.pass_context
 def review(ctx: click.Context, host: str, port: int) -> None:
-    """Serve the editors' review page: the scan queue, pages beside OCR text, flags."""
+    """Serve the editors' review page: the scan queue, pages beside OCR text, flags.
+
+    Example: corpus review --port 8765
+    """
     from ingest.review import make_server
 
     lh = lakehouse(ctx)

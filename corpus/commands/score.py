@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import click
 
@@ -38,6 +39,12 @@ from corpus.commands.common import (
                    "the run, with its window count and spread (one commit); needs a run "
                    "(--run or the newest), not --model. Files given by path are scored "
                    "but not saved: they are not catalog books.")
+@click.option("--grade", is_flag=True,
+              help="Add the calibrated Lexile and the U.S. grade band (K-1, 2-3, 4-5, 6-8, "
+                   "9-10, 11-CCR, above CCR; CCSS Appendix A bands) of each prediction. "
+                   "Needs a run that predicts bt_easiness and at least 10 training books "
+                   "with both a bt_easiness and a lexile score: the calibration is fit on "
+                   "them once and kept in the run's metrics.")
 @click.option("--workers", type=WORKERS, default=None,
               help="Processes reading and scoring batches in parallel, each with its own copy "
                    "of the model (default 1: this process, the model on every core; with "
@@ -46,21 +53,25 @@ from corpus.commands.common import (
 @click.pass_context
 def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
           run_id: str | None, seq_len: int | None, stride: int, batch: int, lang: str,
-          fmt: str, save: bool, workers: int | None, executor: str,
+          fmt: str, save: bool, grade: bool, workers: int | None, executor: str,
           ray_address: str | None) -> None:
     """Predict the reading level of files, folders of files, scans and catalog books.
 
     An input is a file (txt, docx, html, epub, pdf; a PDF without a text layer or a page
     image is OCR'd), a folder (every such file under it) or a catalog book as BOOK_ID or
     BOOK_ID:VARIANT (e.g. 9781234567897:ocr). Inputs that cannot be read are reported as
-    rows with their error and the rest is scored; the exit status is then 1. Each row
-    gives the number of windows the text was cut into and the spread of their predictions.
+    rows with their error and the rest is scored; the exit status is then 1. Each row says
+    what it is (the metric predicted and the run, empty when a --model folder does not
+    say) and gives the number of windows the text was cut into and the spread of their
+    predictions.
+
+    With --grade, BT easiness becomes a Lexile measure through a monotone (isotonic) fit on
+    the run's training books that have both scores, and the Lexile measure a grade band.
 
     With --executor ray each worker loads the model once (a run's checkpoint is fetched from
     the lakehouse; a --model folder must be on every node, as must the files given).
 
-    \b
-    Example: corpus score new_books/ scan.pdf --format csv --executor ray
+    Example: corpus score new_books/ scan.pdf 9781234567897:ocr --grade --format csv
     """
     from catalog import ConfigError, TableNotFoundError
     from catalog.executor import make_executor
@@ -68,8 +79,10 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
         ScoreJob,
         expand,
         find_scoring_run,
+        grade_calibration,
         iter_items,
         load_scorer,
+        model_metric,
         save_predictions,
         score_items,
         write_rows,
@@ -77,14 +90,29 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
 
     lh = lakehouse(ctx)
     run = None
+    calibration = None
     if model_dir is None:
         run = find_scoring_run(lh, run_id)
         model_dir, seq_len = run["model_dir"], seq_len or run["seq_len"]
+        metric, run_name = run["target"], run["run_id"]
+        if grade:
+            calibration, fitted = grade_calibration(lh, run)
+            if fitted:
+                err_console.print(f"grade calibration of run {run_name} fit on "
+                                  f"{calibration.n_books} training books "
+                                  f"({calibration.fit_on}) and kept in its metrics",
+                                  highlight=False)
     elif run_id is not None:
         raise ConfigError("give either --model or --run, not both.")
     elif save:
         raise ConfigError("--save writes predictions under a training run: use --run RUN "
                           "(or neither, for the newest run) instead of --model.")
+    elif grade:
+        raise ConfigError("--grade needs a training run (its calibration is fit on the run's "
+                          "training books): use --run RUN (or neither, for the newest run) "
+                          "instead of --model.")
+    else:
+        metric, run_name = model_metric(model_dir), None
     texts_version = None
     if save:
         try:
@@ -95,10 +123,10 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
     ex = make_executor(executor, workers=workers or 1 if executor == "local" else workers,
                        address=ray_address)
     job = ScoreJob(seq_len=seq_len, stride=stride, lang=lang, model_dir=str(model_dir),
-                   label=str(model_dir))
+                   label=str(model_dir), metric=metric, run=run_name, grade=calibration)
     if run is not None and ex.kind == "ray":  # each worker fetches the run's checkpoint
-        job = ScoreJob(seq_len=seq_len, stride=stride, lang=lang, lakehouse=lh.config,
-                       checkpoint_uri=run["checkpoint_uri"], label=str(model_dir))
+        job = replace(job, model_dir=None, lakehouse=lh.config,
+                      checkpoint_uri=run["checkpoint_uri"])
     here = ex.kind == "local" and ex.workers == 1
     scorer = load_scorer(model_dir=model_dir, seq_len=seq_len, stride=stride) if here else None
     names = list(expand(inputs))
@@ -113,7 +141,7 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
                     kept.append(r)
                 yield r
         rows = _tee(rows)
-    done, failed = write_rows(rows, fmt=fmt, stream=sys.stdout)
+    done, failed = write_rows(rows, fmt=fmt, stream=sys.stdout, grade=grade)
     err_console.print(f"{done} scored, {failed} failed (model {job.label})")
     if save and run is not None:
         n, version = save_predictions(lh, kept, run_id=run["run_id"], target=run["target"],

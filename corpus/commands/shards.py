@@ -1,4 +1,4 @@
-"""Token shards: build a versioned dataset, list datasets, show a manifest."""
+"""Token shards: build a versioned dataset, list datasets, show a manifest, export one."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ from corpus.commands.common import (
 
 @group()
 def shards() -> None:
-    """Token shards: build a versioned dataset, list datasets, show a manifest."""
+    """Token shards: build a versioned dataset, list datasets, show a manifest, export.
+
+    Example: corpus shards list
+    """
 
 
 @shards.command("build")
@@ -63,8 +66,8 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
     Each worker tokenises groups of texts and writes their shard files itself; the manifest
     is one commit.
 
-    \b
-    Example: corpus shards build --name books --tokenizer all-minilm-l6-v2 --executor ray
+    Example: corpus shards build --name clear --tokenizer all-minilm-l6-v2 --seq-len 256
+    --window chunks --variants edited,ocr,noisy/*
     """
     from train.shards import ShardsConfig, build_shards
 
@@ -92,10 +95,14 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
 
 @shards.command("list")
 @click.option("--version", "version", type=AT_LEAST_0, default=None, help="shards table version.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def shards_list(ctx: click.Context, version: int | None, fmt: str) -> None:
-    """Datasets in the shards table (at a version), with samples and tokens per split."""
+    """Datasets in the shards table (at a version), with samples and tokens per split.
+
+    Example: corpus shards list --format json
+    """
     from train.shards import manifest_summary
 
     t = lakehouse(ctx).read("shards", version=version)
@@ -104,10 +111,14 @@ def shards_list(ctx: click.Context, version: int | None, fmt: str) -> None:
 
 @shards.command("show")
 @click.argument("ref", metavar="DATASET[@VERSION]")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
-    """The manifest of DATASET at a shards table version: one row per shard file."""
+    """The manifest of DATASET at a shards table version: one row per shard file.
+
+    Example: corpus shards show clear@3
+    """
 
     from train.shards import read_manifest
 
@@ -124,6 +135,32 @@ def shards_show(ctx: click.Context, ref: str, fmt: str) -> None:
     if fmt == "table":
         err_console.print(f"{name} at shards@{resolved}")
     write_table(rows, fmt=fmt)
+
+
+@shards.command("export")
+@click.argument("ref", metavar="DATASET[@VERSION]")
+@click.option("--to", "dest", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, writable=True),
+              help="Folder to write <split>.parquet and README.md into (new or empty).")
+@click.option("--force", is_flag=True,
+              help="Write into a non-empty folder (files of the same name are replaced).")
+@click.pass_context
+def shards_export(ctx: click.Context, ref: str, dest: str, force: bool) -> None:
+    """Export DATASET (at a shards table version, default the latest) as plain Parquet, one
+    file per split (sample_id, book_id, variant, window, input_ids, label), with a dataset
+    card (README.md: tokenizer, window, metric, splits, sources, license).
+
+    Example: corpus shards export clear@7 --to exports/clear
+    """
+    from train.dataset import ShardDataset, export_dataset
+
+    ds = ShardDataset.from_ref(lakehouse(ctx), ref)
+    r = export_dataset(ds, dest, force=force)
+    console.print(f"{ds.ref} -> {r.folder}", highlight=False)
+    for split, st in r.stats.items():
+        console.print(f"  {r.files[split].name}: {st.samples:,} samples, {st.tokens:,} "
+                      f"tokens, {st.books:,} books", highlight=False)
+    console.print(f"  {r.folder / 'README.md'}: the dataset card", highlight=False)
 
 
 COMMANDS = [shards]

@@ -35,7 +35,10 @@ def sql(ctx: click.Context, query: str | None, as_of: tuple[str, ...], fmt: str,
 
     Read-only: queries cannot change lakehouse tables, nor touch local files unless
     --allow-files is given (reads, and COPY ... TO a file outside the lakehouse). The view
-    corpus_commits lists every commit with its lineage.
+    corpus_commits lists every commit with its lineage. SHOW TABLES, DESCRIBE TABLE and
+    information_schema.columns (each column's meaning in COLUMN_COMMENT) list the catalog.
+
+    Example: corpus sql "SELECT * FROM current_scores LIMIT 5"
     """
     from sql import SqlSession, parse_as_of
     from sql.output import write_csv, write_result

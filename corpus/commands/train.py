@@ -7,11 +7,9 @@ import json
 import click
 
 from catalog import Lakehouse, parse_table_ref
-from catalog.rules import DEFAULT_SEQ_LEN
 from corpus.commands.common import (
     AT_LEAST_0,
     AT_LEAST_1,
-    NON_NEGATIVE,
     POSITIVE,
     command,
     console,
@@ -20,7 +18,7 @@ from corpus.commands.common import (
 )
 
 
-def _manifest(lh: Lakehouse, shards_ref: str | None):
+def shards_manifest(lh: Lakehouse, shards_ref: str | None):
     """``(dataset, version, train manifest)`` of ``--shards DATASET[@VERSION]``, or Nones."""
     if not shards_ref:
         return None, None, None
@@ -35,7 +33,7 @@ def _manifest(lh: Lakehouse, shards_ref: str | None):
     return dataset, version, manifest
 
 
-def _model_options(f):
+def model_options(f):
     """The options saying which model to train (or plan): backbone, head, adapters."""
     for option in reversed([
         click.option("--backbone", default="all-minilm-l6-v2", show_default=True,
@@ -61,34 +59,54 @@ def _model_options(f):
 @command("train")
 @click.option("--shards", "shards_ref", metavar="DATASET[@VERSION]",
               help="Token shards to train on (default version: the latest).")
-@_model_options
+@model_options
 @click.option("--grad-accum", type=AT_LEAST_1, default=1, show_default=True,
               help="Steps whose gradients add up before the optimizer steps.")
 @click.option("--lr", type=POSITIVE, default=2e-4, show_default=True, help="Learning rate.")
 @click.option("--max-steps", type=AT_LEAST_0, default=0, help="Stop after N optimizer steps.")
 @click.option("--ckpt-every", type=AT_LEAST_1, default=50, show_default=True,
               help="Checkpoint every N steps.")
-@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True)
+@click.option("--seed", type=AT_LEAST_0, default=0, show_default=True,
+              help="Seed of the head, the adapters and the sample order.")
 @click.option("--nproc", type=AT_LEAST_1, default=1, show_default=True, help="Ranks per node.")
-@click.option("--nnodes", type=AT_LEAST_1, default=1, show_default=True)
+@click.option("--nnodes", type=AT_LEAST_1, default=1, show_default=True,
+              help="Machines in the job (each runs the same command with its --node-rank).")
 @click.option("--rdzv", default=None, metavar="HOST:PORT", help="Rendezvous of a multi-node job.")
-@click.option("--node-rank", type=AT_LEAST_0, default=0, show_default=True)
-@click.option("--max-restarts", type=AT_LEAST_0, default=3, show_default=True)
+@click.option("--node-rank", type=AT_LEAST_0, default=0, show_default=True,
+              help="This machine's rank among --nnodes (0 records the run).")
+@click.option("--max-restarts", type=AT_LEAST_0, default=3, show_default=True,
+              help="Restarts of the whole job after a rank fails or hangs.")
 @click.option("--hang-timeout", type=POSITIVE, default=300.0, show_default=True,
               help="Seconds without progress before a rank counts as hung.")
 @click.option("--run-dir", default=None, help="Run folder (default ./runs/<run id>); an "
               "existing one resumes from its newest checkpoint.")
+@click.option("--eval-every", type=AT_LEAST_1, default=None, metavar="N",
+              help="Validate every N steps as well (default: once per epoch, at its end). "
+              "Validation rows go to metrics.jsonl with \"split\": \"validation\".")
+@click.option("--early-stop", type=AT_LEAST_1, default=None, metavar="PATIENCE",
+              help="Stop when the validation book MAE has not improved for PATIENCE "
+              "validations; the saved model is then the best one, not the last.")
+@click.option("--tensorboard", is_flag=True,
+              help="Write TensorBoard event files (training loss, lr, validation loss and "
+              "MAE) to RUN_DIR/tensorboard; needs the tensorboard extra.")
 @click.pass_context
 def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
            lora_r: int, epochs: int, batch: int, grad_ckpt: bool, grad_accum: int, lr: float,
            max_steps: int, ckpt_every: int, seed: int, nproc: int, nnodes: int,
            rdzv: str | None, node_rank: int, max_restarts: int, hang_timeout: float,
-           run_dir: str | None) -> None:
-    """Train the reading-level model under torchrun (`corpus plan` first: memory, time, cost)."""
+           run_dir: str | None, eval_every: int | None, early_stop: int | None,
+           tensorboard: bool) -> None:
+    """Train the reading-level model under torchrun (`corpus plan` first: memory, time, cost).
+
+    The saved model folder holds a model card (README.md): backbone, data and its versions,
+    validation metrics, limits; `corpus eval` adds the held-out results.
+
+    Example: corpus train --shards clear --epochs 5 --eval-every 20 --early-stop 3 --tensorboard
+    """
     from catalog import ConfigError
 
     lh = lakehouse(ctx)
-    dataset, version, manifest = _manifest(lh, shards_ref)
+    dataset, version, manifest = shards_manifest(lh, shards_ref)
     if manifest is None:
         raise ConfigError("corpus train needs --shards DATASET[@VERSION] (build them with "
                           "corpus shards build); `corpus plan` plans a training.")
@@ -101,7 +119,9 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
     cfg = TrainConfig(root=lh.root, dataset=dataset, shards_version=version,
                       model=mcfg.to_dict(), epochs=epochs, batch=batch, grad_accum=grad_accum,
                       lr=lr, max_steps=max_steps, ckpt_every=ckpt_every, seed=seed,
-                      seq_len=int(manifest.column("seq_len")[0].as_py()))
+                      seq_len=int(manifest.column("seq_len")[0].as_py()),
+                      eval_every=eval_every or 0, early_stop=early_stop or 0,
+                      tensorboard=tensorboard)
     launch = LaunchConfig(nproc=nproc, nnodes=nnodes, rdzv=rdzv, node_rank=node_rank,
                           max_restarts=max_restarts, hang_timeout=hang_timeout)
     res = run_training(lh, cfg, launch, run_dir=run_dir)
@@ -111,101 +131,15 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
                   f"{m.get('last_loss', float('nan')):.4f}; validation book MAE "
                   f"{m.get('val_book_mae', float('nan')):.4f}; "
                   f"{m.get('tokens_per_s', 0):.0f} tokens/s")
+    if m.get("best_step") is not None and early_stop:
+        console.print(f"saved the best model: step {m['model_step']} (validation book MAE "
+                      f"{m['best_val_book_mae']:.4f})"
+                      + (f"; stopped early at step {m['steps']}" if m.get("stopped_early")
+                         else ""), highlight=False)
     if res.skipped:
         err_console.print(f"skipped {len(res.skipped)} sample(s) that crashed the job twice: "
                           f"{', '.join(res.skipped)}", markup=False)
     console.print(f"run folder {res.run_dir}; model {res.checkpoint_uri}", highlight=False)
-
-
-@command("plan")
-@click.option("--shards", "shards_ref", metavar="DATASET[@VERSION]",
-              help="Plan for these shards: their window length, books and tokens per book.")
-@_model_options
-@click.option("--seq-len", type=AT_LEAST_1, default=None,
-              help=f"Window length (default: the shards'; else {DEFAULT_SEQ_LEN}).")
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
-              help="The device to plan for.")
-@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
-              help="Compute dtype (default bfloat16 on cuda, float32 on cpu).")
-@click.option("--device-mem", type=POSITIVE, default=None, metavar="GIB",
-              help="Memory of one device, to say whether it fits.")
-@click.option("--limit", "books", type=AT_LEAST_1, default=None, metavar="N",
-              help="Plan for N books (default: the shards').")
-@click.option("--tokens-per-book", type=AT_LEAST_1, default=None,
-              help="Tokens per book (default: the shards' mean, else seq-len).")
-@click.option("--gpus", type=AT_LEAST_1, default=1, show_default=True, help="Devices.")
-@click.option("--price", type=NON_NEGATIVE, default=0.0, show_default=True,
-              help="Price per GPU-hour.")
-@click.option("--tokens-per-s", type=POSITIVE, default=None,
-              help="Measured throughput of one device (tokens/s).")
-@click.option("--from-run", default=None, metavar="RUN_ID",
-              help="Take tokens/s per device from a recorded run.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")
-@click.pass_context
-def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
-         lora_r: int, epochs: int, batch: int, grad_ckpt: bool, seq_len: int | None,
-         device: str, dtype: str | None, device_mem: float | None, books: int | None,
-         tokens_per_book: int | None, gpus: int, price: float, tokens_per_s: float | None,
-         from_run: str | None, fmt: str) -> None:
-    """Expected memory per device, time and cost of a training; trains nothing.
-
-    Example: corpus plan --backbone smollm2-135m --quant 4bit --seq-len 2048
-    --device-mem 16 --shards clear --from-run RUN
-    """
-    from train.plan import (
-        PlanConfig,
-        load_arch,
-        manifest_defaults,
-        plan_cost,
-        plan_memory,
-        plan_report,
-        round_gib,
-        run_tokens_per_s,
-    )
-
-    lh = lakehouse(ctx)
-    _, _, manifest = _manifest(lh, shards_ref)
-    seq_len, books, tokens_per_book = manifest_defaults(
-        manifest, seq_len=seq_len, books=books, tokens_per_book=tokens_per_book)
-    seq_len = seq_len or DEFAULT_SEQ_LEN
-    cfg = PlanConfig(backbone, seq_len=seq_len, batch=batch, lora_r=lora_r, quant=quant,
-                     gradient_checkpointing=grad_ckpt, head=head, device=device,
-                     dtype=dtype or ("bfloat16" if device == "cuda" else "float32"))
-    arch = load_arch(backbone)
-    mem = plan_memory(arch, cfg)
-    if from_run:
-        tokens_per_s = run_tokens_per_s(lh.read("runs").to_pylist(), from_run)
-    cost = None
-    if tokens_per_s and books:
-        cost = plan_cost(books=books, tokens_per_book=tokens_per_book or seq_len, epochs=epochs,
-                         gpus=gpus, tokens_per_s=tokens_per_s, price_per_gpu_hour=price)
-    report = plan_report(arch, cfg, mem, device_gb=device_mem, cost=cost)
-    if fmt == "json":
-        click.echo(json.dumps(report, indent=2))
-        return
-    from rich.table import Table
-
-    t = Table(title=f"plan: {backbone} ({arch.model_type}, {mem.params / 1e6:.0f}M params, "
-                    f"{mem.trainable_params / 1e6:.2f}M trainable), seq {seq_len} x batch "
-                    f"{batch}, {quant}, LoRA r={lora_r}"
-                    + (", gradient checkpointing" if grad_ckpt else "") + f", {cfg.dtype}")
-    t.add_column("memory per device")
-    t.add_column("GiB", justify="right")
-    for k, v in report["memory_gib"].items():
-        t.add_row(k, round_gib(v))
-    console.print(t)
-    if device_mem is not None:
-        verdict = "fits" if report["fits"] else "does NOT fit"
-        console.print(f"{verdict} in {device_mem:g} GiB (90% usable)")
-    if cost is not None:
-        console.print(f"{cost.tokens:,} tokens ({books:,} books x {epochs} epoch(s)) at "
-                      f"{cost.tokens_per_s:,.0f} tokens/s on {gpus} device(s): "
-                      f"{cost.wall_hours:.2f} h wall, {cost.gpu_hours:.1f} GPU-h, "
-                      f"cost {cost.cost:,.2f}")
-    else:
-        console.print("time and cost: give --tokens-per-s or --from-run, and --limit or "
-                      "--shards", style="dim")
 
 
 @command("eval")
@@ -214,7 +148,8 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
               help="Variants of the held-out books to score (edited,ocr,noisy/*; default all).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report folder (default reports/<run>).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
 @click.pass_context
 def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None,
           fmt: str) -> None:
@@ -223,6 +158,8 @@ def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None
     Writes `predictions` and a report folder: RMSE, MAE, Spearman and bias per variant for the
     model and for readability formulas fit on the training split, the worst books, the shift
     between clean and noisy/OCR twins, and PNG plots.
+
+    Example: corpus eval clear-20261129-101500-a1b2c3 --variants edited,ocr
     """
     from train.evaluate import EvalConfig, run_eval
 
@@ -249,4 +186,4 @@ def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None
                   f"report: {r.report_dir / 'report.md'}")
 
 
-COMMANDS = [train_, plan, eval_]
+COMMANDS = [train_, eval_]

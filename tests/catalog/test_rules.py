@@ -15,6 +15,9 @@ from catalog.rules import (
     current_scores,
     current_values,
     match_variants,
+    metric_direction,
+    metric_label,
+    metric_name,
     noisy_variant,
     parse_noisy,
     parse_text_ref,
@@ -76,3 +79,10 @@ def test_current_scores_is_the_last_of_a_full_sort():
 def test_current_scores_names_missing_columns():
     with pytest.raises(SchemaError, match="missing"):
         current_scores(pa.table({"book_id": ["b"]}))
+
+
+def test_metric_names_say_which_way_is_easier():
+    assert metric_label("bt_easiness") == "BT easiness, higher = easier"
+    assert (metric_name("lexile"), metric_direction("lexile")) == ("Lexile", "higher = harder")
+    assert metric_label("words_per_page") == "words per page"  # unknown: its name, no direction
+    assert metric_direction("words_per_page") is None and metric_label(None) == "reading level"

@@ -130,3 +130,25 @@ def test_new_spellings_and_their_old_aliases(tmp_path):
     helps = [CliRunner().invoke(cli, [*root, *a, "--help"], obj={}).output
              for a in (["noise", "evaluate"], ["noise", "--evaluate"])]
     assert "--holdout" in helps[0] and helps[0] == helps[1]
+
+
+def test_every_option_has_help_and_every_command_ends_with_an_example():
+    import click
+    from click.testing import CliRunner
+
+    from corpus.cli import cli
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    seen = 0
+    for path, cmd in walk(cli, []):
+        bare = [p.opts[0] for p in cmd.params if isinstance(p, click.Option) and not p.help]
+        assert not bare, f"corpus {' '.join(path)}: options without help {bare}"
+        out = CliRunner().invoke(cli, [*path, "--help"], obj={}).output
+        last = out.rstrip().split("\n\n")[-1]
+        assert last.lstrip().startswith("Example: corpus"), (path, last)
+        seen += 1
+    assert seen >= 30

@@ -189,3 +189,174 @@ def test_score_reports_pipes_and_unreadable_files_as_error_rows(tmp_path):
     pipes = [i for i in items if i.name == str(tmp_path / fifo)]
     assert len(pipes) == 2  # named, and found in the folder: an error row each time
     assert all("not a regular file" in i.error and i.text is None for i in pipes), pipes
+
+
+def test_rows_say_which_metric_and_run(scored_setup, tmp_path):
+    import csv
+    import io
+
+    lh, folder = scored_setup
+    _finished_run(lh, folder, "r-meta")
+    good = tmp_path / "good.txt"
+    good.write_text("The cat sat on the mat. It was a sunny day.\n")
+    base = ["--root", lh.root, "score", str(good), "9999999999999"]
+    res = CliRunner().invoke(cli, [*base, "--run", "r-meta", "--format", "json"])
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.exit_code == 1 and len(rows) == 2  # the unknown book is an error row
+    assert [(r["metric"], r["run"]) for r in rows] == [("bt_easiness", "r-meta")] * 2
+    assert list(rows[0]) == ["name", "source", "metric", "run", "n_chars", "prediction",
+                             "n_windows", "window_sd", "error"]
+    res = CliRunner().invoke(cli, [*base, "--run", "r-meta", "--format", "csv"])
+    table = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [(r["metric"], r["run"]) for r in table] == [("bt_easiness", "r-meta")] * 2
+    # a model folder that does not say what it predicts: metric and run are null
+    code, rows = _score(lh, folder, str(good))
+    assert code == 0 and (rows[0]["metric"], rows[0]["run"]) == (None, None)
+    # one whose checkpoint metadata records its target: that metric, still no run
+    marked = tmp_path / "marked"
+    shutil.copytree(folder, marked)
+    (marked / "meta.json").write_text(json.dumps({"step": 3, "target": "lexile"}))
+    code, rows = _score(lh, marked, str(good))
+    assert code == 0 and (rows[0]["metric"], rows[0]["run"]) == ("lexile", None)
+
+
+# ---- --grade: BT easiness -> Lexile (isotonic, the run's training books) -> grade band ------
+
+def test_grade_bands_follow_the_ccss_table():
+    from corpus.score import grade_band
+
+    cases = {0: "K-1", 419: "K-1", 420: "2-3", 779: "2-3", 781: "4-5", 967: "4-5",
+             968: "6-8", 1117: "6-8", 1118: "9-10", 1259: "9-10", 1260: "11-CCR",
+             1385: "11-CCR", 1386: "above CCR", 2000: "above CCR"}
+    assert {x: grade_band(x) for x in cases} == cases
+
+
+def test_isotonic_fit_is_monotone_least_squares_and_flat_outside():
+    from corpus.score import GradeCalibration, fit_grade_calibration, isotonic_fit
+
+    # decreasing fit: the violating pair (3 then 3.5) is pooled to 3.25
+    kx, ky = isotonic_fit([1, 2, 3, 4], [4, 3, 3.5, 1], increasing=False)
+    assert kx == [1, 2, 3, 4] and ky == pytest.approx([4, 3.25, 3.25, 1])
+    # equal x values are one point of weight 2; a flat run keeps only its two ends
+    kx, ky = isotonic_fit([0, 0, 1, 2, 3], [2, 4, 1, 1, 1], increasing=True)
+    assert kx == [0, 3] and ky == pytest.approx([1.8, 1.8])
+    easy = [-3 + 0.5 * i for i in range(12)]
+    lex = [1400 - 80 * i + (150 if i % 3 == 0 else 0) for i in range(12)]
+    cal = fit_grade_calibration(easy, lex, fit_on="test")
+    assert list(cal.lexile) == sorted(cal.lexile, reverse=True)
+    assert cal.lexile[2] == cal.lexile[3] == 1275  # 1240 then 1310: pooled
+    assert cal.lexile_of(-10) == 1550 and cal.lexile_of(10) == 520  # flat beyond the data
+    assert cal.lexile_of(-1.25) == 1180  # halfway from -1.5 (1275) to -1.0 (1080)
+    assert GradeCalibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+
+
+def test_a_calibration_needs_enough_books_that_bt_orders():
+    from catalog import ConfigError
+    from corpus.score import fit_grade_calibration
+
+    with pytest.raises(ConfigError, match="at least 10 training books"):
+        fit_grade_calibration([0.1, 0.2], [900, 800])
+    with pytest.raises(ConfigError, match="does not order"):  # easier text, higher Lexile
+        fit_grade_calibration([i / 10 for i in range(12)], [500 + 50 * i for i in range(12)])
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The bundled CLEAR passages (a bt_easiness and a lexile score each) with datasets
+    ``bt`` (target bt_easiness) and ``lex`` (target lexile), and a second lakehouse with the
+    passages' bt_easiness only (dataset ``bt``); an untrained seeded model is the checkpoint
+    of a finished run per dataset: ``r-bt``, ``r-lex`` and ``r-nolex``."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from catalog import Lineage
+    from ingest.passages import run_import
+    from ingest.sample import SAMPLE_CONFIG, sample_passages
+    from tests.helpers import small_config
+    from train.model import ModelConfig, build_model, save_model
+    from train.shards import build_shards
+
+    tmp = tmp_path_factory.mktemp("grade")
+    folder = save_model(build_model(ModelConfig(backbone="all-minilm-l6-v2", lora_r=2),
+                                    seed=0), tmp / "model")
+
+    def run(lh, run_id, dataset):
+        now = datetime.now(UTC)
+        lh.append("runs", [{"run_id": run_id, "dataset": dataset,
+                            "shards_version": lh.version("shards"), "metrics": "{}",
+                            "config": json.dumps({"seq_len": 64}), "status": "finished",
+                            "checkpoint_uri": str(folder), "started_at": now,
+                            "finished_at": now}], lineage=Lineage(operation="test-train"))
+
+    lh = Lakehouse(str(tmp / "lakehouse"))
+    run_import(lh, sample_passages(), config=SAMPLE_CONFIG)
+    build_shards(lh, config=small_config("bt", val_frac=0.2, variants=("edited",)))
+    run(lh, "r-bt", "bt")
+    build_shards(lh, config=small_config("lex", val_frac=0.2, target="lexile"))
+    run(lh, "r-lex", "lex")
+    nolex = Lakehouse(str(tmp / "nolex"))
+    run_import(nolex, sample_passages(),
+               config=replace(SAMPLE_CONFIG, scores={"bt_easiness": "BT_easiness"}))
+    build_shards(nolex, config=small_config("bt", val_frac=0.2))
+    run(nolex, "r-nolex", "bt")
+    return lh, nolex, folder
+
+
+def test_grade_gives_a_band_through_a_calibration_kept_with_the_run(graded, tmp_path):
+    from catalog.rules import current_values
+    from corpus.score import GRADE_BANDS, GradeCalibration, grade_band
+    from train.shards import books_by_split
+
+    lh, _, _ = graded
+    good = tmp_path / "good.txt"
+    good.write_text("The cat sat on the mat. It was a sunny day. We ran to the park.\n")
+    args = ["--root", lh.root, "score", str(good), "clear-400", "--run", "r-bt", "--grade",
+            "--format", "json"]
+    runs_before = lh.version("runs")
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert list(rows[0]) == ["name", "source", "metric", "run", "n_chars", "prediction",
+                             "lexile", "grade", "n_windows", "window_sd", "error"]
+    # fit once, on the run's training books, and kept in its runs row (one commit)
+    assert lh.version("runs") == runs_before + 1
+    commit = lh.history("runs", limit=1)[0]
+    assert commit.operation == "calibrate" and commit.config["run_id"] == "r-bt"
+    row = next(r for r in lh.read("runs").to_pylist() if r["run_id"] == "r-bt")
+    cal = GradeCalibration.from_dict(json.loads(row["metrics"])["grade_calibration"])
+    manifest = lh.read("shards", version=row["shards_version"])
+    train = books_by_split(manifest, dataset="bt")["train"]
+    scores = lh.read("scores")
+    both = train & set(current_values(scores, "bt_easiness")) & set(
+        current_values(scores, "lexile"))
+    assert cal.n_books == len(both) >= 40
+    labels = {"K-1", "above CCR", *(b[0] for b in GRADE_BANDS)}
+    for r in rows:
+        assert (r["metric"], r["run"]) == ("bt_easiness", "r-bt")
+        assert r["lexile"] == cal.lexile_of(r["prediction"])
+        assert r["grade"] == grade_band(r["lexile"]) and r["grade"] in labels
+    # the next call reads the kept calibration: same rows, no new commit
+    res = CliRunner().invoke(cli, args)
+    assert [json.loads(line) for line in res.stdout.splitlines()] == rows
+    assert lh.version("runs") == runs_before + 1
+    res = CliRunner().invoke(cli, [*args[:-2], "--format", "table"])
+    assert res.exit_code == 0 and "grade" in res.stdout and rows[0]["grade"] in res.stdout
+
+
+def test_grade_is_refused_without_a_calibration(graded, tmp_path):
+    lh, nolex, folder = graded
+    good = tmp_path / "good.txt"
+    good.write_text("The cat sat on the mat.\n")
+
+    def refused(root, *args):
+        res = CliRunner().invoke(cli, ["--root", root, "score", str(good), "--grade", *args])
+        assert res.exit_code == 2 and res.output.startswith("error:"), res.output
+        assert "Traceback" not in res.output
+        return " ".join(res.output.split())
+
+    msg = refused(nolex.root, "--run", "r-nolex")  # no lexile scores at all
+    assert "at least 10 training books with both a bt_easiness and a lexile score" in msg
+    assert "found 0" in msg
+    assert "run r-lex predicts lexile" in refused(lh.root, "--run", "r-lex")
+    assert "needs a training run" in refused(lh.root, "--model", str(folder))
+    assert nolex.history("runs", limit=1)[0].operation == "test-train"  # nothing was kept

@@ -84,11 +84,18 @@ def test_corpus_train_command(lakehouse, tmp_path):
         "--root", lakehouse.root, "train", "--shards", f"clear@{lakehouse.version('shards')}",
         "--backbone", "all-minilm-l6-v2", "--head", "dense", "--lora-r", "4", "--batch", "4",
         "--grad-accum", "2", "--max-steps", "3", "--nproc", "1", "--max-restarts", "0",
+        "--eval-every", "2", "--early-stop", "5", "--tensorboard",
         "--run-dir", str(tmp_path / "cli-run")], obj={})
     assert res.exit_code == 0, res.output
     assert "finished after 1 attempt(s), 3 steps" in res.output
     cfg = json.loads((tmp_path / "cli-run" / "config.json").read_text())
     assert cfg["grad_accum"] == 2 and cfg["model"]["lora_r"] == 4 and cfg["seq_len"] == 64
+    assert (cfg["eval_every"], cfg["early_stop"], cfg["tensorboard"]) == (2, 5, True)
+    result = json.loads((tmp_path / "cli-run" / "result.json").read_text())
+    assert f"saved the best model: step {result['best_step']}" in res.output
+    assert result["validations"] == 2  # steps 2 and 3 (the end)
+    assert list((tmp_path / "cli-run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (Path(result["checkpoint"]) / "README.md").exists()
     # each step trained batch x grad_accum samples
     steps = run_steps(tmp_path / "cli-run")
     assert [len(steps[k][0]) for k in (1, 2, 3)] == [8, 8, 8]
@@ -96,6 +103,31 @@ def test_corpus_train_command(lakehouse, tmp_path):
     bad = CliRunner().invoke(cli, ["--root", lakehouse.root, "train", "--shards", "clear",
                                    "--backbone", "smollm2-135m"], obj={})
     assert bad.exit_code == 2 and "were tokenised with" in bad.output
+
+
+def test_corpus_train_refuses_options_that_cannot_work(lakehouse, sample_lakehouse,
+                                                      monkeypatch):
+    base = ["train", "--shards", "clear", "--max-steps", "1", "--nproc", "1"]
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if the extra were not installed
+    res = CliRunner().invoke(cli, ["--root", lakehouse.root, *base, "--tensorboard"], obj={})
+    assert res.exit_code == 2 and res.output.startswith("error: --tensorboard needs the "
+                                                        "tensorboard package")
+    assert "Traceback" not in res.output and "pip install 'corpus[tensorboard]'" in res.output
+    build_shards(sample_lakehouse, config=small_config(val_frac=0.0))
+    res = CliRunner().invoke(cli, ["--root", sample_lakehouse.root, *base, "--early-stop", "2"],
+                             obj={})
+    assert res.exit_code == 2 and "--early-stop watches the validation split" in res.output
+    for bad in (["--eval-every", "0"], ["--early-stop", "0"]):
+        res = CliRunner().invoke(cli, ["--root", lakehouse.root, *base, *bad], obj={})
+        assert res.exit_code == 2, bad
+
+
+def test_corpus_train_help_names_the_new_options():
+    res = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    for opt in ("--eval-every N", "--early-stop PATIENCE", "--tensorboard"):
+        assert opt in res.output
+    assert "Example: corpus train --shards clear" in res.output
 
 
 # ---- corpus eval, corpus score --run -------------------------------------------------------
@@ -106,6 +138,10 @@ def test_cli_eval_and_score_by_run(evaluated, tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert set(out["variants"]) == {"edited"}
+    # the re-eval replaced the model card's held-out section, it did not add one
+    card = lh.store.get_bytes("runs/r1/final/README.md").decode()
+    assert card.count("## Held-out evaluation") == 1
+    assert "| edited | model |" in card and "| noisy/upper | model |" not in card
     book = lh.read("predictions").to_pylist()[0]
     res = CliRunner().invoke(cli, ["--root", lh.root, "score", f"{book['book_id']}:"
                                    f"{book['variant']}", "--format", "json"])

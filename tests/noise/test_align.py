@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rapidfuzz.distance import Levenshtein
 
 from catalog import ConfigError
-from noise.align import KINDS, Alignment, align, apply_ops, to_html, top_edits
+from noise.align import DIRECT_CELLS, KINDS, Alignment, align, apply_ops, to_html, top_edits
 
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 NOISE = "abcdeilmnorstu1|.,;:'’-— \n"
@@ -22,11 +22,11 @@ seps = st.sampled_from([" ", " ", " ", " ", "\n", "\n\n", "  "])
 
 
 @st.composite
-def prose(draw, max_words: int = 120) -> str:
+def prose(draw, max_words: int = 120, word: st.SearchStrategy[str] = words,
+          min_vocab: int = 8) -> str:
     """Text made of words from a small vocabulary (so words repeat, as in prose; at least
-    eight distinct words: one or two words repeated over and over make a periodic text, where
-    no anchor is reliable)."""
-    vocab = draw(st.lists(words, min_size=8, max_size=40, unique=True))
+    eight distinct words unless ``min_vocab`` says otherwise)."""
+    vocab = draw(st.lists(word, min_size=min_vocab, max_size=40, unique=True))
     n = draw(st.integers(0, max_words))
     out = []
     for _ in range(n):
@@ -58,6 +58,15 @@ def damaged(draw, text: str, max_rate: float = 0.15) -> str:
 @st.composite
 def pairs(draw) -> tuple[str, str]:
     ref = draw(prose())
+    return ref, draw(damaged(ref))
+
+
+@st.composite
+def repetitive_pairs(draw) -> tuple[str, str]:
+    """Damaged text made of three or more words of one or two letters (``;;;;``, ``baab``):
+    runs of one word and near-copies everywhere, where unique grams are often misplaced."""
+    letters = draw(st.sampled_from([";", "ab", "a;"]))
+    ref = draw(prose(word=st.text(alphabet=letters, min_size=1, max_size=9), min_vocab=3))
     return ref, draw(damaged(ref))
 
 
@@ -94,7 +103,107 @@ def _check(ref: str, hyp: str, a: Alignment) -> None:
                for b in blocks if b.tag == "equal")
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Repetitive text where an anchor unique in both texts lay off every optimal alignment. The
+#: first two were found by the property test below in CI: word distance 6 instead of 3 (a
+#: sparse probe, trimmed, anchored the middle of a run of one word a word off its place) and
+#: distance 41 instead of 3 (a chance word trigram 18 characters off the diagonal). The other
+#: two by the same test with words of one or two letters (three or more distinct words): a
+#: sparse probe 96 characters off the diagonal with a trigram on its diagonal next to it (a
+#: detour through two anchors, each consistent with the other), and a trigram 120 characters
+#: off the diagonal.
+REPETITIVE = [
+    pytest.param(
+        ';;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;'
+        ';;; ;;;; ; ; ; ; ; ; ; ; ; ;;;;;;;; ;;;; ;;;; ;;;; ;;;; ;;;;;;;;; ;;;;;;;;; '
+        ';;;;;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ; ; ; ; ; ;;;; ;;;; ;;;;;;'
+        ';; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;'
+        ';;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;'
+        ';; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;'
+        '; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;;'
+        ' ;;;; ;;;; ;;;; ;;;; ;;;; ;;;;',
+        'a;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;'
+        ';; ;;;; ; ; ; ; ; ; ; ; ; ;;;;;;;; ;;;; ;;;; ;;;; ;;;; ;;;;;;;;; ;;;;;;;;; ;'
+        ';;;;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ; ; ; ; ; ;;;; ;;;; ;;;;;;;'
+        '; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;; ;;;;;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;'
+        '; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;;'
+        ' ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; '
+        ';;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;'
+        ';;; ;;;; ;;;; ;;;; ;;;; ;;;;',
+        id="ci-word-distance-6-for-3"),
+    pytest.param(
+        '; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; '
+        '; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;'
+        '; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;;'
+        ' ;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ; ; ; ; ;'
+        ' ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ;',
+        'a; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ;'
+        ' ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;;'
+        ' ;;;; ;;;; ;;;; ;;;; ;;;; ;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; '
+        ';;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;; ;;;;;;;;; ;;;;;;;;; ;;;;;;;;; ; ; ; ; ; ;'
+        ' ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ; ;',
+        id="ci-distance-41-for-3"),
+    pytest.param(
+        ';;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;'
+        ';;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ; ; ; ; ; ; ; ; ; ; ; ; ;;;;;;;;; ;;;;;;;;; '
+        ';;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n'
+        '\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;; ; ; ;;;;;;;; ; ;;;;;;;;; ;;;;;;;; ;;;;;;;; '
+        ';;;;;;;; ;;;;;;;; ;\n\n;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n; ; ;;;;;;;;; ;;;;;;;;; ;;;;;;'
+        ';; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;;',
+        'a ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;'
+        ';;;;;; ;;;;;;;; ;;;;;;;; ; ; ; ; ; ; ; ; ; ; ; ; ;;;;;;;;; ;;;;;;;;; ;;;;;;;'
+        ';;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;;;;\n\n;;;;;;'
+        ';;;\n\n;;;;;;;;;\n\n;;;;;;;;; ; ; ;;;;;;;;; ;;;;;;;;; ;;;;;;;; ;;;;;;; ;;;;;;;; '
+        ';;;;;;;; ;\n\n;\n\n;;;;;;;;;\n;;;;;;;;;\n\n; ; ;;;;;;a;; ;;;;;;;;; ;;;;;;;; ;;;;;;;'
+        '; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;; ;;;;;;;;',
+        id="semicolons-distance-183-for-12"),
+    pytest.param(
+        'baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaa'
+        'b baaab baaab baaab baaab baaab baaab\n\nbaaab\n\nbaaab\n\nbaaab\n\na\n\na\n\na\n\naaaaaaa'
+        'ab\n\naaaaaaaab\n\naaaaaaaab\n\naaaaaaaab\n\naaaaaaaab\n\naaaaaaaab\n\naaaaaaaab aaaaaaa'
+        'ab aaaaaaaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baa'
+        'ab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab b'
+        'aaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab'
+        ' baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baa'
+        'ab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab b'
+        'aaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab'
+        ' baaab baaab baaab baaab baaab baaab',
+        'abaaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baa'
+        'ab baaab baaab baaab baaab baaab baaab\n\nbaaab\n\nbaaab\n\nbaaab\n\na\n\na\n\na\n\naaaaaa'
+        'aab\n\naaaaaaaab\n\naaaaaaaab\n\naaaaaaaab\n\naaaaaaaab\n\naaaaaaaab\n\naaaaaaaab aaaaaa'
+        'aab aaaaaaaab baaab baaab baaab aaaab baaab baaab baaab baaab baaab baaab ba'
+        'aab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab aaab baaab b'
+        'aaab baab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab '
+        'baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaa'
+        'b baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab ba'
+        'aab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab baaab '
+        'baaab baaab baaab baaab baaab baaab',
+        id="ab-distance-241-for-4"),
+]
+
+
+@pytest.mark.parametrize(("ref", "hyp"), REPETITIVE)
+def test_anchored_alignment_is_exact_on_repetitive_text(ref, hyp):
+    _check(ref, hyp, align(ref, hyp, direct_cells=0))
+
+
+def test_long_repetitive_text_is_exact():
+    """~26,000 characters of three words ("the", "cat", "a") with OCR-like damage: most
+    anchors are misplaced. Everything anchored (direct_cells=0), the checks merge them away;
+    on the default path they merge window after window until their budget is spent and the
+    whole is aligned exactly. Unchecked anchors had the word distance 66 and 3,323 too high."""
+    rng = random.Random(3)
+    ref = "".join(rng.choice(["the", "the", "cat", "a"]) + rng.choice("  \n")
+                  for _ in range(7_500))
+    hyp = _ocr_noise(ref, random.Random(4), rate=0.06)
+    for dc in (0, DIRECT_CELLS):
+        _check(ref, hyp, align(ref, hyp, direct_cells=dc))
+
+
+# derandomize: the same examples on every run (and no example database), so a red CI is a
+# real regression that reproduces, not a lucky draw; cases found by exploring with more
+# examples or other seeds belong in REPETITIVE.
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(pairs())
 def test_anchored_alignment_is_exact_on_random_prose_with_random_edits(pair):
     ref, hyp = pair
@@ -103,14 +212,22 @@ def test_anchored_alignment_is_exact_on_random_prose_with_random_edits(pair):
     _check(ref, hyp, align(ref, hyp, direct_cells=0))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(repetitive_pairs())
+def test_anchored_alignment_is_exact_on_random_repetitive_text(pair):
+    ref, hyp = pair
+    _check(ref, hyp, align(ref, hyp, direct_cells=0))
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(pairs())
 def test_default_alignment_is_exact(pair):
     ref, hyp = pair
     _check(ref, hyp, align(ref, hyp))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.text(alphabet="ab \n", max_size=120), st.text(alphabet="ab \n", max_size=120))
 def test_any_texts_give_a_valid_edit_script(ref, hyp):
     # Two unrelated texts over a tiny alphabet: anchors by chance are the worst case.

@@ -59,6 +59,23 @@ def test_report_has_baselines_shift_and_plots(evaluated):
     assert "noisy/upper" in (result.report_dir / "report.md").read_text()
 
 
+def test_eval_writes_the_held_out_section_of_the_model_card(evaluated):
+    from train.model import CARD_FILE, HELD_OUT_BEGIN, HELD_OUT_END
+
+    lh, result, *_ = evaluated
+    card = lh.store.get_bytes(f"runs/r1/final/{CARD_FILE}").decode()
+    assert "saved before model cards" in card  # the helper saved r1 without a card
+    assert card.count(HELD_OUT_BEGIN) == 1
+    section = card.split(HELD_OUT_BEGIN)[1].split(HELD_OUT_END)[0]
+    for fam, entry in result.summary["variants"].items():
+        m, best = entry["model"], entry["best_formula"]
+        assert f"| {fam} | model | {m['n']} | {m['rmse']:.3f} | {m['mae']:.3f} |" in section
+        assert f"| {fam} | {best} (best formula) | {entry[best]['n']} |" in section
+        assert f"- {fam}: model RMSE {entry['model_vs_best_formula'] * 100:+.1f}% vs" in section
+    assert "BT easiness (higher = easier)" in section
+    assert str(result.report_dir.resolve() / "report.md") in section
+
+
 def test_eval_of_shards_built_before_book_ids_asks_for_a_rebuild(sample_lakehouse):
     from catalog import ConfigError
 

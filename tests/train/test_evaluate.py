@@ -1,4 +1,5 @@
-"""Evaluation metrics against hand-computed values; formula baselines offline; the report."""
+"""Evaluation metrics against hand-computed values; formula baselines offline; the report and
+its plots (checked through the matplotlib figures themselves)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from train.evaluate import (
     fit_formula_baselines,
     fit_linear,
     formula_scores,
+    loss_figure,
+    predicted_vs_true_figure,
     prediction_shift,
     regression_metrics,
+    residuals_figure,
+    run_history,
     summarise,
     write_report,
 )
@@ -137,3 +142,84 @@ def test_eval_texts_picks_held_out_variants_and_edited_training_texts():
     assert [(t["variant"], t["book_id"]) for t in train] == [("edited", "c"), ("edited", "d")]
     held, _ = eval_texts(texts, validation_books={"a"}, train_books=set(), truth={"a": 1.0})
     assert [t["variant"] for t in held] == ["edited", "noisy/x-v1/1", "ocr"]
+
+
+def _rows(n_edited: int, n_noisy: int) -> list[dict]:
+    rows = [{"book_id": f"b{i}", "variant": "edited", "prediction": 0.1 * i,
+             "truth": 0.1 * i + (-1) ** i * 0.3} for i in range(n_edited)]
+    rows += [{"book_id": f"b{i}", "variant": "noisy/upper-v1/1", "prediction": 0.5,
+              "truth": 0.1 * i} for i in range(n_noisy)]
+    return rows
+
+
+def test_plot_axes_name_the_metric_and_its_direction():
+    rows = _rows(12, 1)
+    ax = predicted_vs_true_figure(rows, target="bt_easiness").get_axes()[0]
+    assert ax.get_xlabel() == "true BT easiness (higher = easier)"
+    assert ax.get_ylabel() == "predicted BT easiness (higher = easier)"
+    ax = predicted_vs_true_figure(rows, target="lexile").get_axes()[0]
+    assert ax.get_xlabel() == "true Lexile (higher = harder)"
+    assert predicted_vs_true_figure(rows).get_axes()[0].get_xlabel() == "true reading level"
+    ax = residuals_figure(rows, target="bt_easiness").get_axes()[0]
+    assert ax.get_ylabel() == "predicted - true BT easiness (> 0: predicted easier)"
+
+
+def test_residual_plot_gives_n_per_box_and_draws_a_lone_point_as_a_point():
+    rows = _rows(12, 1)
+    ax = residuals_figure(rows, target="bt_easiness").get_axes()[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["edited\nn=12",
+                                                            "noisy/upper-v1\nn=1"]
+    points = [ln for ln in ax.get_lines() if ln.get_gid() == "points"]
+    assert len(points) == 1 and list(points[0].get_xdata()) == [2]
+    assert list(points[0].get_ydata()) == pytest.approx([0.5 - 0.0])
+    # the box, whiskers and median stand at x=1 only: nothing but the point at x=2
+    others = [ln for ln in ax.get_lines() if ln not in points]
+    assert not any(1.5 < x < 2.5 for ln in others for x in ln.get_xdata())
+    box = [ln for ln in others if len(ln.get_xdata())
+           and all(0.5 < x < 1.5 for x in ln.get_xdata())]
+    assert len(box) >= 5  # box, median, two whiskers, two caps
+
+
+def test_loss_plot_title_says_what_is_drawn():
+    only_train = [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.0}]
+    ax = loss_figure(only_train).get_axes()[0]
+    assert ax.get_title() == "training loss (no validation recorded)"
+    both = [*only_train, {"step": 2, "val_loss": 1.5, "val_book_mae": 0.9},
+            {"step": 4, "val_loss": 1.2, "val_book_mae": 0.7},
+            {"step": 6, "val_loss": 1.3, "val_book_mae": 0.8}]
+    fig = loss_figure(both, target="bt_easiness")
+    ax, right = fig.get_axes()
+    assert ax.get_title() == "training loss, validation loss and validation book MAE"
+    assert ax.get_ylabel() == "loss: window MSE of BT easiness"
+    assert right.get_ylabel() == "book MAE of BT easiness (lower = better)"
+    labels = [h.get_label() for h in ax.get_legend().legend_handles]
+    assert "best validation (step 4)" in labels and "validation loss" in labels
+    assert loss_figure([{"step": 1}]) is None
+
+
+def test_report_flags_metrics_on_few_items(tmp_path):
+    rows = _rows(12, 2)
+    summary = {**summarise(rows), "target": "bt_easiness"}
+    out = write_report(tmp_path, rows=rows, summary=summary,
+                       history=[{"step": 1, "train_loss": 1.0},
+                                {"step": 1, "val_loss": 1.2, "val_book_mae": 0.8}])
+    md = (out / "report.md").read_text()
+    noisy = next(ln for ln in md.splitlines() if ln.startswith("| noisy/upper-v1 | model |"))
+    edited = next(ln for ln in md.splitlines() if ln.startswith("| edited | model |"))
+    assert "(n=2: unreliable)" in noisy and "unreliable" not in edited
+    assert "fewer than 10 items (here n = 2) are unreliable" in md
+    assert "BT easiness (higher = easier)" in md
+    figures = json.loads((out / "report.json").read_text())["figures"]
+    assert figures["predicted_vs_true.png"]["xlabel"] == "true BT easiness (higher = easier)"
+    assert figures["loss.png"]["title"] == "training loss, validation loss and validation book MAE"
+    assert figures["residuals_by_variant.png"]["ylabel"].startswith("predicted - true")
+
+
+def test_run_history_reads_training_and_validation_rows(tmp_path):
+    lines = [{"step": 1, "loss": 2.0}, {"split": "validation", "step": 1, "val_loss": 1.5,
+                                        "val_book_mae": 0.9}, {"step": 2, "loss": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    hist = run_history({"metrics": json.dumps({"run_dir": str(tmp_path)})})
+    assert hist == [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.0},
+                    {"step": 1, "val_loss": 1.5, "val_book_mae": 0.9}]
+    assert run_history({"metrics": "{}"}) == []

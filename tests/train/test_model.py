@@ -1,4 +1,5 @@
-"""The reading-level model: heads, LoRA/QLoRA gradients, save/reload, scoring, backbones.
+"""The reading-level model: heads, LoRA/QLoRA gradients, save/reload, scoring, backbones, the
+model card.
 
 Real pretrained weights from installed packages (all-MiniLM-L6-v2 for speed, SmolLM2-135M for
 the GGUF conversion); dropout is switched off where two runs must be compared exactly.
@@ -20,6 +21,9 @@ from train.backbones import (
     smollm2_folder,
 )
 from train.model import (
+    HELD_OUT_BEGIN,
+    HELD_OUT_END,
+    ModelCard,
     ModelConfig,
     aggregate_windows,
     build_model,
@@ -27,6 +31,7 @@ from train.model import (
     load_model,
     predict,
     save_model,
+    set_held_out_section,
 )
 
 MINILM = "all-minilm-l6-v2"
@@ -209,3 +214,55 @@ def test_gguf_backbone_converted_once_and_reloads_fast(tmp_path):
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
     # the default cache (shared by every later use of the alias) resolves as well
     assert (smollm2_folder() / "config.json").exists()
+
+
+def _card(**kw) -> ModelCard:
+    opts = dict(
+        run_id="r7", model=ModelConfig(MINILM, head="dense", lora_r=4).to_dict(),
+        dataset="clear", shards_version=12, target="bt_easiness",
+        shards={"tokenizer": MINILM, "seq_len": 64, "window": "chunks", "stride": None,
+                "texts_version": 3, "scores_version": 5, "build_id": "b1",
+                "variants": ["edited", "ocr"],
+                "splits": {"train": {"books": 57, "samples": 226, "tokens": 12778},
+                           "validation": {"books": 3, "samples": 12, "tokens": 671}}},
+        training={"epochs": 3, "batch": 8, "grad_accum": 1, "lr": 5e-3, "seed": 0,
+                  "eval_every": 2, "early_stop": 1},
+        result={"steps": 12, "epochs": 1, "world_size": 2, "device": "cpu", "model_step": 10,
+                "best_step": 10, "best_val_book_mae": 0.51, "stopped_early": True,
+                "val_books": 3, "val_windows": 12, "val_loss": 0.49, "val_book_mae": 0.51,
+                "val_book_rmse": 0.69})
+    opts.update(kw)
+    return ModelCard(**opts)
+
+
+def test_model_card_says_what_the_model_is_and_was_trained_on(tmp_path):
+    card = _card().render()
+    for text in (f"`{MINILM}`", "| head | dense", "LoRA r=4, alpha=16",
+                 "| quantisation | none", "**clear@12**", "**texts@3**", "**scores@5**",
+                 "`bt_easiness`, BT easiness, higher = easier", "variants: edited, ocr",
+                 "| validation | 3 | 12 | 671 |", "stopped early at step 12",
+                 "Saved model: step 10, the best by validation book MAE",
+                 "| books | 3 (n=3: unreliable) |", "| book MAE | 0.5100 |",
+                 "Not evaluated yet: `corpus eval r7`", "## Intended use and limits",
+                 "CLEAR corpus", "Trained on cpu (2 rank(s)), in float32"):
+        assert text in card, text
+    lexile = _card(target="lexile", result={"device": "cuda:0", "val_books": 40}).render()
+    assert "Lexile, higher = harder" in lexile and "CLEAR corpus" not in lexile
+    assert "unreliable" not in lexile.split("## Held-out")[0] and "float32" not in lexile
+    path = _card().write(tmp_path)
+    assert path == tmp_path / "README.md" and path.read_text() == card
+
+
+def test_held_out_section_is_replaced_or_appended():
+    card = _card().render()
+    once = set_held_out_section(card, "| edited | model | 18 |")
+    twice = set_held_out_section(once, "| edited | model | 20 |")
+    assert "| edited | model | 20 |" in twice and "| edited | model | 18 |" not in twice
+    assert "Not evaluated yet" not in twice
+    # everything else stays as it was
+    assert twice.replace("| edited | model | 20 |", "X") == card.replace(
+        card[card.index(HELD_OUT_BEGIN) + len(HELD_OUT_BEGIN) + 1:card.index(HELD_OUT_END) - 1],
+        "X")
+    bare = set_held_out_section("# my own card\n", "numbers")
+    assert bare.startswith("# my own card\n\n## Held-out evaluation\n")
+    assert f"{HELD_OUT_BEGIN}\nnumbers\n{HELD_OUT_END}" in bare

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from catalog.errors import ConfigError
+from tests.helpers import LLAMA_7B, MISTRAL, NO_CAP
 from train.plan import (
     GiB,
     PlanConfig,
@@ -54,10 +55,6 @@ for _ in range(2):
 print(json.dumps({"peak": status("VmHWM") - base}))
 """
 
-# Llama-2-7B's config.json (public numbers), for planning without any weights
-LLAMA_7B = {"model_type": "llama", "num_hidden_layers": 32, "hidden_size": 4096,
-            "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
-            "vocab_size": 32000, "max_position_embeddings": 4096}
 
 
 def _measure(**cfg) -> int:
@@ -119,3 +116,103 @@ def test_plan_matches_measured_peak_memory_on_cpu(batch, seq_len, ckpt):
         "all-minilm-l6-v2", seq_len=seq_len, batch=batch, lora_r=8,
         gradient_checkpointing=ckpt, dtype="float32", device="cpu")).total
     assert abs(planned / measured - 1) < 0.15, (planned / 2**20, measured / 2**20)
+
+
+# ---- position limits and suggestions -----------------------------------------------------------
+def test_a_window_beyond_the_position_limit_is_refused_naming_the_limit():
+    with pytest.raises(ConfigError, match=r"seq-len 65,536 .*position limit of 32,768"):
+        plan_memory(arch_from_config(MISTRAL), PlanConfig("mistral", seq_len=65536))
+    plan_memory(arch_from_config(MISTRAL), PlanConfig("mistral", seq_len=32768, batch=1))
+    minilm = load_arch("all-minilm-l6-v2")
+    assert minilm.position_limit == 512
+    with pytest.raises(ConfigError, match=r"32,768 .*all-minilm-l6-v2.*limit of 512 "):
+        plan_memory(minilm, PlanConfig("all-minilm-l6-v2", seq_len=32768))
+    # no cap in the config: not refused
+    free = arch_from_config(NO_CAP)
+    assert free.position_limit is None
+    assert plan_memory(free, PlanConfig("x", seq_len=65536, batch=1)).total > 0
+    # RoBERTa numbers positions after the padding index: 514 rows, 512 tokens
+    roberta = arch_from_config({**LLAMA_7B, "model_type": "roberta",
+                                "max_position_embeddings": 514})
+    assert roberta.position_limit == 512
+    # BERT without the field: transformers' default of 512
+    assert arch_from_config({**NO_CAP, "model_type": "bert"}).position_limit == 512
+
+
+@pytest.mark.parametrize("arch,cfg,device_gib", [
+    (arch_from_config(LLAMA_7B), PlanConfig("llama", seq_len=2048, batch=4), 24),
+    (arch_from_config(MISTRAL), PlanConfig("mistral", seq_len=8192, batch=8), 40),
+    (arch_from_config(LLAMA_7B), PlanConfig("llama", seq_len=4096, batch=16,
+                                            gradient_checkpointing=True), 24),
+    ("all-minilm-l6-v2", PlanConfig("all-minilm-l6-v2", seq_len=128, batch=8, dtype="float32",
+                                    device="cpu"), 0.25),
+    ("all-minilm-l6-v2", PlanConfig("all-minilm-l6-v2", seq_len=512, batch=32), 1.5),
+])
+def test_suggestions_for_a_config_that_does_not_fit_fit_when_planned_again(arch, cfg,
+                                                                           device_gib):
+    from dataclasses import replace
+
+    from train.plan import suggest
+
+    arch = load_arch(arch) if isinstance(arch, str) else arch
+    device = int(device_gib * GiB)
+    assert not plan_memory(arch, cfg).fits(device)
+    found = suggest(arch, cfg, device)
+    assert found
+    for x in found:
+        again = plan_memory(arch, x.config)
+        assert again.fits(device) and again.total == x.peak, x
+        changed = {k for k, v in vars(x.config).items() if getattr(cfg, k) != v}
+        assert changed <= {"gradient_checkpointing", "quant", "batch"} and changed, x
+        if "batch" in changed:
+            # the largest batch that fits with the other changes, never more than asked
+            assert x.config.batch < cfg.batch
+            assert not plan_memory(arch, replace(x.config, batch=x.config.batch + 1)).fits(
+                device) or x.config.batch + 1 == cfg.batch
+            # with more GPUs the windows per step are kept; the peak per device is the same
+            assert x.gpus == 1 or x.gpus * x.config.batch >= cfg.batch
+        else:
+            assert x.gpus == 1
+    # no line repeats a smaller one: a set of switches that fits is not listed with more
+    switches = [frozenset(k for k in ("gradient_checkpointing", "quant")
+                          if getattr(x.config, k) != getattr(cfg, k))
+                for x in found if x.config.batch == cfg.batch]
+    assert all(not (a < b) for a in switches for b in switches)
+    # the GPU line says what more GPUs do not do
+    assert all("would not lower the peak per device" in x.note for x in found if x.gpus > 1)
+
+
+def test_each_switch_is_suggested_where_it_is_what_helps():
+    from train.plan import suggest
+
+    arch = arch_from_config(LLAMA_7B)
+    # the weights are what does not fit: 4-bit, and a smaller batch cannot help
+    weights = PlanConfig("llama", seq_len=512, batch=2, gradient_checkpointing=True)
+    assert [x.options for x in suggest(arch, weights, 12 * GiB)] == ["--quant 4bit"]
+    # activations are: checkpointing alone, or 4-bit with a smaller batch (and more GPUs)
+    acts = [x.options for x in suggest(arch, PlanConfig("llama", seq_len=2048, batch=4),
+                                       24 * GiB, gpus=2)]
+    assert acts == ["--grad-ckpt", "--quant 4bit --batch 2", "--quant 4bit --batch 2 --gpus 4"]
+    # on a CPU there is no 4-bit to suggest
+    cpu = PlanConfig("llama", seq_len=512, batch=2, gradient_checkpointing=True,
+                     device="cpu", dtype="float32")
+    assert suggest(arch, cpu, 20 * GiB) == []
+
+
+def test_no_suggestions_when_it_fits_or_nothing_does():
+    from train.plan import plan_report, suggest
+
+    arch = arch_from_config(LLAMA_7B)
+    small = PlanConfig("llama", seq_len=512, batch=2)
+    assert plan_memory(arch, small).fits(24 * GiB) and suggest(arch, small, 24 * GiB) == []
+    # 7B on a 4 GiB device: even 4-bit, checkpointed, batch 1 does not fit
+    report = plan_report(arch, small, plan_memory(arch, small), device_gb=4)
+    assert report["fits"] is False and report["suggestions"] == []
+    assert report["smallest_peak_gib"] > 3.6
+    # the JSON form of a non-fitting plan lists its suggestions
+    report = plan_report(arch, PlanConfig("llama", seq_len=2048, batch=4),
+                         plan_memory(arch, PlanConfig("llama", seq_len=2048, batch=4)),
+                         device_gb=24, gpus=2)
+    assert report["suggestions"] and all(s["fits"] and s["peak_gib"] < 0.9 * 24
+                                         for s in report["suggestions"])
+    assert json.loads(json.dumps(report)) == report
