@@ -174,7 +174,7 @@ class Executor:
             setup: Callable[..., Any] | None = None, setup_args: tuple = (),
             desc: str, unit: str = "item", total: int | None = None,
             key: Callable[[Any], str] = str, ordered: bool = True,
-            inline_below: int = 0) -> Iterator[Any]:
+            inline_below: int = 0, summary: bool = True) -> Iterator[Any]:
         """One result per item of ``batches``: ``fn``'s, or :class:`Failed`.
 
         Args:
@@ -189,6 +189,8 @@ class Executor:
             ordered: Results in input order (else as they finish).
             inline_below: With fewer batches than this (when ``batches`` has a length), a
                 local executor runs them in this process: a pool costs more to start.
+            summary: The summary line when stderr is not a terminal (False: the caller
+                prints its own).
         """
         from catalog.log import progress
 
@@ -213,7 +215,7 @@ class Executor:
                     yield out
             self.stats.seconds = time.perf_counter() - t0
 
-        yield from progress(results(), desc=desc, total=total, unit=unit, summary=True,
+        yield from progress(results(), desc=desc, total=total, unit=unit, summary=summary,
                             note=note)
 
     def _map(self, fn, batches, setup, setup_args, ordered, inline_below

@@ -327,7 +327,8 @@ def score_items(items: Iterable[Item], *, job: ScoreJob, batch: int = 16,
 
     for row in executor.map(_score_batch, batched(feed(), size=batch), setup=_load_job,
                             setup_args=(job, scorer) if here else (job,), desc="score",
-                            unit="text", total=total, key=_item_name):
+                            unit="text", total=total, key=_item_name,
+                            summary=False):  # `corpus score` says how many were scored
         item = fed.popleft()  # results come in input order, one per item
         if isinstance(row, Failed):
             failed = Item(item.name, item.source, error=f"{item.name}: {row.reason}")
@@ -407,21 +408,24 @@ def find_scoring_run(lakehouse: Lakehouse, run_id: str | None) -> dict:
             "seq_len": run_seq_len(run), "target": run_target(lakehouse, run), "row": run}
 
 
-def model_metric(model_dir: str | Path) -> str | None:
-    """The metric a saved model folder predicts, when the folder says (a ``target`` or
-    ``metric`` entry in its ``model_config.json`` or checkpoint ``meta.json``); else None."""
+def model_provenance(model_dir: str | Path) -> tuple[str | None, str | None]:
+    """``(metric, run)`` of a saved model folder, each when the folder says: the metric it
+    predicts (a ``target`` or ``metric`` entry in its ``model_config.json`` or checkpoint
+    ``meta.json``) and the training run it comes from (``run_id`` in ``meta.json``, which a
+    run's final model records); else None."""
     import json
 
+    found: dict[str, str] = {}
     for name in ("model_config.json", "meta.json"):
         try:
             d = json.loads((Path(model_dir) / name).read_text())
         except (OSError, ValueError):
             continue
         if isinstance(d, dict):
-            for key in ("metric", "target"):
+            for key, what in (("metric", "metric"), ("target", "metric"), ("run_id", "run")):
                 if isinstance(d.get(key), str) and d[key]:
-                    return d[key]
-    return None
+                    found.setdefault(what, d[key])
+    return found.get("metric"), found.get("run")
 
 
 def save_predictions(lakehouse: Lakehouse, rows: Iterable[dict], *, run_id: str,

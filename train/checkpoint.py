@@ -156,6 +156,21 @@ def save_best(run_dir: str | Path, *, step: int, model: Any, metrics: dict[str, 
     return final
 
 
+def describe(folder: str | Path, **fields: Any) -> None:
+    """Add ``fields`` to a saved model's ``meta.json`` (atomically: a reader sees the old file
+    or the new one). The final model records what it predicts (``target``) and its
+    ``run_id``, so a copy of the folder still says so to ``corpus score --model``."""
+    path = Path(folder) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        meta = {}
+    meta.update(fields)
+    tmp = path.with_name(f".{META_FILE}.tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, path)
+
+
 def best_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete best-model folders of a run, oldest step first."""
     root = Path(run_dir) / BEST_DIR

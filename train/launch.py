@@ -37,6 +37,7 @@ from typing import Any
 from catalog import Lakehouse
 from catalog.errors import ConfigError, CorpusError
 from catalog.lineage import Lineage
+from train import checkpoint
 from train.recipe import ATTEMPT_ENV, TrainConfig, read_metrics, require_tensorboard
 
 log = logging.getLogger(__name__)
@@ -258,13 +259,16 @@ def _upload_checkpoint(lh: Lakehouse, run_id: str, ckpt: Path) -> str:
 
 
 def check_backbone(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
-    """Refuse to train a backbone on shards tokenised for another one.
+    """Refuse to train a backbone on shards tokenised for another one, or cut into windows
+    longer than its positions.
 
     Raises:
         ConfigError: the shards' tokenizer and the backbone resolve to different models
-            (token ids would mean nothing to the backbone).
+            (token ids would mean nothing to the backbone), or the shards' seq-len is beyond
+            the backbone's position limit (:func:`train.plan.check_seq_len`).
     """
     from train.backbones import resolve_backbone
+    from train.plan import check_seq_len, load_arch
     from train.shards import read_manifest
 
     manifest, version = read_manifest(lakehouse, cfg.dataset, version=cfg.shards_version,
@@ -276,6 +280,10 @@ def check_backbone(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
             f"shards {cfg.dataset}@{version} were tokenised with {shard_tok!r}, but the "
             f"backbone is {backbone!r}: token ids would mean nothing to it. Train with "
             f"--backbone {shard_tok}, or build shards with --tokenizer {backbone}.")
+    seq_len = int(manifest.column("seq_len")[0].as_py())
+    check_seq_len(load_arch(backbone), seq_len, backbone=backbone,
+                  fix=f"shards {cfg.dataset}@{version} have windows that long: build them "
+                      "again with a --seq-len within the limit")
 
 
 def check_options(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
@@ -388,7 +396,9 @@ def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *
                "skipped": skipped, "run_dir": str(run_dir)}
     uri = None
     if ok and writes and result.get("checkpoint"):
-        model_card(lakehouse, run_id, cfg, result).write(Path(result["checkpoint"]))
+        card = model_card(lakehouse, run_id, cfg, result)
+        card.write(Path(result["checkpoint"]))
+        checkpoint.describe(result["checkpoint"], target=card.target, run_id=run_id)
         uri = _upload_checkpoint(lakehouse, run_id, Path(result["checkpoint"]))
     status = "finished" if ok else "failed"
     if writes:

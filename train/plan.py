@@ -256,18 +256,24 @@ def head_params(hidden: int, head: str) -> int:
     return 2 * hidden + hidden * 256 + 256 + 256 + 1
 
 
-def check_seq_len(arch: Arch, cfg: PlanConfig) -> None:
+def check_seq_len(arch: Arch, seq_len: int, *, backbone: str, fix: str | None = None) -> None:
     """Refuse a window longer than the model's position limit (:attr:`Arch.position_limit`).
 
+    Args:
+        arch: The backbone's architecture.
+        seq_len: The window length asked for.
+        backbone: The backbone's name, for the message.
+        fix: What to do instead (default: plan a shorter window).
+
     Raises:
-        ConfigError: ``cfg.seq_len`` is beyond the limit; the message names it.
+        ConfigError: ``seq_len`` is beyond the limit; the message names it.
     """
     limit = arch.position_limit
-    if limit is not None and cfg.seq_len > limit:
+    if limit is not None and seq_len > limit:
+        fix = fix or f"plan --seq-len {limit:,} or less, or a backbone with longer positions"
         raise ConfigError(
-            f"seq-len {cfg.seq_len:,} is beyond {cfg.backbone}'s position limit of {limit:,} "
-            f"tokens (max_position_embeddings in its config.json); plan --seq-len {limit:,} "
-            "or less, or a backbone with longer positions.")
+            f"seq-len {seq_len:,} is beyond {backbone}'s position limit of {limit:,} "
+            f"tokens (max_position_embeddings in its config.json); {fix}.")
 
 
 def plan_memory(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
@@ -276,7 +282,7 @@ def plan_memory(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
     Raises:
         ConfigError: the window is longer than the model's positions (:func:`check_seq_len`).
     """
-    check_seq_len(arch, cfg)
+    check_seq_len(arch, cfg.seq_len, backbone=cfg.backbone)
     e = DTYPE_BYTES[cfg.dtype]
     h, i, n = arch.hidden, arch.intermediate, arch.n_layers
     tokens = cfg.batch * cfg.seq_len

@@ -61,9 +61,9 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
     image is OCR'd), a folder (every such file under it) or a catalog book as BOOK_ID or
     BOOK_ID:VARIANT (e.g. 9781234567897:ocr). Inputs that cannot be read are reported as
     rows with their error and the rest is scored; the exit status is then 1. Each row says
-    what it is (the metric predicted and the run, empty when a --model folder does not
-    say) and gives the number of windows the text was cut into and the spread of their
-    predictions.
+    what it is (the metric predicted and the run; with --model, what the folder's
+    metadata says, else empty) and gives the number of windows the text was cut into and
+    the spread of their predictions.
 
     With --grade, BT easiness becomes a Lexile measure through a monotone (isotonic) fit on
     the run's training books that have both scores, and the Lexile measure a grade band.
@@ -82,7 +82,7 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
         grade_calibration,
         iter_items,
         load_scorer,
-        model_metric,
+        model_provenance,
         save_predictions,
         score_items,
         write_rows,
@@ -112,7 +112,7 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
                           "training books): use --run RUN (or neither, for the newest run) "
                           "instead of --model.")
     else:
-        metric, run_name = model_metric(model_dir), None
+        metric, run_name = model_provenance(model_dir)
     texts_version = None
     if save:
         try:

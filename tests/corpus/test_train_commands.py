@@ -99,6 +99,16 @@ def test_corpus_train_command(lakehouse, tmp_path):
     # each step trained batch x grad_accum samples
     steps = run_steps(tmp_path / "cli-run")
     assert [len(steps[k][0]) for k in (1, 2, 3)] == [8, 8, 8]
+    # the saved model says what it predicts and which run made it, also to score --model
+    target = lakehouse.read("shards").column("target")[0].as_py()
+    meta = json.loads((Path(result["checkpoint"]) / "meta.json").read_text())
+    assert (meta["target"], meta["run_id"]) == (target, "cli-run")
+    book = lakehouse.read("texts").column("book_id")[0].as_py()
+    res = CliRunner().invoke(cli, ["--root", lakehouse.root, "score", book, "--model",
+                                   result["checkpoint"], "--format", "json"], obj={})
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout.splitlines()[0])
+    assert (row["metric"], row["run"]) == (target, "cli-run")
     # shards tokenised for another backbone are refused before anything starts
     bad = CliRunner().invoke(cli, ["--root", lakehouse.root, "train", "--shards", "clear",
                                    "--backbone", "smollm2-135m"], obj={})
@@ -117,6 +127,13 @@ def test_corpus_train_refuses_options_that_cannot_work(lakehouse, sample_lakehou
     res = CliRunner().invoke(cli, ["--root", sample_lakehouse.root, *base, "--early-stop", "2"],
                              obj={})
     assert res.exit_code == 2 and "--early-stop watches the validation split" in res.output
+    # windows longer than the backbone's positions: refused before any rank starts
+    build_shards(sample_lakehouse, config=small_config("long", seq_len=600))
+    res = CliRunner().invoke(cli, ["--root", sample_lakehouse.root, "train", "--shards", "long",
+                                   "--backbone", "all-minilm-l6-v2",
+                                   "--max-steps", "1", "--nproc", "1"], obj={})
+    assert res.exit_code == 2 and "position limit of 512" in res.output, res.output
+    assert "long@" in res.output and "Traceback" not in res.output
     for bad in (["--eval-every", "0"], ["--early-stop", "0"]):
         res = CliRunner().invoke(cli, ["--root", lakehouse.root, *base, *bad], obj={})
         assert res.exit_code == 2, bad
