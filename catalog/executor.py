@@ -170,6 +170,14 @@ class Executor:
         return {**self.describe(), "nodes": len(self.stats.nodes), "items": self.stats.items,
                 "failed": self.stats.failed}
 
+    def where(self) -> str:
+        """Where the last map ran and what failed, for a summary line:
+        ``[ray, 2 worker(s), 2 node(s)]; 1 failed``."""
+        s = self.stats
+        nodes = f", {len(s.nodes)} node(s)" if self.kind == "ray" else ""
+        failed = f"; {s.failed} failed" if s.failed else ""
+        return f"[{self.kind}, {self.workers} worker(s){nodes}]{failed}"
+
     def map(self, fn: Callable[[Any, list], Sequence[Any]], batches: Iterable[list], *,
             setup: Callable[..., Any] | None = None, setup_args: tuple = (),
             desc: str, unit: str = "item", total: int | None = None,
@@ -190,7 +198,7 @@ class Executor:
             inline_below: With fewer batches than this (when ``batches`` has a length), a
                 local executor runs them in this process: a pool costs more to start.
             summary: The summary line when stderr is not a terminal (False: the caller
-                prints its own).
+                prints its own, with :meth:`where`).
         """
         from catalog.log import progress
 
@@ -198,10 +206,7 @@ class Executor:
         t0 = time.perf_counter()
 
         def note() -> str:
-            s = self.stats
-            nodes = f", {len(s.nodes)} node(s)" if self.kind == "ray" else ""
-            failed = f"; {s.failed} failed" if s.failed else ""
-            return f" [{self.kind}, {self.workers} worker(s){nodes}]{failed}"
+            return f" {self.where()}"
 
         def results() -> Iterator[Any]:
             for batch, outs, node in self._map(fn, batches, setup, setup_args, ordered,

@@ -61,7 +61,9 @@ RULE_WIDTH = 100  # a step's heading: as wide as the terminal, at most this (pip
 WRITE_TIMES = frozenset({"created_at", "updated_at", "ingested_at", "started_at",
                          "finished_at"})
 # Options that change how fast a step runs, not what it writes.
-SPEED_ONLY = frozenset({"workers", "batch_books", "batch_texts"})
+# Where a step runs is one of them: Ray output equals local output (lineage records the
+# executor as a dict, the config names it as a string).
+SPEED_ONLY = frozenset({"workers", "batch_books", "batch_texts", "executor", "ray_address"})
 
 
 def run_name() -> str:

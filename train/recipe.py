@@ -698,6 +698,23 @@ def cleanup(state: State | None) -> None:
     dist.cleanup()
 
 
+def _rank_logging(run_dir: Path) -> None:
+    """The console (torchrun tees our stderr to it) as quiet as the `corpus` call that
+    started this rank; every INFO record of ours also goes to the rank's own log file,
+    ``logs/attempt-<N>/rank-<R>.info.log``, at any verbosity."""
+    setup_logging()  # the verbosity the `corpus` call recorded in the environment
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setLevel(root.level)
+    folder = run_dir / "logs" / f"attempt-{os.environ.get(ATTEMPT_ENV, '0')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(folder / f"rank-{os.environ.get('RANK', '0')}.info.log")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_file.setLevel(logging.INFO)
+    root.addHandler(to_file)
+    root.setLevel(min(root.level, logging.INFO))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of every rank: ``python -m train.recipe RUN_DIR``."""
     argv = sys.argv[1:] if argv is None else argv
@@ -705,8 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m train.recipe RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(argv[0])
-    # INFO into the rank's own log; other libraries as quiet as the `corpus` call that started us
-    setup_logging(level=logging.INFO)
+    _rank_logging(run_dir)
     state: State | None = None
     inflight: InFlight | None = None
 

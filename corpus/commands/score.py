@@ -142,7 +142,8 @@ def score(ctx: click.Context, inputs: tuple[str, ...], model_dir: str | None,
                 yield r
         rows = _tee(rows)
     done, failed = write_rows(rows, fmt=fmt, stream=sys.stdout, grade=grade)
-    err_console.print(f"{done} scored, {failed} failed (model {job.label})")
+    err_console.print(f"{done} scored, {failed} failed {ex.where()} (model {job.label})",
+                      markup=False, highlight=False)
     if save and run is not None:
         n, version = save_predictions(lh, kept, run_id=run["run_id"], target=run["target"],
                                       texts_version=texts_version)

@@ -48,14 +48,16 @@ def test_score_is_quiet_by_default_and_says_everything_with_v(saved_model, tmp_p
     # progress bar, its FutureWarning, bitsandbytes' missing "kernels" warning) says nothing
     for noise in ("Warning", "WARNING", "kernels", "Loading weights", "it/s", "%|"):
         assert noise not in p.stderr, p.stderr
-    assert p.stderr.splitlines() == [f"1 scored, 0 failed (model {saved_model})"]
+    assert p.stderr.splitlines() == [f"1 scored, 0 failed [local, 1 worker(s)] "
+                                     f"(model {saved_model})"]
 
     p = corpus("-v", *args, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "Loading weights" in p.stderr  # the bar is back
     # and so are the libraries' warnings (which ones depends on the installed versions)
     assert "FutureWarning" in p.stderr or "kernels" in p.stderr, p.stderr
-    assert p.stderr.splitlines()[-1] == f"1 scored, 0 failed (model {saved_model})"
+    assert p.stderr.splitlines()[-1] == (f"1 scored, 0 failed [local, 1 worker(s)] "
+                                         f"(model {saved_model})")
 
 
 def test_version_names_the_package_and_the_code_version_lineage_records(tmp_path):

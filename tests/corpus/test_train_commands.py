@@ -79,7 +79,7 @@ def test_corpus_train_plan_command(tmp_path):
 
 
 @pytest.mark.slow
-def test_corpus_train_command(lakehouse, tmp_path):
+def test_corpus_train_command(lakehouse, tmp_path, capfd):
     res = CliRunner().invoke(cli, [
         "--root", lakehouse.root, "train", "--shards", f"clear@{lakehouse.version('shards')}",
         "--backbone", "all-minilm-l6-v2", "--head", "dense", "--lora-r", "4", "--batch", "4",
@@ -88,6 +88,13 @@ def test_corpus_train_command(lakehouse, tmp_path):
         "--run-dir", str(tmp_path / "cli-run")], obj={})
     assert res.exit_code == 0, res.output
     assert "finished after 1 attempt(s), 3 steps" in res.output
+    # the ranks (torchrun's console) report each step and are as quiet as the call: no
+    # INFO records, which go to each rank's own log instead
+    console = "".join(capfd.readouterr())
+    assert "step 3/3 loss" in console and "validation at step 2" in console, console
+    assert " INFO " not in console and "joined the gloo group" not in console, console
+    assert "joined the gloo group" in (tmp_path / "cli-run" / "logs" / "attempt-0" /
+                                       "rank-0.info.log").read_text()
     cfg = json.loads((tmp_path / "cli-run" / "config.json").read_text())
     assert cfg["grad_accum"] == 2 and cfg["model"]["lora_r"] == 4 and cfg["seq_len"] == 64
     assert (cfg["eval_every"], cfg["early_stop"], cfg["tensorboard"]) == (2, 5, True)
