@@ -6,9 +6,11 @@ books OCR'd and mined (the noise model); ``--setup-per-book`` (8) noisy variants
 edited book made once, so that the shards have real work: the edited texts and those
 variants, tokenised. None of that set-up is timed.
 
-Three sides, interleaved (the order turned every round), ``--rounds`` rounds, medians:
+Four sides, interleaved (the order turned every round), ``--rounds`` rounds, medians:
 
 * local: the default executor, a process pool of 2 workers;
+* local x1: a process pool of 1 worker: with "local", what this machine gives a second
+  process at all (the ceiling of ray x2 / ray x1 here, where both nodes share its cores);
 * ray x2: a Ray cluster of two nodes of 1 CPU each (``ray.cluster_utils.Cluster``, both on
   127.0.0.1), 2 Ray workers;
 * ray x1: a Ray cluster of one node of 1 CPU, 1 Ray worker.
@@ -125,7 +127,7 @@ def main() -> None:
     av = lh.version("artifacts")
     variants = ("edited", f"noisy/mined-v{av}/[0-{args.setup_per_book - 1}]")
     clusters = {"ray x2": start_cluster(2), "ray x1": start_cluster(1)}
-    sides = {"local": None, "ray x2": clusters["ray x2"].address,
+    sides = {"local": None, "local x1": None, "ray x2": clusters["ray x2"].address,
              "ray x1": clusters["ray x1"].address}
     timings: dict[str, dict[str, list[float]]] = {"noise": {s: [] for s in sides},
                                                   "shards": {s: [] for s in sides}}
@@ -141,7 +143,8 @@ def main() -> None:
                 address = sides[side]
                 connect(address)
                 kw = {"executor": "ray", "workers": None, "ray_address": address} \
-                    if address else {"executor": "local", "workers": 2}
+                    if address else {"executor": "local",
+                                     "workers": 1 if side == "local x1" else 2}
                 seed += 1
                 # every run on a fresh copy of the set-up lakehouse (untimed): the same
                 # tables for every side and round
@@ -178,7 +181,8 @@ def main() -> None:
            timings.items()}
     rate = {stage: {s: work[stage] / v for s, v in m.items()} for stage, m in med.items()}
     ratios = {stage: {"ray x2 / local": rate[stage]["ray x2"] / rate[stage]["local"],
-                      "ray x2 / ray x1": rate[stage]["ray x2"] / rate[stage]["ray x1"]}
+                      "ray x2 / ray x1": rate[stage]["ray x2"] / rate[stage]["ray x1"],
+                      "local / local x1": rate[stage]["local"] / rate[stage]["local x1"]}
               for stage in med}
     print(f"\nwork: noise {work['noise']:,} variants of {work['noise_chars']:,} characters; "
           f"shards {work['shards']:,} texts, {work['shards_tokens']:,} tokens")
@@ -193,7 +197,9 @@ def main() -> None:
         a, b = rs["ray x2 / local"], rs["ray x2 / ray x1"]
         print(f"{stage}: ray x2 / local pool {a:.2f}x (goal >= {GOAL_LOCAL}x: "
               f"{'met' if a >= GOAL_LOCAL else 'NOT met'}); ray x2 / ray x1 {b:.2f}x "
-              f"(goal >= {GOAL_SCALE}x: {'met' if b >= GOAL_SCALE else 'NOT met'})")
+              f"(goal >= {GOAL_SCALE}x: {'met' if b >= GOAL_SCALE else 'NOT met'}); "
+              f"this machine's own ceiling, local pool 2 / 1 workers: "
+              f"{rs['local / local x1']:.2f}x")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"args": vars(args), "work": work, "timings": timings,
                                "driver_cpu": cpu, "load": load,
