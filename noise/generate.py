@@ -603,7 +603,7 @@ def generate(rows: Iterable[dict], metas: dict[str, BookMeta], *, model: NoiseMo
         _variants, _batches(_tasks(rows, metas, config), BATCH_CHUNKS * config.chunk_chars,
                             config.batch_books),
         setup=_worker_job, setup_args=(_Job(model, config, uniform_cer),), desc="noise",
-        unit="book",
+        unit="variant",
         key=_task_key)
 
 
@@ -769,7 +769,7 @@ def run_noise(lakehouse: Lakehouse, *, config: NoiseConfig) -> NoiseReport:
                                       BATCH_CHUNKS * config.chunk_chars,
                                       per_batch),
             setup=_worker_job, setup_args=(job,),
-            desc="noise", unit="book", total=n_books * config.per_book, key=_task_key):
+            desc="noise", unit="variant", total=n_books * config.per_book, key=_task_key):
         if isinstance(out, Failed):
             report.failed[out.key] = out.reason
             log.warning("noise: no variant for %s: %s", out.key, out.reason)
