@@ -9,8 +9,9 @@ variants, tokenised. None of that set-up is timed.
 Four sides, interleaved (the order turned every round), ``--rounds`` rounds, medians:
 
 * local: the default executor, a process pool of 2 workers;
-* local x1: a process pool of 1 worker: with "local", what this machine gives a second
-  process at all (the ceiling of ray x2 / ray x1 here, where both nodes share its cores);
+* local x1: ``--workers 1``, the work in this process: with "local", what this machine gives
+  a second process at all, without Ray (both Ray nodes share its cores). For shards it is
+  no one-core figure: the tokenizer's own threads use every core in this process;
 * ray x2: a Ray cluster of two nodes of 1 CPU each (``ray.cluster_utils.Cluster``, both on
   127.0.0.1), 2 Ray workers;
 * ray x1: a Ray cluster of one node of 1 CPU, 1 Ray worker.
@@ -22,7 +23,7 @@ included; connecting this process to a cluster and copying the lakehouse are not
 Throughput = books (noise: variants) or texts (shards) per second. Goals: ray x2 >= 0.8x the
 local pool, ray x2 >= 1.7x ray x1.
 
-Run from the repository root (about 20 minutes on 2 cores with 5 rounds)::
+Run from the repository root (about 15 minutes on 2 cores with 5 rounds)::
 
     CORPUS_SHARED_DATA=../shared/data HF_HUB_OFFLINE=1 .venv/bin/python \\
         bench/cluster_throughput.py [--times 10] [--rounds 5]
