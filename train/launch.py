@@ -260,7 +260,27 @@ def _upload_checkpoint(lh: Lakehouse, run_id: str, ckpt: Path) -> str:
 
 def check_backbone(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
     """Refuse to train a backbone on shards tokenised for another one, or cut into windows
-    longer than its positions.
+    longer than its positions (:func:`check_shards_backbone` on the run's pinned shards).
+
+    Raises:
+        ConfigError: see :func:`check_shards_backbone`.
+    """
+    from train.shards import read_manifest
+
+    manifest, version = read_manifest(lakehouse, cfg.dataset, version=cfg.shards_version,
+                                      split="train")
+    check_shards_backbone(manifest, ref=f"{cfg.dataset}@{version}",
+                          backbone=cfg.model["backbone"])
+
+
+def check_shards_backbone(manifest: Any, *, ref: str, backbone: str) -> None:
+    """Refuse a backbone for shards tokenised for another one, or cut into windows longer
+    than its positions: the one rule for training and probing a backbone on shards.
+
+    Args:
+        manifest: The shards' manifest rows (``tokenizer``, ``seq_len``).
+        ref: ``DATASET@VERSION`` of the shards, for messages.
+        backbone: Backbone alias or folder.
 
     Raises:
         ConfigError: the shards' tokenizer and the backbone resolve to different models
@@ -269,20 +289,16 @@ def check_backbone(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
     """
     from train.backbones import resolve_backbone
     from train.plan import check_seq_len, load_arch
-    from train.shards import read_manifest
 
-    manifest, version = read_manifest(lakehouse, cfg.dataset, version=cfg.shards_version,
-                                      split="train")
     shard_tok = str(manifest.column("tokenizer")[0].as_py())
-    backbone = cfg.model["backbone"]
     if resolve_backbone(shard_tok) != resolve_backbone(backbone):
         raise ConfigError(
-            f"shards {cfg.dataset}@{version} were tokenised with {shard_tok!r}, but the "
-            f"backbone is {backbone!r}: token ids would mean nothing to it. Train with "
-            f"--backbone {shard_tok}, or build shards with --tokenizer {backbone}.")
+            f"shards {ref} were tokenised with {shard_tok!r}, but the backbone is "
+            f"{backbone!r}: token ids would mean nothing to it. Use --backbone {shard_tok}, "
+            f"or build shards with --tokenizer {backbone}.")
     seq_len = int(manifest.column("seq_len")[0].as_py())
     check_seq_len(load_arch(backbone), seq_len, backbone=backbone,
-                  fix=f"shards {cfg.dataset}@{version} have windows that long: build them "
+                  fix=f"shards {ref} have windows that long: build them "
                       "again with a --seq-len within the limit")
 
 
