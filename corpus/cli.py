@@ -20,6 +20,7 @@ from corpus.commands import (
     lakehouse,
     noise,
     plan,
+    probe,
     review,
     score,
     shards,
@@ -146,7 +147,7 @@ def cli(ctx: click.Context, root: str | None, verbose: int) -> None:
     ctx.obj["lakehouse"] = Lakehouse(LakehouseConfig.resolve(root))
 
 
-for _module in (lakehouse, sql, ingest, review, noise, shards, train, plan, score, demo):
+for _module in (lakehouse, sql, ingest, review, noise, shards, train, plan, probe, score, demo):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
