@@ -367,7 +367,10 @@ def ray_init(address: str | None = None) -> None:
             _check_reachable(address)
             ray.init(address=address, **common)
         else:
-            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **common)
+            # "local": a new instance even when RAY_ADDRESS or /tmp/ray/ray_current_cluster
+            # names a cluster another process started (ray.init() would attach to it)
+            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                     **common)
     except ConnectionError as e:
         raise ConfigError(f"Cannot reach the Ray cluster at {address}: {e}. Check "
                           f"--ray-address (or {RAY_ADDRESS_ENV}).") from None

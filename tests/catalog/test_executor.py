@@ -188,16 +188,20 @@ def test_the_cluster_and_ray_started_here_are_on_loopback(ray_cluster, monkeypat
     nodes = [n for n in ray.nodes() if n["Alive"]]
     assert len(nodes) == ray_cluster.nodes == 2
     assert {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
-    # Ray started by the executor itself (no cluster given): on 127.0.0.1 too
+    # Ray started by the executor itself (no cluster given): on 127.0.0.1 too, and a new
+    # instance of its own, not the cluster another process runs here (which Ray's own
+    # RAY_ADDRESS and /tmp/ray/ray_current_cluster would point ray.init() at)
     ray.shutdown()
     monkeypatch.delenv("CORPUS_RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
     from catalog.executor import ray_init
 
     ray_init(None)
     try:
         here = [n for n in ray.nodes() if n["Alive"]]
-        assert here and {n["NodeManagerAddress"] for n in here} == {"127.0.0.1"}
-        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        assert len(here) == 1 and {n["NodeManagerAddress"] for n in here} == {"127.0.0.1"}
+        gcs = ray.get_runtime_context().gcs_address
+        assert gcs.startswith("127.0.0.1:") and gcs != ray_cluster.address
     finally:
         ray.shutdown()
 
