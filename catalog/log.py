@@ -43,6 +43,9 @@ QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bars, hub bars
     "TRANSFORMERS_VERBOSITY": "error",    # transformers' own logger (it has its own handler)
     "PYTHONWARNINGS": "ignore",           # FutureWarnings and the like, in child processes
+    # other libraries' own tqdm bars (transformers' GGUF conversion): the default of every
+    # tqdm made after tqdm is imported; ours (progress()) passes `disable` itself
+    "TQDM_DISABLE": "1",
 }
 
 _quiet: dict[str, object] = {"env": set(), "filters": []}  # what this process changed

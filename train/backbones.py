@@ -147,6 +147,16 @@ def resolve_backbone(name_or_path: str) -> Path:
     )
 
 
+def same_backbone(a: str, b: str) -> bool:
+    """Whether two aliases or folders name the same model. Two aliases are compared by name,
+    without converting or loading anything (refusing a mismatch costs nothing); otherwise
+    both are resolved (:func:`resolve_backbone`) and their folders compared."""
+    ka, kb = str(a).strip().lower(), str(b).strip().lower()
+    if ka in ALIASES and kb in ALIASES:
+        return ka == kb
+    return resolve_backbone(a) == resolve_backbone(b)
+
+
 def load_tokenizer(name_or_path: str, **kwargs: Any):
     """A Hugging Face fast tokenizer from an alias or local folder (local files only).
 

@@ -287,11 +287,11 @@ def check_shards_backbone(manifest: Any, *, ref: str, backbone: str) -> None:
             (token ids would mean nothing to the backbone), or the shards' seq-len is beyond
             the backbone's position limit (:func:`train.plan.check_seq_len`).
     """
-    from train.backbones import resolve_backbone
+    from train.backbones import same_backbone
     from train.plan import check_seq_len, load_arch
 
     shard_tok = str(manifest.column("tokenizer")[0].as_py())
-    if resolve_backbone(shard_tok) != resolve_backbone(backbone):
+    if not same_backbone(shard_tok, backbone):
         raise ConfigError(
             f"shards {ref} were tokenised with {shard_tok!r}, but the backbone is "
             f"{backbone!r}: token ids would mean nothing to it. Use --backbone {shard_tok}, "

@@ -257,6 +257,17 @@ def test_backbone_aliases_and_paths(tmp_path):
         load_tokenizer(str(tmp_path))  # an empty folder
 
 
+def test_same_backbone_compares_aliases_without_converting(tmp_path, monkeypatch):
+    from train.backbones import same_backbone
+
+    monkeypatch.setenv("CORPUS_CACHE", str(tmp_path / "cache"))
+    assert same_backbone(TOKENIZER, TOKENIZER.upper())
+    assert same_backbone(TOKENIZER, str(resolve_backbone(TOKENIZER)))  # alias and its folder
+    # refusing SmolLM2 for MiniLM shards converts nothing (it would take seconds and print)
+    assert not same_backbone(TOKENIZER, "smollm2-135m")
+    assert not (tmp_path / "cache").exists()
+
+
 # ---- building from the imported sample ----------------------------------------------------
 def test_build_writes_verified_shards_and_manifest(built):
     lh, report = built
