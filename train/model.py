@@ -402,6 +402,19 @@ def aggregate_windows(keys: Iterable[Any], preds: Iterable[float]) -> dict[Any, 
 
 
 @torch.no_grad()
+
+def pad_windows(windows: Sequence[Sequence[int]],
+                pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id windows of any lengths as one right-padded batch: ``(input_ids,
+    attention_mask)``, both ``long`` of shape ``(len(windows), longest)``."""
+    width = max(len(w) for w in windows)
+    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.long)
+    for j, w in enumerate(windows):
+        ids[j, :len(w)] = torch.as_tensor(w, dtype=torch.long)
+        mask[j, :len(w)] = 1
+    return ids, mask
+
 def predict_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
                     seq_len: int = DEFAULT_SEQ_LEN, stride: int = 0, batch_size: int = 8
                     ) -> list[list[float]]:
@@ -436,13 +449,7 @@ def predict_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer
     # Longest windows first in each batch would pad less, but order must be kept: windows
     # of one text are contiguous and usually the same length, so plain batching is fine.
     for i in range(0, len(windows), batch_size):
-        chunk = windows[i:i + batch_size]
-        width = max(len(w) for w in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, w in enumerate(chunk):
-            ids[j, :len(w)] = torch.tensor(w)
-            mask[j, :len(w)] = 1
+        ids, mask = pad_windows(windows[i:i + batch_size], pad)
         preds.extend(model(ids.to(device), mask.to(device)).float().cpu().tolist())
     model.train(was_training)
     per_text: list[list[float]] = [[] for _ in texts]

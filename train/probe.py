@@ -227,6 +227,8 @@ def window_features(windows: Sequence[np.ndarray], *, model: Any, pad_id: int,
     """
     import torch
 
+    from train.model import pad_windows
+
     device = next(model.parameters()).device
     out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     was_training = model.training
@@ -234,13 +236,7 @@ def window_features(windows: Sequence[np.ndarray], *, model: Any, pad_id: int,
     try:
         with torch.no_grad():
             for i in range(0, len(windows), batch):
-                chunk = windows[i:i + batch]
-                width = max(len(w) for w in chunk)
-                ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for j, w in enumerate(chunk):
-                    ids[j, :len(w)] = torch.as_tensor(np.asarray(w, dtype=np.int64))
-                    mask[j, :len(w)] = 1
+                ids, mask = pad_windows(windows[i:i + batch], pad_id)
                 hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                output_hidden_states=True).hidden_states
                 m = mask.to(device).unsqueeze(-1).float()
