@@ -401,8 +401,6 @@ def aggregate_windows(keys: Iterable[Any], preds: Iterable[float]) -> dict[Any, 
     return {k: s / n for k, (s, n) in sums.items()}
 
 
-@torch.no_grad()
-
 def pad_windows(windows: Sequence[Sequence[int]],
                 pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-id windows of any lengths as one right-padded batch: ``(input_ids,
@@ -415,6 +413,8 @@ def pad_windows(windows: Sequence[Sequence[int]],
         mask[j, :len(w)] = 1
     return ids, mask
 
+
+@torch.no_grad()
 def predict_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
                     seq_len: int = DEFAULT_SEQ_LEN, stride: int = 0, batch_size: int = 8
                     ) -> list[list[float]]:
