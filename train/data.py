@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -423,6 +424,23 @@ class ShardStream(IterableDataset):
         """Local paths of this split's shard files, in manifest order (on an ``s3://`` root,
         fetched into the cache folder and checked against the manifest's sha256 first)."""
         return [self._path(s) for s in range(len(self.shard_keys))]
+
+    def target_stats(self) -> tuple[float, float]:
+        """Mean and standard deviation of the split's sample targets (every sample, not this
+        rank's share: every rank gets the same numbers). Reads only the label column of each
+        shard file. The deviation is 1.0 when every target is the same (nothing to scale)."""
+        total = total_sq = 0.0
+        n = 0
+        for path in self.shard_files():
+            with pq.ParquetFile(path) as f:
+                label = label_column(f.schema_arrow.names)
+                y = f.read(columns=[label]).column(label).to_numpy().astype(np.float64)
+            total, total_sq, n = total + float(y.sum()), total_sq + float((y * y).sum()), n + len(y)
+        if n == 0:
+            return 0.0, 1.0
+        mean = total / n
+        sd = math.sqrt(max(0.0, total_sq / n - mean * mean))
+        return mean, sd if sd > 1e-9 else 1.0
 
     def _local_positions(self) -> np.ndarray:
         """Positions (into the epoch order) this rank/worker yields, in yield order."""

@@ -306,13 +306,22 @@ def check_options(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
     """Refuse options that cannot work before any rank starts.
 
     Raises:
-        ConfigError: ``tensorboard`` without the tensorboard package, or ``early_stop`` on
-            shards without a validation split (nothing to stop on).
+        ConfigError: ``tensorboard`` without the tensorboard package, ``early_stop`` on
+            shards without a validation split (nothing to stop on), or a ``layer`` the
+            backbone does not have.
     """
     from train.shards import read_manifest
 
     if cfg.tensorboard:
         require_tensorboard()
+    layer = cfg.model.get("layer")
+    if layer:
+        from train.plan import load_arch
+
+        n = load_arch(cfg.model["backbone"]).n_layers
+        if layer > n:
+            raise ConfigError(f"--layer {layer}: {cfg.model['backbone']} has {n} layers; "
+                              f"choose 1..{n} (`corpus probe` shows how well each does).")
     if cfg.early_stop:
         manifest, version = read_manifest(lakehouse, cfg.dataset, version=cfg.shards_version)
         if "validation" not in set(manifest.column("split").to_pylist()):
@@ -341,7 +350,7 @@ def model_card(lakehouse: Lakehouse, run_id: str, cfg: TrainConfig,
     """The :class:`train.model.ModelCard` of a finished run: its model, the pinned shards
     (their settings, sizes and the texts/scores versions they were built from), training
     settings and the saved model's validation metrics."""
-    from train.model import ModelCard
+    from train.model import CONFIG_FILE, ModelCard
     from train.shards import read_manifest
 
     manifest, version = read_manifest(lakehouse, cfg.dataset, version=cfg.shards_version)
@@ -363,7 +372,11 @@ def model_card(lakehouse: Lakehouse, run_id: str, cfg: TrainConfig,
                                  for v in (r.get("variants") or [])})
     training = {k: v for k, v in cfg.to_dict().items()
                 if k not in ("root", "dataset", "shards_version", "model", "extra")}
-    return ModelCard(run_id=run_id, model=dict(cfg.model), dataset=cfg.dataset,
+    model = dict(cfg.model)
+    saved = Path(result.get("checkpoint") or "") / CONFIG_FILE
+    if result.get("checkpoint") and saved.is_file():  # what the ranks built (target scaling)
+        model = json.loads(saved.read_text())
+    return ModelCard(run_id=run_id, model=model, dataset=cfg.dataset,
                      shards_version=version, target=first.get("target"),
                      shards={**shards, "splits": splits}, training=training,
                      result=dict(result))

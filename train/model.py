@@ -12,7 +12,20 @@ Heads:
     ``dense``: masked mean pooling, then a small MLP.
 
 Both regress one number per window (MSE on the target); a book longer than one window is scored
-by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`).
+by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`). The head
+reads standardised units: its output is multiplied by ``target_scale`` and shifted by
+``target_mean`` (the training split's mean and standard deviation, set by the recipe), so a
+fresh head starts near the training mean whatever the target's unit. Without that, a head
+that starts at 0 and that AdamW moves by about the learning rate per step never reaches
+targets in the hundreds (Lexile measures) in a run's few thousand steps.
+
+What trains:
+    LoRA adapters (``lora_r > 0``), every backbone weight (``full``), or the head alone
+    (neither). Which states the head pools: the last layer's, the output of layer ``layer``
+    (the backbone is cut after it: the layers above would cost time and, unused, break DDP),
+    or with ``layer_mix`` a learned softmax mix of every layer's states up to that point
+    (:class:`LayerMix`). :func:`param_groups` gives lower layers a smaller learning rate
+    (layer-wise decay).
 
 A saved model folder carries a model card, ``README.md`` (:class:`ModelCard`): what the model
 is, what it was trained on (shards, their texts/scores versions), how well it did on
@@ -54,6 +67,8 @@ LORA_TARGETS: dict[str, list[str]] = {
 }
 
 ADAPTER_FILE = "adapter.safetensors"
+BACKBONE_FILE = "backbone.safetensors"  # full fine-tuning: the backbone's own weights
+MIX_PREFIX = "mix."  # layer-mix weights are saved in the head file under this prefix
 HEAD_FILE = "head.safetensors"
 CONFIG_FILE = "model_config.json"
 CARD_FILE = "README.md"
@@ -76,6 +91,17 @@ class ModelConfig:
         head_hidden: Hidden width of the dense head's MLP.
         gradient_checkpointing: Recompute backbone activations in backward (less memory).
         dtype: Compute dtype; ``auto`` is bf16 on a CUDA device that supports it, else fp32.
+        lora_targets: Module names LoRA adapts (default: the architecture's attention
+            projections, :data:`LORA_TARGETS`).
+        full: Train every backbone weight (full fine-tuning); needs ``lora_r`` 0 and no 4-bit.
+        layer: Pool the states after this layer (1-based; the backbone is cut there). None:
+            the last layer.
+        layer_mix: Pool a learned softmax-weighted mix of the embeddings' and every kept
+            layer's states instead of one layer's.
+        dropout: Dropout probability inside the backbone (None: the backbone's own, 0.1 in
+            BERT-style models). Regression fine-tunes often do better without (0).
+        target_mean: The head's output is shifted by this (the training targets' mean).
+        target_scale: ... after being multiplied by this (their standard deviation).
     """
 
     backbone: str
@@ -89,6 +115,12 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     dtype: str = "auto"
     lora_targets: tuple[str, ...] = field(default=())
+    full: bool = False
+    layer: int | None = None
+    layer_mix: bool = False
+    dropout: float | None = None
+    target_mean: float = 0.0
+    target_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.backbone:
@@ -111,6 +143,20 @@ class ModelConfig:
             raise ConfigError("n_queries and head_hidden must be >= 1.")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"lora_dropout must be in [0, 1), found {self.lora_dropout}.")
+        if self.full and (self.lora_r > 0 or self.quant == "4bit"):
+            raise ConfigError(
+                f"full fine-tuning trains every backbone weight itself: it takes no LoRA "
+                f"adapters and no 4-bit base (found lora_r={self.lora_r}, quant="
+                f"{self.quant}); use --full with --lora-r 0 --quant none.")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), found {self.dropout}.")
+        if self.layer is not None and self.layer < 1:
+            raise ConfigError(f"layer must be >= 1 (1: the first transformer layer), found "
+                              f"{self.layer}; leave it out for the last layer.")
+        if not (math.isfinite(self.target_mean) and math.isfinite(self.target_scale)
+                and self.target_scale > 0):
+            raise ConfigError(f"target_scale must be > 0 and both finite, found mean "
+                              f"{self.target_mean}, scale {self.target_scale}.")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,6 +245,14 @@ def load_backbone(cfg: ModelConfig, device: torch.device) -> nn.Module:
         )
         kwargs["device_map"] = {"": device}
     backbone = AutoModel.from_pretrained(str(path), **kwargs)
+    if cfg.layer is not None:
+        cut_layers(backbone, cfg.layer)
+    if cfg.dropout is not None:
+        set_dropout(backbone, cfg.dropout)
+    if getattr(backbone, "pooler", None) is not None:
+        # BERT-style pooler (a dense layer on [CLS]): no head reads it, and an unused
+        # trainable weight makes DDP wait for a gradient that never comes
+        backbone.pooler = None
     if cfg.quant != "4bit":
         backbone.to(device)
     if cfg.quant == "4bit":
@@ -224,10 +278,109 @@ def load_backbone(cfg: ModelConfig, device: torch.device) -> nn.Module:
         )
         backbone = get_peft_model(backbone, lcfg)
     else:
-        backbone.requires_grad_(False)
+        backbone.requires_grad_(cfg.full)
     if hasattr(backbone.config, "use_cache"):
         backbone.config.use_cache = False  # no KV cache while training
     return backbone
+
+
+def layer_stack(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The backbone's stack of transformer layers: ``(dotted path, ModuleList)``.
+
+    Found by shape, not by architecture name: the shallowest ``ModuleList`` with as many
+    entries as ``config.num_hidden_layers`` (``encoder.layer`` in BERT, ``layers`` in Llama).
+
+    Raises:
+        ConfigError: no such list (an architecture this rule does not fit).
+    """
+    n = getattr(backbone.config, "num_hidden_layers", None)
+    found = [(name, m) for name, m in backbone.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) == n]
+    if not n or not found:
+        raise ConfigError(f"cannot find the {n} transformer layers of a "
+                          f"{type(backbone).__name__}: choosing a layer or decaying the "
+                          "learning rate by layer needs them; leave --layer out.")
+    return min(found, key=lambda x: x[0].count("."))
+
+
+def cut_layers(backbone: nn.Module, keep: int) -> None:
+    """Drop every transformer layer above the first ``keep`` (in place)."""
+    path, layers = layer_stack(backbone)
+    if keep > len(layers):
+        raise ConfigError(f"layer {keep} asked for, but the backbone has {len(layers)} "
+                          f"layers: choose --layer 1..{len(layers)}.")
+    parent = backbone.get_submodule(path.rpartition(".")[0]) if "." in path else backbone
+    setattr(parent, path.rpartition(".")[2], nn.ModuleList(list(layers)[:keep]))
+    backbone.config.num_hidden_layers = keep
+    if isinstance(getattr(backbone.config, "layer_types", None), list):  # e.g. Llama, Qwen
+        backbone.config.layer_types = backbone.config.layer_types[:keep]
+
+
+def set_dropout(backbone: nn.Module, p: float) -> None:
+    """Set every dropout of the backbone to ``p``: its ``nn.Dropout`` modules (BERT reads
+    their ``p`` for attention too) and the ``attention_dropout`` rate Llama-style attention
+    layers keep as a number."""
+    for m in backbone.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = p
+
+
+def layer_depths(backbone: nn.Module) -> dict[str, int]:
+    """Each backbone parameter's depth: 0 for the embeddings, ``i + 1`` for the i-th
+    transformer layer, ``n_layers + 1`` for what sits above them (a final norm)."""
+    path, layers = layer_stack(backbone)
+    top = len(layers) + 1
+    depths: dict[str, int] = {}
+    prefix = f"{path}."
+    for name, _ in backbone.named_parameters():
+        _, sep, rest = name.partition(prefix)
+        if sep and rest.split(".", 1)[0].isdigit():
+            depths[name] = int(rest.split(".", 1)[0]) + 1
+        elif "embed" in name:
+            depths[name] = 0
+        else:
+            depths[name] = top
+    return depths
+
+
+def param_groups(model: ReadingLevelModel, *, lr: float, decay: float = 1.0,
+                 weight_decay: float = 0.0) -> list[dict[str, Any]]:
+    """AdamW parameter groups of the trainable weights with layer-wise learning-rate decay.
+
+    The head, the layer mix, the last of L layers and what sits above it train at ``lr``;
+    layer i (1-based) at ``lr * decay ** (L - i)``; the embeddings at ``lr * decay ** L``.
+    ``decay`` 1 is one group at ``lr``. The group order is fixed, so a resumed optimizer
+    state matches.
+    """
+    if not 0.0 < decay <= 1.0:
+        raise ConfigError(f"lr_decay must be in (0, 1], found {decay}.")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if decay == 1.0:
+        return [{"params": [p for _, p in trainable], "lr": lr, "weight_decay": weight_decay}]
+    depths = layer_depths(model.backbone)
+    n_layers = len(layer_stack(model.backbone)[1])
+    by_scale: dict[int, list[torch.nn.Parameter]] = {}
+    for name, p in trainable:
+        sub = name.removeprefix("backbone.")
+        below = max(0, n_layers - depths[sub]) if name.startswith("backbone.") else 0
+        by_scale.setdefault(below, []).append(p)
+    return [{"params": by_scale[k], "lr": lr * decay ** k, "weight_decay": weight_decay}
+            for k in sorted(by_scale)]
+
+
+class LayerMix(nn.Module):
+    """A learned softmax-weighted sum of several layers' token states (a scalar mix)."""
+
+    def __init__(self, n_states: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(n_states))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        w = torch.softmax(self.weights, dim=0)
+        return self.gamma * sum(w[k] * s.float() for k, s in enumerate(states))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,33 +438,50 @@ def make_head(cfg: ModelConfig, hidden: int) -> nn.Module:
 class ReadingLevelModel(nn.Module):
     """Backbone (with adapters) + head: token ids in, one reading-level number per window out."""
 
-    def __init__(self, cfg: ModelConfig, backbone: nn.Module, head: nn.Module):
+    def __init__(self, cfg: ModelConfig, backbone: nn.Module, head: nn.Module,
+                 mix: LayerMix | None = None):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
         self.head = head
+        self.mix = mix
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-        states = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        # The head is fp32 whatever the backbone computes in (bf16 or 4-bit).
-        return self.head(states.float(), attention_mask)
+        if self.mix is not None:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                output_hidden_states=True)
+            states = self.mix(out.hidden_states)
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            states = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        # The head is fp32 whatever the backbone computes in (bf16 or 4-bit), and reads
+        # standardised units (see the module docstring).
+        raw = self.head(states.float(), attention_mask)
+        return raw * self.cfg.target_scale + self.cfg.target_mean
 
-    @staticmethod
-    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean squared error on the target."""
-        return nn.functional.mse_loss(pred, target.to(pred.dtype))
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean squared error in standardised units (divided by ``target_scale`` squared:
+        the same optimisation whatever the target's unit). Multiply by
+        ``target_scale ** 2`` for the MSE in the target's own units."""
+        return nn.functional.mse_loss(pred, target.to(pred.dtype)) / self.cfg.target_scale ** 2
 
     def trainable_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
-        """What training changes: LoRA adapter weights and the whole head."""
+        """What training changes: LoRA adapter weights (``adapter``), the head with the
+        layer mix (``head``, the mix under :data:`MIX_PREFIX`) and, with full fine-tuning,
+        every backbone weight (``backbone``)."""
+        def cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().contiguous() for k, v in d.items()}
+
         adapter: dict[str, torch.Tensor] = {}
         if self.cfg.lora_r > 0:
             from peft import get_peft_model_state_dict
 
             adapter = get_peft_model_state_dict(self.backbone)
-        return {"adapter": {k: v.detach().cpu().contiguous() for k, v in adapter.items()},
-                "head": {k: v.detach().cpu().contiguous()
-                         for k, v in self.head.state_dict().items()}}
+        head = dict(self.head.state_dict())
+        if self.mix is not None:
+            head.update({MIX_PREFIX + k: v for k, v in self.mix.state_dict().items()})
+        return {"adapter": cpu(adapter), "head": cpu(head),
+                "backbone": cpu(self.backbone.state_dict()) if self.cfg.full else {}}
 
     def load_trainable_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
         """Inverse of :meth:`trainable_state_dict`; missing or unexpected keys raise."""
@@ -322,7 +492,19 @@ class ReadingLevelModel(nn.Module):
             unexpected = getattr(result, "unexpected_keys", [])
             if unexpected:
                 raise ValueError(f"adapter weights with unknown names: {unexpected[:5]}")
-        self.head.load_state_dict(state["head"], strict=True)
+        if self.cfg.full:
+            if not state.get("backbone"):
+                raise ConfigError("a fully fine-tuned model needs its backbone weights "
+                                  f"({BACKBONE_FILE}), and none were saved with it.")
+            self.backbone.load_state_dict(state["backbone"], strict=True)
+        head = {k: v for k, v in state["head"].items() if not k.startswith(MIX_PREFIX)}
+        mix = {k.removeprefix(MIX_PREFIX): v for k, v in state["head"].items()
+               if k.startswith(MIX_PREFIX)}
+        self.head.load_state_dict(head, strict=True)
+        if self.mix is not None or mix:
+            if self.mix is None:
+                raise ValueError("layer-mix weights saved, but the config has no layer_mix")
+            self.mix.load_state_dict(mix, strict=True)
 
 
 def build_model(cfg: ModelConfig, *, device: torch.device | str = "cpu",
@@ -340,14 +522,17 @@ def build_model(cfg: ModelConfig, *, device: torch.device | str = "cpu",
     backbone = load_backbone(cfg, device)
     hidden = backbone.config.hidden_size
     head = make_head(cfg, hidden).to(device)
-    return ReadingLevelModel(cfg, backbone, head)
+    # embeddings + every kept layer
+    mix = LayerMix(backbone.config.num_hidden_layers + 1).to(device) if cfg.layer_mix else None
+    return ReadingLevelModel(cfg, backbone, head, mix)
 
 
 def save_model(model: ReadingLevelModel, folder: str | Path) -> Path:
     """Write the config, adapter and head weights into ``folder`` (safetensors + JSON).
 
-    The frozen backbone is not copied: it is named by ``cfg.backbone``. Not atomic by itself;
-    :mod:`train.checkpoint` writes into a temporary folder and renames it.
+    A frozen backbone is not copied: it is named by ``cfg.backbone``; a fully fine-tuned one
+    is (``backbone.safetensors``). Not atomic by itself; :mod:`train.checkpoint` writes into a
+    temporary folder and renames it.
     """
     from safetensors.torch import save_file
 
@@ -357,6 +542,8 @@ def save_model(model: ReadingLevelModel, folder: str | Path) -> Path:
     save_file(state["head"], str(folder / HEAD_FILE))
     if state["adapter"]:
         save_file(state["adapter"], str(folder / ADAPTER_FILE))
+    if state["backbone"]:
+        save_file(state["backbone"], str(folder / BACKBONE_FILE))
     (folder / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2))
     return folder
 
@@ -370,8 +557,6 @@ def load_model(folder: str | Path, *, device: torch.device | str = "cpu",
         device: Where to load it.
         backbone: Override the backbone name/path recorded in the config (moved weights).
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / CONFIG_FILE).exists():
         raise ConfigError(f"{folder} holds no {CONFIG_FILE}: expected a folder written by "
@@ -381,10 +566,22 @@ def load_model(folder: str | Path, *, device: torch.device | str = "cpu",
         d["backbone"] = backbone
     cfg = ModelConfig.from_dict(d)
     model = build_model(cfg, device=device)
-    adapter = load_file(str(folder / ADAPTER_FILE)) if (folder / ADAPTER_FILE).exists() else {}
-    model.load_trainable_state_dict({"adapter": adapter, "head": load_file(str(folder /
-                                                                                 HEAD_FILE))})
+    model.load_trainable_state_dict(read_trainable(folder))
     return model
+
+
+def read_trainable(folder: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The trained weights a model folder or checkpoint holds, as
+    :meth:`ReadingLevelModel.load_trainable_state_dict` takes them (safetensors only)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+
+    def read(name: str) -> dict[str, torch.Tensor]:
+        return load_file(str(folder / name)) if (folder / name).exists() else {}
+
+    return {"adapter": read(ADAPTER_FILE), "head": load_file(str(folder / HEAD_FILE)),
+            "backbone": read(BACKBONE_FILE)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,8 +739,23 @@ class ModelCard:
             targets = ", ".join(m.get("lora_targets") or []) or "the attention projections"
             adapters = (f"LoRA r={m['lora_r']}, alpha={m.get('lora_alpha')}, dropout "
                         f"{m.get('lora_dropout')}, on {targets}")
+        elif m.get("full"):
+            adapters = "none: full fine-tuning, every backbone weight was trained"
         else:
             adapters = "none: the backbone is frozen, only the head is trained"
+        pooled = (f"the states after layer {m['layer']} (the layers above are dropped)"
+                  if m.get("layer") else "the last layer's states")
+        if m.get("layer_mix"):
+            pooled = ("a learned weighted mix of the embeddings' and every layer's states"
+                      + (f" up to layer {m['layer']}" if m.get("layer") else ""))
+        backbone_row = (f"`{m.get('backbone')}`, fine-tuned: its weights are in this folder "
+                        f"(`{BACKBONE_FILE}`)" if m.get("full") else
+                        f"`{m.get('backbone')}` (frozen, not in this folder: loaded by name)")
+        scale = ""
+        if m.get("target_scale", 1.0) != 1.0 or m.get("target_mean", 0.0) != 0.0:
+            scale = (f"; it predicts in standardised units, mapped back as x "
+                     f"{m.get('target_scale'):.4g} + {m.get('target_mean'):.4g} (the training "
+                     "windows' target deviation and mean)")
         quant = ("4-bit NF4 base weights (QLoRA)" if m.get("quant") == "4bit"
                  else "none (full-precision base weights)")
         heads = {"attention": "learned queries attend over the token states, then a linear "
@@ -560,14 +772,15 @@ class ModelCard:
             f"A text longer than one window of {seq_len} tokens is scored by the mean of its "
             "windows' predictions.", "",
             "## Model", "", "| | |", "|---|---|",
-            f"| backbone | `{m.get('backbone')}` (frozen, not in this folder: loaded by "
-            "name) |",
-            f"| head | {m.get('head')}: {heads.get(str(m.get('head')), '')} |",
+            f"| backbone | {backbone_row} |",
+            f"| head | {m.get('head')}: {heads.get(str(m.get('head')), '')}, over "
+            f"{pooled}{scale} |",
             f"| adapters | {adapters} |",
             f"| quantisation | {quant} |",
             f"| compute dtype | {dtype}"
             + (" (float32 on CPU)" if dtype == "auto" and on_cpu else "") + " |",
-            f"| files | `{HEAD_FILE}`, `{ADAPTER_FILE}` (when LoRA), `{CONFIG_FILE}`; load "
+            f"| files | `{HEAD_FILE}`, `{ADAPTER_FILE}` (when LoRA), `{BACKBONE_FILE}` (when "
+            f"fully fine-tuned), `{CONFIG_FILE}`; load "
             "with `train.model.load_model(FOLDER)` or `corpus score --model FOLDER ...` |", "",
             "## Training data", "",
             f"- Shards **{self.dataset}@{self.shards_version}** (dataset `{self.dataset}` at "

@@ -110,8 +110,8 @@ class Arch:
         kv = self.kv_heads * self.head_dim
         attn = 2 * self.hidden * self.hidden + 2 * self.hidden * kv
         mlp = (3 if self.family == "llama" else 2) * self.hidden * self.intermediate
-        pooler = self.hidden * self.hidden if self.family == "bert" else 0
-        return self.n_layers * (attn + mlp) + pooler
+        # a BERT pooler is dropped when the model is built (train.model.load_backbone)
+        return self.n_layers * (attn + mlp)
 
     def other_params(self) -> int:
         """Embeddings, norms and biases (kept in the compute dtype)."""
@@ -119,7 +119,7 @@ class Arch:
         if self.family == "bert":
             emb = (self.vocab + (self.max_positions or BERT_POSITIONS) + 2) * h + 2 * h
             per_layer = (4 * h + i + h) + 2 * 2 * h  # biases + two LayerNorms
-            return emb + self.n_layers * per_layer + h
+            return emb + self.n_layers * per_layer
         return self.vocab * h + self.n_layers * 2 * h + h
 
     def params(self) -> int:
@@ -202,6 +202,8 @@ class PlanConfig:
         attention_dropout: Whether attention probabilities are materialised for backward
             (``None``: BERT-style backbones yes, Llama-style no).
         device: ``cuda`` adds the CUDA context and workspaces; ``cpu`` does not.
+        full: Full fine-tuning: every backbone weight trains (``lora_r`` must be 0).
+        layer: The backbone is cut after this layer (None: every layer).
     """
 
     backbone: str
@@ -214,8 +216,15 @@ class PlanConfig:
     head: str = "attention"
     attention_dropout: bool | None = None
     device: str = "cuda"
+    full: bool = False
+    layer: int | None = None
 
     def __post_init__(self) -> None:
+        if self.full and (self.lora_r > 0 or self.quant == "4bit"):
+            raise ConfigError("full fine-tuning takes no LoRA adapters and no 4-bit base: "
+                              "use --full with --lora-r 0 --quant none.")
+        if self.layer is not None and self.layer < 1:
+            raise ConfigError(f"layer must be >= 1, found {self.layer}.")
         if self.seq_len < 1 or self.batch < 1 or self.lora_r < 0:
             raise ConfigError(f"seq_len and batch must be >= 1 and lora_r >= 0, found "
                               f"{self.seq_len}, {self.batch}, {self.lora_r}.")
@@ -283,6 +292,11 @@ def plan_memory(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
         ConfigError: the window is longer than the model's positions (:func:`check_seq_len`).
     """
     check_seq_len(arch, cfg.seq_len, backbone=cfg.backbone)
+    if cfg.layer is not None:  # the layers above are dropped when the model is built
+        if cfg.layer > arch.n_layers:
+            raise ConfigError(f"layer {cfg.layer} asked for, but {cfg.backbone} has "
+                              f"{arch.n_layers} layers: choose --layer 1..{arch.n_layers}.")
+        arch = replace(arch, n_layers=cfg.layer)
     e = DTYPE_BYTES[cfg.dtype]
     h, i, n = arch.hidden, arch.intermediate, arch.n_layers
     tokens = cfg.batch * cfg.seq_len
@@ -293,13 +307,15 @@ def plan_memory(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
         weights = int(linear * (0.5 + 1 / 64 + 4 / (64 * 256))) + other * 4
     else:
         weights = (linear + other) * e
-        if cfg.device == "cpu" and cfg.dtype == "float32":
+        if cfg.device == "cpu" and cfg.dtype == "float32" and not cfg.full:
             # fp32 safetensors are memory-mapped on CPU: embedding rows never looked up are
             # never read, so the embedding matrix costs (almost) no resident memory
             weights -= arch.vocab * h * e
     trainable = arch.lora_params(cfg.lora_r) + head_params(h, cfg.head)
     if cfg.lora_r == 0:
         trainable = head_params(h, cfg.head)
+    if cfg.full:  # every weight has a gradient and two AdamW moments (and an fp32 master)
+        trainable = arch.params() + head_params(h, cfg.head)
     state = trainable * 16
     kv = arch.kv_heads * arch.head_dim
     keeps_probs = (arch.family == "bert") if cfg.attention_dropout is None \

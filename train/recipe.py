@@ -37,6 +37,7 @@ and stops exactly where the uninterrupted one would.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -90,6 +91,13 @@ class TrainConfig:
         early_stop: Stop when the validation book MAE has not improved for this many
             validations, and save the best model instead of the last (0: train on).
         tensorboard: Also write TensorBoard event files under ``RUN_DIR/tensorboard``.
+        lr_decay: Layer-wise learning-rate decay: each transformer layer below the last
+            trains at this fraction of the one above (1: one learning rate;
+            :func:`train.model.param_groups`).
+        standardize: Train the head in standardised units: the model's ``target_mean`` and
+            ``target_scale`` are set to the training split's target mean and deviation
+            (:meth:`train.data.ShardStream.target_stats`) unless the model config sets
+            other values than 0 and 1.
         extra: Free-form notes recorded with the run.
     """
 
@@ -115,6 +123,8 @@ class TrainConfig:
     eval_every: int = 0
     early_stop: int = 0
     tensorboard: bool = False
+    lr_decay: float = 1.0
+    standardize: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +134,9 @@ class TrainConfig:
         for name in ("eval_every", "early_stop"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, found {getattr(self, name)}.")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigError(f"lr_decay must be in (0, 1], found {self.lr_decay}; 1 trains "
+                              "every layer at the same learning rate.")
         if self.lr <= 0 or not 0 <= self.warmup_frac < 1 or self.max_steps < 0:
             raise ConfigError(f"lr must be > 0, warmup_frac in [0, 1), max_steps >= 0; found "
                               f"{self.lr}, {self.warmup_frac}, {self.max_steps}.")
@@ -298,27 +311,32 @@ def setup(run_dir: Path) -> State:
     from train import dist
     from train.checkpoint import latest_checkpoint, load_train_state, set_rng_state
     from train.data import ShardStream
-    from train.model import ModelConfig, build_model
+    from train.model import ModelConfig, build_model, param_groups
 
     cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
     info = dist.init_distributed()
     inflight = InFlight(run_dir, info.rank)
     inflight.mark("setup")
     torch.manual_seed(cfg.seed)
-    model = build_model(ModelConfig.from_dict(cfg.model), device=info.device, seed=cfg.seed)
-    model.train()
     skip = json.loads((run_dir / "skip.json").read_text()) if (run_dir / "skip.json").exists() \
         else []
     stream = ShardStream(LakehouseConfig.resolve(cfg.root), cfg.dataset,
                          version=cfg.shards_version, split="train", rank=info.rank,
                          world_size=info.world_size, seed=cfg.seed, skip=skip,
                          block_shards=cfg.block_shards, drop_last=True)
+    mcfg = ModelConfig.from_dict(cfg.model)
+    if cfg.standardize and (mcfg.target_mean, mcfg.target_scale) == (0.0, 1.0):
+        # the same pinned shards on every rank and every attempt: the same numbers
+        mean, scale = stream.target_stats()
+        mcfg = dataclasses.replace(mcfg, target_mean=mean, target_scale=scale)
+    model = build_model(mcfg, device=info.device, seed=cfg.seed)
+    model.train()
     per_epoch = math.ceil(math.ceil(len(stream) / cfg.batch) / cfg.grad_accum)
     total = per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, lr=cfg.lr, decay=cfg.lr_decay,
+                                               weight_decay=cfg.weight_decay))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(max(1, total), max(1, int(cfg.warmup_frac * total))))
     ddp = model
@@ -337,13 +355,9 @@ def setup(run_dir: Path) -> State:
                   total_steps=total, validation=Validation(patience=cfg.early_stop))
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
-        from safetensors.torch import load_file
+        from train.model import read_trainable
 
-        from train.model import ADAPTER_FILE, HEAD_FILE
-
-        adapter = load_file(str(ckpt / ADAPTER_FILE)) if (ckpt / ADAPTER_FILE).exists() else {}
-        model.load_trainable_state_dict({"adapter": adapter,
-                                         "head": load_file(str(ckpt / HEAD_FILE))})
+        model.load_trainable_state_dict(read_trainable(ckpt))
         ts = load_train_state(ckpt)
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
@@ -521,7 +535,9 @@ def train(state: State) -> None:
                         state.inflight.mark("sync")
                     # weighted by samples: the step's loss is the mean over all its samples
                     (loss * (len(b["sample_ids"]) / n_group)).backward()
-                loss_sum += float(loss.detach()) * len(b["sample_ids"])
+                # logged in the target's own units, like the validation loss
+                loss_sum += (float(loss.detach()) * state.model.cfg.target_scale ** 2
+                             * len(b["sample_ids"]))
                 n += len(b["sample_ids"])
                 tokens += int(b["attention_mask"].sum())
             torch.nn.utils.clip_grad_norm_(

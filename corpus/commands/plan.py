@@ -15,7 +15,7 @@ from corpus.commands.common import (
     console,
     lakehouse,
 )
-from corpus.commands.train import model_options, shards_manifest
+from corpus.commands.train import lora_rank, model_options, shards_manifest
 
 
 @command("plan")
@@ -46,7 +46,9 @@ from corpus.commands.train import model_options, shards_manifest
               show_default=True, help="Output format.")
 @click.pass_context
 def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
-         lora_r: int, epochs: int, batch: int, grad_ckpt: bool, seq_len: int | None,
+         lora_r: int | None, full: bool, layer: int | None, dropout: float | None,
+         layer_mix: bool, epochs: int,
+         batch: int, grad_ckpt: bool, seq_len: int | None,
          device: str, dtype: str | None, device_mem: float | None, books: int | None,
          tokens_per_book: int | None, gpus: int, price: float, tokens_per_s: float | None,
          from_run: str | None, fmt: str) -> None:
@@ -75,7 +77,9 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
     seq_len, books, tokens_per_book = manifest_defaults(
         manifest, seq_len=seq_len, books=books, tokens_per_book=tokens_per_book)
     seq_len = seq_len or DEFAULT_SEQ_LEN
+    lora_r = lora_rank(lora_r, full)
     cfg = PlanConfig(backbone, seq_len=seq_len, batch=batch, lora_r=lora_r, quant=quant,
+                     full=full, layer=layer,
                      gradient_checkpointing=grad_ckpt, head=head, device=device,
                      dtype=dtype or ("bfloat16" if device == "cuda" else "float32"))
     arch = load_arch(backbone)
@@ -94,7 +98,8 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
 
     t = Table(title=f"plan: {backbone} ({arch.model_type}, {mem.params / 1e6:.0f}M params, "
                     f"{mem.trainable_params / 1e6:.2f}M trainable), seq {seq_len} x batch "
-                    f"{batch}, {quant}, LoRA r={lora_r}"
+                    f"{batch}, {quant}, "
+                    + ("full fine-tuning" if full else f"LoRA r={lora_r}")
                     + (", gradient checkpointing" if grad_ckpt else "") + f", {cfg.dtype}")
     t.add_column("memory per device")
     t.add_column("GiB", justify="right")

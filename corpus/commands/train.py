@@ -33,6 +33,14 @@ def shards_manifest(lh: Lakehouse, shards_ref: str | None):
     return dataset, version, manifest
 
 
+def lora_rank(lora_r: int | None, full: bool) -> int:
+    """The LoRA rank of ``--lora-r`` (default 8, or 0 with ``--full``, which trains the
+    backbone's own weights instead)."""
+    if lora_r is None:
+        return 0 if full else 8
+    return lora_r
+
+
 def model_options(f):
     """The options saying which model to train (or plan): backbone, head, adapters."""
     for option in reversed([
@@ -44,8 +52,20 @@ def model_options(f):
                      "states; dense: mean pooling and an MLP."),
         click.option("--quant", type=click.Choice(["none", "4bit"]), default="none",
                      show_default=True, help="4bit: QLoRA (NF4 weights; CUDA only)."),
-        click.option("--lora-r", type=AT_LEAST_0, default=8, show_default=True,
-                     help="LoRA rank (0: head only)."),
+        click.option("--lora-r", type=AT_LEAST_0, default=None,
+                     help="LoRA rank (0: head only)  [default: 8; 0 with --full]"),
+        click.option("--full", is_flag=True,
+                     help="Full fine-tuning: train every backbone weight (no LoRA, no 4-bit); "
+                     "the saved model carries the backbone's weights."),
+        click.option("--layer", type=AT_LEAST_1, default=None, metavar="K",
+                     help="Pool the states after layer K (the backbone is cut there; "
+                     "`corpus probe` finds a good one) instead of the last layer."),
+        click.option("--dropout", type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+                     default=None, help="Dropout inside the backbone (default: its own, "
+                     "0.1 for BERT-style models; regression often does better with 0)."),
+        click.option("--layer-mix", is_flag=True,
+                     help="Pool a learned weighted mix of every layer's states (up to "
+                     "--layer K with it)."),
         click.option("--epochs", type=AT_LEAST_1, default=1, show_default=True,
                      help="Passes over the training split."),
         click.option("--batch", type=AT_LEAST_1, default=8, show_default=True,
@@ -63,6 +83,10 @@ def model_options(f):
 @click.option("--grad-accum", type=AT_LEAST_1, default=1, show_default=True,
               help="Steps whose gradients add up before the optimizer steps.")
 @click.option("--lr", type=POSITIVE, default=2e-4, show_default=True, help="Learning rate.")
+@click.option("--lr-decay", type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+              default=1.0, show_default=True,
+              help="Layer-wise learning-rate decay: each layer trains at this fraction of "
+              "the rate of the layer above (the head and last layer at --lr).")
 @click.option("--max-steps", type=AT_LEAST_0, default=0, help="Stop after N optimizer steps.")
 @click.option("--ckpt-every", type=AT_LEAST_1, default=50, show_default=True,
               help="Checkpoint every N steps.")
@@ -91,7 +115,9 @@ def model_options(f):
               "MAE) to RUN_DIR/tensorboard; needs the tensorboard extra.")
 @click.pass_context
 def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
-           lora_r: int, epochs: int, batch: int, grad_ckpt: bool, grad_accum: int, lr: float,
+           lora_r: int | None, full: bool, layer: int | None, dropout: float | None,
+           layer_mix: bool, epochs: int, batch: int, grad_ckpt: bool, grad_accum: int,
+           lr: float, lr_decay: float,
            max_steps: int, ckpt_every: int, seed: int, nproc: int, nnodes: int,
            rdzv: str | None, node_rank: int, max_restarts: int, hang_timeout: float,
            run_dir: str | None, eval_every: int | None, early_stop: int | None,
@@ -102,6 +128,8 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
     validation metrics, limits; `corpus eval` adds the held-out results.
 
     Example: corpus train --shards clear --epochs 5 --eval-every 20 --early-stop 3 --tensorboard
+
+    Example: corpus train --shards clear --full --layer 4 --lr 5e-5 --lr-decay 0.8
     """
     from catalog import ConfigError
 
@@ -114,11 +142,13 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
     from train.model import ModelConfig
     from train.recipe import TrainConfig
 
-    mcfg = ModelConfig(backbone, head=head, quant=quant, lora_r=lora_r,
+    mcfg = ModelConfig(backbone, head=head, quant=quant, lora_r=lora_rank(lora_r, full),
+                       full=full, layer=layer, layer_mix=layer_mix, dropout=dropout,
                        gradient_checkpointing=grad_ckpt)
     cfg = TrainConfig(root=lh.root, dataset=dataset, shards_version=version,
                       model=mcfg.to_dict(), epochs=epochs, batch=batch, grad_accum=grad_accum,
-                      lr=lr, max_steps=max_steps, ckpt_every=ckpt_every, seed=seed,
+                      lr=lr, lr_decay=lr_decay, max_steps=max_steps, ckpt_every=ckpt_every,
+                      seed=seed,
                       seq_len=int(manifest.column("seq_len")[0].as_py()),
                       eval_every=eval_every or 0, early_stop=early_stop or 0,
                       tensorboard=tensorboard)
