@@ -51,6 +51,8 @@ LORA_TARGETS: dict[str, list[str]] = {
     "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "bert": ["query", "key", "value"],
     "roberta": ["query", "key", "value"],
+    # MPNet names its projections q, k, v, o (peft has no entry for it); q, k, v as for BERT
+    "mpnet": ["q", "k", "v"],
 }
 
 ADAPTER_FILE = "adapter.safetensors"
