@@ -67,8 +67,8 @@ class ModelConfig:
     """What to build: backbone, head, adapters, quantisation.
 
     Attributes:
-        backbone: A name from the backbone alias table (``all-minilm-l6-v2``, ``smollm2-135m``)
-            or a local folder with config.json and weights.
+        backbone: A name from the backbone alias table (``all-minilm-l6-v2``, ``smollm2-135m``,
+            ``all-mpnet-base-v2``) or a local folder with config.json and weights.
         head: ``attention`` (learned queries over token states) or ``dense`` (mean + MLP).
         quant: ``none`` (LoRA on full-precision weights) or ``4bit`` (NF4 QLoRA).
         lora_r: LoRA rank; 0 trains the head only (backbone frozen).
