@@ -223,8 +223,8 @@ class PartsFile:
         if not self.pieces:
             raise ConfigError(f"Backbone file {self.name!r} names no pieces to build it from.")
         if self.member is not None:
-            object.__setattr__(self, "member", str(PurePosixPath(
-                _relative(self.member, f"Archive member of {self.name}"))))
+            object.__setattr__(self, "member",
+                               _relative(self.member, f"Archive member of {self.name}"))
 
 
 @dataclass(frozen=True)
