@@ -64,6 +64,8 @@ LORA_TARGETS: dict[str, list[str]] = {
     "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "bert": ["query", "key", "value"],
     "roberta": ["query", "key", "value"],
+    # MPNet names its projections q, k, v, o (peft has no entry for it); q, k, v as for BERT
+    "mpnet": ["q", "k", "v"],
 }
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -80,8 +82,8 @@ class ModelConfig:
     """What to build: backbone, head, adapters, quantisation.
 
     Attributes:
-        backbone: A name from the backbone alias table (``all-minilm-l6-v2``, ``smollm2-135m``)
-            or a local folder with config.json and weights.
+        backbone: A name from the backbone alias table (``all-minilm-l6-v2``, ``smollm2-135m``,
+            ``all-mpnet-base-v2``) or a local folder with config.json and weights.
         head: ``attention`` (learned queries over token states) or ``dense`` (mean + MLP).
         quant: ``none`` (LoRA on full-precision weights) or ``4bit`` (NF4 QLoRA).
         lora_r: LoRA rank; 0 trains the head only (backbone frozen).

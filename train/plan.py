@@ -65,8 +65,9 @@ GiB = 1024**3
 QUANTS = ("none", "4bit")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LLAMA_LIKE = {"llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "olmo", "granite"}
-BERT_LIKE = {"bert", "roberta", "distilbert", "xlm-roberta", "electra"}
-OFFSET_POSITIONS = {"roberta", "xlm-roberta"}  # positions start after padding_idx
+BERT_LIKE = {"bert", "roberta", "distilbert", "xlm-roberta", "electra", "mpnet"}
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "mpnet"}  # positions start after padding_idx
+MPNET_BUCKETS = 32  # MPNet's relative_attention_num_buckets: one bias per bucket and head
 BERT_POSITIONS = 512  # max_position_embeddings of a BERT config that does not say
 CUDA_OVERHEAD = int(1.0 * GiB)  # context, cuBLAS/cuDNN workspaces, allocator slack
 CKPT_LAYERS = 1.35  # layers' activations alive at once in a checkpointed backward (measured)
@@ -118,6 +119,8 @@ class Arch:
         h, i = self.hidden, self.intermediate
         if self.family == "bert":
             emb = (self.vocab + (self.max_positions or BERT_POSITIONS) + 2) * h + 2 * h
+            if self.model_type == "mpnet":  # no token types; relative position biases instead
+                emb += MPNET_BUCKETS * self.heads - 2 * h
             per_layer = (4 * h + i + h) + 2 * 2 * h  # biases + two LayerNorms
             return emb + self.n_layers * per_layer
         return self.vocab * h + self.n_layers * 2 * h + h
