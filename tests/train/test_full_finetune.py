@@ -270,5 +270,5 @@ def test_plan_counts_every_weight_of_a_full_fine_tune_of_a_cut_backbone():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert mem.trainable_params == trainable
     assert mem.trainable_state == 16 * trainable
-    with pytest.raises(ConfigError, match="choose --layer 1..6"):
+    with pytest.raises(ConfigError, match=r"choose --layer 1\.\.6"):
         plan_memory(load_arch(MINILM), PlanConfig(MINILM, layer=7))
