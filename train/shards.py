@@ -138,6 +138,9 @@ class ShardsConfig:
         seed: Seed of the book split.
         books: Only books whose id matches one of these shell patterns (``clear-*``);
             every book when empty.
+        hold_out: Books always held out for validation: ids or shell patterns (with
+            ``split_by`` work, their whole works go too). ``val_frac`` of the other books
+            (or works) are held out besides.
         split_by: ``book`` (each book on its own) or ``work`` (books with the same author
             and title in ``books`` share a split: passages cut from one source volume never
             straddle training and validation).
@@ -163,6 +166,7 @@ class ShardsConfig:
     seed: int = 0
     split_by: str = "book"
     books: tuple[str, ...] = ()
+    hold_out: tuple[str, ...] = ()
     workers: int | None = 1
     shard_mb: float = 32.0
     shard_samples: int | None = None
@@ -204,6 +208,8 @@ class ShardsConfig:
             raise ConfigError(f"shards: val_frac must be in [0, 1), got {self.val_frac!r}.")
         books = (self.books,) if isinstance(self.books, str) else self.books
         object.__setattr__(self, "books", tuple(b.strip() for b in books if b and b.strip()))
+        hold = (self.hold_out,) if isinstance(self.hold_out, str) else self.hold_out
+        object.__setattr__(self, "hold_out", tuple(b.strip() for b in hold if b and b.strip()))
         if self.split_by not in SPLIT_BY:
             raise ConfigError(f"shards: split_by must be one of {', '.join(SPLIT_BY)}, got "
                               f"{self.split_by!r}.")
@@ -685,6 +691,7 @@ def split_texts(
     seed: int,
     split_by: str = "book",
     books: pa.Table | None = None,
+    hold_out: Sequence[str] = (),
 ) -> dict[str, pa.Table]:
     """Split texts into ``train`` and ``validation`` by book: every text of a validation
     book is in validation (see :func:`pick_validation_books`).
@@ -696,11 +703,14 @@ def split_texts(
         split_by: ``book``, or ``work``: books of one source volume (same author and title)
             share a split (:func:`work_key`, :func:`split_by_work`).
         books: ``book_id, title, author`` rows (the ``books`` table); needed for ``work``.
+        hold_out: Book ids or shell patterns always in validation (with ``work``, their
+            works too); ``val_frac`` applies to the rest.
 
     Returns:
         ``{"train": ..., "validation": ...}``, each in the order of ``texts``.
     """
     ids = pc.unique(texts.column("book_id")).to_pylist()
+    forced = {i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in hold_out)}
     if split_by == "work":
         if books is None:
             raise ConfigError("shards: a split by work needs the books table (titles, "
@@ -709,9 +719,13 @@ def split_texts(
                 .to_pylist()}
         works = {i: work_key(meta.get(i, {}).get("author"), meta.get(i, {}).get("title"), i)
                  for i in ids}
-        val_books = split_by_work(works, val_frac=val_frac, seed=seed)
+        forced_works = {works[i] for i in forced}
+        rest = {i: w for i, w in works.items() if w not in forced_works}
+        val_books = split_by_work(rest, val_frac=val_frac, seed=seed) | {
+            i for i, w in works.items() if w in forced_works}
     elif split_by == "book":
-        val_books = pick_validation_books(ids, val_frac=val_frac, seed=seed)
+        val_books = pick_validation_books([i for i in ids if i not in forced],
+                                          val_frac=val_frac, seed=seed) | forced
     else:
         raise ConfigError(f"shards: split_by must be one of {', '.join(SPLIT_BY)}, got "
                           f"{split_by!r}.")
@@ -921,7 +935,7 @@ def build_shards(lakehouse: Lakehouse, *, config: ShardsConfig) -> ShardsReport:
     books = (lakehouse.read("books", version=pins["books"], columns=["book_id", "title", "author"])
              if config.split_by == "work" else None)
     parts = split_texts(selection.texts, val_frac=config.val_frac, seed=config.seed,
-                        split_by=config.split_by, books=books)
+                        split_by=config.split_by, books=books, hold_out=config.hold_out)
 
     from train.backbones import load_tokenizer
 

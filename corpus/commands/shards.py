@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from catalog.rules import DEFAULT_SEQ_LEN, EDITED
@@ -29,6 +31,27 @@ def shards() -> None:
     """
 
 
+def hold_out_patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--hold-out`` values as patterns: comma-separated items, ``@FILE`` read one per line
+    (blank lines and ``#`` comments skipped)."""
+    from catalog import ConfigError
+
+    out: list[str] = []
+    for item in (p.strip() for v in values for p in v.split(",")):
+        if item.startswith("@"):
+            path = Path(item[1:])
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise ConfigError(f"--hold-out {item}: cannot read {path} ({e.strerror}); "
+                                  "give a text file with one book id or pattern per line."
+                                  ) from None
+            out += [x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")]
+        elif item:
+            out.append(item)
+    return tuple(out)
+
+
 @shards.command("build")
 @click.option("--name", "dataset", required=True, help="Dataset name (a rebuild = new version).")
 @click.option("--tokenizer", required=True, metavar="NAME_OR_PATH",
@@ -49,6 +72,11 @@ def shards() -> None:
 @click.option("--split-by", type=click.Choice(["book", "work"]), default="book",
               show_default=True, help="work: books with the same author and title (passages "
               "of one source volume) share a split.")
+@click.option("--hold-out", "hold_out", multiple=True, metavar="ID|PATTERN|@FILE",
+              callback=lambda _c, _p, v: hold_out_patterns(v),
+              help="Books always held out for validation (their works too with --split-by "
+              "work): ids or shell patterns, repeatable or comma-separated, or @FILE with one "
+              "per line; --val-frac of the other books are held out besides.")
 @click.option("--workers", type=WORKERS, default=None,
               help="Tokenizer processes (default: cores; with --executor ray, one per CPU of "
                    "the cluster).")
@@ -59,7 +87,8 @@ def shards() -> None:
 @click.pass_context
 def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int, window: str,
                  stride: int | None, target: str, variants: str, val_frac: float, seed: int,
-                 books: tuple[str, ...], split_by: str, workers: int | None, executor: str,
+                 books: tuple[str, ...], split_by: str, hold_out: tuple[str, ...],
+                 workers: int | None, executor: str,
                  ray_address: str | None, shard_mb: float, shard_samples: int | None) -> None:
     """Tokenise pinned texts into shard files and a new `shards` table version.
 
@@ -74,7 +103,7 @@ def shards_build(ctx: click.Context, dataset: str, tokenizer: str, seq_len: int,
     config = ShardsConfig(
         dataset=dataset, tokenizer=tokenizer, seq_len=seq_len, window=window, stride=stride,
         target=target, variants=tuple(variants.split(",")), val_frac=val_frac, seed=seed,
-        split_by=split_by, books=books,
+        split_by=split_by, books=books, hold_out=hold_out,
         workers=stage_workers(workers, executor), executor=executor, ray_address=ray_address,
         shard_mb=shard_mb, shard_samples=shard_samples,
     )
