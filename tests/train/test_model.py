@@ -203,7 +203,9 @@ def test_gguf_backbone_converted_once_and_reloads_fast(tmp_path):
     assert gguf_to_hf_folder(gguf, cache=tmp_path) == folder  # cached: no second conversion
     model = AutoModel.from_pretrained(str(folder))
     reload_s = time.perf_counter() - t0
-    assert reload_s < 1.0, reload_s
+    # well under a second on a quiet machine, 1.4 s in a CI run sharing both cores; loading
+    # the GGUF itself dequantises for 15-30 s
+    assert reload_s < 5.0, reload_s
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
     # the token embedding equals the GGUF tensor dequantised by the gguf package itself
     reader = GGUFReader(str(gguf))
