@@ -290,7 +290,7 @@ def test_average_members_refuses_members_that_predicted_different_keys():
         average_members({"r1": a, "r2": {"t1": 1.0}})
     with pytest.raises(ConfigError, match=r"'r2' has 1 that 'r1' lacks \(e.g. 't3'\)"):
         average_members({"r1": a, "r2": {**a, "t3": 0.0}})
-    with pytest.raises(ConfigError, match="lacks .* and has"):
+    with pytest.raises(ConfigError, match=r"lacks .* and has"):
         average_members({"r1": a, "r2": {"t1": 1.0, "t3": 0.0}})
     with pytest.raises(ConfigError, match="at least one member"):
         average_members({})
