@@ -95,6 +95,32 @@ def test_eval_refuses_runs_that_do_not_share_their_held_out_books(runs):
     assert "no run 'nope'" in refused("r1", "nope")
 
 
+def test_eval_refuses_runs_judged_by_other_truth(runs, tmp_path):
+    """The same held-out books, but shards built after a held-out book was re-scored."""
+    from datetime import UTC, datetime
+
+    from catalog import Lineage
+    from tests.helpers import copy_lakehouse, saved_run, small_config
+    from train.shards import books_by_split, build_shards
+
+    lh, folders = runs
+    lh = copy_lakehouse(lh, tmp_path / "lakehouse")  # the module's lakehouse stays as it is
+    r1 = next(r for r in lh.read("runs").to_pylist() if r["run_id"] == "r1")
+    held = sorted(books_by_split(lh.read("shards", version=r1["shards_version"]),
+                                 dataset="clear")["validation"])
+    lh.append("scores", [{"book_id": held[0], "metric": "bt_easiness", "value": 9.0,
+                          "scored_at": datetime.now(UTC), "source_file": "rescored.csv",
+                          "source_row": 1}],
+              lineage=Lineage(operation="test-rescore"))
+    build_shards(lh, config=small_config(val_frac=0.3))  # the same split, the new score
+    saved_run(lh, "r-rescored", folders["r1"])
+    res = CliRunner().invoke(cli, ["--root", lh.root, "eval", "r1", "r-rescored"])
+    msg = _refused(res)
+    assert "runs r1 and r-rescored cannot be evaluated together: their shards were built " \
+           "from scores@" in msg
+    assert f"give 1 held-out book(s) a different bt_easiness (e.g. {held[0]})" in msg
+
+
 def test_score_with_two_runs_is_the_mean_of_each_alone(runs, tmp_path):
     from train.evaluate import ensemble_id
 
