@@ -394,8 +394,8 @@ def _declare() -> list[TableSpec]:
         TableSpec(
             "predictions",
             pa.schema([
-                _f("run_id", pa.string(), "the run that predicted (runs.run_id)",
-                   nullable=False),
+                _f("run_id", pa.string(), "the run that predicted (runs.run_id), or "
+                   "ensemble-<hash> for the mean of several runs", nullable=False),
                 _f("book_id", pa.string(), "the book predicted", nullable=False),
                 _f("variant", pa.string(), "the text variant the prediction was made on",
                    nullable=False),
@@ -407,7 +407,8 @@ def _declare() -> list[TableSpec]:
                    "scored (`corpus score --save`)"),
                 _f("created_at", ts, "when the prediction was written"),
                 # what catalog/readiness.py judges
-                _f("n_windows", pa.int32(), "windows the text was cut into"),
+                _f("n_windows", pa.int32(), "windows the text was cut into (null for an "
+                   "ensemble)"),
                 _f("window_sd", pa.float64(), "sample standard deviation of the windows' "
                    "predictions (null for one window)"),
             ]),

@@ -17,13 +17,21 @@ reads catalog texts at the pinned version and names the files; each worker loads
 once, reads and OCRs its files and predicts, and the rows stream back in input order. On
 Ray the files must be at the same path on every node; the model is fetched by each worker
 from the run's checkpoint (or is a folder every node sees).
+
+An ensemble (several runs or model folders, :class:`ScoreJob` ``models``) is scored the same
+way: each worker loads every member once, each member cuts a text with its own tokenizer and
+window length, and a text's prediction is the plain mean of the members' window means
+(:func:`train.model.average_members`, the rule ``corpus eval`` averages runs by). Rows then
+carry each member's prediction (``members``) and no window count: the members' windows
+differ. The members must predict the same metric (:func:`ensemble_target`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,9 +167,11 @@ def iter_items(inputs: Iterable[str], *, lakehouse: Lakehouse | None, lang: str 
 
 
 def score_stream(items: Iterable[Item],
-                 predict: Callable[[list[str]], Sequence[float | Sequence[float]]], *,
-                 batch: int = 16, metric: str | None = None, run: str | None = None,
-                 grade: GradeCalibration | None = None) -> Iterator[dict]:
+                 predict: Callable[[list[str]], Sequence[float | Sequence[float]
+                                                         | Mapping[str, Sequence[float]]]],
+                 *, batch: int = 16, metric: str | None = None, run: str | None = None,
+                 grade: GradeCalibration | None = None,
+                 members: Sequence[str] = ()) -> Iterator[dict]:
     """Rows ``{name, source, metric, run, n_chars, prediction, n_windows, window_sd, error}``
     in input order (:data:`COLUMNS`), predicting ``batch`` texts at a time.
 
@@ -171,34 +181,55 @@ def score_stream(items: Iterable[Item],
     ``metric`` and ``run`` say what the prediction is (the metric the model predicts, the
     training run it comes from; None when not known) and are the same on every row. With a
     ``grade`` calibration, rows also have ``lexile`` and ``grade`` (:data:`GRADE_COLUMNS`).
+
+    For an ensemble, ``members`` names its members and ``predict`` gives per text a mapping
+    ``{member: window predictions}`` (:func:`member_windows`): the prediction is the plain
+    mean of the members' window means (:func:`train.model.average_members`), every row has
+    ``members`` (``{member: its prediction}``, None on an error row), and ``n_windows`` and
+    ``window_sd`` are empty (the members cut a text their own way).
     """
     from catalog.readiness import window_stats
 
     buf: list[Item] = []
 
-    def row(it: Item, p: float | None, n: int | None, sd: float | None) -> dict:
+    def row(it: Item, p: float | None, n: int | None, sd: float | None,
+            each: dict[str, float] | None = None) -> dict:
         out = {"name": it.name, "source": it.source, "metric": metric, "run": run,
                "n_chars": None if it.error else len(it.text or ""), "prediction": p}
         if grade is not None:
             lexile = None if p is None else grade.lexile_of(p)
             out["lexile"] = lexile
             out["grade"] = None if lexile is None else grade_band(lexile)
+        if members:
+            out["members"] = each
         out.update(n_windows=n, window_sd=sd, error=it.error)
         return out
 
     def flush() -> Iterator[dict]:
         texts = [it.text for it in buf if it.error is None]
-        preds = iter(predict(texts) if texts else [])
+        preds = list(predict(texts)) if texts else []
+        means: dict[str, dict[int, float]] = {}
+        ensemble: dict[int, float] = {}
+        if members and preds:
+            from train.model import average_members
+
+            means = {m: {i: sum(p[m]) / len(p[m]) for i, p in enumerate(preds)}
+                     for m in members}
+            ensemble = average_members(means)
+        k = 0
         for it in buf:
-            if it.error is None:
-                p = next(preds)
-                n = sd = None
-                if isinstance(p, Sequence):
-                    n, sd = window_stats(p)
-                    p = sum(p) / n
-                yield row(it, float(p), n, sd)
-            else:
+            if it.error is not None:
                 yield row(it, None, None, None)
+                continue
+            p = preds[k]
+            if members:
+                yield row(it, ensemble[k], None, None, {m: means[m][k] for m in members})
+            elif isinstance(p, Sequence):
+                n, sd = window_stats(p)
+                yield row(it, float(sum(p) / n), n, sd)
+            else:
+                yield row(it, float(p), None, None)
+            k += 1
         buf.clear()
 
     for it in items:
@@ -254,48 +285,100 @@ def read_item(item: Item, *, lang: str = "eng") -> Item:
 
 
 @dataclass(frozen=True)
-class ScoreJob:
-    """What a worker scores with: the model (a folder, or a run's checkpoint in the
-    lakehouse, fetched by the worker), its window settings, the OCR language, and what
-    every row says it is (``metric``, ``run``, the ``grade`` calibration)."""
+class ModelRef:
+    """One model a worker scores with: a folder, or a run's checkpoint in the lakehouse
+    (fetched by the worker); its window length; its ``label`` (the run id or the folder,
+    what an ensemble's rows name it by)."""
 
     seq_len: int
+    model_dir: str | None = None
+    checkpoint_uri: str | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.model_dir is None) == (self.checkpoint_uri is None):
+            raise ConfigError("a model to score with is a folder or a run's checkpoint: give "
+                              "exactly one of model_dir and checkpoint_uri.")
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """What a worker scores with: the model, or the members of an ensemble (``models``,
+    each with its own window length), the shared window overlap, the OCR language, the
+    lakehouse checkpoints are fetched from, and what every row says it is (``metric``,
+    ``run``, the ``grade`` calibration)."""
+
+    models: tuple[ModelRef, ...]
     stride: int = 0
     lang: str = "eng"
-    model_dir: str | None = None
     lakehouse: LakehouseConfig | None = None
-    checkpoint_uri: str | None = None
     label: str = ""
     metric: str | None = None
     run: str | None = None
     grade: GradeCalibration | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(self.models))
+        labels = [m.label for m in self.models]
+        if not labels:
+            raise ConfigError("nothing to score with: give a run or a model folder.")
+        if len(set(labels)) != len(labels):
+            twice = next(x for x in labels if labels.count(x) > 1)
+            raise ConfigError(f"{twice} is given twice: an ensemble's members are distinct "
+                              "models (one listed twice would weigh double).")
+        if len(labels) > 1 and self.grade is not None:
+            raise ConfigError("--grade calibrates one run's predictions: grade each run alone.")
 
-def _load_job(job: ScoreJob, scorer: Scorer | None = None) -> tuple[ScoreJob, Scorer]:
-    """A worker's state: the model loaded once (``scorer``: one already loaded here)."""
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The labels of an ensemble's members; empty for one model."""
+        return tuple(m.label for m in self.models) if len(self.models) > 1 else ()
+
+
+def _load_job(job: ScoreJob, scorers: Sequence[Scorer] | None = None,
+              ) -> tuple[ScoreJob, list[Scorer]]:
+    """A worker's state: each model loaded once (``scorers``: the ones already loaded here)."""
     from catalog.executor import in_worker
 
-    if scorer is None:
+    if scorers is None:
         if in_worker():
             import torch
 
             torch.set_num_threads(1)  # one worker per core: no threads fighting
-        model_dir = job.model_dir
-        if job.checkpoint_uri is not None:
-            from train.evaluate import fetch_model
-
-            model_dir = str(fetch_model(Lakehouse(job.lakehouse), job.checkpoint_uri))
-        scorer = load_scorer(model_dir=model_dir, seq_len=job.seq_len, stride=job.stride,
-                             label=job.label)
-    return job, scorer
+        scorers = [load_ref(ref, stride=job.stride, lakehouse=job.lakehouse)
+                   for ref in job.models]
+    return job, list(scorers)
 
 
-def _score_batch(state: tuple[ScoreJob, Scorer], batch: list[Item]) -> list[dict]:
+def load_ref(ref: ModelRef, *, stride: int = 0,
+             lakehouse: LakehouseConfig | None = None) -> Scorer:
+    """The :class:`Scorer` of a :class:`ModelRef`: its folder, or its run's checkpoint
+    fetched from ``lakehouse``."""
+    model_dir = ref.model_dir
+    if ref.checkpoint_uri is not None:
+        from train.evaluate import fetch_model
+
+        model_dir = str(fetch_model(Lakehouse(lakehouse), ref.checkpoint_uri))
+    return load_scorer(model_dir=model_dir, seq_len=ref.seq_len, stride=stride,
+                       label=ref.label)
+
+
+def member_windows(scorers: Sequence[Scorer], texts: list[str],
+                   ) -> list[dict[str, list[float]]]:
+    """Per text, each ensemble member's window predictions, ``{label: windows}`` (each
+    member cuts the text with its own tokenizer and window length)."""
+    per = {s.label: s.windows(texts) for s in scorers}
+    return [{label: w[i] for label, w in per.items()} for i in range(len(texts))]
+
+
+def _score_batch(state: tuple[ScoreJob, list[Scorer]], batch: list[Item]) -> list[dict]:
     """The worker function: read what is still to read, predict, one row per item."""
-    job, scorer = state
+    job, scorers = state
     items = [read_item(it, lang=job.lang) for it in batch]
-    return list(score_stream(items, scorer.windows, batch=max(1, len(items)),
-                             metric=job.metric, run=job.run, grade=job.grade))
+    predict = (scorers[0].windows if len(scorers) == 1
+               else functools.partial(member_windows, scorers))
+    return list(score_stream(items, predict, batch=max(1, len(items)), metric=job.metric,
+                             run=job.run, grade=job.grade, members=job.members))
 
 
 def _item_name(item: Item) -> str:
@@ -303,14 +386,14 @@ def _item_name(item: Item) -> str:
 
 
 def score_items(items: Iterable[Item], *, job: ScoreJob, batch: int = 16,
-                executor: Executor | None = None, scorer: Scorer | None = None,
+                executor: Executor | None = None, scorers: Sequence[Scorer] | None = None,
                 total: int | None = None) -> Iterator[dict]:
     """Rows of :func:`score_stream` for ``items`` (files may be unread: :func:`read_item`),
     in input order, ``batch`` items at a time over ``executor`` (default: this process).
 
     An item whose batch fails is retried alone; one that still fails is a row with its
-    error. ``scorer`` is a model already loaded in this process (used when the work runs
-    here).
+    error. ``scorers`` are the job's models already loaded in this process, in its order
+    (used when the work runs here). A worker holds every model of an ensemble at once.
     """
     from collections import deque
 
@@ -326,14 +409,14 @@ def score_items(items: Iterable[Item], *, job: ScoreJob, batch: int = 16,
             yield it
 
     for row in executor.map(_score_batch, batched(feed(), size=batch), setup=_load_job,
-                            setup_args=(job, scorer) if here else (job,), desc="score",
+                            setup_args=(job, scorers) if here else (job,), desc="score",
                             unit="text", total=total, key=_item_name,
                             summary=False):  # `corpus score` says how many were scored
         item = fed.popleft()  # results come in input order, one per item
         if isinstance(row, Failed):
             failed = Item(item.name, item.source, error=f"{item.name}: {row.reason}")
             row = next(score_stream([failed], _no_prediction, metric=job.metric,
-                                    run=job.run, grade=job.grade))
+                                    run=job.run, grade=job.grade, members=job.members))
         yield row
 
 
@@ -347,36 +430,49 @@ COLUMNS = ("name", "source", "metric", "run", "n_chars", "prediction", "n_window
 GRADE_COLUMNS = ("lexile", "grade")
 
 
-def columns(*, grade: bool = False) -> tuple[str, ...]:
-    """The output columns, with the grade columns when ``grade``."""
-    if not grade:
-        return COLUMNS
+def columns(*, grade: bool = False, members: Sequence[str] = ()) -> tuple[str, ...]:
+    """The output columns: with the grade columns when ``grade``, and one
+    ``prediction:<member>`` column per ensemble member named in ``members``, after the
+    prediction."""
     at = COLUMNS.index("prediction") + 1
-    return (*COLUMNS[:at], *GRADE_COLUMNS, *COLUMNS[at:])
+    extra = (*(GRADE_COLUMNS if grade else ()), *(member_column(m) for m in members))
+    return (*COLUMNS[:at], *extra, *COLUMNS[at:])
 
 
-def write_rows(rows: Iterable[dict], *, fmt: str, stream,
-               grade: bool = False) -> tuple[int, int]:
+def member_column(member: str) -> str:
+    """The table and csv column of an ensemble member's prediction."""
+    return f"prediction:{member}"
+
+
+def write_rows(rows: Iterable[dict], *, fmt: str, stream, grade: bool = False,
+               members: Sequence[str] = ()) -> tuple[int, int]:
     """Write rows as they come (csv, json lines) or as one table at the end; returns
-    ``(scored, failed)``."""
+    ``(scored, failed)``. ``members``: the ensemble members whose predictions get a column
+    each in a table or csv (json rows carry them all in ``members`` anyway)."""
     from sql.output import write_rows as write
 
     counts = {"scored": 0, "failed": 0}
+    flat = members and fmt != "json"
 
     def counted(rows: Iterable[dict]) -> Iterator[dict]:
         for r in rows:
             counts["failed" if r["error"] is not None else "scored"] += 1
+            if flat:
+                each = r.get("members") or {}
+                r = {**r, **{member_column(m): each.get(m) for m in members}}
             yield r
 
-    write(counted(rows), columns=columns(grade=grade), fmt=fmt, stream=stream, cell=_cell,
-          right=("n_chars", "prediction", "lexile", "n_windows", "window_sd"))
+    write(counted(rows), columns=columns(grade=grade, members=members), fmt=fmt,
+          stream=stream, cell=_cell,
+          right=("n_chars", "prediction", "lexile", "n_windows", "window_sd",
+                 *(member_column(m) for m in members)))
     return counts["scored"], counts["failed"]
 
 
 def _cell(column: str, v: Any) -> str:
     if v is None:
         return ""
-    if column in ("prediction", "window_sd"):
+    if column in ("prediction", "window_sd") or column.startswith("prediction:"):
         return f"{v:.3f}"
     return f"{v:,}" if column == "n_chars" else str(v)
 
@@ -428,14 +524,42 @@ def model_provenance(model_dir: str | Path) -> tuple[str | None, str | None]:
     return found.get("metric"), found.get("run")
 
 
+def ensemble_target(targets: Mapping[str, str | None]) -> str | None:
+    """The metric an ensemble predicts: the one every member predicts (None when no member
+    says).
+
+    Args:
+        targets: ``{member: the metric it predicts, None when unknown}``.
+
+    Raises:
+        ConfigError: members predict different metrics, or some say what they predict and
+            others do not (averaging them could mix scales).
+    """
+    known = {m: t for m, t in targets.items() if t}
+    first = next(iter(known.items()), None)
+    for m, t in known.items():
+        if first is not None and t != first[1]:
+            raise ConfigError(f"{first[0]} predicts {first[1]} but {m} predicts {t}: an "
+                              "ensemble's members must predict the same metric.")
+    unknown = [m for m, t in targets.items() if not t]
+    if first is not None and unknown:
+        raise ConfigError(f"{unknown[0]} does not say what it predicts (no target in its "
+                          f"run's shards or its folder's meta.json) while {first[0]} predicts "
+                          f"{first[1]}: an ensemble's members must predict the same metric.")
+    return first[1] if first is not None else None
+
+
 def save_predictions(lakehouse: Lakehouse, rows: Iterable[dict], *, run_id: str,
-                     target: str | None, texts_version: int | None) -> tuple[int, int | None]:
+                     target: str | None, texts_version: int | None,
+                     members: Sequence[str] = ()) -> tuple[int, int | None]:
     """Write the scored catalog refs among ``rows`` to ``predictions`` in one commit.
 
     Each ``BOOK_ID:VARIANT`` that was scored becomes a row of run ``run_id`` with split
     ``scored``, its window count and spread; files given by path are not catalog books and
     are left out, as are failed rows. A ref scored again replaces its earlier ``scored``
-    row (the merge key includes the split, so ``corpus eval``'s rows are kept).
+    row (the merge key includes the split, so ``corpus eval``'s rows are kept). An
+    ensemble's rows go under its id (``run_id``, :func:`train.evaluate.ensemble_id`) with
+    no window count or spread, and the commit's lineage names its ``members``.
 
     Returns:
         ``(rows written, new predictions version or None when nothing was written)``.
@@ -459,7 +583,10 @@ def save_predictions(lakehouse: Lakehouse, rows: Iterable[dict], *, run_id: str,
     inputs = {"runs": lakehouse.version("runs")}
     if texts_version is not None:
         inputs["texts"] = texts_version
-    lineage = Lineage(operation="score", inputs=inputs, config={"run_id": run_id})
+    config: dict[str, Any] = {"run_id": run_id}
+    if members:
+        config["members"] = list(members)
+    lineage = Lineage(operation="score", inputs=inputs, config=config)
     data = list(out.values())
     return len(data), lakehouse.upsert("predictions", data, lineage=lineage,
                                        on=("run_id", "book_id", "variant", "target", "split"))

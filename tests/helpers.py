@@ -118,6 +118,60 @@ def evaluated_run(tmp: Path):
     return lh, result, model, load_tokenizer("all-minilm-l6-v2"), direct, predict
 
 
+def saved_run(lh: Lakehouse, run_id: str, folder: Path, *, dataset: str = "clear",
+              seq_len: int = 64, shards_version: int | None = None) -> str:
+    """Register the model saved in ``folder`` as finished run ``run_id`` (its files copied to
+    ``runs/<run_id>/final`` in the lakehouse's store, as training leaves them) on
+    ``dataset`` at ``shards_version`` (default: the latest). Returns the checkpoint URI."""
+    for f in Path(folder).iterdir():
+        lh.store.put_file(f"runs/{run_id}/final/{f.name}", f)
+    uri = lh.store.uri(f"runs/{run_id}/final")
+    cfg = json.loads((Path(folder) / "model_config.json").read_text())
+    now = datetime.now(UTC)
+    lh.append("runs", [{
+        "run_id": run_id, "dataset": dataset,
+        "shards_version": lh.version("shards") if shards_version is None else shards_version,
+        "backbone": cfg["backbone"], "head": cfg["head"],
+        "config": json.dumps({"seq_len": seq_len}), "metrics": "{}", "checkpoint_uri": uri,
+        "status": "finished", "started_at": now, "finished_at": now,
+    }], lineage=Lineage(operation="test-train"))
+    return uri
+
+
+def ensemble_runs(tmp: Path) -> tuple[Lakehouse, dict[str, Path]]:
+    """The sample imported, dataset ``clear`` built (30% of the books held out, edited texts)
+    and two untrained seeded models saved as its finished runs: ``r1`` (attention head, LoRA,
+    windows of 64 tokens) and ``r2`` (dense head, backbone frozen, another seed, windows of
+    32). For refusals, ``r1``'s model is also run ``r-other`` of dataset ``other`` (the same
+    books held out), ``r-split`` of ``clear`` rebuilt with another seed (other books held
+    out) and ``r-lex`` of dataset ``lex``, whose target is ``lexile``.
+
+    Returns ``(lakehouse, {"r1": model folder, "r2": model folder})``.
+    """
+    from train.model import ModelConfig, build_model, save_model
+    from train.shards import build_shards
+
+    lh = Lakehouse(str(tmp / "lakehouse"))
+    import_sample(lh)
+    build_shards(lh, config=small_config(val_frac=0.3))
+    clear = lh.version("shards")
+    folders = {
+        "r1": save_model(build_model(ModelConfig(backbone=TOKENIZER, lora_r=2), seed=0),
+                         tmp / "m1"),
+        "r2": save_model(build_model(ModelConfig(backbone=TOKENIZER, head="dense", lora_r=0),
+                                     seed=1), tmp / "m2"),
+    }
+    saved_run(lh, "r1", folders["r1"], shards_version=clear)
+    saved_run(lh, "r2", folders["r2"], seq_len=32, shards_version=clear)
+    build_shards(lh, config=small_config("other", val_frac=0.3))
+    saved_run(lh, "r-other", folders["r1"], dataset="other")
+    build_shards(lh, config=small_config(val_frac=0.3, seed=1))
+    saved_run(lh, "r-split", folders["r1"])
+    build_shards(lh, config=small_config("lex", val_frac=0.3, target="lexile"))
+    saved_run(lh, "r-lex", folders["r1"], dataset="lex")
+    return lh, folders
+
+
 # ---- ingest: OCR pages and editors' corrections --------------------------------------------------
 OCR_PAGES = {1: "THE TITLE\n\nby A. Writer", 2: "Tbe cat sat\non tbe mat.",
              3: "Page tbree ends."}

@@ -15,7 +15,10 @@ the formulas are fit on) in, the summary out, no lakehouse. :func:`run_eval` is 
 it pins and reads the run's shards manifest (which names the held-out books), texts and
 scores, scores the held-out books on every text variant, writes ``predictions`` (lineage:
 the run, its pinned shards, texts and scores), the report, and the held-out section of the
-model's card.
+model's card. Given several runs it evaluates them as an ensemble: each run scores the
+held-out texts its own way, the ensemble's prediction is the plain mean of theirs
+(:func:`train.model.average_members`, the rule ``corpus score`` uses too), and the report
+puts each run next to the ensemble (:func:`check_ensemble`, :func:`ensemble_rows`).
 """
 
 from __future__ import annotations
@@ -189,6 +192,7 @@ def prediction_shift(rows: Sequence[Mapping[str, Any]], *, clean: str = EDITED,
 
 def summarise(rows: Sequence[Mapping[str, Any]],
               baselines: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+              *, members: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
               ) -> dict[str, Any]:
     """Metrics per variant family for the model and (when given) every formula baseline.
 
@@ -196,18 +200,29 @@ def summarise(rows: Sequence[Mapping[str, Any]],
         rows: Predictions: dicts with ``book_id, variant, prediction, truth`` (held-out rows).
         baselines: ``{variant_family: {formula: predictions aligned with that family's
             rows in input order}}``.
+        members: When ``rows`` are an ensemble's: each member's own rows, ``{run_id:
+            rows}``; a family's entry then holds each member's metrics under ``members``,
+            next to the ensemble's (``model``).
+
+    Returns:
+        ``{"variants": {family: {"model": metrics, ["members": {run_id: metrics},]
+        formula: metrics ..., "best_formula", "model_vs_best_formula"}}}``.
     """
-    fams: dict[str, list[Mapping[str, Any]]] = {}
-    for r in rows:
-        fams.setdefault(variant_family(r["variant"]), []).append(r)
+    member_fams = {m: _families(rs) for m, rs in (members or {}).items()}
     out: dict[str, Any] = {"variants": {}}
-    for fam, rs in sorted(fams.items()):
+    for fam, rs in _families(rows).items():
         truth = [r["truth"] for r in rs]
-        entry = {"model": regression_metrics([r["prediction"] for r in rs], truth)}
-        for name, preds in sorted((baselines or {}).get(fam, {}).items()):
-            entry[name] = regression_metrics(preds, truth)
-        best = min((k for k in entry if k != "model"), default=None,
-                   key=lambda k: entry[k]["rmse"])
+        entry: dict[str, Any] = {
+            "model": regression_metrics([r["prediction"] for r in rs], truth)}
+        if members:
+            entry["members"] = {
+                m: regression_metrics([r["prediction"] for r in fams.get(fam, [])],
+                                      [r["truth"] for r in fams.get(fam, [])])
+                for m, fams in member_fams.items()}
+        formulas = {name: regression_metrics(preds, truth)
+                    for name, preds in sorted((baselines or {}).get(fam, {}).items())}
+        entry.update(formulas)
+        best = min(formulas, default=None, key=lambda k: formulas[k]["rmse"])
         if best:
             entry["best_formula"] = best
             entry["model_vs_best_formula"] = entry["model"]["rmse"] / entry[best]["rmse"] - 1
@@ -252,6 +267,7 @@ def evaluate(
     texts: Sequence[str] = (),
     train: Sequence[Mapping[str, Any]] = (),
     max_formula_train: int = 4000,
+    members: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """The summary of held-out predictions: the core of ``corpus eval`` (no lakehouse).
 
@@ -260,11 +276,14 @@ def evaluate(
     (:func:`fit_formula_baselines`) and applied to the held-out texts.
 
     Args:
-        rows: Predictions: dicts with ``book_id, variant, prediction, truth``.
+        rows: Predictions: dicts with ``book_id, variant, prediction, truth`` (an ensemble's
+            when ``members`` are given: :func:`ensemble_rows`).
         texts: The text of each row, in the same order (what the formulas score).
         train: Training texts the formulas are fit on: dicts with ``book_id``, ``text`` and
             ``truth``, taken in book order.
         max_formula_train: At most this many training texts (a fixed, seeded sample).
+        members: An ensemble's members' own rows, ``{run_id: rows}``: their metrics go
+            next to the ensemble's (:func:`summarise`).
 
     Returns:
         :func:`summarise`'s ``{"variants": ...}`` plus ``formula_fit_texts`` (training texts
@@ -291,7 +310,7 @@ def evaluate(
         for fam, idx in fams.items():
             preds = apply_formula_baselines(fits, [texts[i] for i in idx])
             baselines[fam] = {k: [float(x) for x in v] for k, v in preds.items()}
-    return {**summarise(rows, baselines), "formula_fit_texts": len(fit_on)}
+    return {**summarise(rows, baselines, members=members), "formula_fit_texts": len(fit_on)}
 
 
 def worst_books(rows: Sequence[Mapping[str, Any]], k: int = 10) -> list[dict[str, Any]]:
@@ -451,10 +470,35 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def predictors(entry: Mapping[str, Any], *, formulas: str = "all",
+               ) -> list[tuple[str, Mapping[str, Any]]]:
+    """``(label, metrics)`` of each predictor of one variant family's entry, in report order:
+    the model (``ensemble`` when the entry has members), each member (``member RUN``), then
+    the formula baselines.
+
+    Args:
+        entry: One family of :func:`summarise`'s ``variants``.
+        formulas: ``all`` formula baselines, or only the ``best`` one (labelled so).
+    """
+    best = entry.get("best_formula")
+    out: list[tuple[str, Mapping[str, Any]]] = [
+        ("ensemble" if "members" in entry else "model", entry["model"]),
+        *((f"member {run}", m) for run, m in (entry.get("members") or {}).items())]
+    for name, m in entry.items():
+        if name in ("model", "members") or not isinstance(m, dict):
+            continue
+        if formulas == "all":
+            out.append((name, m))
+        elif name == best:
+            out.append((f"{name} (best formula)", m))
+    return out
+
+
 def metrics_table(variants: Mapping[str, Mapping[str, Any]], *, formulas: str = "all",
                   ) -> list[str]:
-    """Markdown rows of the metrics per variant family and predictor (report.md, model card);
-    a Spearman on fewer than :data:`train.model.MIN_RELIABLE_N` items says so.
+    """Markdown rows of the metrics per variant family and predictor (:func:`predictors`;
+    report.md, model card); a Spearman on fewer than :data:`train.model.MIN_RELIABLE_N` items
+    says so.
 
     Args:
         variants: :func:`summarise`'s ``variants``.
@@ -465,11 +509,7 @@ def metrics_table(variants: Mapping[str, Mapping[str, Any]], *, formulas: str = 
     lines = ["| variant | predictor | n | RMSE | MAE | Spearman | bias |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for fam, entry in variants.items():
-        best = entry.get("best_formula")
-        for name, m in entry.items():
-            if not isinstance(m, dict) or (formulas == "best" and name not in ("model", best)):
-                continue
-            label = f"{name} (best formula)" if name == best and formulas == "best" else name
+        for label, m in predictors(entry, formulas=formulas):
             lines.append(f"| {fam} | {label} | {m['n']} | {_fmt(m['rmse'])} | "
                          f"{_fmt(m['mae'])} | {_fmt(m['spearman'])}{reliability(m['n'])} | "
                          f"{_fmt(m['bias'])} |")
@@ -479,8 +519,8 @@ def metrics_table(variants: Mapping[str, Mapping[str, Any]], *, formulas: str = 
 def _unreliable_note(variants: Mapping[str, Mapping[str, Any]]) -> list[str]:
     from train.model import MIN_RELIABLE_N
 
-    small = sorted({m["n"] for e in variants.values() for m in e.values()
-                    if isinstance(m, dict) and m["n"] < MIN_RELIABLE_N})
+    small = sorted({m["n"] for e in variants.values() for _, m in predictors(e)
+                    if m["n"] < MIN_RELIABLE_N})
     if not small:
         return []
     return [f"Metrics on fewer than {MIN_RELIABLE_N} items (here n = "
@@ -494,10 +534,20 @@ def _markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# {report['title']}", ""]
     if report.get("target"):
         lines += [f"Target: `{report['target']}`, {axis_metric(report['target'])}.", ""]
+    if report.get("members"):
+        lines += [f"An ensemble of {len(report['members'])} runs: "
+                  + "; ".join(f"`{m['run_id']}` ({m['backbone']}, windows of {m['seq_len']} "
+                              f"tokens, shards {report.get('dataset')}@{m['shards_version']})"
+                              for m in report["members"])
+                  + ". Each run scores the held-out texts with its own tokenizer and window "
+                  "length; the ensemble's prediction for a book and variant is the plain mean "
+                  "of the runs' book-level predictions. The worst predictions, the shift and "
+                  "the plots are the ensemble's.", ""]
     for fam, entry in report["variants"].items():
         lines += [f"## {fam}", "", *metrics_table({fam: entry})]
         if "best_formula" in entry:
-            lines.append(f"\nModel RMSE vs the best formula ({entry['best_formula']}): "
+            who = "Ensemble" if "members" in entry else "Model"
+            lines.append(f"\n{who} RMSE vs the best formula ({entry['best_formula']}): "
                          f"{entry['model_vs_best_formula'] * 100:+.1f}%"
                          f"{reliability(entry['model']['n'])}")
         lines.append("")
@@ -610,16 +660,148 @@ class EvalConfig:
 
 @dataclass
 class EvalResult:
-    """What ``corpus eval`` wrote."""
+    """What ``corpus eval`` wrote. For an ensemble, ``run_id`` is its :func:`ensemble_id`
+    and ``members`` its runs; ``n_predictions`` counts the members' rows and its own."""
 
     run_id: str
     report_dir: Path
     summary: dict[str, Any]
     n_predictions: int
     predictions_version: int
+    members: tuple[str, ...] = ()
 
 
-def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
+ENSEMBLE_PREFIX = "ensemble-"
+
+
+def ensemble_id(run_ids: Iterable[str]) -> str:
+    """The id an ensemble of runs writes its predictions under: ``ensemble-`` and 10 hex
+    digits of the SHA-256 of its sorted run ids (the same runs in any order, the same id).
+
+    Not a ``runs`` row: nothing that picks a run (the newest finished run, the readiness
+    rule) ever picks an ensemble.
+    """
+    import hashlib
+
+    key = "\n".join(sorted(set(run_ids)))
+    return ENSEMBLE_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def check_ensemble(members: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse runs that cannot be evaluated together: they must have been trained on the same
+    shards dataset, for the same target, holding out the same books.
+
+    Backbones, tokenizers and window lengths may differ (each run scores the held-out
+    texts its own way); the dataset version may differ too, as long as its validation
+    split is the same books.
+
+    Args:
+        members: Per run: ``run_id``, ``dataset``, ``shards_version``, ``target`` and
+            ``held_out`` (the book ids of its validation split).
+
+    Raises:
+        ConfigError: one line naming two runs and what differs between them.
+    """
+    ids = [m["run_id"] for m in members]
+    twice = sorted({r for r in ids if ids.count(r) > 1})
+    if twice:
+        raise ConfigError(f"run {twice[0]} is given twice: an ensemble's members are distinct "
+                          "runs (one listed twice would weigh double).")
+    a = members[0]
+    for b in members[1:]:
+        pair = f"runs {a['run_id']} and {b['run_id']} cannot be evaluated together"
+        if a["dataset"] != b["dataset"]:
+            raise ConfigError(f"{pair}: they were trained on different shards datasets "
+                              f"({a['dataset']}@{a['shards_version']} and "
+                              f"{b['dataset']}@{b['shards_version']}); an ensemble's runs "
+                              "must share their dataset and held-out books.")
+        if a["target"] != b["target"]:
+            raise ConfigError(f"{pair}: they predict different targets ({a['target']} and "
+                              f"{b['target']}).")
+        if set(a["held_out"]) != set(b["held_out"]):
+            only_a = sorted(set(a["held_out"]) - set(b["held_out"]))
+            only_b = sorted(set(b["held_out"]) - set(a["held_out"]))
+            example = (only_a or only_b)[0]
+            raise ConfigError(
+                f"{pair}: they hold out different books (the validation split of "
+                f"{a['dataset']}@{a['shards_version']} has {len(a['held_out'])}, of "
+                f"{b['dataset']}@{b['shards_version']} {len(b['held_out'])}; {len(only_a)} "
+                f"only in the first, {len(only_b)} only in the second, e.g. {example}); an "
+                "ensemble's runs must hold out the same books (shards built with the same "
+                "--val-frac and --seed from the same books).")
+
+
+def ensemble_rows(run_id: str, members: Mapping[str, Sequence[Mapping[str, Any]]],
+                  ) -> list[dict[str, Any]]:
+    """An ensemble's ``predictions`` rows from its members' rows (each member's book-level
+    predictions, keyed by book and variant): per key the plain mean
+    (:func:`train.model.average_members`), in the first member's order.
+
+    The rows have no window count or spread: the members cut each text their own way.
+
+    Raises:
+        ConfigError: the members did not predict the same books and variants.
+    """
+    from train.model import average_members
+
+    first = next(iter(members.values()))
+    base = {(r["book_id"], r["variant"]): r for r in first}
+    means = average_members({run: {(r["book_id"], r["variant"]): r["prediction"] for r in rows}
+                             for run, rows in members.items()})
+    return [{**base[key], "run_id": run_id, "prediction": p, "n_windows": None,
+             "window_sd": None} for key, p in means.items()]
+
+
+def _held_out(lakehouse: Lakehouse, run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's evaluation set-up from its pinned manifest: ``run_id, dataset,
+    shards_version, target, scores_version, held_out, train``."""
+    from train.shards import books_by_split
+
+    run_id = run["run_id"]
+    manifest = lakehouse.read("shards", version=run["shards_version"])
+    manifest = manifest.filter(pc.equal(manifest.column("dataset"), run["dataset"]))
+    if not manifest.num_rows:
+        raise ConfigError(f"run {run_id}: dataset {run['dataset']!r} has no shards at "
+                          f"shards@{run['shards_version']}.")
+    splits = books_by_split(manifest, dataset=run["dataset"],
+                            where=f"shards@{run['shards_version']}")
+    if not splits.get("validation"):
+        raise ConfigError(f"run {run_id}: its dataset has no validation books to evaluate on; "
+                          "build the shards with --val-frac > 0.")
+    return {"run_id": run_id, "dataset": run["dataset"],
+            "shards_version": int(run["shards_version"]),
+            "target": manifest.column("target")[0].as_py(),
+            "scores_version": manifest.column("scores_version")[0].as_py(),
+            "held_out": splits["validation"], "train": splits.get("train", set())}
+
+
+def _predict_held_out(lakehouse: Lakehouse, run: Mapping[str, Any],
+                      held: Sequence[Mapping[str, Any]], *, truth: Mapping[str, float],
+                      target: str | None, batch_size: int, now: datetime,
+                      ) -> list[dict[str, Any]]:
+    """One run's ``predictions`` rows for the held-out texts: its model, tokenizer and
+    window length, each text's mean over its windows, window count and spread."""
+    from catalog.readiness import window_stats
+    from train.backbones import load_tokenizer
+    from train.model import load_model, predict_windows
+
+    model = load_model(fetch_model(lakehouse, run["checkpoint_uri"]))
+    tok = load_tokenizer(model.cfg.backbone)
+    windows = predict_windows([t["text"] for t in held], model=model, tokenizer=tok,
+                              seq_len=run_seq_len(run) or DEFAULT_SEQ_LEN,
+                              batch_size=batch_size)
+    del model  # an ensemble's members are loaded one at a time
+    rows = []
+    for t, w in zip(held, windows, strict=True):
+        n, sd = window_stats(w)  # kept, so catalog/readiness.py can judge these rows too
+        rows.append({"run_id": run["run_id"], "book_id": t["book_id"], "variant": t["variant"],
+                     "target": target, "prediction": sum(w) / n,
+                     "truth": float(truth[t["book_id"]]), "split": "validation",
+                     "n_windows": n, "window_sd": sd, "created_at": now})
+    return rows
+
+
+def run_eval(lakehouse: Lakehouse, run_id: str | Sequence[str] | None = None, *,
              config: EvalConfig = EvalConfig()) -> EvalResult:
     """Score a run's held-out books on every variant; write ``predictions`` and a report.
 
@@ -629,79 +811,116 @@ def run_eval(lakehouse: Lakehouse, run_id: str | None = None, *,
     split's edited texts. The metrics come from :func:`evaluate`; they also go into the
     held-out section of the stored model's card (:func:`refresh_card`).
 
+    Several runs are evaluated as an ensemble (:func:`check_ensemble` says which can be):
+    each run scores the held-out texts with its own model, tokenizer and window length and
+    keeps its rows under its run id, as if evaluated alone; the ensemble's rows, the plain
+    mean per book and variant (:func:`ensemble_rows`), go under :func:`ensemble_id`, all in
+    one commit whose lineage names every run. The report has a metrics row per run and one
+    for the ensemble; formulas are fit on the training books all runs share. The runs'
+    model cards are left alone (their held-out sections stay what ``corpus eval RUN`` wrote).
+
+    Args:
+        lakehouse: The lakehouse.
+        run_id: A run, several runs (an ensemble), or None for the newest finished run.
+        config: Options.
+
     Raises:
         ConfigError: no such run, its shards are missing or predate ``book_ids`` (rebuild
-            them), or no held-out text to score.
+            them), no held-out text to score, or runs that cannot be evaluated together.
     """
-    from catalog.readiness import window_stats
-    from train.backbones import load_tokenizer
-    from train.model import load_model, predict_windows
-    from train.shards import books_by_split
-
-    run = find_run(lakehouse, run_id)
-    run_id = run["run_id"]
-    manifest = lakehouse.read("shards", version=run["shards_version"])
-    manifest = manifest.filter(pc.equal(manifest.column("dataset"), run["dataset"]))
-    if not manifest.num_rows:
-        raise ConfigError(f"run {run_id}: dataset {run['dataset']!r} has no shards at "
-                          f"shards@{run['shards_version']}.")
-    target = manifest.column("target")[0].as_py()
-    scores_version = manifest.column("scores_version")[0].as_py()
-    splits = books_by_split(manifest, dataset=run["dataset"],
-                            where=f"shards@{run['shards_version']}")
-    held_out, train_books = splits.get("validation", set()), splits.get("train", set())
-    if not held_out:
-        raise ConfigError(f"run {run_id}: its dataset has no validation books to evaluate on; "
-                          "build the shards with --val-frac > 0.")
+    ids: list[str | None] = ([run_id] if run_id is None or isinstance(run_id, str)
+                             else list(run_id)) or [None]
+    runs = [find_run(lakehouse, r) for r in ids]
+    setups = [_held_out(lakehouse, r) for r in runs]
+    ensemble = len(runs) > 1
+    if ensemble:
+        check_ensemble(setups)
+    first = setups[0]
+    target, held_out = first["target"], first["held_out"]
     pins = lakehouse.pin("texts", "scores")
-    if scores_version is not None:
-        pins["scores"] = int(scores_version)
+    latest_scores = pins["scores"]
+    if first["scores_version"] is not None:
+        pins["scores"] = int(first["scores_version"])
     truth = current_values(lakehouse.read("scores", version=pins["scores"]), target)
+    for other in setups[1:]:
+        version = other["scores_version"]
+        version = latest_scores if version is None else int(version)
+        if version == pins["scores"]:
+            continue
+        theirs = current_values(lakehouse.read("scores", version=version), target)
+        differ = sorted(b for b in held_out if truth.get(b) != theirs.get(b))
+        if differ:
+            raise ConfigError(
+                f"runs {first['run_id']} and {other['run_id']} cannot be evaluated together: "
+                f"their shards were built from scores@{pins['scores']} and scores@{version}, "
+                f"which give {len(differ)} held-out book(s) a different {target} (e.g. "
+                f"{differ[0]}); an ensemble's runs must share the truth they are judged by.")
     texts = lakehouse.read("texts", version=pins["texts"],
                            columns=["book_id", "variant", "text"]).to_pylist()
     wanted = config.variants
+    # the formulas learn from books no run held out; with several runs, from those every
+    # run trained on
+    train_books = set.intersection(*(set(s["train"]) for s in setups))
     held, train = eval_texts(texts, validation_books=held_out, train_books=train_books,
                              truth=truth, variants=wanted)
+    names = ", ".join(s["run_id"] for s in setups)
     if not held:
-        raise ConfigError(f"run {run_id}: no held-out text matches variants "
-                          f"{', '.join(wanted) or '(any)'}.")
-    model_dir = fetch_model(lakehouse, run["checkpoint_uri"])
-    model = load_model(model_dir)
-    tok = load_tokenizer(model.cfg.backbone)
-    seq_len = run_seq_len(run) or DEFAULT_SEQ_LEN
-    windows = predict_windows([t["text"] for t in held], model=model, tokenizer=tok,
-                              seq_len=seq_len, batch_size=config.batch_size)
+        raise ConfigError(f"run{'s' if ensemble else ''} {names}: no held-out text matches "
+                          f"variants {', '.join(wanted) or '(any)'}.")
     now = datetime.now(UTC)
-    rows = []
-    for t, w in zip(held, windows, strict=True):
-        n, sd = window_stats(w)  # kept, so catalog/readiness.py can judge these rows too
-        rows.append({"run_id": run_id, "book_id": t["book_id"], "variant": t["variant"],
-                     "target": target, "prediction": sum(w) / n,
-                     "truth": float(truth[t["book_id"]]), "split": "validation",
-                     "n_windows": n, "window_sd": sd, "created_at": now})
-
-    core = evaluate(rows, texts=[t["text"] for t in held],
-                    train=[{**t, "truth": truth[t["book_id"]]} for t in train],
-                    max_formula_train=config.max_formula_train)
-    summary = {"variants": core["variants"], "run_id": run_id, "dataset": run["dataset"],
-               "shards_version": run["shards_version"], "target": target,
-               "texts_version": pins["texts"], "scores_version": pins["scores"],
-               "formula_fit_texts": core["formula_fit_texts"]}
-    history = run_history(run)
-    out = Path(config.out or Path("reports") / run_id)
-    write_report(out, rows=rows, summary=summary, history=history,
-                 title=f"run {run_id} on {run['dataset']}")
-    lineage = Lineage(operation="eval", inputs={"runs": lakehouse.version("runs"),
-                                                "shards": int(run["shards_version"]), **pins},
-                      config={"run_id": run_id, "variants": list(wanted),
-                              "report": str(out.resolve())})
+    member_rows = {run["run_id"]: _predict_held_out(
+        lakehouse, run, held, truth=truth, target=target, batch_size=config.batch_size,
+        now=now) for run in runs}
+    fit_on = [{**t, "truth": truth[t["book_id"]]} for t in train]
+    held_texts = [t["text"] for t in held]
+    if ensemble:
+        eid = ensemble_id(member_rows)
+        rows = ensemble_rows(eid, member_rows)
+        core = evaluate(rows, texts=held_texts, train=fit_on,
+                        max_formula_train=config.max_formula_train, members=member_rows)
+        versions = {s["shards_version"] for s in setups}
+        summary = {"variants": core["variants"], "run_id": eid, "dataset": first["dataset"],
+                   "shards_version": versions.pop() if len(versions) == 1 else None,
+                   "members": [{"run_id": r["run_id"], "shards_version": s["shards_version"],
+                                "backbone": r.get("backbone"),
+                                "seq_len": run_seq_len(r) or DEFAULT_SEQ_LEN}
+                               for r, s in zip(runs, setups, strict=True)]}
+        written = [*(r for rs in member_rows.values() for r in rs), *rows]
+        title = f"ensemble {eid} of {names} on {first['dataset']}"
+        history: list[dict[str, Any]] = []
+    else:
+        eid = runs[0]["run_id"]
+        rows = written = member_rows[eid]
+        core = evaluate(rows, texts=held_texts, train=fit_on,
+                        max_formula_train=config.max_formula_train)
+        summary = {"variants": core["variants"], "run_id": eid, "dataset": first["dataset"],
+                   "shards_version": first["shards_version"]}
+        title = f"run {eid} on {first['dataset']}"
+        history = run_history(runs[0])
+    summary.update(target=target, texts_version=pins["texts"], scores_version=pins["scores"],
+                   formula_fit_texts=core["formula_fit_texts"])
+    out = Path(config.out or Path("reports") / eid)
+    write_report(out, rows=rows, summary=summary, history=history, title=title)
+    lineage_config: dict[str, Any] = {"run_id": eid, "variants": list(wanted),
+                                      "report": str(out.resolve())}
+    if ensemble:
+        lineage_config.update(members=[s["run_id"] for s in setups],
+                              shards_versions={s["run_id"]: s["shards_version"]
+                                               for s in setups})
+    lineage = Lineage(operation="eval",
+                      inputs={"runs": lakehouse.version("runs"),
+                              "shards": max(s["shards_version"] for s in setups), **pins},
+                      config=lineage_config)
     # a re-eval replaces its rows, and only those: `corpus score --save` rows of the same
     # run and book (split "scored") are kept
-    version = lakehouse.upsert("predictions", rows, lineage=lineage,
+    version = lakehouse.upsert("predictions", written, lineage=lineage,
                                on=("run_id", "book_id", "variant", "target", "split"))
-    refresh_card(lakehouse, run, model_dir, held_out_section(summary, out))
-    return EvalResult(run_id=run_id, report_dir=out, summary=summary, n_predictions=len(rows),
-                      predictions_version=version)
+    if not ensemble:
+        refresh_card(lakehouse, runs[0], fetch_model(lakehouse, runs[0]["checkpoint_uri"]),
+                     held_out_section(summary, out))
+    return EvalResult(run_id=eid, report_dir=out, summary=summary, n_predictions=len(written),
+                      predictions_version=version,
+                      members=tuple(member_rows) if ensemble else ())
 
 
 def run_history(run: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -12,7 +12,9 @@ Heads:
     ``dense``: masked mean pooling, then a small MLP.
 
 Both regress one number per window (MSE on the target); a book longer than one window is scored
-by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`). The head
+by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`). An ensemble
+of models scores a text by the plain mean of its members' predictions (:func:`average_members`).
+The head
 reads standardised units: its output is multiplied by ``target_scale`` and shifted by
 ``target_mean`` (the training split's mean and standard deviation, set by the recipe), so a
 fresh head starts near the training mean whatever the target's unit. Without that, a head
@@ -38,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -598,6 +600,42 @@ def aggregate_windows(keys: Iterable[Any], preds: Iterable[float]) -> dict[Any, 
         acc[0] += float(p)
         acc[1] += 1
     return {k: s / n for k, (s, n) in sums.items()}
+
+
+def average_members(members: Mapping[str, Mapping[Any, float]]) -> dict[Any, float]:
+    """An ensemble's predictions: per key, the plain mean of its members' predictions.
+
+    The one averaging rule of ``corpus eval`` and ``corpus score`` with several runs or
+    models. Each member predicts at the level the caller keys by (a book and variant, a
+    text): its own window mean, made with its own tokenizer and window length, so members
+    need not cut a text alike. Members weigh the same whatever their window counts.
+
+    Args:
+        members: ``{member id: {key: prediction}}``; every member must predict every key.
+
+    Returns:
+        ``{key: mean}``, keys in the first member's order.
+
+    Raises:
+        ConfigError: no members, or a member lacks keys another has (the mean would be over
+            different members for different keys).
+    """
+    if not members:
+        raise ConfigError("an ensemble needs at least one member's predictions.")
+    names = list(members)
+    first = members[names[0]]
+    for name in names[1:]:
+        missing = [k for k in first if k not in members[name]]
+        extra = [k for k in members[name] if k not in first]
+        if missing or extra:
+            diff = [f"lacks {len(missing)} of {names[0]!r}'s (e.g. {missing[0]!r})"] if missing \
+                else []
+            diff += [f"has {len(extra)} that {names[0]!r} lacks (e.g. {extra[0]!r})"] if extra \
+                else []
+            raise ConfigError(f"ensemble members {names[0]!r} and {name!r} did not predict the "
+                              f"same things: {name!r} {' and '.join(diff)}.")
+    # fsum: the mean does not depend on the order the members are listed in
+    return {k: math.fsum(float(members[n][k]) for n in names) / len(names) for k in first}
 
 
 def pad_windows(windows: Sequence[Sequence[int]],

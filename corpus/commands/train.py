@@ -173,27 +173,39 @@ def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str,
 
 
 @command("eval")
-@click.argument("run_id", required=False, metavar="[RUN]")
+@click.argument("run_ids", nargs=-1, metavar="[RUN]...")
+@click.option("--run", "more_runs", multiple=True, metavar="RUN",
+              help="A run to evaluate (repeatable, like RUN arguments); several runs are "
+              "evaluated as an ensemble.")
 @click.option("--variants", default="", metavar="V1,V2,...",
               help="Variants of the held-out books to score (edited,ocr,noisy/*; default all).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Report folder (default reports/<run>).")
+              help="Report folder (default reports/<run or ensemble id>).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format.")
 @click.pass_context
-def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None,
-          fmt: str) -> None:
+def eval_(ctx: click.Context, run_ids: tuple[str, ...], more_runs: tuple[str, ...],
+          variants: str, out: str | None, fmt: str) -> None:
     """Evaluate RUN (default: the newest finished run) on its held-out books.
 
     Writes `predictions` and a report folder: RMSE, MAE, Spearman and bias per variant for the
     model and for readability formulas fit on the training split, the worst books, the shift
     between clean and noisy/OCR twins, and PNG plots.
 
-    Example: corpus eval clear-20261129-101500-a1b2c3 --variants edited,ocr
-    """
-    from train.evaluate import EvalConfig, run_eval
+    Several runs are evaluated as an ensemble: they must have been trained on the same shards
+    dataset for the same target and hold out the same books (backbones, tokenizers and window
+    lengths may differ). Each run scores the held-out texts with its own model and keeps its
+    rows in `predictions` under its run id; the ensemble's prediction for a book and variant
+    is the plain mean of the runs' predictions, written under ensemble-<hash of the sorted
+    run ids>. The report has a row per run and one for the ensemble; the runs' model cards
+    are left as they are (`corpus eval RUN` alone writes a card's held-out section).
 
-    r = run_eval(lakehouse(ctx), run_id,
+    Example: corpus eval clear-20261129-101500-a1b2c3 --run clear-20261130-091200-d4e5f6
+    """
+    from train.evaluate import EvalConfig, predictors, run_eval
+
+    runs = [*run_ids, *more_runs]
+    r = run_eval(lakehouse(ctx), runs or None,
                  config=EvalConfig(variants=tuple(variants.split(",")), out=out))
     if fmt == "json":
         click.echo(json.dumps({"run_id": r.run_id, "report": str(r.report_dir),
@@ -201,16 +213,15 @@ def eval_(ctx: click.Context, run_id: str | None, variants: str, out: str | None
         return
     from rich.table import Table
 
-    t = Table(title=f"run {r.run_id}: held-out books ({r.summary['target']})")
+    what = (f"ensemble {r.run_id} of {', '.join(r.members)}" if r.members else
+            f"run {r.run_id}")
+    t = Table(title=f"{what}: held-out books ({r.summary['target']})")
     for col in ("variant", "predictor", "n", "RMSE", "MAE", "Spearman", "bias"):
         t.add_column(col, justify="left" if col in ("variant", "predictor") else "right")
     for fam, entry in r.summary["variants"].items():
-        best = entry.get("best_formula")
-        for name in ("model", *([best] if best else [])):
-            m = entry[name]
-            t.add_row(fam, name if name == "model" else f"{name} (best formula)", str(m["n"]),
-                      f"{m['rmse']:.3f}", f"{m['mae']:.3f}", f"{m['spearman']:.3f}",
-                      f"{m['bias']:+.3f}")
+        for name, m in predictors(entry, formulas="best"):
+            t.add_row(fam, name, str(m["n"]), f"{m['rmse']:.3f}", f"{m['mae']:.3f}",
+                      f"{m['spearman']:.3f}", f"{m['bias']:+.3f}")
     console.print(t)
     console.print(f"{r.n_predictions} predictions (predictions@{r.predictions_version}); "
                   f"report: {r.report_dir / 'report.md'}")

@@ -49,3 +49,24 @@ def test_score_on_ray_equals_local(small_pairs, model_folder, ray_cluster, small
     assert sum(r["error"] is not None for r in b) == 2
     # the summary line: both nodes did work
     assert "[ray, 2 worker(s), 2 node(s)]" in ray.stderr, ray.stderr
+
+
+def test_an_ensemble_scores_on_ray_as_here(small_pairs, model_folder, ray_cluster, tmp_path):
+    from train.model import ModelConfig, build_model, save_model
+
+    other = save_model(build_model(ModelConfig(backbone="all-minilm-l6-v2", head="dense",
+                                               lora_r=0), seed=1), tmp_path / "other")
+    books = sorted(f"{t['book_id']}:{t['variant']}"
+                   for t in small_pairs.read("texts", columns=["book_id", "variant"])
+                   .to_pylist())[:3]
+    common = ["--root", small_pairs.root, "score", *books, "--model", str(model_folder),
+              "--model", str(other), "--seq-len", "128", "--batch", "2", "--format", "json"]
+    local = _rows(CliRunner().invoke(cli, common, obj={}))
+    ray = _rows(CliRunner().invoke(cli, [*common, "--executor", "ray", "--ray-address",
+                                         ray_cluster.address], obj={}))
+    assert [r["name"] for r in ray] == [r["name"] for r in local] == books
+    for x, y in zip(local, ray, strict=True):
+        assert x["error"] is None and y["error"] is None
+        assert y["members"] == pytest.approx(x["members"], abs=1e-5)
+        assert y["prediction"] == pytest.approx(x["prediction"], abs=1e-5)
+        assert x["prediction"] == pytest.approx(sum(x["members"].values()) / 2, abs=1e-12)

@@ -223,3 +223,74 @@ def test_run_history_reads_training_and_validation_rows(tmp_path):
     assert hist == [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.0},
                     {"step": 1, "val_loss": 1.5, "val_book_mae": 0.9}]
     assert run_history({"metrics": "{}"}) == []
+
+
+# ---- ensembles ---------------------------------------------------------------------------
+def _member(run_id, **kw):
+    return {"run_id": run_id, "dataset": "clear", "shards_version": 3,
+            "target": "bt_easiness", "held_out": {"a", "b", "c"}, **kw}
+
+
+def test_check_ensemble_names_the_runs_and_what_differs():
+    from train.evaluate import check_ensemble
+
+    check_ensemble([_member("r1"), _member("r2", shards_version=7)])  # a rebuild, same books
+    cases = [
+        ([_member("r1"), _member("r1")], r"run r1 is given twice"),
+        ([_member("r1"), _member("r2", dataset="other")],
+         r"runs r1 and r2 cannot be evaluated together: .*different shards datasets "
+         r"\(clear@3 and other@3\)"),
+        ([_member("r1"), _member("r2", target="lexile")],
+         r"runs r1 and r2 .*different targets \(bt_easiness and lexile\)"),
+        ([_member("r1"), _member("r2"), _member("r3", held_out={"a", "b", "d"})],
+         r"runs r1 and r3 .*hold out different books .*1 only in the first, 1 only in the "
+         r"second, e.g. c\)"),
+    ]
+    for members, message in cases:
+        with pytest.raises(ConfigError, match=message) as e:
+            check_ensemble(members)
+        assert "\n" not in str(e.value)
+
+
+def test_an_ensemble_is_the_mean_of_its_members_next_to_each_of_them(tmp_path):
+    from train.evaluate import ensemble_id, ensemble_rows, metrics_table
+
+    assert ensemble_id(["r2", "r1"]) == ensemble_id(["r1", "r2"]) != ensemble_id(["r1", "r3"])
+    assert ensemble_id(["r1", "r2"]).startswith("ensemble-") and len(ensemble_id(["r"])) == 19
+    truth = {"a": 1.0, "b": -1.0, "c": 0.0}
+
+    def rows(run, preds):
+        return [{"run_id": run, "book_id": b, "variant": v, "prediction": p, "truth": truth[b],
+                 "n_windows": 2, "window_sd": 0.1} for (b, v), p in preds.items()]
+
+    r1 = rows("r1", {("a", "edited"): 0.5, ("b", "edited"): -0.5, ("c", "edited"): 0.5,
+                     ("a", "ocr"): 0.0})
+    r2 = rows("r2", {("a", "edited"): 1.5, ("b", "edited"): -2.5, ("c", "edited"): 0.1,
+                     ("a", "ocr"): 1.0})
+    ens = ensemble_rows("ens", {"r1": r1, "r2": r2})
+    assert [(r["run_id"], r["book_id"], r["variant"], r["prediction"], r["n_windows"])
+            for r in ens] == [("ens", "a", "edited", 1.0, None), ("ens", "b", "edited", -1.5,
+                                                                  None),
+                              ("ens", "c", "edited", pytest.approx(0.3), None),
+                              ("ens", "a", "ocr", 0.5, None)]
+    with pytest.raises(ConfigError, match="did not predict the same things"):
+        ensemble_rows("ens", {"r1": r1, "r2": r2[:2]})
+    summary = summarise(ens, {"edited": {"flesch": [0.0, 0.0, 0.0]}},
+                        members={"r1": r1, "r2": r2})
+    edited = summary["variants"]["edited"]
+    assert edited["model"] == regression_metrics([1.0, -1.5, 0.3], [1.0, -1.0, 0.0])
+    assert edited["members"]["r1"] == regression_metrics([0.5, -0.5, 0.5], [1.0, -1.0, 0.0])
+    assert edited["members"]["r2"] == regression_metrics([1.5, -2.5, 0.1], [1.0, -1.0, 0.0])
+    assert edited["best_formula"] == "flesch"  # a member is not a formula
+    assert [ln.split(" | ")[1] for ln in metrics_table(summary["variants"])[2:]] == [
+        "ensemble", "member r1", "member r2", "flesch", "ensemble", "member r1", "member r2"]
+    summary.update(target="bt_easiness", members=[
+        {"run_id": "r1", "backbone": "all-minilm-l6-v2", "seq_len": 64, "shards_version": 3},
+        {"run_id": "r2", "backbone": "all-minilm-l6-v2", "seq_len": 32, "shards_version": 5}])
+    out = write_report(tmp_path, rows=ens, summary=summary, title="ensemble ens of r1, r2")
+    md = (out / "report.md").read_text()
+    assert "An ensemble of 2 runs: `r1` (all-minilm-l6-v2, windows of 64 tokens" in md
+    assert "| edited | member r2 | 3 |" in md and "Ensemble RMSE vs the best formula" in md
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["variants"]["edited"]["members"]["r1"]["n"] == 3
+    assert rep["worst"][0]["book_id"] == "b"  # the ensemble's errors: b is off by 0.5

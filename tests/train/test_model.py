@@ -268,3 +268,31 @@ def test_held_out_section_is_replaced_or_appended():
     bare = set_held_out_section("# my own card\n", "numbers")
     assert bare.startswith("# my own card\n\n## Held-out evaluation\n")
     assert f"{HELD_OUT_BEGIN}\nnumbers\n{HELD_OUT_END}" in bare
+
+
+def test_average_members_is_the_plain_mean_per_key_in_any_member_order():
+    from train.model import average_members
+
+    a = {("b1", "edited"): 1.0, ("b2", "edited"): -2.0, ("b1", "ocr"): 0.5}
+    b = {("b1", "ocr"): 1.5, ("b2", "edited"): 0.0, ("b1", "edited"): 2.0}  # another order
+    c = {("b1", "edited"): 0.1, ("b2", "edited"): 0.2, ("b1", "ocr"): 0.3}
+    got = average_members({"r1": a, "r2": b, "r3": c})
+    assert list(got) == list(a)  # the first member's order
+    assert got == pytest.approx({("b1", "edited"): 3.1 / 3, ("b2", "edited"): -1.8 / 3,
+                                 ("b1", "ocr"): 2.3 / 3}, abs=1e-15)
+    assert average_members({"r3": c, "r1": a, "r2": b}) == got  # exactly, whatever the order
+    assert average_members({"r1": a}) == a  # one member is itself
+
+
+def test_average_members_refuses_members_that_predicted_different_keys():
+    from train.model import average_members
+
+    a = {"t1": 1.0, "t2": 2.0}
+    with pytest.raises(ConfigError, match=r"'r2' lacks 1 of 'r1'.s \(e.g. 't2'\)"):
+        average_members({"r1": a, "r2": {"t1": 1.0}})
+    with pytest.raises(ConfigError, match=r"'r2' has 1 that 'r1' lacks \(e.g. 't3'\)"):
+        average_members({"r1": a, "r2": {**a, "t3": 0.0}})
+    with pytest.raises(ConfigError, match=r"lacks .* and has"):
+        average_members({"r1": a, "r2": {"t1": 1.0, "t3": 0.0}})
+    with pytest.raises(ConfigError, match="at least one member"):
+        average_members({})
