@@ -14,8 +14,7 @@ Heads:
 Both regress one number per window (MSE on the target); a book longer than one window is scored
 by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`). An ensemble
 of models scores a text by the plain mean of its members' predictions (:func:`average_members`).
-The head
-reads standardised units: its output is multiplied by ``target_scale`` and shifted by
+The head reads standardised units: its output is multiplied by ``target_scale`` and shifted by
 ``target_mean`` (the training split's mean and standard deviation, set by the recipe), so a
 fresh head starts near the training mean whatever the target's unit. Without that, a head
 that starts at 0 and that AdamW moves by about the learning rate per step never reaches
