@@ -46,7 +46,7 @@ cd "$WORK"
 declare -A OPTS=(
   [lora-edited]="--shards clear --epochs 3 --lora-r 16 --lr 1e-3"
   [lora-noisy]="--shards clear-noisy --epochs 2 --lora-r 16 --lr 1e-3"
-  [full-noisy]="--shards clear-noisy --epochs 2 --full --dropout 0 --lr 1e-4 --lr-decay 0.85"
+  [full-noisy]="--shards clear-noisy --epochs 2 --full --lr 1e-4 --lr-decay 0.85"
 )
 report=()
 for cfg in $CONFIGS; do

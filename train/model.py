@@ -101,8 +101,12 @@ class ModelConfig:
             the last layer.
         layer_mix: Pool a learned softmax-weighted mix of the embeddings' and every kept
             layer's states instead of one layer's.
-        dropout: Dropout probability inside the backbone (None: the backbone's own, 0.1 in
-            BERT-style models). Regression fine-tunes often do better without (0).
+        dropout: Dropout probability inside the backbone while training (None: the
+            backbone's own, 0.1 in BERT-style models). 0 by default: a regression head
+            fitted on states computed with dropout reads the states without it at evaluation
+            as shifted; R1's systematic positive bias (+0.18 on held-out passages, +0.24 on
+            the training passages themselves, but +0.01 and +0.07 with dropout left on at
+            evaluation) was exactly that.
         target_mean: The head's output is shifted by this (the training targets' mean).
         target_scale: ... after being multiplied by this (their standard deviation).
     """
@@ -121,7 +125,7 @@ class ModelConfig:
     full: bool = False
     layer: int | None = None
     layer_mix: bool = False
-    dropout: float | None = None
+    dropout: float | None = 0.0
     target_mean: float = 0.0
     target_scale: float = 1.0
 

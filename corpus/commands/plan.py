@@ -46,7 +46,7 @@ from corpus.commands.train import lora_rank, model_options, shards_manifest
               show_default=True, help="Output format.")
 @click.pass_context
 def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
-         lora_r: int | None, full: bool, layer: int | None, dropout: float | None,
+         lora_r: int | None, full: bool, layer: int | None, dropout: float,
          layer_mix: bool, epochs: int,
          batch: int, grad_ckpt: bool, seq_len: int | None,
          device: str, dtype: str | None, device_mem: float | None, books: int | None,

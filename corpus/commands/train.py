@@ -61,8 +61,10 @@ def model_options(f):
                      help="Pool the states after layer K (the backbone is cut there; "
                      "`corpus probe` finds a good one) instead of the last layer."),
         click.option("--dropout", type=click.FloatRange(min=0.0, max=1.0, max_open=True),
-                     default=None, help="Dropout inside the backbone (default: its own, "
-                     "0.1 for BERT-style models; regression often does better with 0)."),
+                     default=0.0, show_default=True,
+                     help="Dropout inside the backbone while training. 0: a head trained on "
+                     "dropped-out states reads the states of evaluation as shifted (a "
+                     "systematic bias); BERT-style backbones come with 0.1."),
         click.option("--layer-mix", is_flag=True,
                      help="Pool a learned weighted mix of every layer's states (up to "
                      "--layer K with it)."),
@@ -115,7 +117,7 @@ def model_options(f):
               "MAE) to RUN_DIR/tensorboard; needs the tensorboard extra.")
 @click.pass_context
 def train_(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, quant: str,
-           lora_r: int | None, full: bool, layer: int | None, dropout: float | None,
+           lora_r: int | None, full: bool, layer: int | None, dropout: float,
            layer_mix: bool, epochs: int, batch: int, grad_ckpt: bool, grad_accum: int,
            lr: float, lr_decay: float,
            max_steps: int, ckpt_every: int, seed: int, nproc: int, nnodes: int,

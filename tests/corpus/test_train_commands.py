@@ -97,6 +97,8 @@ def test_corpus_train_command(lakehouse, tmp_path, capfd):
                                        "rank-0.info.log").read_text()
     cfg = json.loads((tmp_path / "cli-run" / "config.json").read_text())
     assert cfg["grad_accum"] == 2 and cfg["model"]["lora_r"] == 4 and cfg["seq_len"] == 64
+    # no dropout unless asked (the cause of R1's bias), and the head reads standardised units
+    assert cfg["model"]["dropout"] == 0.0 and cfg["standardize"] is True
     assert (cfg["eval_every"], cfg["early_stop"], cfg["tensorboard"]) == (2, 5, True)
     result = json.loads((tmp_path / "cli-run" / "result.json").read_text())
     assert f"saved the best model: step {result['best_step']}" in res.output

@@ -114,6 +114,24 @@ def test_model_options_are_checked():
         TrainConfig(root="x", dataset="d", shards_version=0, model={}, lr_decay=1.5)
 
 
+def test_by_default_a_model_trains_on_the_function_it_is_evaluated_with():
+    """R1's systematic positive bias came from dropout: a head fitted on states computed with
+    dropout (0.1 in MiniLM) read the states of evaluation, computed without it, as shifted
+    (BENCHMARKS.md, R1). Without backbone dropout, training and evaluation see one function."""
+    ids, mask = _ids()
+    model = build_model(ModelConfig(MINILM, lora_r=4), seed=0)
+    assert model.cfg.dropout == 0.0
+    with torch.no_grad():
+        trained_on = model.train()(ids, mask)
+        evaluated = model.eval()(ids, mask)
+    torch.testing.assert_close(trained_on, evaluated)
+    own = build_model(ModelConfig(MINILM, lora_r=4, dropout=None), seed=0)
+    with torch.no_grad():
+        draws = torch.stack([own.train()(ids, mask) for _ in range(8)])
+        plain = own.eval()(ids, mask)
+    assert float((draws - plain).abs().max()) > 1e-3  # what the head trained on differs
+
+
 def _fit_head(cfg: ModelConfig, ids, mask, targets, steps: int) -> float:
     """Train the head of a frozen MiniLM on one batch; the mean signed error after."""
     model = build_model(cfg, seed=0)
