@@ -203,9 +203,12 @@ class PlanConfig:
         dtype: Compute dtype (``bfloat16`` on recent GPUs, ``float32`` on CPU).
         head: ``attention`` or ``dense`` (parameter counts differ a little).
         attention_dropout: Whether attention probabilities are materialised for backward
-            (``None``: BERT-style backbones yes, Llama-style no).
+            (``None``: when the backbone trains with dropout, ``dropout`` > 0, and is
+            BERT-style; Llama-style attention keeps none).
         device: ``cuda`` adds the CUDA context and workspaces; ``cpu`` does not.
         full: Full fine-tuning: every backbone weight trains (``lora_r`` must be 0).
+        dropout: The backbone's dropout while training (``corpus train --dropout``; 0, the
+            default, keeps no dropout masks and no attention probabilities).
         layer: The backbone is cut after this layer (None: every layer).
     """
 
@@ -221,6 +224,7 @@ class PlanConfig:
     device: str = "cuda"
     full: bool = False
     layer: int | None = None
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.full and (self.lora_r > 0 or self.quant == "4bit"):
@@ -321,8 +325,8 @@ def plan_memory(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
         trainable = arch.params() + head_params(h, cfg.head)
     state = trainable * 16
     kv = arch.kv_heads * arch.head_dim
-    keeps_probs = (arch.family == "bert") if cfg.attention_dropout is None \
-        else cfg.attention_dropout
+    keeps_probs = (arch.family == "bert" and cfg.dropout > 0) \
+        if cfg.attention_dropout is None else cfg.attention_dropout
     # Tensors autograd keeps per token and layer, in elements. Frozen linear layers keep no
     # input (no weight gradient); LoRA layers keep theirs; norms, activations and attention
     # keep inputs/outputs. Counted per layer type, then checked on CPU (module docstring):
@@ -330,9 +334,11 @@ def plan_memory(arch: Arch, cfg: PlanConfig) -> MemoryPlan:
     #          (5h + 2kv), SiLU input, its output and the up projection (3i); SDPA on CPU and
     #          flash attention on GPU keep no seq x seq matrix.
     #   bert:  LoRA input, q/k/v and their head-major copies, context, LayerNorm inputs,
-    #          dropout masks (13.5h), GELU input (i); attention with dropout keeps scores,
-    #          probabilities, the dropout mask and dropped probabilities (3 x heads x seq).
-    per_token = 13.5 * h + i if arch.family == "bert" else 5 * h + 2 * kv + 3 * i
+    #          dropout masks (13.5h; 10.5h without dropout, measured), GELU input (i);
+    #          attention with dropout keeps scores, probabilities, the dropout mask and
+    #          dropped probabilities (3 x heads x seq).
+    bert = (13.5 if cfg.dropout > 0 else 10.5) * h + i
+    per_token = bert if arch.family == "bert" else 5 * h + 2 * kv + 3 * i
     probs = 3.0 * arch.heads * cfg.seq_len if keeps_probs else 0
     layer = tokens * (per_token + probs) * e
     # embeddings output, final hidden states handed to the head (fp32) and head activations

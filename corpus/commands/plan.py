@@ -79,7 +79,7 @@ def plan(ctx: click.Context, shards_ref: str | None, backbone: str, head: str, q
     seq_len = seq_len or DEFAULT_SEQ_LEN
     lora_r = lora_rank(lora_r, full)
     cfg = PlanConfig(backbone, seq_len=seq_len, batch=batch, lora_r=lora_r, quant=quant,
-                     full=full, layer=layer,
+                     full=full, layer=layer, dropout=dropout,
                      gradient_checkpointing=grad_ckpt, head=head, device=device,
                      dtype=dtype or ("bfloat16" if device == "cuda" else "float32"))
     arch = load_arch(backbone)
