@@ -52,7 +52,7 @@ def test_suggestions_of_a_config_that_does_not_fit_fit_when_planned_again(tmp_pa
     cases = [
         [llama, "--seq-len", "2048", "--batch", "4", "--device-mem", "24", "--gpus", "2"],
         ["all-minilm-l6-v2", "--seq-len", "128", "--batch", "8", "--device", "cpu",
-         "--device-mem", "0.25"],
+         "--device-mem", "0.15"],
     ]
     for backbone, *rest in cases:
         base = ["--backbone", backbone, *rest, "--lora-r", "8"]

@@ -145,7 +145,7 @@ def test_a_window_beyond_the_position_limit_is_refused_naming_the_limit():
     (arch_from_config(LLAMA_7B), PlanConfig("llama", seq_len=4096, batch=16,
                                             gradient_checkpointing=True), 24),
     ("all-minilm-l6-v2", PlanConfig("all-minilm-l6-v2", seq_len=128, batch=8, dtype="float32",
-                                    device="cpu"), 0.25),
+                                    device="cpu"), 0.15),
     ("all-minilm-l6-v2", PlanConfig("all-minilm-l6-v2", seq_len=512, batch=32), 1.5),
 ])
 def test_suggestions_for_a_config_that_does_not_fit_fit_when_planned_again(arch, cfg,
