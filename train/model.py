@@ -820,6 +820,10 @@ class ModelCard:
             f"{pooled}{scale} |",
             f"| adapters | {adapters} |",
             f"| quantisation | {quant} |",
+            "| backbone dropout in training | " + (
+                # a config from before the option trained with the backbone's own
+                "the backbone's own" if m.get("dropout") is None
+                else f"{m['dropout']:g}") + " |",
             f"| compute dtype | {dtype}"
             + (" (float32 on CPU)" if dtype == "auto" and on_cpu else "") + " |",
             f"| files | `{HEAD_FILE}`, `{ADAPTER_FILE}` (when LoRA), `{BACKBONE_FILE}` (when "
