@@ -40,6 +40,12 @@ from train.shards import books_by_split, read_manifest
 PASSAGES, SCANNED = "CLEAR passages", "scanned books"
 
 
+def kind(variant: str) -> str:
+    """``edited``, ``ocr`` or ``noisy`` (every synthetic recipe and seed together)."""
+    family = variant_family(variant)
+    return "noisy" if family.startswith("noisy/") else family
+
+
 def subset(book_id: str, scanned: set[str]) -> str | None:
     """Which held-out group a book is in: an imported CLEAR passage, a scanned share book,
     or neither (an unscanned share book, not reported)."""
@@ -55,7 +61,7 @@ def metrics_by_group(rows: Sequence[dict[str, Any]], scanned: set[str]
     for r in rows:
         s = subset(r["book_id"], scanned)
         if s is not None:
-            groups.setdefault((s, variant_family(r["variant"])), []).append(r)
+            groups.setdefault((s, kind(r["variant"])), []).append(r)
     return {k: regression_metrics([r["prediction"] for r in v], [r["truth"] for r in v])
             for k, v in sorted(groups.items())}
 
@@ -65,7 +71,7 @@ def ocr_shift(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
     books), the RMSE penalty of OCR, the bias on OCR, and the mean clean → OCR shift."""
     by = {}
     for r in rows:
-        by.setdefault(r["book_id"], {})[variant_family(r["variant"])] = r
+        by.setdefault(r["book_id"], {})[kind(r["variant"])] = r
     pairs = [(v[EDITED], v["ocr"]) for v in by.values() if EDITED in v and "ocr" in v]
     if len(pairs) < 2:
         return None
@@ -100,7 +106,7 @@ def strip_front(text: str, variant: str) -> str:
     chapter headings); for edited text, the chapter headings and short title lines."""
     from catalog.rules import PAGE_SEPARATOR
 
-    if variant_family(variant) == "ocr" and PAGE_SEPARATOR in text:
+    if kind(variant) == "ocr" and PAGE_SEPARATOR in text:
         text = text.split(PAGE_SEPARATOR, 1)[1]
     keep = []
     for line in text.splitlines():
@@ -150,7 +156,7 @@ def book_aggregations(lh: Lakehouse, runs: Sequence[str], books: set[str], truth
             lengths = [len(x) for x in tok([text], truncation=True, max_length=members[0][2],
                                            return_overflowing_tokens=True)["input_ids"]][:n]
             for name, value in aggregate(preds, lengths).items():
-                key = f"{variant_family(t['variant'])}, front matter {front}, {name}"
+                key = f"{kind(t['variant'])}, front matter {front}, {name}"
                 out.setdefault(key, []).append((value, truth[t["book_id"]]))
     return {k: {**regression_metrics([p for p, _ in v], [y for _, y in v])}
             for k, v in sorted(out.items())}
@@ -181,9 +187,10 @@ def main() -> int:
     table = ["| configuration | seeds | " + " | ".join(
         f"{s}, {f}: RMSE | bias" for s, f in ((PASSAGES, EDITED), (PASSAGES, "noisy"),
                                               (SCANNED, EDITED), (SCANNED, "ocr"))) + " |"]
+    table.append("|---|---:|" + "---:|---:|" * 4)
     groups = ((PASSAGES, EDITED), (PASSAGES, "noisy"), (SCANNED, EDITED), (SCANNED, "ocr"))
     ns: dict[tuple[str, str], int] = {}
-    for kind, specs in (("configs", args.config), ("ensembles", args.ensemble)):
+    for section, specs in (("configs", args.config), ("ensembles", args.ensemble)):
         for spec in specs:
             name, _, ids = spec.partition("=")
             runs = [x for x in ids.split(",") if x]
@@ -201,7 +208,7 @@ def main() -> int:
                 cells.append(f"{fmt(rm, len(runs))} | {fmt(bi, len(runs))}" if n else "– | –")
             ok = [s for s in shifts if s]
             entry["ocr_shift"] = {k: mean_sd([s[k] for s in ok]) for k in ok[0]} if ok else None
-            report[kind][name] = entry
+            report[section][name] = entry
             table.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     # the best formula on the same texts, fit on the training passages' edited text
     manifest, _ = read_manifest(lh, args.dataset)
@@ -217,7 +224,7 @@ def main() -> int:
     formula_cells = []
     report["formulas"] = {}
     for g in groups:
-        ts = [t for t in held if (subset(t["book_id"], scanned), variant_family(t["variant"]))
+        ts = [t for t in held if (subset(t["book_id"], scanned), kind(t["variant"]))
               == g]
         if not ts:
             formula_cells.append("– | –")
@@ -241,7 +248,7 @@ def main() -> int:
                            "aggregations": book_aggregations(
                                lh, args.books.split(","), ids, truth,
                                [t for t in texts if t["book_id"] in ids
-                                and variant_family(t["variant"]) in (EDITED, "ocr")])}
+                                and kind(t["variant"]) in (EDITED, "ocr")])}
     report["table"] = table
     Path(args.out).write_text(json.dumps(report, indent=2, default=float))
     print("\n".join(table))
