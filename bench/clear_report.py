@@ -98,21 +98,19 @@ def fmt(ms: tuple[float, float], n_seeds: int) -> str:
 # ---- book-level aggregation ------------------------------------------------------------------
 
 HEADING = re.compile(r"^\s*(chapter|part|book|section)\b.{0,40}$", re.IGNORECASE)
+FRONT = re.compile(r"copyright|\(c\)|©|\bisbn\b|all rights reserved|printed in|published by"
+                   r"|^by\b", re.IGNORECASE)
 
 
-def strip_front(text: str, variant: str) -> str:
-    """The text without headings and front matter: for OCR, the first page (the title and
-    copyright page) and short lines without a full stop (running headers, page numbers,
-    chapter headings); for edited text, the chapter headings and short title lines."""
-    from catalog.rules import PAGE_SEPARATOR
-
-    if kind(variant) == "ocr" and PAGE_SEPARATOR in text:
-        text = text.split(PAGE_SEPARATOR, 1)[1]
+def strip_front(text: str) -> str:
+    """The text without headings and front matter: chapter headings, title-page and
+    copyright lines (copyright, ISBN, "all rights reserved", "printed in", "by ..."), and
+    lines of at most six words (titles, author lines, running headers, page numbers; a
+    short line of prose goes too, a small loss for this comparison)."""
     keep = []
     for line in text.splitlines():
         s = line.strip()
-        short = len(s.split()) <= 6 and not s.endswith((".", "!", "?", '"', "'", ";", ":"))
-        if s and (HEADING.match(s) or short):
+        if s and (HEADING.match(s) or FRONT.search(s) or len(s.split()) <= 6):
             continue
         keep.append(line)
     return "\n".join(keep)
@@ -147,7 +145,7 @@ def book_aggregations(lh: Lakehouse, runs: Sequence[str], books: set[str], truth
     out: dict[str, Any] = {}
     for front in ("in", "out"):
         for t in chosen:
-            text = t["text"] if front == "in" else strip_front(t["text"], t["variant"])
+            text = t["text"] if front == "in" else strip_front(t["text"])
             per_member = [predict_windows([text], model=m, tokenizer=tok, seq_len=sl)[0]
                           for m, tok, sl in members]
             n = min(len(p) for p in per_member)
