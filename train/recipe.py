@@ -311,7 +311,7 @@ def setup(run_dir: Path) -> State:
     from train import dist
     from train.checkpoint import latest_checkpoint, load_train_state, set_rng_state
     from train.data import ShardStream
-    from train.model import ModelConfig, build_model, param_groups
+    from train.model import CONFIG_FILE, ModelConfig, build_model, param_groups
 
     cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
     info = dist.init_distributed()
@@ -324,9 +324,15 @@ def setup(run_dir: Path) -> State:
                          version=cfg.shards_version, split="train", rank=info.rank,
                          world_size=info.world_size, seed=cfg.seed, skip=skip,
                          block_shards=cfg.block_shards, drop_last=True)
+    ckpt = latest_checkpoint(run_dir)
     mcfg = ModelConfig.from_dict(cfg.model)
-    if cfg.standardize and (mcfg.target_mean, mcfg.target_scale) == (0.0, 1.0):
-        # the same pinned shards on every rank and every attempt: the same numbers
+    if ckpt is not None and (ckpt / CONFIG_FILE).exists():
+        # resume as the checkpoint was trained, even by older code: one saved before these
+        # options trained with the backbone's own dropout and an unscaled target
+        mcfg = ModelConfig.from_dict({"dropout": None,
+                                      **json.loads((ckpt / CONFIG_FILE).read_text())})
+    elif cfg.standardize and (mcfg.target_mean, mcfg.target_scale) == (0.0, 1.0):
+        # the same pinned shards on every rank: the same numbers
         mean, scale = stream.target_stats()
         mcfg = dataclasses.replace(mcfg, target_mean=mean, target_scale=scale)
     model = build_model(mcfg, device=info.device, seed=cfg.seed)
@@ -353,7 +359,6 @@ def setup(run_dir: Path) -> State:
     state = State(cfg=cfg, run_dir=run_dir, info=info, model=model, ddp=ddp,
                   optimizer=optimizer, scheduler=scheduler, stream=stream, inflight=inflight,
                   total_steps=total, validation=Validation(patience=cfg.early_stop))
-    ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         from train.model import read_trainable
 

@@ -180,3 +180,40 @@ def test_cli_eval_and_score_by_run(evaluated, tmp_path):
     assert row["prediction"] == pytest.approx(book["prediction"], abs=1e-5)
     res = CliRunner().invoke(cli, ["--root", lh.root, "eval", "nope"])
     assert res.exit_code == 2 and "no run 'nope'" in res.output
+
+
+def test_shards_build_holds_out_books_listed_in_a_file(sample_lakehouse, tmp_path):
+    """--hold-out @FILE reads ids or patterns one per line; a file it cannot read is one
+    error line."""
+    listed = tmp_path / "held.txt"
+    listed.write_text("# held out\nclear-1*\n\n")
+    lh = sample_lakehouse
+    r = CliRunner().invoke(cli, ["--root", lh.root, "shards", "build", "--name", "held",
+                                 "--tokenizer", "all-minilm-l6-v2", "--seq-len", "64",
+                                 "--hold-out", f"@{listed}", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    from train.shards import books_by_split
+
+    val = books_by_split(read_manifest(lh, "held")[0], dataset="held")["validation"]
+    everyone = {b["book_id"] for b in lh.read("books").to_pylist()}
+    assert {b for b in everyone if b.startswith("clear-1")} <= val
+    r = CliRunner().invoke(cli, ["--root", lh.root, "shards", "build", "--name", "held",
+                                 "--tokenizer", "all-minilm-l6-v2", "--hold-out",
+                                 f"@{tmp_path / 'missing.txt'}"])
+    assert r.exit_code == 2 and "error: --hold-out @" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_train_refuses_full_with_lora_and_a_missing_layer(tmp_path):
+    runner = CliRunner()
+    root = str(tmp_path / "lh")
+    lh = Lakehouse(root)
+    import_sample(lh)
+    build_shards(lh, config=small_config())
+    r = runner.invoke(cli, ["--root", root, "train", "--shards", "clear", "--full",
+                             "--lora-r", "4"])
+    assert r.exit_code == 2 and "error:" in r.output and "--lora-r 0" in r.output, r.output
+    assert "Traceback" not in r.output
+    r = runner.invoke(cli, ["--root", root, "train", "--shards", "clear", "--layer", "9"])
+    assert r.exit_code == 2 and "has 6 layers" in r.output, r.output
+    assert "Traceback" not in r.output

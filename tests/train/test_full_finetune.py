@@ -260,25 +260,6 @@ def test_full_fine_tuning_resumes_exactly_after_a_kill(lakehouse, full_run, tmp_
             torch.testing.assert_close(a[part][k], b[part][k], rtol=1e-4, atol=1e-6)
 
 
-def test_train_refuses_full_with_lora_and_a_missing_layer(tmp_path):
-    from click.testing import CliRunner
-
-    from corpus.cli import cli
-
-    runner = CliRunner()
-    root = str(tmp_path / "lh")
-    lh = Lakehouse(root)
-    import_sample(lh)
-    build_shards(lh, config=small_config())
-    r = runner.invoke(cli, ["--root", root, "train", "--shards", "clear", "--full",
-                             "--lora-r", "4"])
-    assert r.exit_code == 2 and "error:" in r.output and "--lora-r 0" in r.output, r.output
-    assert "Traceback" not in r.output
-    r = runner.invoke(cli, ["--root", root, "train", "--shards", "clear", "--layer", "9"])
-    assert r.exit_code == 2 and "has 6 layers" in r.output, r.output
-    assert "Traceback" not in r.output
-
-
 def test_plan_counts_every_weight_of_a_full_fine_tune_of_a_cut_backbone():
     from train.plan import PlanConfig, load_arch, plan_memory
 
@@ -290,3 +271,31 @@ def test_plan_counts_every_weight_of_a_full_fine_tune_of_a_cut_backbone():
     assert mem.trainable_state == 16 * trainable
     with pytest.raises(ConfigError, match=r"choose --layer 1\.\.6"):
         plan_memory(load_arch(MINILM), PlanConfig(MINILM, layer=7))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_these_options_resumes_as_it_was_trained(lakehouse,
+                                                                          tmp_path):
+    """A run started by older code (its checkpoints' model config has no dropout and no
+    target scaling: it trained with the backbone's own dropout on the raw target) resumes as
+    it was trained, not with today's defaults."""
+    run_dir = tmp_path / "old"
+    cfg = TrainConfig(root=lakehouse.root, dataset="clear",
+                      shards_version=lakehouse.version("shards"),
+                      model=ModelConfig(MINILM, lora_r=2).to_dict(), batch=8, lr=1e-3,
+                      max_steps=2, ckpt_every=1, seed=0)
+    run_training(lakehouse, cfg, LaunchConfig(nproc=1), run_dir=run_dir, env=_env())
+    from train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(run_dir)
+    saved = json.loads((ckpt / CONFIG_FILE).read_text())
+    assert saved["dropout"] == 0.0 and saved["target_mean"] < -0.3  # today's defaults
+    for key in ("dropout", "target_mean", "target_scale", "full", "layer", "layer_mix"):
+        saved.pop(key)  # as older code wrote it
+    (ckpt / CONFIG_FILE).write_text(json.dumps(saved))
+    more = TrainConfig(**{**cfg.to_dict(), "max_steps": 3})
+    res = run_training(lakehouse, more, LaunchConfig(nproc=1), run_dir=run_dir, env=_env())
+    assert res.metrics["resumed_from"] == ckpt.name and res.metrics["steps"] == 3
+    final = json.loads((Path(res.metrics["checkpoint"]) / CONFIG_FILE).read_text())
+    assert final["dropout"] is None
+    assert (final["target_mean"], final["target_scale"]) == (0.0, 1.0)
