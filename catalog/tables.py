@@ -176,6 +176,7 @@ class Lakehouse:
         self.config = config
         self._store: ObjectStore | None = None
         self._handles: dict[str, DeltaTable] = {}
+        self._seen: dict[str, int] = {}  # table -> newest version opened or committed here
         self._ensured: set[str] = set()  # tables created and schema-checked by this object
 
     # ---- locations -------------------------------------------------------------------
@@ -332,6 +333,7 @@ class Lakehouse:
             if name not in self._ensured and not read_only:
                 dt = self.add_columns(name, dt)
                 self._ensured.add(name)
+            self._seen[name] = dt.version()
             return dt
         if isinstance(version, str):
             version = int(version) if version.isdigit() else parse_timestamp(version)
@@ -362,6 +364,12 @@ class Lakehouse:
     def version(self, name: str) -> int:
         """Latest version of table ``name``."""
         return self.open(name).version()
+
+    def seen_version(self, name: str) -> int | None:
+        """The newest version of ``name`` this object has opened or committed (None: none
+        yet), without opening the table again: what a driver reports as a table's version
+        after its run (its own commit, or the version it read when it wrote nothing)."""
+        return self._seen.get(name)
 
     def pin(self, *names: str) -> dict[str, int]:
         """Current versions of the named tables: what a driver records as its inputs."""
@@ -460,7 +468,8 @@ class Lakehouse:
         except CorpusError:
             self._handles.pop(name, None)
             raise
-        return self._handles[name].version()
+        self._seen[name] = self._handles[name].version()
+        return self._seen[name]
 
     def upsert(self, name: str, data: Any, *, lineage: Lineage,
                on: Iterable[str] | None = None) -> int:
@@ -469,7 +478,7 @@ class Lakehouse:
         The first write of a table is an append (no merge plan, no join over nothing); every
         later one a :meth:`merge`. Source rows must be unique on the keys.
         """
-        if not self.exists(name):
+        if name not in self._ensured and not self.exists(name):  # opened here: it exists
             table = conform(spec(name), data)
             _check_unique(name, table, on or spec(name).keys, "upsert into")
             return self.append(name, table, lineage=lineage)
@@ -552,7 +561,7 @@ class Lakehouse:
         done: list[DeltaTable] = []
         metrics = self._retrying(name, "merge", run)
         self._handles.pop(name, None)  # the append handle's snapshot is stale now
-        metrics["version"] = done[-1].version()  # the merge moved this handle to its commit
+        metrics["version"] = self._seen[name] = done[-1].version()  # the handle moved to its commit
         return metrics
 
     def sync(
@@ -612,7 +621,7 @@ class Lakehouse:
 
         metrics = self._retrying(name, "sync", run)
         self._handles.pop(name, None)
-        metrics["version"] = done[-1].version()  # the merge moved this handle to its commit
+        metrics["version"] = self._seen[name] = done[-1].version()  # the handle moved to its commit
         return metrics
 
     def delete(self, name: str, predicate: str, *, lineage: Lineage) -> dict[str, Any]:

@@ -93,3 +93,28 @@ def test_a_reader_crash_quarantines_one_file_and_the_ingest_goes_on(tmp_path, sm
     assert "simulated reader bug" in epubs[0]["reason"]
     assert report.by_status["ok"] > 20  # everything else was ingested
     assert real is ingest.readers.read_epub
+
+
+def test_rerun_records_are_arrow_data_and_a_damaged_one_costs_a_read_not_the_run(
+        lakehouse, small_share, caplog):
+    """The per-file records of a re-run are Arrow IPC objects (data, never code); one that
+    is garbage or cut short is ignored with a warning, its files are read again, nothing
+    in the tables changes, and the next run finds a whole cache again."""
+    first = run_ingest(lakehouse, small_share, workers=1)
+    keys = sorted(lakehouse.store.list("cache/ingest/"))
+    assert len(keys) > 2 and all(k.endswith(".arrow") for k in keys)
+    assert all(lakehouse.store.get_bytes(k).startswith(b"ARROW1") for k in keys)
+    # the versions a run reports are the tables' versions (read, or its own commits)
+    versions = {n: lakehouse.version(n) for n in first.versions}
+    assert first.versions == versions and len(versions) == 5
+    good = lakehouse.store.get_bytes(keys[1])
+    lakehouse.store.put_bytes(keys[0], b"not arrow at all")
+    lakehouse.store.put_bytes(keys[1], good[: len(good) // 2])
+    with caplog.at_level("WARNING"):
+        again = run_ingest(lakehouse, small_share, workers=1)
+    warned = [r.getMessage() for r in caplog.records if "ingest cache" in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert 0 < again.n_read < again.n_files  # only the files of the two damaged buckets
+    assert set(again.written.values()) == {0}
+    assert {n: lakehouse.version(n) for n in versions} == versions == again.versions
+    assert run_ingest(lakehouse, small_share, workers=1).n_read == 0
