@@ -4,11 +4,8 @@ commands, and a kill mid-run: tests/corpus/test_ingest_commands.py)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 from rapidfuzz.distance import Levenshtein
@@ -140,35 +137,6 @@ def test_corrupt_scan_fails_alone_and_text_layer_pages_are_read(small_share, tmp
 
 
 @pytest.mark.slow
-def test_ray_executor_does_the_same_work(small_share, tmp_path):
-    """`corpus ocr --executor ray` without an address starts Ray on this machine and
-    recognises what a local run does. It runs as a command: a Ray session started in the
-    test process would outlive the test (a later `ray.init(address=...)` there then waits
-    for a GCS that never answers)."""
-    from tests.conftest import RAY_ENV
-
-    lh = Lakehouse(str(tmp_path / "lakehouse"))
-    run_ingest(lh, small_share, workers=1)
-    sid = sorted(lh.read("scans").column("scan_id").to_pylist())[0]
-    env = {k: v for k, v in os.environ.items() if k not in ("CORPUS_RAY_ADDRESS", "RAY_ADDRESS")}
-    env.update(RAY_ENV, CORPUS_ROOT=str(tmp_path / "lakehouse"))
-    done = subprocess.run([sys.executable, "-m", "corpus.cli", "ocr", "--executor", "ray",
-                           "--workers", "2", "--scan", sid], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert "[ray, 2 worker(s)" in done.stdout + done.stderr
-    scan = next(s for s in lh.read("scans").to_pylist() if s["scan_id"] == sid)
-    assert scan["status"] == "ocr_done"
-    local = Lakehouse(str(tmp_path / "local"))
-    run_ingest(local, small_share, workers=1)
-    run_ocr(local, config=OcrConfig(workers=1), scan_ids=[sid])
-
-    def texts(h):
-        return {(p["page_no"], p["text"]) for p in h.read("ocr_pages").to_pylist()}
-    assert len(texts(lh)) == scan["n_pages"]
-    assert texts(lh) == texts(local)  # same pages, same recognition
-
-
 def test_ocr_reads_pages_from_the_object_store_local_and_s3(lakehouse, small_share):
     run_ingest(lakehouse, small_share, workers=2)
     sid = sorted(lakehouse.read("scans").column("scan_id").to_pylist())[-1]
