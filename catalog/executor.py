@@ -178,6 +178,12 @@ class Executor:
         failed = f"; {s.failed} failed" if s.failed else ""
         return f"[{self.kind}, {self.workers} worker(s){nodes}]{failed}"
 
+    def starts_processes(self, n_batches: int, *, inline_below: int = 0) -> bool:
+        """Whether a map of ``n_batches`` batches would start processes from this one. A
+        driver joins its own threads first: a process forked while another thread runs can
+        inherit a held lock and hang."""
+        return True
+
     def map(self, fn: Callable[[Any, list], Sequence[Any]], batches: Iterable[list], *,
             setup: Callable[..., Any] | None = None, setup_args: tuple = (),
             desc: str, unit: str = "item", total: int | None = None,
@@ -267,10 +273,13 @@ class LocalExecutor(Executor):
 
     kind = "local"
 
+    def starts_processes(self, n_batches: int, *, inline_below: int = 0) -> bool:
+        return self.workers > 1 and n_batches >= max(inline_below, 2)
+
     def _map(self, fn, batches, setup, setup_args, ordered, inline_below):
         workers = self.workers
-        few = isinstance(batches, Sequence) and len(batches) < max(inline_below, 2)
-        if workers == 1 or few:
+        if not self.starts_processes(len(batches) if isinstance(batches, Sequence) else 2,
+                                     inline_below=inline_below):
             state = setup(*setup_args) if setup is not None else None
             for batch in batches:
                 yield batch, run_batch(fn, state, batch), LOCAL_NODE

@@ -30,8 +30,8 @@ import logging
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -105,6 +105,8 @@ def _stat_key(p: Path) -> tuple[int, int]:
 
 N_BUCKETS = 16
 SMALL_BATCH = 24  # fewer files than this are read in this process, without a pool
+_BATCH = 4  # files per task of the pool
+_INLINE_BELOW = -(-SMALL_BATCH // _BATCH)  # tasks
 _CACHED = ("path", "size", "mtime", "sha256", "kind", "format", "encoding", "book_id",
            "reason", "blob_key", "title", "author", "n_pages", "symlink_to")
 CACHE_SCHEMA = pa.schema([
@@ -125,6 +127,8 @@ def record_cache_prefix(share: Path) -> str:
 
 
 Cached = dict[str, tuple[tuple[int, int], FileRecord]]
+assert [f.name for f in fields(FileRecord)][:len(_CACHED) - 2] == list(_CACHED[:-2])
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _cache_key(prefix: str, bucket: int) -> str:
@@ -165,16 +169,29 @@ def load_record_cache(store: ObjectStore, prefix: str, paths: list[str]) -> Cach
     for table in tables:
         if table is None:
             continue
-        cols = {c: table.column(c).to_pylist() for c in table.column_names}
-        for i, path in enumerate(cols["path"]):
-            rec = FileRecord(**{k: cols[k][i] for k in _CACHED})
-            out[path] = ((cols["stat_size"][i], cols["stat_mtime_ns"][i]), rec)
+        cols = {c: table.column(c).to_pylist() for c in table.column_names if c != "mtime"}
+        # pyarrow builds a zone-aware datetime ~20x slower than this (most of a load)
+        cols["mtime"] = [None if us is None else _EPOCH + timedelta(microseconds=us)
+                         for us in table.column("mtime").cast(pa.int64()).to_pylist()]
+        # positional up to ``author`` (the fields' order, checked below), then by name
+        for stat_key, (*head, n_pages, symlink_to) in zip(
+                zip(cols["stat_size"], cols["stat_mtime_ns"], strict=True),
+                zip(*(cols[k] for k in _CACHED), strict=True), strict=True):
+            out[head[0]] = (stat_key, FileRecord(*head, n_pages=n_pages, symlink_to=symlink_to))
     return out
 
 
-def save_record_cache(store: ObjectStore, prefix: str, old: Cached, new: Cached) -> int:
-    """Write the buckets whose records changed (a record is kept without its text and
-    without the parsed scores of a sheet). Returns how many objects were written."""
+def save_record_cache(store: ObjectStore, objects: dict[str, bytes]) -> int:
+    """Write the objects of :func:`encode_record_cache`; returns how many."""
+    # written concurrently: on S3 each object is a round trip, locally a rename
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda kv: store.put_bytes(*kv), objects.items()))
+    return len(objects)
+
+
+def encode_record_cache(prefix: str, old: Cached, new: Cached) -> dict[str, bytes]:
+    """The buckets whose records changed, as objects to write (a record is kept without its
+    text and without the parsed scores of a sheet)."""
     import pyarrow.ipc as ipc
 
     changed = {_bucket(p) for p in old.keys() ^ new.keys()}
@@ -197,11 +214,7 @@ def save_record_cache(store: ObjectStore, prefix: str, old: Cached, new: Cached)
             writer.write_table(table)
         return sink.getvalue().to_pybytes()
 
-    objects = {_cache_key(prefix, b): encode(b) for b in sorted(changed)}
-    # written concurrently: on S3 each object is a round trip, locally a rename
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda kv: store.put_bytes(*kv), objects.items()))
-    return len(changed)
+    return {_cache_key(prefix, b): encode(b) for b in sorted(changed)}
 
 
 @dataclass(frozen=True)
@@ -250,10 +263,11 @@ def inventory(share: Path, paths: list[str], *, config: LakehouseConfig | None,
     # Heaviest first (sorted by size) keeps every worker busy until the end.
     order = sorted(paths, key=lambda rel: -size(rel))
     # a pool costs more to start than a few files cost to read (a typical re-run)
-    records = executor.map(_inspect_files, [order[i:i + 4] for i in range(0, len(order), 4)],
+    records = executor.map(_inspect_files, [order[i:i + _BATCH]
+                                            for i in range(0, len(order), _BATCH)],
                            setup=_share_job, setup_args=(_Share(root, config),),
                            desc="ingest", unit="file", total=len(order),
-                           inline_below=-(-SMALL_BATCH // 4))
+                           inline_below=_INLINE_BELOW)
     out = {}
     for rel, rec in zip(order, records, strict=True):
         if isinstance(rec, Failed):
@@ -265,6 +279,11 @@ def inventory(share: Path, paths: list[str], *, config: LakehouseConfig | None,
             rec = _unusable_record(rel, st, f"could not be inspected: {rec.reason}")
         out[rel] = rec
     return out
+
+
+def inventory_starts_processes(executor: Executor, n_files: int) -> bool:
+    """Whether :func:`inventory` of ``n_files`` files would start worker processes."""
+    return executor.starts_processes(-(-n_files // _BATCH), inline_below=_INLINE_BELOW)
 
 
 def changed_rows(old: pa.Table, new: pa.Table, keys: tuple[str, ...]) -> pa.Table:
@@ -307,6 +326,23 @@ def _read(lakehouse: Lakehouse, name: str, columns=None) -> pa.Table:
     except TableNotFoundError:
         t = spec(name).schema.empty_table()
         return t.select(columns) if columns else t
+
+
+class _Prefetch:
+    """The tables read in a thread while the share is walked and its changed files read
+    (on a re-run of a small edit the two cost about the same). :meth:`result` joins the
+    thread, and must be called before anything forks: a process forked while another
+    thread runs can inherit a held lock and hang."""
+
+    def __init__(self, lakehouse: Lakehouse) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-read")
+        self._future = self._pool.submit(_read_owned, lakehouse)
+
+    def result(self) -> dict[str, pa.Table]:
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown(wait=True)  # joined: no thread left running
 
 
 def _read_owned(lakehouse: Lakehouse) -> dict[str, pa.Table]:
@@ -467,6 +503,20 @@ def _ingest(
     t0 = datetime.now(UTC)
     share = Path(share).resolve()
     config = None if dry_run else lakehouse.config
+    # what the tables hold now, read while the share is walked (joined before any fork)
+    prefetch = None if dry_run else _Prefetch(lakehouse)
+    try:
+        return _ingest_with(lakehouse, share, executor=executor, dry_run=dry_run, full=full,
+                            t0=t0, config=config, prefetch=prefetch)
+    finally:
+        if prefetch is not None:
+            with contextlib.suppress(Exception):  # the run's own error is the one to raise
+                prefetch.result()
+
+
+def _ingest_with(lakehouse: Lakehouse, share: Path, *, executor: Executor, dry_run: bool,
+                 full: bool, t0: datetime, config: LakehouseConfig | None,
+                 prefetch: _Prefetch | None) -> IngestReport:
     paths = walk_paths(share)
     # (size, mtime_ns) as seen *before* reading: a file changed during the run is read again
     # next time. lstat: never follows a link, never opens a FIFO.
@@ -488,12 +538,14 @@ def _ingest(
     if records_by_path:
         log.info("%d of %d files unchanged since the last ingest: not read again",
                  len(records_by_path), len(paths))
+    tables = None
+    if prefetch is not None and inventory_starts_processes(executor, len(todo)):
+        tables = prefetch.result()  # no thread may run while a pool forks its workers
     records_by_path.update(inventory(share, todo, config=config, executor=executor))
     fresh = set(todo)
     records = [records_by_path[rel] for rel in paths]
-    # what the tables hold now (after the pool above is gone: no thread may run while a
-    # pool forks its workers)
-    tables = {} if dry_run else _read_owned(lakehouse)
+    if tables is None:
+        tables = {} if prefetch is None else prefetch.result()
     old_files = None if dry_run else tables["files"]
     all_books = None if dry_run else tables["books"]
     dirty, have_texts = ((None, set()) if dry_run else
@@ -566,10 +618,21 @@ def _ingest(
     old_scores = tables["scores"]
     old_scores = old_scores.filter(pc.is_in(old_scores.column("source_file"),
                                             value_set=pa.array(sorted(share_paths), pa.string())))
-    # files last: a run killed before it is visibly unfinished and simply redone. The other
-    # four tables are independent and commit side by side: on a small edit each commit is
-    # mostly fixed cost (a merge plan, a log write), and delta-rs runs it without the GIL.
+    # the five tables are independent and commit side by side: on a small edit each commit
+    # is mostly fixed cost (a merge plan, a log write), and delta-rs runs it without the GIL.
+    # A run killed between them is redone by the next one: the records are saved last.
     scores_changed = all(r.path in fresh for r in records if r.kind == SCORES)
+    todo_files = changed_rows(old_files, files, spec("files").keys)
+
+    def sync_files() -> int:
+        if todo_files.num_rows:
+            lakehouse.upsert("files", todo_files, lineage=lineage)
+        return todo_files.num_rows
+
+    # entries whose bytes were never read (a FIFO, a file nobody may read) are looked at
+    # again every run: a chmod fixes a file without changing its size or mtime
+    new_cache = {r.path: (stats[r.path], r) for r in records
+                 if r.path in stats and (r.blob_key or r.symlink_to)}
     syncs = {
         "books": lambda: _sync_owned(lakehouse, "books", out.books, old_books, lineage),
         "texts": lambda: _sync_texts(lakehouse, out, old_books, dirty, have_texts, lineage),
@@ -577,15 +640,15 @@ def _ingest(
         # no sheet changed: the scores stay as they are
         "scores": ((lambda: _sync_owned(lakehouse, "scores", out.scores, old_scores, lineage))
                    if scores_changed else (lambda: 0)),
+        "files": sync_files,
     }
-    with ThreadPoolExecutor(len(syncs)) as pool:
+    with ThreadPoolExecutor(len(syncs) + 1) as pool:
         running = {name: pool.submit(fn) for name, fn in syncs.items()}
+        # encoded meanwhile, written only after every commit
+        objects = pool.submit(encode_record_cache, prefix, cached, new_cache)
         for name, fut in running.items():
             report.written[name] = fut.result()
-    todo_files = changed_rows(old_files, files, spec("files").keys)
-    report.written["files"] = todo_files.num_rows
-    if todo_files.num_rows:
-        lakehouse.upsert("files", todo_files, lineage=lineage)
+        objects = objects.result()
     for name in ("books", "texts", "scans", "scores", "files"):
         seen = lakehouse.seen_version(name)  # each was read or written above
         if seen is None:
@@ -594,11 +657,7 @@ def _ingest(
         if seen is not None:
             report.versions[name] = seen
     # the records last: a run killed before here is redone by the next one
-    # entries whose bytes were never read (a FIFO, a file nobody may read) are looked at
-    # again every run: a chmod fixes a file without changing its size or mtime
-    new_cache = {r.path: (stats[r.path], r) for r in records
-                 if r.path in stats and (r.blob_key or r.symlink_to)}
-    save_record_cache(lakehouse.store, prefix, cached, new_cache)
+    save_record_cache(lakehouse.store, objects)
     report.seconds = (datetime.now(UTC) - t0).total_seconds()
     return report
 

@@ -25,8 +25,10 @@ WRITER = textwrap.dedent("""
         lin = Lineage(operation=f"{mode}-{who}")
         if mode == "append":
             lh.append("flags", row, lineage=lin)
-        else:
+        elif mode == "merge" or (mode == "mixed" and int(who[1:]) % 2):
             lh.merge("flags", row, lineage=lin)
+        else:  # an upsert of a few keys: an overwrite whose predicate lists them
+            lh.upsert("flags", row, lineage=lin)
 """)
 
 
@@ -43,18 +45,21 @@ def _race(env, mode: str, writers: int, each: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["append", "merge"])
+@pytest.mark.parametrize("mode", ["append", "merge", "upsert", "mixed"])
 def test_concurrent_writers_lose_no_commit(lakehouse, root_env, mode):
     lakehouse.create("flags")
     writers, each = 3, 4
     _race(root_env, mode, writers, each)
-    ids = set(lakehouse.read("flags").column("flag_id").to_pylist())
+    rows = lakehouse.read("flags").column("flag_id").to_pylist()
+    ids = set(rows)
+    assert len(rows) == len(ids), "a key written twice"
     history = lakehouse.history("flags")
     writes = [c for c in history if c.operation != "create"]
     if mode == "append":
         assert ids == {f"w{k}-{i}" for k in range(writers) for i in range(each)}
     else:
-        # each writer upserts 2 keys twice: every key present once, every commit in the log
+        # each writer upserts 2 keys twice (merges, overwrites listing the keys, or both at
+        # once): every key present once, every commit in the log
         assert ids == {f"w{k}-{i}" for k in range(writers) for i in range(2)}
     assert len(writes) == writers * each
     assert sorted(c.version for c in history) == list(range(writers * each + 1))

@@ -116,7 +116,7 @@ def test_upsert_appends_first_then_merges(lakehouse):
     v1 = lakehouse.upsert("flags", flags([1, 2]), lineage=LIN)
     assert lakehouse.history("flags", 1)[0].delta_operation == "WRITE"
     v2 = lakehouse.upsert("flags", flags([2, 3], flag="rescan"), lineage=LIN)
-    assert v2 == v1 + 1 and lakehouse.history("flags", 1)[0].delta_operation == "MERGE"
+    assert v2 == v1 + 1 and lakehouse.version("flags") == v2
     got = rows(lakehouse, "flags")
     assert {k: r["flag"] for k, r in got.items()} == {"1": "ok", "2": "rescan", "3": "rescan"}
     # by another key: a row of the same scan replaces the scan's row
@@ -124,6 +124,44 @@ def test_upsert_appends_first_then_merges(lakehouse):
         1, "scan_id", pa.array(["scan-1"])), lineage=LIN, on=("scan_id",))
     assert {k: r["flag"] for k, r in rows(lakehouse, "flags").items()} == {
         "9": "needs_edit", "2": "rescan", "3": "rescan"}
+
+
+# keys a share really has: quotes, a backslash, a newline, SQL wildcards, non-ASCII
+AWKWARD = ["O'Brien's \"Copy\".docx", "a\\b", "two\nlines", "50% off_", "Ünïcødé ✓", "x"]
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["listed-keys", "merge"])
+def test_upsert_and_sync_replace_exactly_their_keys(lakehouse, monkeypatch, many):
+    """A few keys are replaced by an overwrite whose predicate lists them; many keys by a
+    merge. Both give the same rows: the listed keys' rows replaced or deleted, none other
+    touched, whatever the characters of a key."""
+    import catalog.tables
+
+    if many:  # every write above the limit: the merge path
+        monkeypatch.setattr(catalog.tables, "REPLACE_MAX_KEYS", 0)
+    ids = [*AWKWARD, *[f"{k}-2" for k in AWKWARD]]
+    lakehouse.append("flags", flags(ids), lineage=LIN)
+    v = lakehouse.upsert("flags", flags([*AWKWARD[:3], "new'one"], flag="rescan"), lineage=LIN)
+    assert lakehouse.history("flags", 1)[0].delta_operation == ("MERGE" if many else "WRITE")
+    want = {i: "ok" for i in ids} | {i: "rescan" for i in [*AWKWARD[:3], "new'one"]}
+    assert {k: r["flag"] for k, r in rows(lakehouse, "flags").items()} == want
+    assert lakehouse.seen_version("flags") == v == lakehouse.version("flags")
+    # upserts and deletions in one commit
+    m = lakehouse.sync("flags", flags([AWKWARD[3]], flag="needs_edit"), lineage=LIN,
+                       delete_keys=[{"flag_id": AWKWARD[4]}, {"flag_id": "two\nlines-2"}])
+    assert m["version"] == v + 1 == lakehouse.version("flags")
+    del want[AWKWARD[4]], want["two\nlines-2"]
+    want[AWKWARD[3]] = "needs_edit"
+    assert {k: r["flag"] for k, r in rows(lakehouse, "flags").items()} == want
+    # a composite key (texts: book and variant): only that variant of those books
+    text = {"variant": "edited", "text": "t", "n_chars": 1}
+    lakehouse.append("texts", [{"book_id": b, **text, "variant": var}
+                               for b in AWKWARD[:2] for var in ("edited", "ocr")], lineage=LIN)
+    lakehouse.sync("texts", [{"book_id": AWKWARD[0], **text, "text": "new"}], lineage=LIN,
+                   delete_keys=[{"book_id": AWKWARD[1], "variant": "edited"}])
+    got = {(r["book_id"], r["variant"]): r["text"] for r in lakehouse.read("texts").to_pylist()}
+    assert got == {(AWKWARD[0], "edited"): "new", (AWKWARD[0], "ocr"): "t",
+                   (AWKWARD[1], "ocr"): "t"}
 
 
 def test_merge_of_owned_columns_keeps_the_others(lakehouse):

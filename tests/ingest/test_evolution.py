@@ -185,3 +185,38 @@ def test_a_rerun_repairs_rows_lost_from_the_tables(small_share, tmp_path):
                       for f in lakehouse.read("files").to_pylist())
 
     assert statuses(lh) == statuses(fresh)
+
+
+def test_the_table_reads_overlap_the_walk_but_never_a_forking_pool(small_share, tmp_path,
+                                                                   monkeypatch):
+    """The tables are read in threads while the share is walked and the changed files are
+    read in this process; before a pool forks its workers those threads are joined (a
+    process forked while another thread holds a lock can hang)."""
+    import threading
+
+    import ingest.driver as driver
+
+    share = tmp_path / "share"
+    shutil.copytree(small_share, share, symlinks=True)
+    seen: list[tuple[bool, list[str]]] = []
+    real = driver.inventory
+
+    def spy(share_, paths, *, config, executor=None, workers=None):
+        ours = [t.name for t in threading.enumerate()
+                if t.name.startswith(("ingest-read", "ThreadPoolExecutor"))]
+        seen.append((driver.inventory_starts_processes(executor, len(paths)), ours))
+        return real(share_, paths, config=config, executor=executor, workers=workers)
+
+    monkeypatch.setattr(driver, "inventory", spy)
+    lh = Lakehouse(str(tmp_path / "lakehouse"))
+    run_ingest(lh, share, workers=2)  # every file read: a pool of 2
+    assert seen[0] == (True, [])
+    chapter = next((share / "Editorial").rglob("ch01.txt"))
+    chapter.write_text(chapter.read_text() + "\n\nOne more paragraph.\n")
+    seen.clear()
+    report = run_ingest(lh, share, workers=2)  # a few files: read here, beside the reads
+    assert report.n_read >= 1 and seen[0][0] is False and seen[0][1]
+    fresh = Lakehouse(str(tmp_path / "fresh"))
+    run_ingest(fresh, share, workers=2)
+    for name in ("books", "texts", "scores", "scans"):
+        assert _rows(lh, name) == _rows(fresh, name), name
