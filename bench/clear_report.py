@@ -5,8 +5,9 @@ CLEAR passages (edited text and their synthetic noisy twins) and on the held-out
 books of the development share (edited text and real OCR), mean ± sd over seeds; the
 clean → real-OCR shift of the same books; the best readability formula fit on the training
 passages, on the same texts. With --books, book-level aggregations of window predictions
-on the held-out multi-chapter books (mean, median, trimmed mean, length-weighted, with the
-headings and front matter in or out).
+on the held-out multi-chapter books (mean, median, trimmed mean, length-weighted, first
+window, and attention over windows: the trained head reading every window's token states at
+once, :func:`train.model.predict_over_windows`), with the headings and front matter in or out.
 
 Usage:
     python bench/clear_report.py --root LAKEHOUSE --dataset DATASET \
@@ -134,7 +135,7 @@ def book_aggregations(lh: Lakehouse, runs: Sequence[str], books: set[str], truth
     ``runs`` (each window predicted by every run, then averaged) on multi-window books."""
     from train.backbones import load_tokenizer
     from train.evaluate import fetch_model, find_run, run_seq_len
-    from train.model import load_model, predict_windows
+    from train.model import load_model, predict_over_windows, predict_windows
 
     chosen = [t for t in texts if t["book_id"] in books]
     members = []
@@ -153,7 +154,11 @@ def book_aggregations(lh: Lakehouse, runs: Sequence[str], books: set[str], truth
             tok = members[0][1]
             lengths = [len(x) for x in tok([text], truncation=True, max_length=members[0][2],
                                            return_overflowing_tokens=True)["input_ids"]][:n]
-            for name, value in aggregate(preds, lengths).items():
+            joint = statistics.fmean(
+                predict_over_windows([text], model=m, tokenizer=tok_, seq_len=sl)[0]
+                for m, tok_, sl in members)
+            for name, value in {**aggregate(preds, lengths),
+                                "attention over windows": joint}.items():
                 key = f"{kind(t['variant'])}, front matter {front}, {name}"
                 out.setdefault(key, []).append((value, truth[t["book_id"]]))
     return {k: {**regression_metrics([p for p, _ in v], [y for _, y in v])}

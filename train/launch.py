@@ -252,10 +252,11 @@ def _runs_row(run_id: str, cfg: TrainConfig, status: str, started: datetime,
             "finished_at": finished}
 
 
-def _upload_checkpoint(lh: Lakehouse, run_id: str, ckpt: Path) -> str:
-    for f in sorted(ckpt.iterdir()):
-        lh.store.put_file(f"runs/{run_id}/final/{f.name}", f)
-    return lh.store.uri(f"runs/{run_id}/final")
+def upload_model(lh: Lakehouse, run_id: str, folder: Path, name: str = "final") -> str:
+    """Store a run's model folder under ``runs/<run_id>/<name>``; returns its URI."""
+    for f in sorted(folder.iterdir()):
+        lh.store.put_file(f"runs/{run_id}/{name}/{f.name}", f)
+    return lh.store.uri(f"runs/{run_id}/{name}")
 
 
 def check_backbone(lakehouse: Lakehouse, cfg: TrainConfig) -> None:
@@ -395,8 +396,9 @@ def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *
         run_id: Run id (default: the run folder's name, or a new id).
         env: Environment of the ranks (default: this process's).
 
-    The saved model folder (uploaded to ``runs/<run_id>/final``) holds a model card,
-    ``README.md`` (:func:`model_card`).
+    The saved model folder (uploaded to ``runs/<run_id>/final``) is the run's model with its
+    output calibrated on its training windows (:mod:`train.calibrate`) and holds a model
+    card, ``README.md`` (:func:`model_card`).
 
     Raises:
         ConfigError: options that cannot work (:func:`check_backbone`, :func:`check_options`).
@@ -425,10 +427,22 @@ def run_training(lakehouse: Lakehouse, cfg: TrainConfig, launch: LaunchConfig, *
                "skipped": skipped, "run_dir": str(run_dir)}
     uri = None
     if ok and writes and result.get("checkpoint"):
+        # the run's model, its output shift calibrated on its training windows (a copy:
+        # the checkpoint stays as resume expects it)
+        from train.calibrate import calibrate_model
+
+        final = run_dir / "final"
+        cal = calibrate_model(result["checkpoint"], final, lakehouse=lakehouse,
+                              dataset=cfg.dataset, version=cfg.shards_version)
+        # "checkpoint" stays the checkpoint the validation metrics are of; "model" is the
+        # run's model
+        result = {**result, "model": str(final), "calibration": cal}
+        metrics.update(model=result["model"], calibration=cal)
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
         card = model_card(lakehouse, run_id, cfg, result)
-        card.write(Path(result["checkpoint"]))
-        checkpoint.describe(result["checkpoint"], target=card.target, run_id=run_id)
-        uri = _upload_checkpoint(lakehouse, run_id, Path(result["checkpoint"]))
+        card.write(final)
+        checkpoint.describe(final, target=card.target, run_id=run_id)
+        uri = upload_model(lakehouse, run_id, final)
     status = "finished" if ok else "failed"
     if writes:
         lakehouse.merge("runs", [_runs_row(run_id, cfg, status, started, metrics, uri,

@@ -12,7 +12,9 @@ Heads:
     ``dense``: masked mean pooling, then a small MLP.
 
 Both regress one number per window (MSE on the target); a book longer than one window is scored
-by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`). An ensemble
+by the mean of its windows' predictions (:func:`predict_windows`, :func:`predict`), or by the
+head reading all of its windows' token states at once (:func:`predict_over_windows`: attention
+over windows, one of the book-level aggregations R1 compares). An ensemble
 of models scores a text by the plain mean of its members' predictions (:func:`average_members`).
 The head reads standardised units: its output is multiplied by ``target_scale`` and shifted by
 ``target_mean`` (the training split's mean and standard deviation, set by the recipe), so a
@@ -454,6 +456,12 @@ class ReadingLevelModel(nn.Module):
         self.mix = mix
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.token_states(input_ids, attention_mask), attention_mask)
+
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                     ) -> torch.Tensor:
+        """The token states the head reads (the backbone's last kept layer, or the learned
+        mix of layers), in fp32 whatever the backbone computes in (bf16 or 4-bit)."""
         if self.mix is not None:
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                 output_hidden_states=True)
@@ -461,9 +469,12 @@ class ReadingLevelModel(nn.Module):
         else:
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
             states = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        # The head is fp32 whatever the backbone computes in (bf16 or 4-bit), and reads
-        # standardised units (see the module docstring).
-        raw = self.head(states.float(), attention_mask)
+        return states.float()
+
+    def readout(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The head over token states, in the target's units (the head itself reads and
+        predicts standardised units: see the module docstring)."""
+        raw = self.head(states, attention_mask)
         return raw * self.cfg.target_scale + self.cfg.target_mean
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -674,13 +685,7 @@ def predict_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer
     """
     if not texts:
         return []
-    if seq_len < 8 or not 0 <= stride < seq_len // 2:
-        raise ConfigError(f"seq_len must be >= 8 and 0 <= stride < seq_len/2, found "
-                          f"seq_len={seq_len}, stride={stride}.")
-    enc = tokenizer(list(texts), truncation=True, max_length=seq_len, stride=stride,
-                    return_overflowing_tokens=True, padding=False)
-    owner = enc["overflow_to_sample_mapping"]
-    windows = enc["input_ids"]
+    owner, windows = _windows(texts, tokenizer, seq_len, stride)
     was_training = model.training
     model.eval()
     device = next(model.head.parameters()).device
@@ -696,6 +701,59 @@ def predict_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer
     for k, p in zip(owner, preds, strict=True):
         per_text[k].append(float(p))
     return per_text
+
+
+def _windows(texts: Sequence[str], tokenizer: Any, seq_len: int, stride: int
+             ) -> tuple[list[int], list[list[int]]]:
+    """Every text cut into windows of ``seq_len`` tokens: ``(owner text index per window,
+    token ids per window)``, a text's windows contiguous and in order."""
+    if seq_len < 8 or not 0 <= stride < seq_len // 2:
+        raise ConfigError(f"seq_len must be >= 8 and 0 <= stride < seq_len/2, found "
+                          f"seq_len={seq_len}, stride={stride}.")
+    enc = tokenizer(list(texts), truncation=True, max_length=seq_len, stride=stride,
+                    return_overflowing_tokens=True, padding=False)
+    return list(enc["overflow_to_sample_mapping"]), enc["input_ids"]
+
+
+@torch.no_grad()
+def predict_over_windows(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
+                         seq_len: int = DEFAULT_SEQ_LEN, batch_size: int = 8) -> list[float]:
+    """Score texts with the head pooling over all of a text's windows at once: attention
+    over windows.
+
+    Each window goes through the backbone alone, as in training, and the head then reads
+    the token states of every window of the text together: the attention head's queries
+    attend over all of them in one softmax (a window full of headings or front matter gets
+    the weight the head gives such tokens, not a fixed 1/n), the dense head averages all
+    of them (a length-weighted mean of the windows' pooled states). No new weights: the
+    trained head is applied as it is. Windows do not overlap (a shared token would count
+    twice). Holds a text's token states in memory (~0.5 MB per 320-token window of a
+    384-wide model).
+
+    Returns one prediction per text, in order; a one-window text gets exactly what
+    :func:`predict` gives it.
+    """
+    if not texts:
+        return []
+    owner, windows = _windows(texts, tokenizer, seq_len, 0)
+    was_training = model.training
+    model.eval()
+    device = next(model.head.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    states: list[list[torch.Tensor]] = [[] for _ in texts]
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        ids, mask = pad_windows(chunk, pad)
+        out = model.token_states(ids.to(device), mask.to(device))
+        for j, w in enumerate(chunk):
+            states[owner[i + j]].append(out[j, :len(w)])
+    preds = []
+    for per_window in states:
+        joined = torch.cat(per_window).unsqueeze(0)
+        mask = torch.ones(joined.shape[:2], dtype=torch.long, device=joined.device)
+        preds.append(float(model.readout(joined, mask)[0]))
+    model.train(was_training)
+    return preds
 
 
 def predict(texts: Sequence[str], *, model: ReadingLevelModel, tokenizer: Any,
@@ -858,7 +916,11 @@ class ModelCard:
                "the last step.")
             + (f" The best validation was at step {res.get('best_step')} (book MAE "
                f"{_num(res.get('best_val_book_mae'))})." if res.get("best_step") is not None
-               else ""), "",
+               else "")
+            + (f" Its output is then shifted by {-res['calibration']['offset']:+.4f}: minus its "
+               f"mean residual on {res['calibration']['windows']} training windows "
+               "(`calibration.json`; the validation below is from before that shift)."
+               if res.get("calibration") else ""), "",
             "## Validation (during training)", "",
             f"Book-level error of {name} on the validation split (a book's prediction is the "
             f"mean over its windows; lower is better), for the saved model:", "",

@@ -229,4 +229,31 @@ def eval_(ctx: click.Context, run_ids: tuple[str, ...], more_runs: tuple[str, ..
                   f"report: {r.report_dir / 'report.md'}")
 
 
-COMMANDS = [train_, eval_]
+@command("calibrate")
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN...")
+@click.pass_context
+def calibrate(ctx: click.Context, run_ids: tuple[str, ...]) -> None:
+    """Calibrate the model of RUN (trained before `corpus train` did it): shift its output
+    so that its mean residual on a fixed sample of its own training windows is zero.
+
+    A run ends with whatever constant offset its last steps left it, and its held-out bias
+    follows that offset; no held-out text is read to remove it. The calibrated model is
+    stored beside the old one and the run points to it. Evaluate the run again afterwards.
+    A run whose model is calibrated already is left as it is.
+
+    Example: corpus calibrate clear-lora-noisy-s0 clear-lora-noisy-s1
+    """
+    from train.calibrate import calibrate_run
+
+    lh = lakehouse(ctx)
+    for run_id in run_ids:
+        rec = calibrate_run(lh, run_id)
+        if rec is None:
+            console.print(f"{run_id}: calibrated already, left as it is", highlight=False)
+            continue
+        console.print(f"{run_id}: output shifted by {-rec['offset']:+.4f} (mean residual "
+                      f"{rec['offset']:+.4f} on {rec['windows']} training windows); model "
+                      f"{rec['checkpoint_uri']}", highlight=False)
+
+
+COMMANDS = [train_, eval_, calibrate]

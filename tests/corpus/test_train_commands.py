@@ -108,17 +108,22 @@ def test_corpus_train_command(lakehouse, tmp_path, capfd):
     assert f"saved the best model: step {result['best_step']}" in res.output
     assert result["validations"] == 2  # steps 2 and 3 (the end)
     assert list((tmp_path / "cli-run" / "tensorboard").glob("events.out.tfevents.*"))
-    assert (Path(result["checkpoint"]) / "README.md").exists()
+    # the run's model is a calibrated copy of its saved checkpoint (see train.calibrate)
+    assert (Path(result["model"]) / "README.md").exists()
+    assert Path(result["model"]).name == "final" and result["calibration"]["windows"] > 0
+    assert json.loads((Path(result["model"]) / "calibration.json").read_text()) == \
+        result["calibration"]
+    assert "Its output is then shifted by" in (Path(result["model"]) / "README.md").read_text()
     # each step trained batch x grad_accum samples
     steps = run_steps(tmp_path / "cli-run")
     assert [len(steps[k][0]) for k in (1, 2, 3)] == [8, 8, 8]
     # the saved model says what it predicts and which run made it, also to score --model
     target = lakehouse.read("shards").column("target")[0].as_py()
-    meta = json.loads((Path(result["checkpoint"]) / "meta.json").read_text())
+    meta = json.loads((Path(result["model"]) / "meta.json").read_text())
     assert (meta["target"], meta["run_id"]) == (target, "cli-run")
     book = lakehouse.read("texts").column("book_id")[0].as_py()
     res = CliRunner().invoke(cli, ["--root", lakehouse.root, "score", book, "--model",
-                                   result["checkpoint"], "--format", "json"], obj={})
+                                   result["model"], "--format", "json"], obj={})
     assert res.exit_code == 0, res.output
     row = json.loads(res.stdout.splitlines()[0])
     assert (row["metric"], row["run"]) == (target, "cli-run")
@@ -217,3 +222,46 @@ def test_train_refuses_full_with_lora_and_a_missing_layer(tmp_path):
     r = runner.invoke(cli, ["--root", root, "train", "--shards", "clear", "--layer", "9"])
     assert r.exit_code == 2 and "has 6 layers" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+def test_calibrate_an_older_run_leaves_no_mean_residual_on_its_training_windows(tmp_path):
+    """`corpus calibrate RUN` on a run trained before calibration: a calibrated copy, the
+    run pointing to it; the model's mean residual on the training windows is then zero (it
+    was the recorded offset before). A second call leaves the run as it is."""
+    import torch
+
+    from train.calibrate import calibration_of
+    from train.data import ShardStream
+    from train.evaluate import fetch_model, find_run
+    from train.model import load_model
+
+    lh = evaluated_run(tmp_path)[0]
+    before = find_run(lh, "r1")
+
+    def residual(uri: str) -> float:
+        model = load_model(fetch_model(lh, uri)).eval()
+        stream = ShardStream(lh, "clear", version=before["shards_version"], split="train",
+                             rank=0, world_size=1, shuffle=False)
+        with torch.no_grad():
+            rows = [(p, t) for b in stream.loader(16) for p, t in zip(
+                model(b["input_ids"], b["attention_mask"]).tolist(), b["targets"].tolist(),
+                strict=True)]
+        return sum(p - t for p, t in rows) / len(rows)
+
+    res = CliRunner().invoke(cli, ["--root", lh.root, "calibrate", "r1"], obj={})
+    assert res.exit_code == 0, res.output
+    after = find_run(lh, "r1")
+    cal = json.loads(after["metrics"])["calibration"]
+    assert after["checkpoint_uri"].rstrip("/").endswith("runs/r1/calibrated")
+    assert calibration_of(fetch_model(lh, after["checkpoint_uri"])) == cal
+    assert calibration_of(fetch_model(lh, before["checkpoint_uri"])) is None  # kept as it was
+    assert f"r1: output shifted by {-cal['offset']:+.4f}" in res.output
+    # every training window of the small sample was used: the offset is its mean residual
+    assert abs(cal["offset"]) > 0.05
+    assert residual(before["checkpoint_uri"]) == pytest.approx(cal["offset"], abs=1e-4)
+    assert residual(after["checkpoint_uri"]) == pytest.approx(0.0, abs=1e-4)
+    again = CliRunner().invoke(cli, ["--root", lh.root, "calibrate", "r1"], obj={})
+    assert again.exit_code == 0 and "calibrated already" in again.output
+    assert find_run(lh, "r1")["checkpoint_uri"] == after["checkpoint_uri"]
+    missing = CliRunner().invoke(cli, ["--root", lh.root, "calibrate", "nope"], obj={})
+    assert missing.exit_code == 2 and missing.output.startswith("error:"), missing.output

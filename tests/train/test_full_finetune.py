@@ -232,7 +232,7 @@ def test_full_fine_tuning_trains_the_backbone_under_two_ranks(lakehouse, full_ru
                         .sum())
             n += len(b["sample_ids"])
     assert sq / n == pytest.approx(full_run.metrics["val_window_mse"], rel=1e-4)
-    card = (folder / "README.md").read_text()
+    card = (Path(full_run.metrics["model"]) / "README.md").read_text()  # the run's model
     assert "fine-tuned: its weights are in this folder" in card
     assert "mix of the embeddings' and every layer's states up to layer 3" in card
 

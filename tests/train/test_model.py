@@ -30,6 +30,7 @@ from train.model import (
     cosine,
     load_model,
     predict,
+    predict_over_windows,
     save_model,
     set_held_out_section,
 )
@@ -182,6 +183,29 @@ def test_predict_is_the_mean_over_windows(tok):
     assert preds[1] == pytest.approx(sum(by_window) / len(by_window), abs=1e-5)
     assert len(preds) == 2 and preds[0] != pytest.approx(preds[1])
     assert aggregate_windows(["a", "b", "a"], [1.0, 5.0, 3.0]) == {"a": 2.0, "b": 5.0}
+
+
+@pytest.mark.parametrize("head", ["attention", "dense"])
+def test_attention_over_windows_reads_every_window_at_once(tok, head):
+    model = build_model(ModelConfig(MINILM, head=head), seed=0).eval()
+    long_text = " ".join(TEXTS * 6)
+    kw = {"model": model, "tokenizer": tok, "seq_len": 32}
+    # one window: exactly what the window mean gives
+    one = predict_over_windows([TEXTS[0]], **kw)[0]
+    assert one == pytest.approx(predict([TEXTS[0]], **kw)[0], abs=1e-5)
+    # batching pads the shorter last window: padding must never reach the head
+    alone = predict_over_windows([long_text, TEXTS[2]], batch_size=1, **kw)
+    padded = predict_over_windows([long_text, TEXTS[2]], batch_size=4, **kw)
+    assert alone == pytest.approx(padded, abs=1e-5)
+    assert alone[0] != pytest.approx(predict([long_text], **kw)[0], abs=1e-4)
+    # one pooling over all the windows: a window read twice weighs like the window once
+    enc = tok([long_text], truncation=True, max_length=32, return_overflowing_tokens=True)
+    w = torch.tensor([enc["input_ids"][0]])
+    with torch.no_grad():
+        s = model.token_states(w, torch.ones_like(w))
+        twice = torch.cat([s, s], dim=1)
+        assert model.readout(twice, torch.ones(twice.shape[:2], dtype=torch.long)).item() \
+            == pytest.approx(model(w, torch.ones_like(w)).item(), abs=1e-5)
 
 
 @pytest.mark.slow

@@ -195,7 +195,7 @@ def test_validation_rows_summary_model_card_and_tensorboard(lakehouse, reference
     assert recorded["first_val_book_mae"] == vals[0]["val_book_mae"]
     assert recorded["last_val_book_mae"] == vals[-1]["val_book_mae"]
     # the model card, in the saved folder and in the stored copy
-    card = (Path(m["checkpoint"]) / CARD_FILE).read_text()
+    card = (Path(m["model"]) / CARD_FILE).read_text()
     version = lakehouse.version("shards")
     manifest, _ = read_manifest(lakehouse, "clear", version=version)
     for text in ("`all-minilm-l6-v2`", "| head | attention", f"clear@{version}",
@@ -268,7 +268,7 @@ def test_early_stopping_stops_and_saves_the_best_model(lakehouse, early):
     assert mae != pytest.approx(last["val_book_mae"], rel=1e-4)
     final = json.loads(lakehouse.store.get_bytes(f"runs/{early.run_id}/final/meta.json"))
     assert final["step"] == best["step"]
-    card = (folder / CARD_FILE).read_text()
+    card = (Path(m["model"]) / CARD_FILE).read_text()  # the run's model: a calibrated copy
     assert f"stopped early at step {m['steps']}" in card
     assert f"Saved model: step {best['step']}, the best by validation book MAE" in card
 
