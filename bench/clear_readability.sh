@@ -6,6 +6,9 @@
 # configuration's seeds averaged as an ensemble, and bench/clear_report.py turning the
 # `predictions` table into R1's tables.
 #
+# Every run's model has its output calibrated on its own training windows (`corpus train`
+# does it; `corpus calibrate` for a run trained before, then evaluated again).
+#
 # Held out: every scanned book of the share with every CLEAR passage it was made of (their
 # works too), plus 15% of the other source volumes (`--split-by work --val-frac 0.15`, the
 # same draw as before). The scanned books are evaluated on their edited text and on their real
@@ -58,6 +61,10 @@ for cfg in $CONFIGS; do
       /usr/bin/time -f "train $run: %e s" $C train ${OPTS[$cfg]} --seed "$seed" \
         --backbone all-minilm-l6-v2 --head attention --batch 8 --ckpt-every 100 --nproc 2 \
         --run-dir "runs/$run" > "train-$run.log" 2>> times.log
+      $C eval "$run" --out "reports/$run" > "eval-$run.log"
+    elif $C calibrate "$run" | tee -a calibrate.log | grep -q "output shifted"; then
+      # trained before `corpus train` calibrated its models: its predictions were the old
+      # model's
       $C eval "$run" --out "reports/$run" > "eval-$run.log"
     fi
     runs+=("$run")
