@@ -499,20 +499,20 @@ class Lakehouse:
                on: Iterable[str] | None = None) -> int:
         """Insert or update rows by the table's keys (or ``on``); returns the new version.
 
-        The first write of a table is an append (no merge plan, no join over nothing); every
-        later one a :meth:`merge`. Source rows must be unique on the keys.
+        The first write of a table is an append (no merge plan, no join over nothing); a
+        later one by the table's keys with at most ``REPLACE_MAX_KEYS`` keys an overwrite
+        whose predicate lists them, any other a :meth:`merge`. Source rows must be unique
+        on the keys.
         """
+        table = conform(spec(name), data)
+        _check_unique(name, table, on or spec(name).keys, "upsert into")
         if name not in self._ensured and not self.exists(name):  # opened here: it exists
-            table = conform(spec(name), data)
-            _check_unique(name, table, on or spec(name).keys, "upsert into")
             return self.append(name, table, lineage=lineage)
         if on is None:
-            table = conform(spec(name), data)
-            _check_unique(name, table, spec(name).keys, "upsert into")
             version = self._replace_keys(name, table, table, lineage)
             if version is not None:
                 return version
-        return self.merge(name, data, lineage=lineage, on=on)["version"]
+        return self.merge(name, table, lineage=lineage, on=on)["version"]
 
     def _replace_keys(self, name: str, table: Any, keys: Any, lineage: Lineage) -> int | None:
         """Replace the rows whose keys are among ``keys``' with ``table`` in one commit (an
